@@ -1,0 +1,42 @@
+# The two quick-start commands (each installs what is missing, configures and builds first):
+#   make demo   - the end-to-end demo on an embedded synthetic model
+#   make test   - the whole test suite (CTest), printing its summary
+# Also: make build, make bench, make fuzz (libFuzzer, clang), make clean.
+
+BUILD_DIR ?= build
+FUZZ_DIR  ?= build-fuzz
+JOBS      ?= $(shell nproc)
+CMAKE_ARGS ?=
+
+.PHONY: all deps configure build demo test bench fuzz clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+$(BUILD_DIR)/build.ninja: | deps
+	cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_ARGS)
+
+configure: deps $(BUILD_DIR)/build.ninja
+
+build: configure
+	cmake --build $(BUILD_DIR) -j $(JOBS)
+
+demo: build
+	$(BUILD_DIR)/src/cli/deltasync demo
+
+test: build
+	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) --timeout 900
+
+bench: build
+	scripts/run-benchmarks.sh $(BUILD_DIR)
+
+fuzz: deps
+	CC=clang CXX=clang++ cmake -S . -B $(FUZZ_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DDELTASYNC_BUILD_FUZZ=ON -DDELTASYNC_BUILD_BENCH=OFF -DDELTASYNC_WITH_CUDA=OFF -DDELTASYNC_WITH_NCCL=OFF
+	cmake --build $(FUZZ_DIR) -j $(JOBS) --target fuzz_targets
+	scripts/run-fuzz.sh $(FUZZ_DIR) $${FUZZ_SECONDS:-30}
+
+clean:
+	rm -rf $(BUILD_DIR) $(FUZZ_DIR)

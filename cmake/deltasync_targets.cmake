@@ -1,0 +1,39 @@
+# Helpers that give every target the same warnings, include root and sanitizer flags.
+
+set(DS_WARNINGS -Wall -Wextra -Wpedantic -Wshadow -Wconversion -Wno-sign-conversion -Wnon-virtual-dtor
+    -Wold-style-cast -Woverloaded-virtual -Wimplicit-fallthrough)
+
+set(DS_SANITIZE_FLAGS "")
+if(DELTASYNC_SANITIZE STREQUAL "address")
+  set(DS_SANITIZE_FLAGS -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer)
+elseif(DELTASYNC_SANITIZE STREQUAL "thread")
+  set(DS_SANITIZE_FLAGS -fsanitize=thread -fno-omit-frame-pointer)
+elseif(NOT DELTASYNC_SANITIZE STREQUAL "")
+  message(FATAL_ERROR "DELTASYNC_SANITIZE must be empty, 'address' or 'thread'")
+endif()
+if(DS_SANITIZE_FLAGS)
+  add_compile_options(${DS_SANITIZE_FLAGS})
+  add_link_options(${DS_SANITIZE_FLAGS})
+endif()
+
+# ds_library(NAME SOURCES... [DEPS ...] [PRIVATE_DEPS ...]) -> static library deltasync_NAME, alias deltasync::NAME
+function(ds_library name)
+  cmake_parse_arguments(A "" "" "SOURCES;DEPS;PRIVATE_DEPS" ${ARGN})
+  add_library(deltasync_${name} STATIC ${A_SOURCES})
+  add_library(deltasync::${name} ALIAS deltasync_${name})
+  target_include_directories(deltasync_${name} PUBLIC ${PROJECT_SOURCE_DIR}/src ${PROJECT_BINARY_DIR}/generated)
+  target_compile_options(deltasync_${name} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:${DS_WARNINGS}>)
+  target_link_libraries(deltasync_${name} PUBLIC ${A_DEPS} PRIVATE ${A_PRIVATE_DEPS})
+endfunction()
+
+# ds_test(NAME SOURCES... DEPS ...) -> a GoogleTest binary registered with CTest.
+function(ds_test name)
+  cmake_parse_arguments(A "" "" "SOURCES;DEPS;LABELS" ${ARGN})
+  add_executable(${name} ${A_SOURCES})
+  target_compile_options(${name} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:${DS_WARNINGS}>)
+  target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/src ${PROJECT_SOURCE_DIR}/tests)
+  target_link_libraries(${name} PRIVATE ${A_DEPS} GTest::gtest GTest::gtest_main Threads::Threads)
+  target_compile_definitions(${name} PRIVATE DS_TEST_DATA_DIR="${PROJECT_SOURCE_DIR}/tests/data")
+  include(GoogleTest)
+  gtest_discover_tests(${name} DISCOVERY_TIMEOUT 60 PROPERTIES LABELS "${A_LABELS}")
+endfunction()

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs every build and test dependency of deltasync from Debian 12 packages. Idempotent: only missing
+# packages are installed, so `make demo` / `make test` call it every time at no cost.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake ninja-build pkg-config git python3
+  libboost1.81-dev            # Asio, Beast, JSON (1.81: the default 1.74 lacks what we use)
+  liburing-dev                # io_uring (static liburing.a)
+  libzstd-dev                 # zstd frames (static libzstd.a)
+  libxxhash-dev               # xxh3 digests
+  libtomlplusplus-dev         # config/deltasync.toml
+  libgtest-dev libgmock-dev   # unit tests
+  libbenchmark-dev            # micro-benchmarks
+  clang libclang-rt-14-dev    # libFuzzer targets and sanitizers
+  curl                        # integration tests push with curl too
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+echo "install-deps: installing ${missing[*]}"
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"

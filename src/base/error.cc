@@ -1,0 +1,104 @@
+// The deltasync error category: names and messages for every errc.
+#include "base/error.h"
+
+#include <cstring>
+
+namespace deltasync {
+namespace {
+
+class category final : public std::error_category {
+ public:
+  const char* name() const noexcept override { return "deltasync"; }
+  std::string message(int ev) const override { return std::string(errc_name(static_cast<errc>(ev))); }
+  std::error_condition default_error_condition(int ev) const noexcept override {
+    switch (static_cast<errc>(ev)) {
+      case errc::not_found: return std::errc::no_such_file_or_directory;
+      case errc::no_space: return std::errc::no_space_on_device;
+      case errc::timeout: return std::errc::timed_out;
+      case errc::cancelled: return std::errc::operation_canceled;
+      case errc::invalid_argument: return std::errc::invalid_argument;
+      default: return {ev, *this};
+    }
+  }
+};
+
+}  // namespace
+
+const std::error_category& deltasync_category() noexcept {
+  static const category c;
+  return c;
+}
+
+std::string_view errc_name(errc e) noexcept {
+  switch (e) {
+#define DS_NAME(x) \
+  case errc::x: return #x;
+    DS_NAME(ok)
+    DS_NAME(invalid_argument)
+    DS_NAME(io_error)
+    DS_NAME(not_found)
+    DS_NAME(no_space)
+    DS_NAME(cancelled)
+    DS_NAME(timeout)
+    DS_NAME(limit_exceeded)
+    DS_NAME(unsupported)
+    DS_NAME(internal)
+    DS_NAME(st_too_small)
+    DS_NAME(st_header_too_large)
+    DS_NAME(st_header_out_of_bounds)
+    DS_NAME(st_header_not_utf8)
+    DS_NAME(st_header_bad_start)
+    DS_NAME(st_header_not_json)
+    DS_NAME(st_header_not_object)
+    DS_NAME(st_metadata_not_strings)
+    DS_NAME(st_duplicate_tensor)
+    DS_NAME(st_bad_tensor_entry)
+    DS_NAME(st_unknown_dtype)
+    DS_NAME(st_size_overflow)
+    DS_NAME(st_bad_offsets)
+    DS_NAME(st_size_mismatch)
+    DS_NAME(st_misaligned_size)
+    DS_NAME(st_not_contiguous)
+    DS_NAME(st_size_mismatch_file)
+    DS_NAME(zstd_not_a_frame)
+    DS_NAME(zstd_unknown_size)
+    DS_NAME(zstd_too_large)
+    DS_NAME(zstd_corrupt)
+    DS_NAME(zstd_size_lie)
+    DS_NAME(delta_missing_tensor)
+    DS_NAME(delta_bad_metadata)
+    DS_NAME(delta_unknown_encoding)
+    DS_NAME(delta_bad_manifest)
+    DS_NAME(delta_manifest_bounds)
+    DS_NAME(delta_bad_pos_width)
+    DS_NAME(delta_positions_not_ascending)
+    DS_NAME(delta_position_out_of_range)
+    DS_NAME(delta_value_count_mismatch)
+    DS_NAME(delta_checksum_mismatch)
+    DS_NAME(delta_dtype_mismatch)
+    DS_NAME(delta_shape_mismatch)
+    DS_NAME(delta_unknown_tensor)
+    DS_NAME(delta_value_not_representable)
+    DS_NAME(delta_version_mismatch)
+#undef DS_NAME
+  }
+  return "unknown_error";
+}
+
+std::string error::describe() const {
+  std::string out = message;
+  out += " [";
+  out += code.category() == deltasync_category() ? std::string(errc_name(static_cast<errc>(code.value())))
+                                                 : code.message();
+  out += "]";
+  return out;
+}
+
+error errno_error(int err, std::string_view what) {
+  std::string msg(what);
+  msg += ": ";
+  msg += std::strerror(err);
+  return error(std::error_code(err, std::generic_category()), std::move(msg));
+}
+
+}  // namespace deltasync

@@ -1,0 +1,1 @@
+#include "codec/delta_format.h"

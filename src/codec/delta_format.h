@@ -1,0 +1,147 @@
+// The slime #1806 delta file (DESIGN.md "Wire formats"): one safetensors file per bucket flush holding
+// `__positions__` (U8: every param's encoded positions, concatenated) and `__values__` (the new values of
+// every changed element, in manifest order, in the params' dtype or a promoted one), plus `__metadata__`
+// {encoding, current_version, checksum, params}. Pure: no I/O.
+//
+// Writing: delta_bucket_builder collects params, then finish() produces the file bytes.
+// Reading: parse_delta_file() validates the container, manifest and checksum; apply_param() then scatters
+// one param's values into its tensor (decoding positions on the fly, bounds-checked).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/bytes.h"
+#include "base/result.h"
+#include "codec/dtype.h"
+#include "codec/safetensors.h"
+
+namespace deltasync {
+
+enum class encoding : uint8_t { indices, deltas, deltas_zstd };
+
+std::string_view encoding_name(encoding e) noexcept;  // "indices" | "deltas" | "deltas_zstd"
+std::optional<encoding> encoding_from_name(std::string_view name) noexcept;
+
+__extension__ typedef unsigned __int128 checksum128;
+std::string checksum_to_decimal(checksum128 v);
+std::optional<checksum128> checksum_from_decimal(std::string_view text) noexcept;
+
+// torch.hash_tensor(t) (mode xor_sum): every element upcast to its 64-bit equivalent (floats to float64,
+// signed ints sign-extended, unsigned ints and bool zero-extended), bit-cast to uint64, XOR-reduced.
+// Empty -> 0. `bytes` holds `bytes.size() / element_bytes(type)` elements. Sub-byte dtypes are unsupported.
+uint64_t hash_tensor(dtype type, byte_span bytes) noexcept;
+
+// checksum = H(__positions__) XOR (H(__values__) << 1), 65 bits wide.
+checksum128 delta_checksum(byte_span positions_u8, dtype values_type, byte_span values) noexcept;
+
+// One entry of the `params` manifest.
+struct param_entry {
+  std::string name;
+  dtype type = dtype::BF16;
+  std::vector<uint64_t> shape;
+  uint64_t pos_start = 0, pos_end = 0;  // byte offsets into __positions__
+  uint32_t pos_width = 4;               // 2 or 4
+  uint64_t val_start = 0, val_end = 0;  // element offsets into __values__
+
+  uint64_t numel() const noexcept;
+  uint64_t changed() const noexcept { return val_end - val_start; }
+};
+
+struct delta_manifest {
+  encoding enc = encoding::indices;
+  uint64_t current_version = 0;
+  checksum128 checksum = 0;
+  std::vector<param_entry> params;
+};
+
+// The `params` JSON list <-> entries. parse_params validates types and that every range is well-formed
+// (start <= end, pos range a multiple of pos_width); cross-checks against the blobs happen in
+// parse_delta_file.
+std::string params_to_json(const std::vector<param_entry>& params);
+result<std::vector<param_entry>> parse_params_json(std::string_view json);
+
+// ---- positions ----
+
+// Appends the encoded positions of one param (ascending element indices) and returns the width used:
+// `indices` -> uint32 (width 4); `deltas` -> gaps g[0]=idx[0], g[k]=idx[k]-idx[k-1]-1 as uint16 when every
+// gap <= 65535, else uint32. deltas_zstd encodes positions like `deltas`.
+uint32_t encode_positions(encoding enc, std::span<const uint32_t> positions, byte_buffer& out);
+
+// Decodes one param's positions into element indices, checking each index < numel and that indices
+// ascend strictly. `count` is the number of encoded entries (bytes / width).
+status decode_positions(encoding enc, uint32_t pos_width, byte_span encoded, uint64_t numel,
+                        std::vector<uint32_t>& out);
+
+// ---- writer ----
+
+struct param_delta {
+  std::string name;
+  dtype type = dtype::BF16;
+  std::vector<uint64_t> shape;
+  std::span<const uint32_t> positions;  // ascending element indices
+  byte_span values;                     // positions.size() elements of `type`
+};
+
+// Accumulates the params of one bucket flush. Not thread-safe; one builder per bucket.
+class delta_bucket_builder {
+ public:
+  explicit delta_bucket_builder(encoding enc);
+
+  // False (and nothing added) when the param's dtype cannot share __values__ with what the bucket holds
+  // (see promote() in dtype.h): flush the bucket and add it to the next one.
+  bool can_add(dtype type) const noexcept;
+  void add(const param_delta& p);
+
+  bool empty() const noexcept { return params_.empty(); }
+  size_t param_count() const noexcept { return params_.size(); }
+  uint64_t changed_elements() const noexcept { return value_count_; }
+  // Bytes the file payload will take before zstd: positions + values (in the promoted dtype).
+  uint64_t payload_bytes() const noexcept;
+
+  // Builds the whole file (zstd-wrapped for deltas_zstd) and resets the builder.
+  result<byte_buffer> finish(uint64_t current_version, uint64_t data_alignment = 8);
+
+ private:
+  encoding enc_;
+  std::optional<dtype> values_type_;
+  std::vector<param_entry> params_;
+  byte_buffer positions_;
+  std::vector<std::pair<dtype, byte_buffer>> values_;  // per param, in its own dtype; cast at finish()
+  uint64_t value_count_ = 0;
+};
+
+// ---- reader ----
+
+// A validated delta file. `positions` and `values` view either the caller's bytes or `storage` (the
+// decompressed `deltas_zstd` payload).
+struct delta_file {
+  delta_manifest manifest;
+  dtype values_type = dtype::BF16;
+  byte_span positions;
+  byte_span values;
+  byte_buffer storage;
+  std::vector<std::pair<std::string, std::string>> metadata;  // every metadata key, as read
+};
+
+struct delta_read_limits {
+  uint64_t max_decompressed_bytes = 4ull << 30;
+  uint64_t max_params = 1u << 20;
+  bool verify_checksum = true;
+};
+
+// Validates everything that can be checked without the target tensors: container, exactly the two
+// tensors, metadata keys, encoding, manifest ranges within the blobs, values dtype castable to each
+// param's dtype, and the checksum. The result may view `file` (keep it alive).
+result<delta_file> parse_delta_file(byte_span file, const delta_read_limits& limits = {});
+
+// Scatters one param's new values into `dest` (the whole tensor, row-major, of p.type and p.shape),
+// decoding positions directly from the encoded blob and casting from `values_type` back to p.type exactly.
+// Checks bounds and ascending order before writing anything: on error `dest` is untouched.
+status apply_param(const delta_file& f, const param_entry& p, mutable_byte_span dest);
+
+}  // namespace deltasync

@@ -1,0 +1,1 @@
+#include "codec/zstd_frame.h"
