@@ -10,6 +10,7 @@ PACKAGES=(
   libzstd-dev                 # zstd frames (static libzstd.a)
   libxxhash-dev               # xxh3 digests
   libtomlplusplus-dev         # config/deltasync.toml
+  libcli11-dev                # command-line parsing (header-only)
   libgtest-dev libgmock-dev   # unit tests
   libbenchmark-dev            # micro-benchmarks
   clang libclang-rt-14-dev    # libFuzzer targets and sanitizers

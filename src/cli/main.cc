@@ -1,1 +1,26 @@
-int main() { return 0; }
+// deltasync's entry point: parses the command line and runs one subcommand. Start-up errors (bad flags,
+// bad config) are caught here and reported with a clear message and exit status 2.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <exception>
+
+#include "base/features.h"
+#include "cli/commands.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"deltasync: ship only the weights that changed, from an RL trainer to its rollout fleet"};
+  app.set_version_flag("--version", std::string("deltasync ") + DELTASYNC_VERSION);
+  app.require_subcommand(1);
+  int exit_status = 0;
+  deltasync::cli::register_inspect(app, exit_status);
+  deltasync::cli::register_demo(app, exit_status);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "deltasync: %s\n", e.what());
+    return 2;
+  }
+  return exit_status;
+}

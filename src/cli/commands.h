@@ -1,0 +1,15 @@
+// The deltasync subcommands. Each registers itself on the CLI11 app and runs when selected; run functions
+// return the process exit status.
+#pragma once
+
+namespace CLI {
+class App;
+}
+
+namespace deltasync::cli {
+
+// Registers the subcommand and returns a callback slot: the command's run() is bound to the app's callback.
+void register_inspect(CLI::App& app, int& exit_status);
+void register_demo(CLI::App& app, int& exit_status);
+
+}  // namespace deltasync::cli
