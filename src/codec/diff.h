@@ -18,6 +18,13 @@ namespace deltasync {
 uint64_t diff_tensor(byte_span before, byte_span now, uint32_t elem_bytes, std::vector<uint32_t>& positions,
                      byte_buffer& values);
 
+namespace detail {
+// diff_tensor restricted to the SSE2 path, which every x86-64 host has; lets tests cover the fallback on
+// machines where diff_tensor dispatches to AVX2. Same contract as diff_tensor.
+uint64_t diff_tensor_sse2(byte_span before, byte_span now, uint32_t elem_bytes, std::vector<uint32_t>& positions,
+                          byte_buffer& values);
+}  // namespace detail
+
 // Writes values[i] (elements of `values_type`) to dest element positions[i] (elements of `dest_type`),
 // casting exactly when the types differ (see cast_element). Validates every position (< element count of
 // dest) and the counts before writing: on error `dest` is untouched.
