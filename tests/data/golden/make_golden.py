@@ -79,18 +79,35 @@ def build_file(params, encoding, version):
     return data
 
 
+def _libzstd():
+    import ctypes
+    import ctypes.util
+    lib = ctypes.CDLL(ctypes.util.find_library("zstd") or "libzstd.so.1")
+    lib.ZSTD_compressBound.restype = ctypes.c_size_t
+    lib.ZSTD_compressBound.argtypes = [ctypes.c_size_t]
+    lib.ZSTD_compress.restype = ctypes.c_size_t
+    lib.ZSTD_compress.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    lib.ZSTD_decompress.restype = ctypes.c_size_t
+    lib.ZSTD_decompress.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t]
+    lib.ZSTD_getFrameContentSize.restype = ctypes.c_ulonglong
+    lib.ZSTD_getFrameContentSize.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    lib.ZSTD_isError.restype = ctypes.c_uint
+    lib.ZSTD_isError.argtypes = [ctypes.c_size_t]
+    return ctypes, lib
+
+
 def zstd_compress(data):
-    """One level-1 frame with the content size, as slime writes it (python-zstandard, else the zstd CLI)."""
+    """One level-1 frame with the content size, as slime writes it (python-zstandard, else libzstd)."""
     try:
         import zstandard
         return zstandard.ZstdCompressor(level=1, write_content_size=True).compress(data)
     except ImportError:
-        import subprocess
-        import tempfile
-        with tempfile.NamedTemporaryFile() as tmp:  # a file input lets the CLI record the content size
-            tmp.write(data)
-            tmp.flush()
-            return subprocess.run(["zstd", "-1", "-q", "-c", tmp.name], check=True, capture_output=True).stdout
+        ctypes, lib = _libzstd()  # ZSTD_compress records the content size in the frame header
+        cap = lib.ZSTD_compressBound(len(data))
+        dst = ctypes.create_string_buffer(cap)
+        n = lib.ZSTD_compress(dst, cap, data, len(data), 1)
+        assert not lib.ZSTD_isError(n), "ZSTD_compress failed"
+        return dst.raw[:n]
 
 
 def zstd_decompress(data):
@@ -98,8 +115,13 @@ def zstd_decompress(data):
         import zstandard
         return zstandard.ZstdDecompressor().decompress(data)
     except ImportError:
-        import subprocess
-        return subprocess.run(["zstd", "-d", "-q", "-c"], input=data, check=True, capture_output=True).stdout
+        ctypes, lib = _libzstd()
+        size = lib.ZSTD_getFrameContentSize(data, len(data))
+        assert size < (1 << 40), "frame without a content size"
+        dst = ctypes.create_string_buffer(max(size, 1))
+        n = lib.ZSTD_decompress(dst, size, data, len(data))
+        assert not lib.ZSTD_isError(n) and n == size, "ZSTD_decompress failed"
+        return dst.raw[:n]
 
 
 def special(t, g):
@@ -204,7 +226,7 @@ def apply_file(path, tensors):
     got = h(positions) ^ (h(values) << 1)
     assert str(got) == meta["checksum"], f"{path}: checksum {got} != {meta['checksum']}"
     for p in json.loads(meta["params"]):
-        raw = positions[p["pos_start"]:p["pos_end"]]
+        raw = positions[p["pos_start"]:p["pos_end"]].clone()  # a uint32 run may start at any byte offset
         if meta["encoding"] == "indices":
             idx = raw.view(torch.int32).to(torch.int64)
         else:
