@@ -1,0 +1,38 @@
+// Blocking syscalls for one io_op attempt; see raw_syscall.h.
+#include "io/raw_syscall.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+
+#include "base/check.h"
+#include "io/io_backend.h"
+
+namespace deltasync::io::detail {
+
+int64_t run_raw_syscall(const io_op& op) noexcept {
+  ssize_t rc = 0;
+  switch (op.code) {
+    case op_code::open: rc = ::open(op.path.c_str(), op.flags | O_CLOEXEC, op.mode); break;
+    case op_code::read:
+      rc = ::pread(op.fd, io_backend::raw_buf(op), io_backend::raw_len(op),
+                   static_cast<off_t>(io_backend::raw_offset(op)));
+      break;
+    case op_code::write:
+      rc = ::pwrite(op.fd, io_backend::raw_buf(op), io_backend::raw_len(op),
+                    static_cast<off_t>(io_backend::raw_offset(op)));
+      break;
+    case op_code::fsync: rc = op.datasync ? ::fdatasync(op.fd) : ::fsync(op.fd); break;
+    case op_code::close: rc = ::close(op.fd); break;
+    case op_code::ftruncate: rc = ::ftruncate(op.fd, static_cast<off_t>(op.offset)); break;
+    case op_code::rename: rc = ::rename(op.path.c_str(), op.path2.c_str()); break;
+    case op_code::unlink: rc = ::unlink(op.path.c_str()); break;
+    case op_code::none: DS_CHECK(false, "io_op without prep");
+  }
+  if (rc < 0) return -errno;
+  return static_cast<int64_t>(rc);
+}
+
+}  // namespace deltasync::io::detail
