@@ -35,10 +35,10 @@ struct demo_options {
 
 using store = std::vector<byte_buffer>;  // one bf16 buffer per tensor, layout order
 
-store copy_view(const rl_trainer_sim& sim) {
-  store s(sim.tensor_count());
+// Copies the trainer's bf16 view into `s`, reusing its buffers (no page faults after the first sync).
+void copy_view(const rl_trainer_sim& sim, store& s) {
+  s.resize(sim.tensor_count());
   for (size_t i = 0; i < s.size(); ++i) s[i].assign(sim.bf16(i).begin(), sim.bf16(i).end());
-  return s;
 }
 
 status save_checkpoint(const std::string& path, const model_layout& layout, const store& s) {
@@ -156,7 +156,8 @@ int run_demo(const demo_options& opt) {
   rl_trainer_sim sim(*layout, opt.seed, opt.threads);
   std::unordered_map<std::string, size_t> index;
   for (size_t i = 0; i < layout->tensors.size(); ++i) index[layout->tensors[i].name] = i;
-  store snapshot = copy_view(sim);
+  store snapshot;
+  copy_view(sim, snapshot);
   std::vector<store> receivers(encs.size(), snapshot);
   if (!opt.keep.empty()) {
     if (auto s = save_checkpoint(root + "/base.safetensors", *layout, snapshot); !s) {
@@ -198,7 +199,7 @@ int run_demo(const demo_options& opt) {
     }
     std::printf("\n");
     // Every receiver acknowledged: only now does the sender's snapshot advance.
-    if (all_ok) snapshot = copy_view(sim);
+    if (all_ok) copy_view(sim, snapshot);
   }
   if (!opt.keep.empty()) {
     if (auto s = save_checkpoint(root + "/new.safetensors", *layout, snapshot); !s) {

@@ -160,7 +160,9 @@ byte_span rl_trainer_sim::bf16(size_t i) const noexcept {
 
 void rl_trainer_sim::step(double lr) {
   ++step_;
-  const float flr = static_cast<float>(lr);
+  // Adam's normalised step m/sqrt(v) is ~1 in magnitude at the start of training and shrinks once
+  // gradients turn noisy; half of lr x U(-1, 1) is a typical RL fine-tuning magnitude.
+  const float flr = static_cast<float>(lr) * 0.5f;
   const uint64_t salt = splitmix64(seed_ + step_ * 0x632BE59BD9B4E019ull);
   parallel_elements(layout_, threads_, [&](size_t t, uint64_t begin, uint64_t end) {
     float* m = master_[t].data();

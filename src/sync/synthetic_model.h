@@ -47,8 +47,8 @@ class rl_trainer_sim {
   // The current bf16 view of tensor i (numel x 2 bytes).
   byte_span bf16(size_t i) const noexcept;
 
-  // One optimizer step at learning rate `lr`: master += lr * u with u in [-1, 1] per element (a fresh
-  // deterministic draw each step), then bf16 = round_to_nearest_even(master).
+  // One optimizer step at learning rate `lr`: master -= lr * u with u in [-0.5, 0.5] per element (a fresh
+  // deterministic draw each step: the size of a steady-state Adam update), then bf16 = rne(master).
   void step(double lr);
   uint64_t steps_taken() const noexcept { return step_; }
 
