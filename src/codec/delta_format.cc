@@ -1,1 +1,853 @@
+// The slime #1806 delta file: names, checksums, the params manifest, position codecs, the bucket writer and
+// the validating reader with its bounds-checked scatter.
 #include "codec/delta_format.h"
+
+#include <algorithm>
+#include <array>
+#include <boost/json.hpp>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <unordered_set>
+#include <utility>
+
+#include "base/check.h"
+#include "codec/diff.h"
+#include "codec/zstd_frame.h"
+
+namespace deltasync {
+namespace {
+
+namespace json = boost::json;
+
+constexpr std::string_view kPositionsTensor = "__positions__";
+constexpr std::string_view kValuesTensor = "__values__";
+constexpr std::string_view kMetaEncoding = "encoding";
+constexpr std::string_view kMetaVersion = "current_version";
+constexpr std::string_view kMetaChecksum = "checksum";
+constexpr std::string_view kMetaParams = "params";
+
+// Positions are uint32 element indices, so a tensor may hold at most 2^32 - 1 elements.
+constexpr uint64_t kMaxNumel = (uint64_t{1} << 32) - 1;
+
+// ---- float widening for hash_tensor ----
+//
+// torch.hash_tensor converts each float element with static_cast<double>: bf16/f16/fp8 go through c10's
+// bit-level conversion to float (which keeps NaN payloads), then the hardware float -> double conversion.
+// x86 cvtss2sd (and CUDA's cvt.f64.f32) quiet a signalling NaN by setting the quiet bit and keep the rest
+// of the payload, so we do the same: every float NaN maps to the double NaN with the payload shifted up and
+// bit 51 set.
+
+uint64_t f32_bits_to_f64_bits(uint32_t x) noexcept {
+  const uint64_t sign = uint64_t{x >> 31} << 63;
+  const uint32_t exp = (x >> 23) & 0xFFu;
+  const uint64_t man = x & 0x7FFFFFu;
+  if (exp == 0xFF) {
+    if (man == 0) return sign | 0x7FF0000000000000ull;
+    return sign | 0x7FF0000000000000ull | (man << 29) | (uint64_t{1} << 51);
+  }
+  if (exp == 0) {
+    if (man == 0) return sign;
+    // A float subnormal man * 2^-149 is a double normal: normalise around its highest set bit.
+    const int p = 63 - __builtin_clzll(man);
+    const uint64_t dexp = static_cast<uint64_t>(p - 149 + 1023);
+    return sign | (dexp << 52) | ((man ^ (uint64_t{1} << p)) << (52 - p));
+  }
+  return sign | (uint64_t{exp + 896u} << 52) | (man << 29);
+}
+
+// A finite value of a small float format (sign, exponent field e, mantissa field m of man_bits, bias) as
+// float bits. Every such value of the formats below is a float normal, so this is exact.
+uint32_t minifloat_to_f32_bits(uint32_t sign, uint32_t e, uint32_t m, int man_bits, int bias) noexcept {
+  const uint32_t s = sign << 31;
+  if (e == 0) {
+    if (m == 0) return s;
+    const int p = 31 - __builtin_clz(m);
+    const auto fexp = static_cast<uint32_t>(1 - bias - man_bits + p + 127);
+    return s | (fexp << 23) | ((m ^ (1u << p)) << (23 - p));
+  }
+  const auto fexp = static_cast<uint32_t>(static_cast<int>(e) - bias + 127);
+  return s | (fexp << 23) | (m << (23 - man_bits));
+}
+
+uint32_t f16_to_f32_bits(uint16_t h) noexcept {
+  const uint32_t sign = h >> 15, e = (h >> 10) & 0x1Fu, m = h & 0x3FFu;
+  if (e == 0x1F) return (sign << 31) | 0x7F800000u | (m << 13);  // inf, or NaN with its payload
+  return minifloat_to_f32_bits(sign, e, m, 10, 15);
+}
+
+// The fp8 formats as float bits, following c10's own decoders for the NaN encodings.
+uint32_t fp8_to_f32_bits(dtype t, uint8_t x) noexcept {
+  const uint32_t sign = x >> 7;
+  switch (t) {
+    case dtype::F8_E5M2:  // IEEE-like (bias 15, inf and NaN): the top byte of an f16.
+      return f16_to_f32_bits(static_cast<uint16_t>(x << 8));
+    case dtype::F8_E4M3: {  // bias 7, no inf; S.1111.111 is NaN, which c10 decodes to 0x7FF00000.
+      if ((x & 0x7F) == 0x7F) return (sign << 31) | 0x7FF00000u;
+      return minifloat_to_f32_bits(sign, (x >> 3) & 0xFu, x & 0x7u, 3, 7);
+    }
+    case dtype::F8_E4M3FNUZ:  // bias 8, no inf, no -0: 0x80 is the only NaN (c10: float bits 0x7F800001).
+      if (x == 0x80) return 0x7F800001u;
+      return minifloat_to_f32_bits(sign, (x >> 3) & 0xFu, x & 0x7u, 3, 8);
+    case dtype::F8_E5M2FNUZ:
+      if (x == 0x80) return 0x7F800001u;
+      return minifloat_to_f32_bits(sign, (x >> 2) & 0x1Fu, x & 0x3u, 2, 16);
+    case dtype::F8_E8M0:  // exponent only: 2^(x-127); 0xFF is NaN; 2^-127 is a float subnormal.
+      if (x == 0xFF) return 0x7F800001u;
+      if (x == 0) return 0x00400000u;
+      return uint32_t{x} << 23;
+    default:
+      DS_CHECK(false, "fp8_to_f32_bits: not an fp8 dtype");
+  }
+  return 0;
+}
+
+// The 64-bit image of one 1- or 2-byte element, as torch.hash_tensor upcasts it.
+uint64_t small_element_image(dtype t, uint32_t v) noexcept {
+  switch (t) {
+    case dtype::BOOL:
+    case dtype::U8:
+    case dtype::U16: return v;
+    case dtype::I8: return static_cast<uint64_t>(int64_t{static_cast<int8_t>(v)});
+    case dtype::I16: return static_cast<uint64_t>(int64_t{static_cast<int16_t>(v)});
+    case dtype::F16: return f32_bits_to_f64_bits(f16_to_f32_bits(static_cast<uint16_t>(v)));
+    case dtype::BF16: return f32_bits_to_f64_bits(v << 16);
+    default: return f32_bits_to_f64_bits(fp8_to_f32_bits(t, static_cast<uint8_t>(v)));
+  }
+}
+
+// 1-byte dtypes: every element's image comes from 256 values, so XOR the images of the byte values that
+// occur an odd number of times.
+uint64_t hash_bytes_by_parity(dtype t, const std::byte* p, size_t n) noexcept {
+  std::array<uint8_t, 256> parity{};
+  for (size_t i = 0; i < n; ++i) parity[static_cast<uint8_t>(p[i])] ^= 1;
+  uint64_t h = 0;
+  for (uint32_t v = 0; v < 256; ++v)
+    if (parity[v]) h ^= small_element_image(t, v);
+  return h;
+}
+
+// 2-byte floats: normal numbers widen by a fixed shift and exponent rebias, which vectorises; a block that
+// holds a zero, subnormal, inf or NaN is redone element by element with the exact conversion.
+template <int kManBits, int kBias>
+uint64_t hash_half_floats(dtype t, const std::byte* p, size_t n) noexcept {
+  constexpr uint32_t kExpMask = ((1u << (15 - kManBits)) - 1) << kManBits;
+  constexpr uint64_t kRebias = static_cast<uint64_t>(1023 - kBias) << 52;
+  constexpr size_t kBlock = 512;
+  uint64_t h = 0;
+  for (size_t b = 0; b < n; b += kBlock) {
+    const size_t m = std::min(kBlock, n - b);
+    uint64_t acc = 0;
+    uint32_t special = 0;
+    for (size_t i = 0; i < m; ++i) {
+      const uint32_t v = load_le<uint16_t>(p + 2 * (b + i));
+      const uint32_t e = v & kExpMask;
+      special |= static_cast<uint32_t>(e == 0) | static_cast<uint32_t>(e == kExpMask);
+      acc ^= (uint64_t{v & 0x8000u} << 48) | ((uint64_t{v & 0x7FFFu} << (52 - kManBits)) + kRebias);
+    }
+    if (special) {
+      acc = 0;
+      for (size_t i = 0; i < m; ++i) acc ^= small_element_image(t, load_le<uint16_t>(p + 2 * (b + i)));
+    }
+    h ^= acc;
+  }
+  return h;
+}
+
+uint64_t hash_f32(const std::byte* p, size_t n) noexcept {
+  constexpr size_t kBlock = 512;
+  uint64_t h = 0;
+  for (size_t b = 0; b < n; b += kBlock) {
+    const size_t m = std::min(kBlock, n - b);
+    uint64_t acc = 0;
+    uint32_t special = 0;
+    for (size_t i = 0; i < m; ++i) {
+      const uint32_t v = load_le<uint32_t>(p + 4 * (b + i));
+      const uint32_t e = v & 0x7F800000u;
+      special |= static_cast<uint32_t>(e == 0) | static_cast<uint32_t>(e == 0x7F800000u);
+      acc ^= (uint64_t{v & 0x80000000u} << 32) | ((uint64_t{v & 0x7FFFFFFFu} << 29) + (uint64_t{896} << 52));
+    }
+    if (special) {
+      acc = 0;
+      for (size_t i = 0; i < m; ++i) acc ^= f32_bits_to_f64_bits(load_le<uint32_t>(p + 4 * (b + i)));
+    }
+    h ^= acc;
+  }
+  return h;
+}
+
+template <typename T, typename Wide>
+uint64_t hash_ints(const std::byte* p, size_t n) noexcept {
+  uint64_t h = 0;
+  for (size_t i = 0; i < n; ++i)
+    h ^= static_cast<uint64_t>(static_cast<Wide>(load_le<T>(p + sizeof(T) * i)));
+  return h;
+}
+
+// ---- small parsers ----
+
+std::optional<uint64_t> u64_from_decimal(std::string_view text) noexcept {
+  if (text.empty()) return std::nullopt;
+  uint64_t v = 0;
+  for (char c : text) {
+    if (c < '0' || c > '9') return std::nullopt;
+    if (__builtin_mul_overflow(v, uint64_t{10}, &v) ||
+        __builtin_add_overflow(v, static_cast<uint64_t>(c - '0'), &v))
+      return std::nullopt;
+  }
+  return v;
+}
+
+// Names and metadata come from untrusted files and may be huge; messages quote at most this much of them.
+constexpr size_t kMaxQuotedChars = 128;
+
+std::string quoted(std::string_view s) {
+  std::string out = "'";
+  out.append(s.substr(0, kMaxQuotedChars));
+  if (s.size() > kMaxQuotedChars) out.append("...");
+  out.push_back('\'');
+  return out;
+}
+
+std::string param_label(size_t i, std::string_view name) {
+  std::string s = "param #" + std::to_string(i);
+  if (!name.empty()) s += " " + quoted(name);
+  return s;
+}
+
+// A JSON number that is a non-negative integer (Python's json writes ints without a fraction or exponent).
+std::optional<uint64_t> json_u64(const json::value& v) noexcept {
+  if (v.is_uint64()) return v.get_uint64();
+  if (v.is_int64() && v.get_int64() >= 0) return static_cast<uint64_t>(v.get_int64());
+  return std::nullopt;
+}
+
+result<uint64_t> required_u64(const json::object& o, std::string_view key, const std::string& label) {
+  const json::value* v = o.if_contains(key);
+  if (v == nullptr)
+    return error(errc::delta_bad_manifest, "params: " + label + " has no '" + std::string(key) + "'");
+  auto u = json_u64(*v);
+  if (!u)
+    return error(errc::delta_bad_manifest,
+                 "params: " + label + " '" + std::string(key) + "' is not a non-negative integer");
+  return *u;
+}
+
+// ---- positions ----
+
+bool width_valid(encoding enc, uint32_t width) noexcept {
+  return enc == encoding::indices ? width == 4 : (width == 2 || width == 4);
+}
+
+status check_width(encoding enc, uint32_t width, uint64_t bytes) {
+  if (!width_valid(enc, width))
+    return error(errc::delta_bad_pos_width, "pos_width " + std::to_string(width) + " is not valid for encoding " +
+                                                std::string(encoding_name(enc)));
+  if (bytes % width != 0)
+    return error(errc::delta_bad_manifest, "positions range of " + std::to_string(bytes) +
+                                               " bytes is not a multiple of pos_width " + std::to_string(width));
+  return {};
+}
+
+// Gap lists ascend by construction (each step adds g + 1 >= 1), so only the last index needs a bound check.
+// With n <= numel <= 2^32 entries of at most 2^32 each, the 64-bit sum wraps only when it is exactly 2^64,
+// to 0, and 0 - 1 fails the check as it should.
+template <typename G>
+bool gaps_in_range(const std::byte* p, size_t n, uint64_t numel) noexcept {
+  if (n == 0) return true;
+  uint64_t sum = 0;
+  for (size_t i = 0; i < n; ++i) sum += uint64_t{load_le<G>(p + sizeof(G) * i)} + 1;
+  return sum - 1 < numel;
+}
+
+bool indices_ascending(const std::byte* p, size_t n) noexcept {
+  uint32_t bad = 0;
+  for (size_t i = 1; i < n; ++i)
+    bad |= static_cast<uint32_t>(load_le<uint32_t>(p + 4 * i) <= load_le<uint32_t>(p + 4 * (i - 1)));
+  return bad == 0;
+}
+
+// Validates an encoded position list in full (bounds, order, count) without decoding it anywhere.
+status validate_positions(encoding enc, uint32_t width, byte_span encoded, uint64_t numel) {
+  DS_TRY_STATUS(check_width(enc, width, encoded.size()));
+  // Decoded positions are uint32, so nothing at or past 2^32 is addressable whatever the caller says.
+  numel = std::min(numel, kMaxNumel + 1);
+  const size_t n = encoded.size() / width;
+  if (n > numel)
+    return error(errc::delta_position_out_of_range, std::to_string(n) + " positions for a tensor of " +
+                                                        std::to_string(numel) + " elements");
+  if (n == 0) return {};
+  const std::byte* p = encoded.data();
+  if (enc == encoding::indices) {
+    if (!indices_ascending(p, n))
+      return error(errc::delta_positions_not_ascending, "indices do not ascend strictly");
+    const uint32_t last = load_le<uint32_t>(p + 4 * (n - 1));
+    if (last >= numel)
+      return error(errc::delta_position_out_of_range, "index " + std::to_string(last) +
+                                                          " is past the tensor's " + std::to_string(numel) +
+                                                          " elements");
+    return {};
+  }
+  const bool ok = width == 2 ? gaps_in_range<uint16_t>(p, n, numel) : gaps_in_range<uint32_t>(p, n, numel);
+  if (!ok)
+    return error(errc::delta_position_out_of_range,
+                 "gaps run past the tensor's " + std::to_string(numel) + " elements");
+  return {};
+}
+
+// Calls visit(i, index) for every entry of an already validated position list.
+template <typename Visit>
+void for_each_position(encoding enc, uint32_t width, byte_span encoded, Visit&& visit) {
+  const std::byte* p = encoded.data();
+  const size_t n = encoded.size() / width;
+  if (enc == encoding::indices) {
+    for (size_t i = 0; i < n; ++i) visit(i, uint64_t{load_le<uint32_t>(p + 4 * i)});
+  } else if (width == 2) {
+    uint64_t next = 0;
+    for (size_t i = 0; i < n; ++i) {
+      const uint64_t idx = next + load_le<uint16_t>(p + 2 * i);
+      visit(i, idx);
+      next = idx + 1;
+    }
+  } else {
+    uint64_t next = 0;
+    for (size_t i = 0; i < n; ++i) {
+      const uint64_t idx = next + load_le<uint32_t>(p + 4 * i);
+      visit(i, idx);
+      next = idx + 1;
+    }
+  }
+}
+
+// The plain loop is within ~15% of scattering pre-decoded positions: at ~1% density into a tensor larger than
+// the cache, each store misses on its own line and the destination's memory traffic sets the pace (a blocked
+// decode with write prefetches measured no faster).
+template <size_t kElem>
+void scatter_same_dtype(encoding enc, uint32_t width, byte_span encoded, const std::byte* values,
+                        std::byte* dest) {
+  for_each_position(enc, width, encoded, [&](size_t i, uint64_t idx) {
+    std::memcpy(dest + idx * kElem, values + i * kElem, kElem);
+  });
+}
+
+bool castable(dtype from, dtype to) noexcept {
+  if (from == to) return true;
+  alignas(8) std::array<std::byte, 8> zero{}, out{};
+  return cast_element(from, zero.data(), to, out.data());
+}
+
+// ---- manifest ----
+
+status check_param_shape(const param_entry& p, const std::string& label) {
+  if (element_bytes(p.type) == 0)
+    return error(errc::delta_dtype_mismatch,
+                 "params: " + label + " has sub-byte dtype " + std::string(torch_name(p.type)) +
+                     ", which has no per-element positions");
+  uint64_t numel = 1, bytes = 0;
+  for (uint64_t d : p.shape)
+    if (!checked_mul(numel, d, numel))
+      return error(errc::delta_bad_manifest, "params: " + label + " shape overflows 64 bits");
+  if (!tensor_bytes(p.type, numel, bytes))
+    return error(errc::delta_bad_manifest, "params: " + label + " byte size overflows 64 bits");
+  return {};
+}
+
+}  // namespace
+
+// ---- names and checksums ----
+
+std::string_view encoding_name(encoding e) noexcept {
+  switch (e) {
+    case encoding::indices: return "indices";
+    case encoding::deltas: return "deltas";
+    case encoding::deltas_zstd: return "deltas_zstd";
+  }
+  return "?";
+}
+
+std::optional<encoding> encoding_from_name(std::string_view name) noexcept {
+  if (name == "indices") return encoding::indices;
+  if (name == "deltas") return encoding::deltas;
+  if (name == "deltas_zstd") return encoding::deltas_zstd;
+  return std::nullopt;
+}
+
+std::string checksum_to_decimal(checksum128 v) {
+  if (v == 0) return "0";
+  std::string s;
+  while (v != 0) {
+    s.push_back(static_cast<char>('0' + static_cast<int>(v % 10)));
+    v /= 10;
+  }
+  std::reverse(s.begin(), s.end());
+  return s;
+}
+
+std::optional<checksum128> checksum_from_decimal(std::string_view text) noexcept {
+  if (text.empty()) return std::nullopt;
+  constexpr checksum128 kMax = ~checksum128{0};
+  checksum128 v = 0;
+  for (char c : text) {
+    if (c < '0' || c > '9') return std::nullopt;
+    const auto d = static_cast<unsigned>(c - '0');
+    if (v > (kMax - d) / 10) return std::nullopt;
+    v = v * 10 + d;
+  }
+  return v;
+}
+
+uint64_t hash_tensor(dtype type, byte_span bytes) noexcept {
+  const std::byte* p = bytes.data();
+  const uint32_t eb = element_bytes(type);
+  if (eb == 0 || type == dtype::C64) return 0;  // not supported by torch.hash_tensor; refused by the reader
+  const size_t n = bytes.size() / eb;
+  switch (type) {
+    case dtype::U8: {
+      // Zero-extended bytes XOR to the XOR of the bytes: fold 8 at a time.
+      uint64_t acc = 0;
+      size_t i = 0;
+      for (; i + 8 <= n; i += 8) acc ^= load_le<uint64_t>(p + i);
+      for (; i < n; ++i) acc ^= static_cast<uint64_t>(p[i]);
+      acc ^= acc >> 32;
+      acc ^= acc >> 16;
+      acc ^= acc >> 8;
+      return acc & 0xFF;
+    }
+    case dtype::BOOL:
+    case dtype::I8:
+    case dtype::F8_E5M2:
+    case dtype::F8_E4M3:
+    case dtype::F8_E8M0:
+    case dtype::F8_E4M3FNUZ:
+    case dtype::F8_E5M2FNUZ: return hash_bytes_by_parity(type, p, n);
+    case dtype::BF16: return hash_half_floats<7, 127>(type, p, n);
+    case dtype::F16: return hash_half_floats<10, 15>(type, p, n);
+    case dtype::I16: return hash_ints<int16_t, int64_t>(p, n);
+    case dtype::U16: return hash_ints<uint16_t, uint64_t>(p, n);
+    case dtype::I32: return hash_ints<int32_t, int64_t>(p, n);
+    case dtype::U32: return hash_ints<uint32_t, uint64_t>(p, n);
+    case dtype::F32: return hash_f32(p, n);
+    case dtype::F64:
+    case dtype::I64:
+    case dtype::U64: return hash_ints<uint64_t, uint64_t>(p, n);
+    default: return 0;
+  }
+}
+
+checksum128 delta_checksum(byte_span positions_u8, dtype values_type, byte_span values) noexcept {
+  return checksum128{hash_tensor(dtype::U8, positions_u8)} ^ (checksum128{hash_tensor(values_type, values)} << 1);
+}
+
+// ---- manifest ----
+
+uint64_t param_entry::numel() const noexcept {
+  uint64_t n = 1;
+  for (uint64_t d : shape)
+    if (!checked_mul(n, d, n)) return std::numeric_limits<uint64_t>::max();
+  return n;
+}
+
+std::string params_to_json(const std::vector<param_entry>& params) {
+  json::array list;
+  list.reserve(params.size());
+  for (const auto& p : params) {
+    json::array shape;
+    for (uint64_t d : p.shape) shape.emplace_back(d);
+    json::object o;
+    o["name"] = p.name;
+    o["dtype"] = torch_name(p.type);
+    o["shape"] = std::move(shape);
+    o["pos_start"] = p.pos_start;
+    o["pos_end"] = p.pos_end;
+    o["pos_width"] = p.pos_width;
+    o["val_start"] = p.val_start;
+    o["val_end"] = p.val_end;
+    list.emplace_back(std::move(o));
+  }
+  return json::serialize(list);
+}
+
+result<std::vector<param_entry>> parse_params_json(std::string_view text) {
+  boost::system::error_code ec;
+  json::value root = json::parse(json::string_view(text.data(), text.size()), ec);
+  if (ec) return error(errc::delta_bad_manifest, "params: not valid JSON: " + ec.message());
+  const json::array* list = root.if_array();
+  if (list == nullptr) return error(errc::delta_bad_manifest, "params: not a JSON list");
+
+  std::vector<param_entry> out;
+  out.reserve(list->size());
+  for (size_t i = 0; i < list->size(); ++i) {
+    const json::object* o = (*list)[i].if_object();
+    if (o == nullptr) return error(errc::delta_bad_manifest, "params: " + param_label(i, {}) + " is not an object");
+    param_entry p;
+
+    const json::value* name = o->if_contains("name");
+    if (name == nullptr) return error(errc::delta_bad_manifest, "params: " + param_label(i, {}) + " has no 'name'");
+    if (!name->is_string() || name->get_string().empty())
+      return error(errc::delta_bad_manifest, "params: " + param_label(i, {}) + " 'name' is not a non-empty string");
+    p.name = std::string(name->get_string());
+    const std::string label = param_label(i, p.name);
+
+    const json::value* dt = o->if_contains("dtype");
+    if (dt == nullptr) return error(errc::delta_bad_manifest, "params: " + label + " has no 'dtype'");
+    if (!dt->is_string()) return error(errc::delta_bad_manifest, "params: " + label + " 'dtype' is not a string");
+    const std::string_view dts(dt->get_string().data(), dt->get_string().size());
+    auto type = dtype_from_torch_name(dts);
+    if (!type)
+      return error(errc::delta_bad_manifest, "params: " + label + " has unknown dtype " + quoted(dts));
+    p.type = *type;
+
+    const json::value* shape = o->if_contains("shape");
+    if (shape == nullptr) return error(errc::delta_bad_manifest, "params: " + label + " has no 'shape'");
+    if (!shape->is_array()) return error(errc::delta_bad_manifest, "params: " + label + " 'shape' is not a list");
+    for (const json::value& d : shape->get_array()) {
+      auto u = json_u64(d);
+      if (!u)
+        return error(errc::delta_bad_manifest,
+                     "params: " + label + " 'shape' holds something other than a non-negative integer");
+      p.shape.push_back(*u);
+    }
+    DS_TRY_STATUS(check_param_shape(p, label));
+
+    DS_ASSIGN_OR_RETURN(p.pos_start, required_u64(*o, "pos_start", label));
+    DS_ASSIGN_OR_RETURN(p.pos_end, required_u64(*o, "pos_end", label));
+    DS_ASSIGN_OR_RETURN(uint64_t width, required_u64(*o, "pos_width", label));
+    DS_ASSIGN_OR_RETURN(p.val_start, required_u64(*o, "val_start", label));
+    DS_ASSIGN_OR_RETURN(p.val_end, required_u64(*o, "val_end", label));
+
+    if (width != 2 && width != 4)
+      return error(errc::delta_bad_pos_width,
+                   "params: " + label + " pos_width " + std::to_string(width) + " is not 2 or 4");
+    p.pos_width = static_cast<uint32_t>(width);
+    if (p.pos_start > p.pos_end)
+      return error(errc::delta_bad_manifest, "params: " + label + " pos_start > pos_end");
+    if (p.val_start > p.val_end)
+      return error(errc::delta_bad_manifest, "params: " + label + " val_start > val_end");
+    if ((p.pos_end - p.pos_start) % p.pos_width != 0)
+      return error(errc::delta_bad_manifest,
+                   "params: " + label + " positions range is not a multiple of pos_width");
+    out.push_back(std::move(p));
+  }
+  return out;
+}
+
+// ---- positions ----
+
+uint32_t encode_positions(encoding enc, std::span<const uint32_t> positions, byte_buffer& out) {
+  const size_t n = positions.size();
+  for (size_t i = 1; i < n; ++i) DS_CHECK(positions[i] > positions[i - 1], "encode_positions: not ascending");
+  if (enc == encoding::indices) {
+    const size_t at = out.size();
+    out.resize(at + 4 * n);
+    if (n > 0) std::memcpy(out.data() + at, positions.data(), 4 * n);  // data() may be null when empty
+    return 4;
+  }
+  // positions[0] itself is the first gap; a later gap is one less than the index step.
+  uint32_t max_gap = n > 0 ? positions[0] : 0;
+  for (size_t i = 1; i < n; ++i) max_gap = std::max(max_gap, positions[i] - positions[i - 1] - 1);
+  const uint32_t width = max_gap <= 0xFFFF ? 2 : 4;
+  const size_t at = out.size();
+  out.resize(at + width * n);
+  std::byte* dst = out.data() + at;
+  uint32_t prev_next = 0;  // previous index + 1
+  for (size_t i = 0; i < n; ++i) {
+    const uint32_t gap = positions[i] - prev_next;
+    if (width == 2)
+      store_le<uint16_t>(dst + 2 * i, static_cast<uint16_t>(gap));
+    else
+      store_le<uint32_t>(dst + 4 * i, gap);
+    prev_next = positions[i] + 1;
+  }
+  return width;
+}
+
+status decode_positions(encoding enc, uint32_t pos_width, byte_span encoded, uint64_t numel,
+                        std::vector<uint32_t>& out) {
+  out.clear();
+  DS_TRY_STATUS(validate_positions(enc, pos_width, encoded, numel));
+  out.resize(encoded.size() / pos_width);
+  for_each_position(enc, pos_width, encoded,
+                    [&](size_t i, uint64_t idx) { out[i] = static_cast<uint32_t>(idx); });
+  return {};
+}
+
+// ---- writer ----
+
+delta_bucket_builder::delta_bucket_builder(encoding enc) : enc_(enc) {}
+
+bool delta_bucket_builder::can_add(dtype type) const noexcept {
+  if (element_bytes(type) == 0 || type == dtype::C64) return false;
+  return !values_type_ || promote(*values_type_, type).has_value();
+}
+
+void delta_bucket_builder::add(const param_delta& p) {
+  DS_CHECK(can_add(p.type), "delta_bucket_builder::add: dtype cannot share this bucket (check can_add)");
+  const uint32_t eb = element_bytes(p.type);
+  DS_CHECK(p.values.size() == p.positions.size() * eb, "delta_bucket_builder::add: values/positions mismatch");
+  param_entry e;
+  e.name = p.name;
+  e.type = p.type;
+  e.shape = p.shape;
+  const uint64_t numel = e.numel();
+  DS_CHECK(numel <= kMaxNumel, "delta_bucket_builder::add: tensor too large for 32-bit positions");
+  // slime lists only params that changed; an unchanged one contributes nothing.
+  if (p.positions.empty()) return;
+  DS_CHECK(p.positions.back() < numel, "delta_bucket_builder::add: position past the tensor");
+
+  values_type_ = values_type_ ? *promote(*values_type_, p.type) : p.type;
+  e.pos_start = positions_.size();
+  e.pos_width = encode_positions(enc_, p.positions, positions_);
+  e.pos_end = positions_.size();
+  e.val_start = value_count_;
+  value_count_ += p.positions.size();
+  e.val_end = value_count_;
+  params_.push_back(std::move(e));
+  values_.emplace_back(p.type, byte_buffer(p.values.begin(), p.values.end()));
+}
+
+uint64_t delta_bucket_builder::payload_bytes() const noexcept {
+  return positions_.size() + (values_type_ ? value_count_ * element_bytes(*values_type_) : 0);
+}
+
+result<byte_buffer> delta_bucket_builder::finish(uint64_t current_version, uint64_t data_alignment) {
+  // An empty bucket still makes a well-formed file (no params, empty tensors); its values dtype is BF16.
+  const dtype vt = values_type_.value_or(dtype::BF16);
+  const uint32_t veb = element_bytes(vt);
+  byte_buffer values(value_count_ * veb);
+  size_t at = 0;
+  for (const auto& [type, buf] : values_) {
+    if (type == vt) {
+      std::memcpy(values.data() + at, buf.data(), buf.size());
+      at += buf.size();
+      continue;
+    }
+    const uint32_t eb = element_bytes(type);
+    for (size_t i = 0; i < buf.size(); i += eb, at += veb)
+      DS_CHECK(cast_element(type, buf.data() + i, vt, values.data() + at),
+               "delta_bucket_builder: promote() chose a dtype cast_element cannot produce");
+  }
+  DS_CHECK(at == values.size(), "delta_bucket_builder: values size");
+
+  const checksum128 sum = delta_checksum(positions_, vt, values);
+  const encoding meta_enc = enc_;  // slime writes "deltas_zstd" inside the frame too
+  std::vector<std::pair<std::string, std::string>> metadata = {
+      {std::string(kMetaEncoding), std::string(encoding_name(meta_enc))},
+      {std::string(kMetaVersion), std::to_string(current_version)},
+      {std::string(kMetaChecksum), checksum_to_decimal(sum)},
+      {std::string(kMetaParams), params_to_json(params_)},
+  };
+  std::vector<tensor_data> tensors = {
+      {{std::string(kPositionsTensor), dtype::U8, {positions_.size()}, positions_.size()}, positions_},
+      {{std::string(kValuesTensor), vt, {value_count_}, values.size()}, values},
+  };
+  DS_ASSIGN_OR_RETURN(byte_buffer file, write_safetensors(tensors, metadata, data_alignment));
+  if (enc_ == encoding::deltas_zstd) {
+    DS_ASSIGN_OR_RETURN(file, zstd_wrap(file, 1));
+  }
+  values_type_.reset();
+  params_.clear();
+  positions_.clear();
+  values_.clear();
+  value_count_ = 0;
+  return file;
+}
+
+// ---- reader ----
+
+result<delta_file> parse_delta_file(byte_span file, const delta_read_limits& limits) {
+  delta_file f;
+  byte_span inner = file;
+  const bool zipped = is_zstd_frame(file);
+  if (zipped) {
+    auto unwrapped = zstd_unwrap(file, limits.max_decompressed_bytes);
+    if (!unwrapped.ok()) {
+      error e = std::move(unwrapped).err();
+      return error(e.code, "delta file (deltas_zstd): " + e.message);
+    }
+    f.storage = std::move(unwrapped).value();
+    inner = f.storage;
+  }
+
+  auto parsed = parse_safetensors(inner);
+  if (!parsed.ok()) {
+    error e = std::move(parsed).err();
+    return error(e.code, "delta file: " + e.message);
+  }
+  const safetensors_view& st = parsed.value();
+
+  // Exactly the two tensors.
+  const tensor_info* pos_t = st.header.find(kPositionsTensor);
+  const tensor_info* val_t = st.header.find(kValuesTensor);
+  if (pos_t == nullptr || val_t == nullptr || st.header.tensors.size() != 2)
+    return error(errc::delta_missing_tensor,
+                 "delta file: expected exactly the tensors __positions__ and __values__, found " +
+                     std::to_string(st.header.tensors.size()) + " tensors");
+  if (pos_t->type != dtype::U8 || pos_t->shape.size() != 1)
+    return error(errc::delta_missing_tensor, "delta file: __positions__ is not a 1-D U8 tensor");
+  if (val_t->shape.size() != 1)
+    return error(errc::delta_missing_tensor, "delta file: __values__ is not 1-D");
+  f.values_type = val_t->type;
+  if (element_bytes(f.values_type) == 0 || f.values_type == dtype::C64)
+    return error(errc::delta_dtype_mismatch,
+                 "delta file: __values__ dtype " + std::string(name(f.values_type)) + " is not supported");
+  f.positions = st.data(*pos_t);
+  f.values = st.data(*val_t);
+  const uint64_t value_count = val_t->shape[0];
+
+  // Metadata.
+  f.metadata = st.header.metadata;
+  auto meta = [&](std::string_view key) -> result<std::string_view> {
+    auto v = st.header.meta(key);
+    if (!v) return error(errc::delta_bad_metadata, "delta file: metadata has no '" + std::string(key) + "'");
+    return *v;
+  };
+  DS_ASSIGN_OR_RETURN(std::string_view enc_text, meta(kMetaEncoding));
+  DS_ASSIGN_OR_RETURN(std::string_view version_text, meta(kMetaVersion));
+  DS_ASSIGN_OR_RETURN(std::string_view checksum_text, meta(kMetaChecksum));
+  DS_ASSIGN_OR_RETURN(std::string_view params_text, meta(kMetaParams));
+
+  auto enc = encoding_from_name(enc_text);
+  if (!enc)
+    return error(errc::delta_unknown_encoding, "delta file: unknown encoding " + quoted(enc_text));
+  if (zipped) {
+    // slime writes "deltas_zstd" in the inner metadata; a plain "deltas" file wrapped later is the same thing.
+    if (*enc == encoding::indices)
+      return error(errc::delta_bad_metadata, "delta file: a zstd frame holds an 'indices' file");
+    *enc = encoding::deltas_zstd;
+  } else if (*enc == encoding::deltas_zstd) {
+    return error(errc::delta_bad_metadata, "delta file: encoding 'deltas_zstd' but the file is not a zstd frame");
+  }
+  f.manifest.enc = *enc;
+
+  auto version = u64_from_decimal(version_text);
+  if (!version)
+    return error(errc::delta_bad_metadata,
+                 "delta file: current_version " + quoted(version_text) + " is not a decimal integer");
+  f.manifest.current_version = *version;
+  auto sum = checksum_from_decimal(checksum_text);
+  if (!sum)
+    return error(errc::delta_bad_metadata,
+                 "delta file: checksum " + quoted(checksum_text) + " is not a decimal integer");
+  f.manifest.checksum = *sum;
+
+  DS_ASSIGN_OR_RETURN(f.manifest.params, parse_params_json(params_text));
+  if (f.manifest.params.size() > limits.max_params)
+    return error(errc::limit_exceeded, "delta file: " + std::to_string(f.manifest.params.size()) +
+                                           " params exceed the limit of " + std::to_string(limits.max_params));
+
+  // Cross-check every param against the blobs. Ranges must follow manifest order without overlap (slime
+  // writes them back to back), so no two params can claim the same position bytes or values.
+  std::unordered_set<std::string_view> names;
+  names.reserve(f.manifest.params.size());
+  uint64_t pos_floor = 0, val_floor = 0;
+  for (size_t i = 0; i < f.manifest.params.size(); ++i) {
+    const param_entry& p = f.manifest.params[i];
+    const std::string label = param_label(i, p.name);
+    if (!names.insert(p.name).second)
+      return error(errc::delta_bad_manifest, "delta file: " + label + " appears twice");
+    if (!width_valid(f.manifest.enc, p.pos_width))
+      return error(errc::delta_bad_pos_width, "delta file: " + label + " pos_width " +
+                                                  std::to_string(p.pos_width) + " is not valid for encoding " +
+                                                  std::string(encoding_name(f.manifest.enc)));
+    if (p.pos_start < pos_floor || p.pos_end > f.positions.size())
+      return error(errc::delta_manifest_bounds,
+                   "delta file: " + label + " positions range [" + std::to_string(p.pos_start) + ", " +
+                       std::to_string(p.pos_end) + ") overlaps another param or lies outside __positions__ (" +
+                       std::to_string(f.positions.size()) + " bytes)");
+    if (p.val_start < val_floor || p.val_end > value_count)
+      return error(errc::delta_manifest_bounds,
+                   "delta file: " + label + " values range [" + std::to_string(p.val_start) + ", " +
+                       std::to_string(p.val_end) + ") overlaps another param or lies outside __values__ (" +
+                       std::to_string(value_count) + " elements)");
+    pos_floor = p.pos_end;
+    val_floor = p.val_end;
+    const uint64_t count = (p.pos_end - p.pos_start) / p.pos_width;
+    if (count != p.changed())
+      return error(errc::delta_value_count_mismatch, "delta file: " + label + " has " + std::to_string(count) +
+                                                         " positions but " + std::to_string(p.changed()) +
+                                                         " values");
+    const uint64_t numel = p.numel();
+    if (numel > kMaxNumel)
+      return error(errc::delta_bad_manifest,
+                   "delta file: " + label + " has " + std::to_string(numel) + " elements, more than 32-bit positions address");
+    if (count > numel)
+      return error(errc::delta_value_count_mismatch, "delta file: " + label + " changes " + std::to_string(count) +
+                                                         " elements of a tensor of " + std::to_string(numel));
+    if (!castable(f.values_type, p.type))
+      return error(errc::delta_dtype_mismatch, "delta file: " + label + " is " + std::string(torch_name(p.type)) +
+                                                   " but __values__ is " + std::string(name(f.values_type)) +
+                                                   ", which does not convert to it");
+  }
+
+  if (limits.verify_checksum) {
+    const checksum128 actual = delta_checksum(f.positions, f.values_type, f.values);
+    if (actual != f.manifest.checksum)
+      return error(errc::delta_checksum_mismatch, "delta file: checksum " + checksum_to_decimal(actual) +
+                                                      " does not match the metadata's " +
+                                                      checksum_to_decimal(f.manifest.checksum));
+  }
+  return f;
+}
+
+status apply_param(const delta_file& f, const param_entry& p, mutable_byte_span dest) {
+  const std::string label = "param " + quoted(p.name);
+  const uint32_t peb = element_bytes(p.type);
+  const uint32_t veb = element_bytes(f.values_type);
+  uint64_t dest_bytes = 0;
+  const uint64_t numel = p.numel();
+  if (peb == 0 || !tensor_bytes(p.type, numel, dest_bytes) || numel > kMaxNumel)
+    return error(errc::delta_bad_manifest, label + ": unsupported dtype or shape");
+  if (dest.size() != dest_bytes)
+    return error(errc::delta_shape_mismatch, label + ": destination holds " + std::to_string(dest.size()) +
+                                                 " bytes, the tensor needs " + std::to_string(dest_bytes));
+  // p may come from anywhere, so its ranges are checked against this file again.
+  if (p.pos_start > p.pos_end || p.pos_end > f.positions.size() || p.val_start > p.val_end ||
+      veb == 0 || p.val_end > f.values.size() / veb)
+    return error(errc::delta_manifest_bounds, label + ": ranges lie outside the file's tensors");
+  const byte_span encoded = f.positions.subspan(p.pos_start, p.pos_end - p.pos_start);
+  {
+    auto st = validate_positions(f.manifest.enc, p.pos_width, encoded, numel);
+    if (!st.ok()) {
+      error e = std::move(st).err();
+      return error(e.code, label + ": " + e.message);
+    }
+  }
+  const uint64_t count = encoded.size() / p.pos_width;
+  if (count != p.changed())
+    return error(errc::delta_value_count_mismatch, label + ": " + std::to_string(count) + " positions but " +
+                                                       std::to_string(p.changed()) + " values");
+  const std::byte* vals = f.values.data() + p.val_start * veb;
+  std::byte* out = dest.data();
+
+  if (f.values_type == p.type) {
+    switch (peb) {
+      case 1: scatter_same_dtype<1>(f.manifest.enc, p.pos_width, encoded, vals, out); break;
+      case 2: scatter_same_dtype<2>(f.manifest.enc, p.pos_width, encoded, vals, out); break;
+      case 4: scatter_same_dtype<4>(f.manifest.enc, p.pos_width, encoded, vals, out); break;
+      case 8: scatter_same_dtype<8>(f.manifest.enc, p.pos_width, encoded, vals, out); break;
+      default: return error(errc::unsupported, label + ": element size " + std::to_string(peb));
+    }
+    return {};
+  }
+
+  // A promoted values tensor: every value must come back to the param's dtype exactly (it round-trips),
+  // checked for all of them before the first write.
+  if (!castable(f.values_type, p.type))
+    return error(errc::delta_dtype_mismatch, label + ": __values__ dtype does not convert to " +
+                                                 std::string(torch_name(p.type)));
+  alignas(8) std::array<std::byte, 8> narrow{}, wide{};
+  for (uint64_t i = 0; i < count; ++i) {
+    const std::byte* v = vals + i * veb;
+    if (!cast_element(f.values_type, v, p.type, narrow.data()) ||
+        !cast_element(p.type, narrow.data(), f.values_type, wide.data()) || std::memcmp(wide.data(), v, veb) != 0)
+      return error(errc::delta_value_not_representable,
+                   label + ": value #" + std::to_string(i) + " is not exactly representable as " +
+                       std::string(torch_name(p.type)));
+  }
+  for_each_position(f.manifest.enc, p.pos_width, encoded, [&](size_t i, uint64_t idx) {
+    cast_element(f.values_type, vals + i * veb, p.type, out + idx * peb);
+  });
+  return {};
+}
+
+}  // namespace deltasync

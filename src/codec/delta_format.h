@@ -13,6 +13,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "base/bytes.h"
@@ -33,7 +34,13 @@ std::optional<checksum128> checksum_from_decimal(std::string_view text) noexcept
 
 // torch.hash_tensor(t) (mode xor_sum): every element upcast to its 64-bit equivalent (floats to float64,
 // signed ints sign-extended, unsigned ints and bool zero-extended), bit-cast to uint64, XOR-reduced.
-// Empty -> 0. `bytes` holds `bytes.size() / element_bytes(type)` elements. Sub-byte dtypes are unsupported.
+// Empty -> 0. `bytes` holds `bytes.size() / element_bytes(type)` elements.
+// Floats convert by value, as torch does: bf16/f16/fp8 -> float (keeping NaN payloads) -> double the way the
+// hardware does it (x86 cvtss2sd / CUDA cvt.f64.f32), which quiets a signalling NaN by setting the quiet bit.
+// fp8 NaNs take the float bits c10's decoders give them (E4M3FN: sign|0x7FF00000; E5M2: as the f16 with the
+// same top byte; FNUZ and E8M0: 0x7F800001), then the same float -> double step.
+// Sub-byte dtypes and C64 are not supported (torch has no such hash): they hash to 0, and neither the writer
+// nor the reader accepts them.
 uint64_t hash_tensor(dtype type, byte_span bytes) noexcept;
 
 // checksum = H(__positions__) XOR (H(__values__) << 1), 65 bits wide.
@@ -48,7 +55,7 @@ struct param_entry {
   uint32_t pos_width = 4;               // 2 or 4
   uint64_t val_start = 0, val_end = 0;  // element offsets into __values__
 
-  uint64_t numel() const noexcept;
+  uint64_t numel() const noexcept;  // product(shape); saturates at UINT64_MAX (parse_params_json refuses that)
   uint64_t changed() const noexcept { return val_end - val_start; }
 };
 
@@ -60,8 +67,10 @@ struct delta_manifest {
 };
 
 // The `params` JSON list <-> entries. parse_params validates types and that every range is well-formed
-// (start <= end, pos range a multiple of pos_width); cross-checks against the blobs happen in
-// parse_delta_file.
+// (start <= end, pos range a multiple of pos_width), dtype a known torch name with whole-byte elements, and
+// that product(shape) and its byte size fit 64 bits; cross-checks against the blobs happen in
+// parse_delta_file. Keys other than the eight known ones are ignored (forward compatibility).
+// Errors: delta_bad_manifest, delta_bad_pos_width (pos_width not 2 or 4), delta_dtype_mismatch (sub-byte).
 std::string params_to_json(const std::vector<param_entry>& params);
 result<std::vector<param_entry>> parse_params_json(std::string_view json);
 
@@ -72,8 +81,10 @@ result<std::vector<param_entry>> parse_params_json(std::string_view json);
 // gap <= 65535, else uint32. deltas_zstd encodes positions like `deltas`.
 uint32_t encode_positions(encoding enc, std::span<const uint32_t> positions, byte_buffer& out);
 
-// Decodes one param's positions into element indices, checking each index < numel and that indices
-// ascend strictly. `count` is the number of encoded entries (bytes / width).
+// Decodes one param's positions into element indices (replacing `out`'s contents), checking each index <
+// numel and that indices ascend strictly; `encoded.size() / pos_width` entries. Errors: delta_bad_pos_width,
+// delta_bad_manifest (size not a multiple of the width), delta_position_out_of_range,
+// delta_positions_not_ascending. On error `out` is empty.
 status decode_positions(encoding enc, uint32_t pos_width, byte_span encoded, uint64_t numel,
                         std::vector<uint32_t>& out);
 
@@ -95,6 +106,8 @@ class delta_bucket_builder {
   // False (and nothing added) when the param's dtype cannot share __values__ with what the bucket holds
   // (see promote() in dtype.h): flush the bucket and add it to the next one.
   bool can_add(dtype type) const noexcept;
+  // Asserts can_add(p.type), values/positions agreement and positions < numel < 2^32. A param with no
+  // positions is skipped (slime lists only changed params).
   void add(const param_delta& p);
 
   bool empty() const noexcept { return params_.empty(); }
@@ -103,7 +116,9 @@ class delta_bucket_builder {
   // Bytes the file payload will take before zstd: positions + values (in the promoted dtype).
   uint64_t payload_bytes() const noexcept;
 
-  // Builds the whole file (zstd-wrapped for deltas_zstd) and resets the builder.
+  // Builds the whole file (zstd-wrapped for deltas_zstd; the inner metadata then says "deltas_zstd", as slime
+  // writes it) and resets the builder; on error the builder keeps its contents. An empty builder makes a
+  // valid file with no params and empty BF16 __values__.
   result<byte_buffer> finish(uint64_t current_version, uint64_t data_alignment = 8);
 
  private:
@@ -118,9 +133,16 @@ class delta_bucket_builder {
 // ---- reader ----
 
 // A validated delta file. `positions` and `values` view either the caller's bytes or `storage` (the
-// decompressed `deltas_zstd` payload).
+// decompressed `deltas_zstd` payload). Move-only: a copy's views would still point into the original's
+// storage.
 struct delta_file {
-  delta_manifest manifest;
+  delta_file() = default;
+  delta_file(delta_file&&) noexcept = default;
+  delta_file& operator=(delta_file&&) noexcept = default;
+  delta_file(const delta_file&) = delete;
+  delta_file& operator=(const delta_file&) = delete;
+
+  delta_manifest manifest;  // enc is deltas_zstd for any file that came in a zstd frame
   dtype values_type = dtype::BF16;
   byte_span positions;
   byte_span values;
@@ -137,11 +159,21 @@ struct delta_read_limits {
 // Validates everything that can be checked without the target tensors: container, exactly the two
 // tensors, metadata keys, encoding, manifest ranges within the blobs, values dtype castable to each
 // param's dtype, and the checksum. The result may view `file` (keep it alive).
+// A zstd frame (magic 28 B5 2F FD) is unwrapped first, up to limits.max_decompressed_bytes; its inner
+// metadata may say "deltas" or "deltas_zstd"; "deltas_zstd" outside a frame is refused. Params' position and
+// value ranges must follow manifest order without overlap; names must be unique. Positions themselves are
+// decoded and checked by apply_param. Errors: the st_* / zstd_* codes of the container, delta_missing_tensor,
+// delta_bad_metadata, delta_unknown_encoding, delta_bad_manifest, delta_bad_pos_width, delta_manifest_bounds,
+// delta_value_count_mismatch, delta_dtype_mismatch, delta_checksum_mismatch, limit_exceeded (max_params).
 result<delta_file> parse_delta_file(byte_span file, const delta_read_limits& limits = {});
 
 // Scatters one param's new values into `dest` (the whole tensor, row-major, of p.type and p.shape),
 // decoding positions directly from the encoded blob and casting from `values_type` back to p.type exactly.
-// Checks bounds and ascending order before writing anything: on error `dest` is untouched.
+// Checks bounds, ascending order and (for a promoted __values__) that every value round-trips to p.type
+// before writing anything: on error `dest` is untouched. Allocates nothing: positions are validated in one
+// pass and decoded again while scattering. Errors: delta_shape_mismatch (dest size), delta_manifest_bounds,
+// delta_bad_pos_width, delta_position_out_of_range, delta_positions_not_ascending,
+// delta_value_count_mismatch, delta_dtype_mismatch, delta_value_not_representable.
 status apply_param(const delta_file& f, const param_entry& p, mutable_byte_span dest);
 
 }  // namespace deltasync
