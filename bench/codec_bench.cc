@@ -282,6 +282,30 @@ void bm_decode_apply(benchmark::State& state, double density, encoding enc) {
                          benchmark::Counter::kIs1024);
 }
 
+// The limit for decode+apply: a bare scatter of already-decoded positions and values into the same tensors,
+// no decoding, no checks, no checksum. Bytes processed are the `indices` wire bytes, so the ratio
+// BM_decode_apply/indices : BM_scatter_limit is the codec's overhead over the memory traffic of the scatter.
+void bm_scatter_limit(benchmark::State& state, double density) {
+  density_set& s = set_for(density);
+  const auto& old = old_tensors();
+  std::vector<std::vector<uint32_t>> pos(old.size());
+  std::vector<byte_buffer> vals(old.size());
+  for (size_t t = 0; t < old.size(); ++t) diff_tensor(old[t], s.now[t], 2, pos[t], vals[t]);
+  std::vector<byte_buffer> store = old;
+  for (auto _ : state) {
+    for (size_t t = 0; t < store.size(); ++t) {
+      std::byte* dest = store[t].data();
+      const std::byte* v = vals[t].data();
+      const uint32_t* p = pos[t].data();
+      for (size_t i = 0, n = pos[t].size(); i < n; ++i) std::memcpy(dest + 2 * uint64_t{p[i]}, v + 2 * i, 2);
+    }
+    benchmark::ClobberMemory();
+  }
+  const uint64_t wire = total_bytes(files_for(s, encoding::indices));
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * wire));
+  set_density_counters(state, s);
+}
+
 void bm_zstd_wrap(benchmark::State& state, double density) {
   density_set& s = set_for(density);
   const auto& files = files_for(s, encoding::deltas);
@@ -323,6 +347,8 @@ void register_all() {
       benchmark::RegisterBenchmark(("BM_diff_encode/" + en + "/" + dl).c_str(), bm_diff_encode, d, e)
           ->Unit(benchmark::kMillisecond);
     }
+    benchmark::RegisterBenchmark(("BM_scatter_limit/" + dl).c_str(), bm_scatter_limit, d)
+        ->Unit(benchmark::kMillisecond);
     for (const encoding e : encodings) {
       const std::string en(encoding_name(e));
       benchmark::RegisterBenchmark(("BM_decode_apply/" + en + "/" + dl).c_str(), bm_decode_apply, d, e)
