@@ -16,6 +16,10 @@
 #include "codec/delta_format.h"
 #include "codec/diff.h"
 #include "codec/safetensors.h"
+#include "io/buffer_pool.h"
+#include "io/event_loop.h"
+#include "io/io_backend.h"
+#include "io/sync_io.h"
 #include "sync/synthetic_model.h"
 
 namespace deltasync::cli {
@@ -35,18 +39,40 @@ struct demo_options {
 
 using store = std::vector<byte_buffer>;  // one bf16 buffer per tensor, layout order
 
+// One event loop, I/O backend and pinned buffer pool for every file the demo writes and reads.
+struct io_engine {
+  io::event_loop loop;
+  std::unique_ptr<io::io_backend> backend;
+  std::unique_ptr<io::buffer_pool> pool;
+  ~io_engine() {
+    pool.reset();
+    backend.reset();
+  }
+  status write(const std::string& path, byte_span data) { return io::write_file_atomic(*backend, *pool, path, data); }
+  result<byte_buffer> read(const std::string& path) { return io::read_file_all(*backend, *pool, path, 16ull << 30); }
+};
+
+result<std::unique_ptr<io_engine>> make_io_engine() {
+  auto e = std::make_unique<io_engine>();
+  DS_ASSIGN_OR_RETURN(e->backend, io::make_io_backend(e->loop, io::io_backend_options{}));
+  io::buffer_pool_options popts;
+  popts.max_total_bytes = 64ull << 20;
+  DS_ASSIGN_OR_RETURN(e->pool, io::buffer_pool::create(e->loop, e->backend.get(), popts));
+  return e;
+}
+
 // Copies the trainer's bf16 view into `s`, reusing its buffers (no page faults after the first sync).
 void copy_view(const rl_trainer_sim& sim, store& s) {
   s.resize(sim.tensor_count());
   for (size_t i = 0; i < s.size(); ++i) s[i].assign(sim.bf16(i).begin(), sim.bf16(i).end());
 }
 
-status save_checkpoint(const std::string& path, const model_layout& layout, const store& s) {
+status save_checkpoint(io_engine& io, const std::string& path, const model_layout& layout, const store& s) {
   std::vector<tensor_data> t;
   for (size_t i = 0; i < s.size(); ++i)
     t.push_back({{layout.tensors[i].name, dtype::BF16, layout.tensors[i].shape, s[i].size()}, s[i]});
   DS_ASSIGN_OR_RETURN(byte_buffer bytes, write_safetensors(t, {{"format", "pt"}}));
-  return write_file_replace(path, bytes);
+  return io.write(path, bytes);
 }
 
 struct sync_row {
@@ -64,7 +90,7 @@ std::string version_dir(const std::string& root, const std::string& enc, uint64_
 }
 
 // Sender side for one encoding: diff every tensor against the snapshot, bucket, write files.
-result<sync_row> send(const rl_trainer_sim& sim, const store& snapshot, encoding enc, uint64_t version,
+result<sync_row> send(io_engine& io, const rl_trainer_sim& sim, const store& snapshot, encoding enc, uint64_t version,
                       const std::string& root, const demo_options& opt) {
   sync_row row;
   row.enc = std::string(encoding_name(enc));
@@ -82,7 +108,7 @@ result<sync_row> send(const rl_trainer_sim& sim, const store& snapshot, encoding
     char name[48];
     std::snprintf(name, sizeof name, "/rank0000_flush%06" PRIu64 ".safetensors", flush++);
     stopwatch w;
-    DS_TRY_STATUS(write_file_replace(dir + name, file));
+    DS_TRY_STATUS(io.write(dir + name, file));
     row.write_s += w.elapsed_s();
     row.wire_bytes += file.size();
     ++row.files;
@@ -106,12 +132,12 @@ result<sync_row> send(const rl_trainer_sim& sim, const store& snapshot, encoding
 }
 
 // Receiver side for one encoding: read every file of the version, validate, apply to `recv`.
-status receive(const std::string& dir, const std::unordered_map<std::string, size_t>& index, store& recv,
+status receive(io_engine& io, const std::string& dir, const std::unordered_map<std::string, size_t>& index, store& recv,
                sync_row& row) {
   DS_ASSIGN_OR_RETURN(auto files, list_files(dir, ".safetensors"));
   for (const auto& path : files) {
     stopwatch r;
-    DS_ASSIGN_OR_RETURN(byte_buffer bytes, read_whole_file(path, 16ull << 30));
+    DS_ASSIGN_OR_RETURN(byte_buffer bytes, io.read(path));
     row.read_s += r.elapsed_s();
     stopwatch a;
     DS_ASSIGN_OR_RETURN(delta_file f, parse_delta_file(bytes));
@@ -146,6 +172,11 @@ int run_demo(const demo_options& opt) {
   bool temp_root = root.empty();
   if (temp_root) root = (std::filesystem::temp_directory_path() / ("deltasync-demo-" + std::to_string(::getpid()))).string();
   std::filesystem::create_directories(root);
+  auto io = make_io_engine();
+  if (!io) {
+    std::fprintf(stderr, "deltasync demo: %s\n", io.err().describe().c_str());
+    return 1;
+  }
 
   std::printf("deltasync demo: model %s (%zu tensors, %.1fM bf16 parameters, %.2f GB), lr %.1e, %d steps\n",
               layout->name.c_str(), layout->tensors.size(), static_cast<double>(layout->parameters()) / 1e6,
@@ -160,7 +191,7 @@ int run_demo(const demo_options& opt) {
   copy_view(sim, snapshot);
   std::vector<store> receivers(encs.size(), snapshot);
   if (!opt.keep.empty()) {
-    if (auto s = save_checkpoint(root + "/base.safetensors", *layout, snapshot); !s) {
+    if (auto s = save_checkpoint(**io, root + "/base.safetensors", *layout, snapshot); !s) {
       std::fprintf(stderr, "deltasync demo: %s\n", s.err().describe().c_str());
       return 1;
     }
@@ -175,13 +206,13 @@ int run_demo(const demo_options& opt) {
     std::printf("[step %d/%d] trainer step %.2f s; syncing", step, opt.steps, st.elapsed_s());
     std::fflush(stdout);
     for (size_t e = 0; e < encs.size(); ++e) {
-      auto row = send(sim, snapshot, encs[e], static_cast<uint64_t>(step), root, opt);
+      auto row = send(**io, sim, snapshot, encs[e], static_cast<uint64_t>(step), root, opt);
       if (!row) {
         std::fprintf(stderr, "\ndeltasync demo: send failed: %s\n", row.err().describe().c_str());
         return 1;
       }
       row->step = step;
-      auto s = receive(version_dir(root, row->enc, static_cast<uint64_t>(step)), index, receivers[e], *row);
+      auto s = receive(**io, version_dir(root, row->enc, static_cast<uint64_t>(step)), index, receivers[e], *row);
       if (!s) {
         std::fprintf(stderr, "\ndeltasync demo: receive failed: %s\n", s.err().describe().c_str());
         return 1;
@@ -202,7 +233,7 @@ int run_demo(const demo_options& opt) {
     if (all_ok) copy_view(sim, snapshot);
   }
   if (!opt.keep.empty()) {
-    if (auto s = save_checkpoint(root + "/new.safetensors", *layout, snapshot); !s) {
+    if (auto s = save_checkpoint(**io, root + "/new.safetensors", *layout, snapshot); !s) {
       std::fprintf(stderr, "deltasync demo: %s\n", s.err().describe().c_str());
       return 1;
     }

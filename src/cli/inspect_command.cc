@@ -11,6 +11,7 @@
 #include "codec/delta_format.h"
 #include "codec/safetensors.h"
 #include "codec/zstd_frame.h"
+#include "io/sync_io.h"
 
 namespace deltasync::cli {
 namespace {
@@ -41,7 +42,7 @@ struct file_report {
 file_report inspect_file(const std::string& path, uint64_t max_bytes) {
   file_report r;
   r.path = path;
-  auto bytes = read_whole_file(path, max_bytes);
+  auto bytes = io::read_file_all(path, max_bytes);
   if (!bytes) {
     r.reason = bytes.err().describe();
     return r;
