@@ -80,6 +80,15 @@ std::string_view errc_name(errc e) noexcept {
     DS_NAME(delta_unknown_tensor)
     DS_NAME(delta_value_not_representable)
     DS_NAME(delta_version_mismatch)
+    DS_NAME(delta_payload_hash_mismatch)
+    DS_NAME(delta_tensor_digest_mismatch)
+    DS_NAME(bad_request)
+    DS_NAME(unauthorized)
+    DS_NAME(forbidden_path)
+    DS_NAME(version_conflict)
+    DS_NAME(body_too_large)
+    DS_NAME(busy)
+    DS_NAME(receiver_failed)
 #undef DS_NAME
   }
   return "unknown_error";

@@ -61,6 +61,16 @@ enum class errc : int {
   delta_unknown_tensor,
   delta_value_not_representable,
   delta_version_mismatch,
+  delta_payload_hash_mismatch,   // native: xxh3-64 of the payload differs from the metadata
+  delta_tensor_digest_mismatch,  // native: xxh3-128 of a tensor after apply differs from the sender's
+  // service
+  bad_request = 400,      // malformed request: HTTP 400
+  unauthorized,           // missing or wrong bearer token: 401
+  forbidden_path,         // a path escaping the delta dir: 403
+  version_conflict,       // base_version != current version: 409
+  body_too_large,         // request body over the limit: 413
+  busy,                   // another sync in progress: 503
+  receiver_failed,        // a receiver answered with an error (sender side)
 };
 
 const std::error_category& deltasync_category() noexcept;

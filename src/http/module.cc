@@ -1,0 +1,2 @@
+// Placeholder so the http library is never empty; removed when routes land.
+namespace deltasync::http {}

@@ -1,0 +1,37 @@
+// The push client: one HTTP POST of the same JSON body to many receivers at once (fan-out), each with a
+// connect+response timeout, collecting every receiver's answer. Runs on the event loop; Boost stays
+// inside push_client.cc. Implements sync::push_transport for the Sender.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "sync/push_transport.h"
+
+namespace deltasync::io {
+class event_loop;
+}
+
+namespace deltasync::http {
+
+struct push_client_options {
+  uint32_t timeout_ms = 600'000;  // whole request: connect, send, wait for the answer (a sync can be long)
+  std::string bearer_token;       // sent as "Authorization: Bearer ..." when set
+  uint64_t max_response_bytes = 1 << 20;
+};
+
+class push_client final : public push_transport {
+ public:
+  push_client(io::event_loop& loop, push_client_options options);
+  // Blocks the calling thread (never the loop thread) until every receiver answered or timed out.
+  // `urls` are "http://host:port" (a path after the port is prepended to `path`).
+  std::vector<push_outcome> post_all(const std::vector<std::string>& urls, const std::string& path,
+                                     const std::string& json_body) override;
+
+ private:
+  io::event_loop& loop_;
+  push_client_options options_;
+};
+
+}  // namespace deltasync::http

@@ -1,0 +1,95 @@
+// The Sender (trainer side): per sync, diffs the current weights bitwise against its snapshot (what every
+// receiver is known to hold), encodes changed positions + values per tensor into buckets of
+// buffer_bytes, writes each bucket as one file through the atomic writer
+// ({delta_dir}/weight_v{N:06d}/rank{R:04d}_flush{F:06d}.safetensors), runs the pre-push hook, then POSTs one
+// /sync to every receiver concurrently and waits for all of them.
+//
+// The snapshot advances only when EVERY receiver acknowledged (slime #2104 is the bug this rules out): after
+// a failure the next sync diffs against the old snapshot again, so it carries the lost changes.
+//
+// Usage:   sender s(options, transport);  s.seed(name, view) for each tensor of the base checkpoint;
+//          per sync: s.begin(N); s.add(name, view)...; auto report = s.finish();
+// Threading: one thread drives a sender; finish() blocks that thread (never call it on the event loop).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/bytes.h"
+#include "base/result.h"
+#include "codec/delta_format.h"
+#include "codec/dtype.h"
+#include "sync/push_transport.h"
+
+namespace deltasync {
+
+enum class wire_format : uint8_t { slime, native };
+enum class update_mode : uint8_t { delta, full };
+
+struct sender_options {
+  std::string transport = "disk";  // "disk" (nccl lands with the NCCL issue: refused with a clear error)
+  update_mode mode = update_mode::delta;
+  encoding enc = encoding::deltas;
+  wire_format format = wire_format::native;
+  std::string delta_dir;
+  std::vector<std::string> receivers;  // "http://host:port"; empty: write files only
+  uint64_t buffer_bytes = 512ull << 20;  // --update-weight-buffer-size
+  bool keep_files = false;               // --update-weight-delta-keep-files
+  std::string pre_push_hook;             // shell command; non-zero exit aborts the push
+  uint32_t rank = 0;
+  uint64_t data_alignment = 4096;        // data section alignment of written files (O_DIRECT)
+};
+
+struct tensor_view {
+  const void* data = nullptr;
+  dtype type = dtype::BF16;
+  std::vector<uint64_t> shape;
+  std::string device = "cpu";  // "cpu" only until the GPU path lands
+};
+
+struct sync_report {
+  uint64_t version = 0;
+  uint64_t base_version = 0;
+  uint64_t changed_elements = 0;
+  uint64_t dense_bytes = 0;
+  uint64_t wire_bytes = 0;
+  std::vector<std::string> files;  // names inside the version dir
+  double diff_encode_s = 0, write_s = 0, hook_s = 0, push_s = 0;
+  std::vector<push_outcome> receivers;
+  bool snapshot_advanced = false;
+};
+
+class sender {
+ public:
+  // `transport` may be null when options.receivers is empty.
+  sender(sender_options options, push_transport* transport);
+  ~sender();
+
+  // Records what the receivers hold before the first sync (the base checkpoint), at `version`.
+  status seed(const std::string& name, const tensor_view& t);
+  void set_snapshot_version(uint64_t v) noexcept { snapshot_version_ = v; }
+  uint64_t snapshot_version() const noexcept { return snapshot_version_; }
+
+  // Starts sync `version` (> snapshot_version()). Errors: a sync already begun, a version not above the
+  // snapshot's.
+  status begin(uint64_t version);
+  // Adds the current value of a tensor. Unknown names (not seeded) are refused in delta mode. The data is
+  // read during add() (diffed and encoded right away); the caller may reuse its buffer after add returns.
+  status add(const std::string& name, const tensor_view& t);
+  // Flushes the last bucket, runs the hook, pushes, waits for every receiver. The report is returned both
+  // on success and when a receiver failed (then snapshot_advanced is false and the error names them).
+  result<sync_report> finish();
+  // Drops the sync begun (files already written are removed).
+  void abort();
+
+ private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+  uint64_t snapshot_version_ = 0;
+};
+
+}  // namespace deltasync

@@ -1,0 +1,122 @@
+// The receiver's weights: every tensor of the model, its version, per-tensor XXH3-128 digests, and a
+// transactional apply (an undo log of overwritten bytes, so a failed sync rolls back to bit-identical).
+//
+// weight_store is the interface the receiver pipeline uses; host_weight_store keeps tensors in host memory
+// (the default, `--store host`); a CUDA store implements the same interface later (`--store cuda`).
+//
+// Threading: apply()/rollback()/digest() of one store are called by one thread at a time (the receiver's
+// apply stage); read-only accessors (size, tensor, find, version) may be called from the loop thread
+// between syncs.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "base/bytes.h"
+#include "base/result.h"
+#include "codec/delta_format.h"
+#include "codec/digest.h"
+#include "codec/dtype.h"
+
+namespace deltasync {
+
+struct store_tensor {
+  std::string name;
+  dtype type = dtype::BF16;
+  std::vector<uint64_t> shape;
+  uint64_t numel = 0;
+  uint64_t nbytes = 0;
+};
+
+// Overwritten bytes of one sync, in apply order. Bounded: when recording would exceed max_bytes the apply
+// is refused (errc::limit_exceeded) before anything is written.
+class undo_log {
+ public:
+  explicit undo_log(uint64_t max_bytes = 8ull << 30) : max_bytes_(max_bytes) {}
+  struct record {
+    size_t tensor = 0;
+    uint32_t elem_bytes = 0;
+    std::vector<uint32_t> positions;
+    byte_buffer old_values;
+  };
+  std::vector<record>& records() noexcept { return records_; }
+  uint64_t bytes() const noexcept { return bytes_; }
+  uint64_t max_bytes() const noexcept { return max_bytes_; }
+  bool reserve(uint64_t more) noexcept {
+    if (bytes_ + more > max_bytes_) return false;
+    bytes_ += more;
+    return true;
+  }
+  void clear() noexcept {
+    records_.clear();
+    bytes_ = 0;
+  }
+
+ private:
+  std::vector<record> records_;
+  uint64_t bytes_ = 0;
+  uint64_t max_bytes_;
+};
+
+class weight_store {
+ public:
+  virtual ~weight_store() = default;
+
+  virtual std::string_view kind() const noexcept = 0;  // "host" | "cuda"
+  size_t size() const noexcept { return tensors_.size(); }
+  const store_tensor& tensor(size_t i) const { return tensors_.at(i); }
+  std::optional<size_t> find(std::string_view name) const;
+  uint64_t total_bytes() const noexcept;
+  uint64_t version() const noexcept { return version_; }
+  void set_version(uint64_t v) noexcept { version_ = v; }
+
+  // Applies one param of a validated delta file to tensor i (looked up by the caller by name; the caller
+  // has checked dtype and shape). Records the bytes it overwrites in `undo` first. On error tensor i is
+  // untouched and nothing was recorded.
+  virtual status apply(size_t i, const delta_file& f, const param_entry& p, undo_log& undo) = 0;
+  // Restores every record in reverse order and clears the log.
+  virtual void rollback(undo_log& undo) = 0;
+  // XXH3-128 of tensor i's bytes; cached, recomputed after an apply touched the tensor.
+  virtual digest128 digest(size_t i) = 0;
+  // Copies tensor i's bytes out (out.size() == nbytes).
+  virtual status read(size_t i, mutable_byte_span out) const = 0;
+
+ protected:
+  std::vector<store_tensor> tensors_;
+  std::unordered_map<std::string, size_t> index_;
+  uint64_t version_ = 0;
+  void add_tensor(store_tensor t);
+};
+
+class host_weight_store final : public weight_store {
+ public:
+  // Loads a `.safetensors` file or a Hugging Face checkpoint directory (`model.safetensors`, or
+  // `model.safetensors.index.json` + shards) through src/io. Errors name the file and tensor.
+  static result<std::unique_ptr<host_weight_store>> load(const std::string& path);
+  // A built-in synthetic model (see sync/synthetic_model.h): the bf16 view of rl_trainer_sim(layout, seed)
+  // before any step, so a trainer simulation with the same seed starts from identical weights.
+  static result<std::unique_ptr<host_weight_store>> synthetic(std::string_view model, uint64_t seed);
+  // Tensors given directly (tests, tools).
+  static std::unique_ptr<host_weight_store> from_tensors(std::vector<std::pair<store_tensor, byte_buffer>> t);
+
+  std::string_view kind() const noexcept override { return "host"; }
+  status apply(size_t i, const delta_file& f, const param_entry& p, undo_log& undo) override;
+  void rollback(undo_log& undo) override;
+  digest128 digest(size_t i) override;
+  status read(size_t i, mutable_byte_span out) const override;
+
+  byte_span data(size_t i) const { return data_.at(i); }
+  // Writes every tensor to one safetensors file (atomically, through src/io).
+  status export_safetensors(const std::string& path) const;
+
+ private:
+  std::vector<byte_buffer> data_;
+  std::vector<std::optional<digest128>> digests_;
+};
+
+}  // namespace deltasync
