@@ -14,6 +14,9 @@ struct metrics_registry::entry {
   std::unique_ptr<metric_histogram> h;
 };
 
+metrics_registry::metrics_registry() = default;
+metrics_registry::~metrics_registry() = default;
+
 metric_histogram::metric_histogram(std::vector<double> upper_bounds)
     : bounds_(std::move(upper_bounds)), counts_(new std::atomic<uint64_t>[bounds_.size() + 1]) {
   for (size_t i = 1; i < bounds_.size(); ++i) DS_CHECK(bounds_[i - 1] < bounds_[i], "histogram bounds must ascend");

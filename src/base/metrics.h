@@ -47,6 +47,10 @@ class metric_histogram {
 // Owns metrics by name; render() writes every one with its HELP and TYPE lines.
 class metrics_registry {
  public:
+  metrics_registry();
+  ~metrics_registry();
+  metrics_registry(const metrics_registry&) = delete;
+  metrics_registry& operator=(const metrics_registry&) = delete;
   metric_counter& counter(const std::string& name, const std::string& help);
   metric_gauge& gauge(const std::string& name, const std::string& help);
   metric_histogram& histogram(const std::string& name, const std::string& help, std::vector<double> bounds);

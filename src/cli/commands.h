@@ -11,5 +11,7 @@ namespace deltasync::cli {
 // Registers the subcommand and returns a callback slot: the command's run() is bound to the app's callback.
 void register_inspect(CLI::App& app, int& exit_status);
 void register_demo(CLI::App& app, int& exit_status);
+void register_publish(CLI::App& app, int& exit_status);
+void register_serve(CLI::App& app, int& exit_status);
 
 }  // namespace deltasync::cli

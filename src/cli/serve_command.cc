@@ -1,0 +1,189 @@
+// `deltasync serve`: the receiver service. Loads the base weights into a store, then serves the HTTP API on
+// one event loop until SIGINT/SIGTERM. Every flag can also come from the [serve] section of --config.
+#include <CLI/CLI.hpp>
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <thread>
+
+#include "base/log.h"
+#include "cli/commands.h"
+#include "gpu/gpu.h"
+#include "http/receiver_routes.h"
+#include "http/server.h"
+#include "io/buffer_pool.h"
+#include "io/event_loop.h"
+#include "io/io_backend.h"
+#include "io/worker_pool.h"
+#include "sync/receiver.h"
+#include "sync/weight_store.h"
+
+namespace deltasync::cli {
+namespace {
+
+struct serve_options {
+  std::string listen = "127.0.0.1:30000";
+  std::string delta_dir;
+  std::string base;
+  std::string model;  // synthetic model instead of --base
+  uint64_t seed = 1;
+  uint64_t base_version = 0;
+  std::string store = "host";
+  std::string token_file;
+  uint64_t chunk_bytes = 4ull << 20;
+  uint32_t read_workers = 8;
+  uint32_t workers = 0;  // 0: one per core
+  std::string io_backend = "auto";
+  uint64_t max_body_bytes = 1ull << 20;
+  uint32_t read_timeout_ms = 30'000;
+  uint64_t max_file_bytes = 8ull << 30;
+  std::string port_file;
+  std::string log_level = "info";
+};
+
+result<std::pair<std::string, uint16_t>> split_listen(const std::string& listen) {
+  auto colon = listen.rfind(':');
+  if (colon == std::string::npos) return error(errc::invalid_argument, "--listen must be HOST:PORT, got '" + listen + "'");
+  std::string host = listen.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  unsigned long port = 0;
+  try {
+    port = std::stoul(listen.substr(colon + 1));
+  } catch (...) {
+    return error(errc::invalid_argument, "--listen port is not a number: '" + listen + "'");
+  }
+  if (port > 65535) return error(errc::invalid_argument, "--listen port out of range: " + listen);
+  return std::make_pair(host, static_cast<uint16_t>(port));
+}
+
+result<std::string> read_token(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return error(errc::not_found, "cannot read --token-file " + path);
+  std::string token;
+  std::getline(in, token);
+  while (!token.empty() && (token.back() == '\r' || token.back() == ' ')) token.pop_back();
+  if (token.empty()) return error(errc::invalid_argument, "--token-file " + path + " is empty");
+  return token;
+}
+
+int fail(const error& e) {
+  std::fprintf(stderr, "deltasync serve: %s\n", e.describe().c_str());
+  return 1;
+}
+
+int run_serve(const serve_options& opt) {
+  log_level level;
+  if (!parse_log_level(opt.log_level, level)) return fail(error(errc::invalid_argument, "unknown --log-level " + opt.log_level));
+  set_log_level(level);
+  if (opt.store == "cuda") {
+    if (auto s = gpu::available(); !s) return fail(s.err());
+  } else if (opt.store != "host") {
+    return fail(error(errc::invalid_argument, "--store must be host or cuda, got '" + opt.store + "'"));
+  }
+  if (opt.base.empty() == opt.model.empty())
+    return fail(error(errc::invalid_argument, "give exactly one of --base PATH or --model NAME (a built-in synthetic model)"));
+  auto listen = split_listen(opt.listen);
+  if (!listen) return fail(listen.err());
+  std::string token;
+  if (!opt.token_file.empty()) {
+    auto t = read_token(opt.token_file);
+    if (!t) return fail(t.err());
+    token = *t;
+  }
+
+  // Block the shutdown signals before any thread starts, so only sigwait below sees them.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+
+  auto store = opt.model.empty() ? host_weight_store::load(opt.base) : host_weight_store::synthetic(opt.model, opt.seed);
+  if (!store) return fail(store.err());
+  (*store)->set_version(opt.base_version);
+
+  io::event_loop loop;
+  io::io_backend_options bopts;
+  bopts.backend = opt.io_backend;
+  auto backend = io::make_io_backend(loop, bopts);
+  if (!backend) return fail(backend.err());
+  io::buffer_pool_options popts;
+  popts.buffer_bytes = opt.chunk_bytes;
+  popts.max_total_bytes = std::max<uint64_t>(opt.chunk_bytes * opt.read_workers * 2, 64ull << 20);
+  auto pool = io::buffer_pool::create(loop, backend->get(), popts);
+  if (!pool) return fail(pool.err());
+  unsigned threads = opt.workers ? opt.workers : std::max(1u, std::thread::hardware_concurrency());
+  auto workers = std::make_unique<io::worker_pool>(loop, threads, 1024);
+  metrics_registry metrics;
+  receiver_options ropts;
+  ropts.delta_dir = opt.delta_dir;
+  ropts.chunk_bytes = opt.chunk_bytes;
+  ropts.read_workers = opt.read_workers;
+  ropts.max_file_bytes = opt.max_file_bytes;
+  auto rx = std::make_unique<receiver>(loop, **backend, **pool, *workers, **store, ropts, &metrics);
+
+  http::server_options sopts;
+  sopts.host = listen->first;
+  sopts.port = listen->second;
+  sopts.bearer_token = token;
+  sopts.max_body_bytes = opt.max_body_bytes;
+  sopts.read_timeout_ms = opt.read_timeout_ms;
+  auto server = http::http_server::start(loop, sopts, http::make_receiver_routes(*rx, *workers, metrics));
+  if (!server) return fail(server.err());
+  const uint16_t port = (*server)->port();
+  if (!opt.port_file.empty()) {
+    std::ofstream pf(opt.port_file + ".tmp");
+    pf << port << "\n";
+    pf.close();
+    std::rename((opt.port_file + ".tmp").c_str(), opt.port_file.c_str());
+  }
+  DS_LOG(info, "serve", "listening on http://%s:%u (store %s: %zu tensors, %.2f GB, version %llu; delta dir %s%s)",
+         listen->first.c_str(), port, std::string((*store)->kind()).c_str(), (*store)->size(),
+         static_cast<double>((*store)->total_bytes()) / 1e9, static_cast<unsigned long long>((*store)->version()),
+         opt.delta_dir.c_str(), token.empty() ? "" : ", bearer token required");
+
+  int sig = 0;
+  sigwait(&sigs, &sig);
+  DS_LOG(info, "serve", "signal %d: shutting down", sig);
+  server->reset();
+  // A sync still in flight owns the store; let it finish (it cannot take long) before tearing down.
+  for (int i = 0; i < 600; ++i) {
+    bool busy = false;
+    loop.run_sync([&] { busy = rx->busy(); });
+    if (!busy) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  rx.reset();
+  workers.reset();
+  pool->reset();
+  backend->reset();
+  return 0;
+}
+
+}  // namespace
+
+void register_serve(CLI::App& app, int& exit_status) {
+  auto opt = std::make_shared<serve_options>();
+  auto* cmd = app.add_subcommand("serve", "Run the receiver service: hold the weights, apply syncs pushed over HTTP");
+  cmd->add_option("--listen", opt->listen, "HOST:PORT to listen on (port 0: an ephemeral port)")->capture_default_str();
+  cmd->add_option("--delta-dir,--update-weight-delta-dir", opt->delta_dir, "Directory the senders write syncs into")->required();
+  cmd->add_option("--base", opt->base, "Base weights: a .safetensors file or a Hugging Face checkpoint directory");
+  cmd->add_option("--model", opt->model, "A built-in synthetic model instead of --base (tiny, small, qwen2.5-0.5b, ...)");
+  cmd->add_option("--seed", opt->seed, "Seed of the synthetic model")->capture_default_str();
+  cmd->add_option("--base-version", opt->base_version, "Version of the base weights")->capture_default_str();
+  cmd->add_option("--store", opt->store, "Weight store: host or cuda")->capture_default_str();
+  cmd->add_option("--token-file", opt->token_file, "Require 'Authorization: Bearer <first line of this file>'");
+  cmd->add_option("--update-weight-delta-chunk-bytes", opt->chunk_bytes, "Read pieces of this many bytes")->capture_default_str();
+  cmd->add_option("--update-weight-delta-read-workers", opt->read_workers, "Reads in flight")->capture_default_str();
+  cmd->add_option("--workers", opt->workers, "Decode/apply worker threads (0: one per core)")->capture_default_str();
+  cmd->add_option("--io-backend", opt->io_backend, "auto, uring or threads (env DELTASYNC_IO_BACKEND also forces it)")->capture_default_str();
+  cmd->add_option("--max-body-bytes", opt->max_body_bytes, "Largest request body")->capture_default_str();
+  cmd->add_option("--read-timeout-ms", opt->read_timeout_ms, "Disconnect a client idle this long")->capture_default_str();
+  cmd->add_option("--max-file-bytes", opt->max_file_bytes, "Largest delta file (and decompressed payload)")->capture_default_str();
+  cmd->add_option("--port-file", opt->port_file, "Write the bound port to this file once listening");
+  cmd->add_option("--log-level", opt->log_level, "debug, info, warn, error")->capture_default_str();
+  cmd->callback([opt, &exit_status] { exit_status = run_serve(*opt); });
+}
+
+}  // namespace deltasync::cli

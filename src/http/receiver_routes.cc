@@ -1,0 +1,150 @@
+// Route handlers: parse, hand to the receiver, map results and errors to the documented JSON and status.
+#include "http/receiver_routes.h"
+
+#include <boost/json.hpp>
+
+#include "base/log.h"
+#include "codec/digest.h"
+#include "io/worker_pool.h"
+
+namespace deltasync::http {
+namespace {
+
+namespace json = boost::json;
+
+response json_ok(const json::value& v) {
+  response r;
+  r.body = json::serialize(v);
+  return r;
+}
+
+response sync_error(const error& e, uint64_t current_version) {
+  json::object o;
+  o["error"] = e.describe();
+  o["code"] = std::string(e.code.category() == deltasync_category() ? errc_name(static_cast<errc>(e.code.value()))
+                                                                     : std::string_view("system"));
+  o["current_version"] = current_version;
+  response r;
+  r.status = http_status_for(e);
+  r.body = json::serialize(o);
+  return r;
+}
+
+json::object stats_json(const sync_stats& s) {
+  json::object o;
+  o["version"] = s.version;
+  o["base_version"] = s.base_version;
+  o["files"] = s.files;
+  o["params"] = s.params;
+  o["changed_elements"] = s.changed_elements;
+  o["bytes_read"] = s.bytes_read;
+  o["format"] = s.native ? "native" : "slime";
+  json::object t;
+  t["read"] = s.read_ms;
+  t["decode"] = s.decode_ms;
+  t["apply"] = s.apply_ms;
+  t["verify"] = s.verify_ms;
+  t["total"] = s.total_ms;
+  o["timings_ms"] = std::move(t);
+  return o;
+}
+
+// Shared state of the routes: /checksums reads the store on a worker, so no sync may start meanwhile.
+struct route_state {
+  receiver& rx;
+  io::worker_pool& workers;
+  metrics_registry& metrics;
+  bool checksums_running = false;
+};
+
+void start_sync_route(const std::shared_ptr<route_state>& st, result<sync_request> req, responder respond,
+                      bool sglang) {
+  receiver& rx = st->rx;
+  auto answer_error = [&rx, sglang](const error& e) {
+    if (!sglang) return sync_error(e, rx.store().version());
+    json::object o;
+    o["success"] = false;
+    o["message"] = e.describe();
+    o["num_paused_requests"] = 0;
+    response r;
+    r.status = 400;
+    r.body = json::serialize(o);
+    return r;
+  };
+  if (!req) return respond(answer_error(req.err()));
+  if (st->checksums_running) return respond(answer_error(error(errc::busy, "a /checksums computation is running")));
+  rx.start_sync(std::move(req).value(), [respond, answer_error, sglang](result<sync_stats> r) {
+    if (!r) return respond(answer_error(r.err()));
+    if (!sglang) return respond(json_ok(stats_json(*r)));
+    json::object o;
+    o["success"] = true;
+    o["message"] = "applied version " + std::to_string(r->version) + ": " + std::to_string(r->changed_elements) +
+                   " changed elements from " + std::to_string(r->files) + " files";
+    o["num_paused_requests"] = 0;
+    respond(json_ok(o));
+  });
+}
+
+}  // namespace
+
+router make_receiver_routes(receiver& rx, io::worker_pool& workers, metrics_registry& metrics) {
+  auto st = std::make_shared<route_state>(route_state{rx, workers, metrics});
+  router r;
+  r.add("POST", "/sync", [st](const request& req, responder respond) {
+    start_sync_route(st, parse_sync_request(req.body, st->rx.options().limits), std::move(respond), false);
+  });
+  r.add("POST", "/update_weights_from_disk", [st](const request& req, responder respond) {
+    start_sync_route(st, parse_sglang_request(req.body, st->rx.options().delta_dir, st->rx.options().limits),
+                     std::move(respond), true);
+  });
+  r.add("GET", "/healthz", [](const request&, responder respond) { respond(json_ok(json::object{{"ok", true}})); });
+  r.add("GET", "/status", [st](const request&, responder respond) {
+    weight_store& store = st->rx.store();
+    json::object o;
+    o["version"] = store.version();
+    o["sync_in_flight"] = st->rx.busy();
+    o["store"] = json::object{{"kind", std::string(store.kind())}, {"tensors", store.size()}, {"bytes", store.total_bytes()}};
+    if (st->rx.last_sync()) o["last_sync"] = stats_json(*st->rx.last_sync());
+    if (st->rx.last_error()) o["last_error"] = st->rx.last_error()->describe();
+    respond(json_ok(o));
+  });
+  r.add("GET", "/metrics", [st](const request&, responder respond) {
+    response out;
+    out.content_type = "text/plain; version=0.0.4";
+    out.body = st->metrics.render();
+    respond(std::move(out));
+  });
+  r.add("GET", "/checksums", [st](const request&, responder respond) {
+    if (st->rx.busy() || st->checksums_running)
+      return respond(sync_error(error(errc::busy, "a sync is in progress; ask again after it commits"),
+                                st->rx.store().version()));
+    st->checksums_running = true;
+    auto body = std::make_shared<std::string>();
+    auto work = [st, body] {
+      weight_store& store = st->rx.store();
+      json::object tensors;
+      for (size_t i = 0; i < store.size(); ++i) {
+        const store_tensor& t = store.tensor(i);
+        json::array shape;
+        for (uint64_t d : t.shape) shape.push_back(d);
+        tensors[t.name] = json::object{{"dtype", std::string(name(t.type))},
+                                       {"shape", std::move(shape)},
+                                       {"xxh3_128", to_hex(store.digest(i))}};
+      }
+      *body = json::serialize(json::object{{"version", store.version()}, {"tensors", std::move(tensors)}});
+    };
+    auto done = [st, body, respond] {
+      st->checksums_running = false;
+      response out;
+      out.body = std::move(*body);
+      respond(std::move(out));
+    };
+    if (!st->workers.try_submit(std::move(work), std::move(done))) {
+      st->checksums_running = false;
+      respond(sync_error(error(errc::busy, "worker pool saturated"), st->rx.store().version()));
+    }
+  });
+  return r;
+}
+
+}  // namespace deltasync::http

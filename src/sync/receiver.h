@@ -1,0 +1,96 @@
+// The receiver pipeline: one sync = validate the request and paths -> read the sync's files in pieces of
+// chunk_bytes with read_workers reads in flight (io::chunked_reader) -> assemble each file -> decode and
+// validate it on the worker pool -> the apply queue (one apply at a time, in file completion order, with an
+// undo log) -> verify (native per-tensor XXH3-128) -> commit the version. Reading, decoding and applying
+// overlap across files. Each file is read once.
+//
+// Transactional: any failure (bad request, missing file, invalid file, digest mismatch, I/O error) leaves the
+// store bit-identical — applied params are rolled back from the undo log once nothing is in flight.
+// One sync at a time: a second start_sync while one runs fails with errc::busy.
+//
+// Threading: construct, start_sync and every accessor on the loop thread; `done` runs on the loop thread.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "base/metrics.h"
+#include "base/result.h"
+#include "sync/sync_request.h"
+#include "sync/weight_store.h"
+
+namespace deltasync::io {
+class event_loop;
+class io_backend;
+class buffer_pool;
+class worker_pool;
+}  // namespace deltasync::io
+
+namespace deltasync {
+
+struct receiver_options {
+  std::string delta_dir;
+  uint64_t chunk_bytes = 4ull << 20;      // --update-weight-delta-chunk-bytes
+  uint32_t read_workers = 8;              // --update-weight-delta-read-workers
+  uint64_t max_file_bytes = 8ull << 30;   // one delta file (and its decompressed payload)
+  uint64_t max_sync_bytes = 64ull << 30;  // all files of one sync
+  uint64_t max_undo_bytes = 16ull << 30;  // overwritten bytes kept for rollback
+  uint64_t max_assembled_bytes = 4ull << 30;  // file bytes held between read and apply (back-pressure)
+  request_limits limits;
+};
+
+struct sync_stats {
+  uint64_t version = 0;
+  uint64_t base_version = 0;
+  uint64_t files = 0;
+  uint64_t changed_elements = 0;
+  uint64_t bytes_read = 0;
+  uint64_t params = 0;
+  double read_ms = 0;    // first read issued -> last piece delivered
+  double decode_ms = 0;  // summed over files (worker time)
+  double apply_ms = 0;   // summed over files (worker time)
+  double verify_ms = 0;
+  double total_ms = 0;   // request accepted -> committed
+  bool native = false;
+};
+
+class receiver {
+ public:
+  receiver(io::event_loop& loop, io::io_backend& backend, io::buffer_pool& pool, io::worker_pool& workers,
+           weight_store& store, receiver_options options, metrics_registry* metrics);
+  ~receiver();
+  receiver(const receiver&) = delete;
+  receiver& operator=(const receiver&) = delete;
+
+  void start_sync(sync_request req, std::function<void(result<sync_stats>)> done);
+  bool busy() const noexcept;
+  const std::optional<sync_stats>& last_sync() const noexcept { return last_; }
+  const std::optional<error>& last_error() const noexcept { return last_error_; }
+  weight_store& store() noexcept { return store_; }
+  const receiver_options& options() const noexcept { return options_; }
+
+  struct run;  // one sync in flight (receiver.cc)
+
+ private:
+  void finish(std::shared_ptr<run> r);
+
+  io::event_loop& loop_;
+  io::io_backend& backend_;
+  io::buffer_pool& pool_;
+  io::worker_pool& workers_;
+  weight_store& store_;
+  receiver_options options_;
+  std::shared_ptr<run> current_;
+  std::optional<sync_stats> last_;
+  std::optional<error> last_error_;
+  struct counters;
+  std::unique_ptr<counters> m_;
+};
+
+// The HTTP status DESIGN.md assigns to an error code (400, 403, 404, 409, 413, 422, 503, 500).
+unsigned http_status_for(const error& e) noexcept;
+
+}  // namespace deltasync
