@@ -26,6 +26,11 @@ constexpr std::string_view kMetaEncoding = "encoding";
 constexpr std::string_view kMetaVersion = "current_version";
 constexpr std::string_view kMetaChecksum = "checksum";
 constexpr std::string_view kMetaParams = "params";
+constexpr std::string_view kMetaFormat = "format";
+constexpr std::string_view kMetaBaseVersion = "base_version";
+constexpr std::string_view kMetaNativeVersion = "version";
+constexpr std::string_view kMetaPayloadHash = "payload_xxh3_64";
+constexpr std::string_view kMetaTensorDigests = "tensor_xxh3_128";
 
 // Positions are uint32 element indices, so a tensor may hold at most 2^32 - 1 elements.
 constexpr uint64_t kMaxNumel = (uint64_t{1} << 32) - 1;
@@ -196,6 +201,76 @@ status check_param_shape(const param_entry& p, const std::string& label) {
   if (!tensor_bytes(p.type, numel, bytes))
     return error(errc::delta_bad_manifest, "params: " + label + " byte size overflows 64 bits");
   return {};
+}
+
+// ---- native metadata ----
+
+// Exactly `digits` lowercase hex digits: the spelling the writer uses, so one digest has one spelling.
+bool lowercase_hex(std::string_view s, size_t digits) noexcept {
+  if (s.size() != digits) return false;
+  return std::all_of(s.begin(), s.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+}
+
+// Reads the native keys of a file whose metadata has `format`; nullopt for a slime file.
+result<std::optional<native_info>> parse_native_metadata(const safetensors_header& h, uint64_t current_version) {
+  auto format = h.meta(kMetaFormat);
+  if (!format) return std::optional<native_info>{};
+  if (*format != kNativeFormatName)
+    return error(errc::delta_bad_metadata, "delta file: unknown format " + quoted(*format) + " (expected '" +
+                                               std::string(kNativeFormatName) + "')");
+  auto meta = [&](std::string_view key) -> result<std::string_view> {
+    auto v = h.meta(key);
+    if (!v) return error(errc::delta_bad_metadata, "native delta file: metadata has no '" + std::string(key) + "'");
+    return *v;
+  };
+  native_info n;
+  DS_ASSIGN_OR_RETURN(std::string_view base_text, meta(kMetaBaseVersion));
+  DS_ASSIGN_OR_RETURN(std::string_view version_text, meta(kMetaNativeVersion));
+  DS_ASSIGN_OR_RETURN(std::string_view hash_text, meta(kMetaPayloadHash));
+  DS_ASSIGN_OR_RETURN(std::string_view digests_text, meta(kMetaTensorDigests));
+
+  auto base = u64_from_decimal(base_text);
+  auto version = u64_from_decimal(version_text);
+  if (!base || !version)
+    return error(errc::delta_bad_metadata, "native delta file: base_version " + quoted(base_text) +
+                                               " or version " + quoted(version_text) + " is not a decimal integer");
+  if (*version != current_version)
+    return error(errc::delta_bad_metadata, "native delta file: version " + std::to_string(*version) +
+                                               " differs from current_version " + std::to_string(current_version));
+  if (*base >= *version)
+    return error(errc::delta_bad_metadata, "native delta file: base_version " + std::to_string(*base) +
+                                               " is not below version " + std::to_string(*version));
+  n.base_version = *base;
+  n.version = *version;
+  if (!lowercase_hex(hash_text, 16))
+    return error(errc::delta_bad_metadata,
+                 "native delta file: payload_xxh3_64 " + quoted(hash_text) + " is not 16 lowercase hex digits");
+  n.payload_xxh3_64 = *digest64_from_hex(hash_text);
+
+  boost::system::error_code ec;
+  json::value root = json::parse(json::string_view(digests_text.data(), digests_text.size()), ec);
+  const json::object* digests = ec ? nullptr : root.if_object();
+  if (digests == nullptr)
+    return error(errc::delta_bad_metadata, "native delta file: tensor_xxh3_128 is not a JSON object");
+  for (const auto& [key, value] : *digests) {
+    const std::string_view name(key.data(), key.size());
+    const json::string* hex = value.if_string();
+    if (hex == nullptr || !lowercase_hex(std::string_view(hex->data(), hex->size()), 32))
+      return error(errc::delta_bad_metadata, "native delta file: tensor_xxh3_128 of " + quoted(name) +
+                                                 " is not 32 lowercase hex digits");
+    n.tensor_digests.emplace(std::string(name), *digest128_from_hex(std::string_view(hex->data(), hex->size())));
+  }
+  return std::optional<native_info>{std::move(n)};
+}
+
+// XXH3-64 of __positions__ followed by __values__. Our writer stores them back to back in that order (then
+// the data section is one span); another writer may not, and then the two are hashed from a copy.
+uint64_t payload_hash(byte_span positions, byte_span values) {
+  if (positions.empty() || positions.data() + positions.size() == values.data())
+    return xxh3_64(byte_span(positions.empty() ? values.data() : positions.data(), positions.size() + values.size()));
+  byte_buffer joined(positions.begin(), positions.end());
+  joined.insert(joined.end(), values.begin(), values.end());
+  return xxh3_64(joined);
 }
 
 }  // namespace
@@ -389,11 +464,25 @@ uint64_t delta_bucket_builder::payload_bytes() const noexcept {
   return positions_.size() + (values_type_ ? value_count_ * element_bytes(*values_type_) : 0);
 }
 
-result<byte_buffer> delta_bucket_builder::finish(uint64_t current_version, uint64_t data_alignment) {
+result<byte_buffer> delta_bucket_builder::finish(uint64_t current_version, uint64_t data_alignment,
+                                                 const native_fields* native) {
+  if (native != nullptr) {
+    if (native->base_version >= current_version)
+      return error(errc::invalid_argument, "native delta file: base_version " + std::to_string(native->base_version) +
+                                               " is not below version " + std::to_string(current_version));
+    for (const auto& p : params_)
+      if (!native->tensor_digests.contains(p.name))
+        return error(errc::invalid_argument, "native delta file: no tensor digest for param " + quoted(p.name));
+  }
   // An empty bucket still makes a well-formed file (no params, empty tensors); its values dtype is BF16.
   const dtype vt = values_type_.value_or(dtype::BF16);
   const uint32_t veb = element_bytes(vt);
-  byte_buffer values(value_count_ * veb);
+  // One buffer holds the whole data section (positions, then values), so the native payload hash is one pass.
+  const size_t pos_bytes = positions_.size();
+  byte_buffer data(pos_bytes + value_count_ * veb);
+  if (pos_bytes > 0) std::memcpy(data.data(), positions_.data(), pos_bytes);
+  const mutable_byte_span values = mutable_byte_span(data).subspan(pos_bytes);
+  const byte_span positions = byte_span(data).first(pos_bytes);
   size_t at = 0;
   for (const auto& [type, buf] : values_) {
     if (type == vt) {
@@ -408,7 +497,7 @@ result<byte_buffer> delta_bucket_builder::finish(uint64_t current_version, uint6
   }
   DS_CHECK(at == values.size(), "delta_bucket_builder: values size");
 
-  const checksum128 sum = delta_checksum(positions_, vt, values);
+  const checksum128 sum = delta_checksum(positions, vt, values);
   const encoding meta_enc = enc_;  // slime writes "deltas_zstd" inside the frame too
   std::vector<std::pair<std::string, std::string>> metadata = {
       {std::string(kMetaEncoding), std::string(encoding_name(meta_enc))},
@@ -416,8 +505,17 @@ result<byte_buffer> delta_bucket_builder::finish(uint64_t current_version, uint6
       {std::string(kMetaChecksum), checksum_to_decimal(sum)},
       {std::string(kMetaParams), params_to_json(params_)},
   };
+  if (native != nullptr) {
+    json::object digests;
+    for (const auto& p : params_) digests[p.name] = to_hex(native->tensor_digests.at(p.name));
+    metadata.emplace_back(kMetaFormat, kNativeFormatName);
+    metadata.emplace_back(kMetaBaseVersion, std::to_string(native->base_version));
+    metadata.emplace_back(kMetaNativeVersion, std::to_string(current_version));
+    metadata.emplace_back(kMetaPayloadHash, to_hex64(xxh3_64(data)));
+    metadata.emplace_back(kMetaTensorDigests, json::serialize(digests));
+  }
   std::vector<tensor_data> tensors = {
-      {{std::string(kPositionsTensor), dtype::U8, {positions_.size()}, positions_.size()}, positions_},
+      {{std::string(kPositionsTensor), dtype::U8, {pos_bytes}, pos_bytes}, positions},
       {{std::string(kValuesTensor), vt, {value_count_}, values.size()}, values},
   };
   DS_ASSIGN_OR_RETURN(byte_buffer file, write_safetensors(tensors, metadata, data_alignment));
@@ -510,6 +608,16 @@ result<delta_file> parse_delta_file(byte_span file, const delta_read_limits& lim
                  "delta file: checksum " + quoted(checksum_text) + " is not a decimal integer");
   f.manifest.checksum = *sum;
 
+  // Native keys, then the payload hash: a corrupt payload is reported as such before its manifest is read.
+  DS_ASSIGN_OR_RETURN(f.native, parse_native_metadata(st.header, f.manifest.current_version));
+  if (f.native && limits.verify_payload_hash) {
+    const uint64_t actual = payload_hash(f.positions, f.values);
+    if (actual != f.native->payload_xxh3_64)
+      return error(errc::delta_payload_hash_mismatch, "native delta file: payload hashes to " + to_hex64(actual) +
+                                                          ", the metadata says " +
+                                                          to_hex64(f.native->payload_xxh3_64));
+  }
+
   DS_ASSIGN_OR_RETURN(f.manifest.params, parse_params_json(params_text));
   if (f.manifest.params.size() > limits.max_params)
     return error(errc::limit_exceeded, "delta file: " + std::to_string(f.manifest.params.size()) +
@@ -557,6 +665,19 @@ result<delta_file> parse_delta_file(byte_span file, const delta_read_limits& lim
       return error(errc::delta_dtype_mismatch, "delta file: " + label + " is " + std::string(torch_name(p.type)) +
                                                    " but __values__ is " + std::string(name(f.values_type)) +
                                                    ", which does not convert to it");
+  }
+
+  if (f.native) {
+    // Exactly one digest per param: a digest for a tensor the file does not touch would be verified against
+    // nothing.
+    for (const auto& p : f.manifest.params)
+      if (!f.native->tensor_digests.contains(p.name))
+        return error(errc::delta_bad_metadata, "native delta file: tensor_xxh3_128 has no digest for " + quoted(p.name));
+    if (f.native->tensor_digests.size() != f.manifest.params.size())
+      for (const auto& [n, d] : f.native->tensor_digests)
+        if (!names.contains(n))
+          return error(errc::delta_bad_metadata,
+                       "native delta file: tensor_xxh3_128 names " + quoted(n) + ", which the file does not change");
   }
 
   if (limits.verify_checksum) {

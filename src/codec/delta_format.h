@@ -3,12 +3,23 @@
 // every changed element, in manifest order, in the params' dtype or a promoted one), plus `__metadata__`
 // {encoding, current_version, checksum, params}. Pure: no I/O.
 //
+// The native format (DESIGN.md "Native format") is the same container with five more metadata keys:
+//   format           "deltasync-native/1"
+//   base_version     decimal: the version the receiver must hold for the file to apply
+//   version          decimal: the version the sync produces; equals current_version
+//   payload_xxh3_64  16 lowercase hex: XXH3-64 of the uncompressed data section, i.e. the bytes of
+//                    __positions__ followed by those of __values__, as stored
+//   tensor_xxh3_128  a JSON object {param name: 32 lowercase hex}: XXH3-128 of each param's full NEW tensor,
+//                    one for exactly the params of this file (verified by the receiver after apply)
+// A file without `format` is a slime file; the reader ignores native keys there.
+//
 // Writing: delta_bucket_builder collects params, then finish() produces the file bytes.
 // Reading: parse_delta_file() validates the container, manifest and checksum; apply_param() then scatters
 // one param's values into its tensor (decoding positions on the fly, bounds-checked).
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <span>
 #include <string>
@@ -18,6 +29,7 @@
 
 #include "base/bytes.h"
 #include "base/result.h"
+#include "codec/digest.h"
 #include "codec/dtype.h"
 #include "codec/safetensors.h"
 #include "codec/tensor_hash.h"
@@ -81,6 +93,14 @@ struct param_delta {
   byte_span values;                     // positions.size() elements of `type`
 };
 
+inline constexpr std::string_view kNativeFormatName = "deltasync-native/1";
+
+// What a native file carries beyond slime's format (given to the writer).
+struct native_fields {
+  uint64_t base_version = 0;
+  std::map<std::string, digest128> tensor_digests;  // full new tensor, by param name; may hold more names
+};
+
 // Accumulates the params of one bucket flush. Not thread-safe; one builder per bucket.
 class delta_bucket_builder {
  public:
@@ -102,7 +122,11 @@ class delta_bucket_builder {
   // Builds the whole file (zstd-wrapped for deltas_zstd; the inner metadata then says "deltas_zstd", as slime
   // writes it) and resets the builder; on error the builder keeps its contents. An empty builder makes a
   // valid file with no params and empty BF16 __values__.
-  result<byte_buffer> finish(uint64_t current_version, uint64_t data_alignment = 8);
+  // With `native`, the file is a native one (version = current_version); `native->tensor_digests` must hold
+  // every param of the bucket (others are left out of the file) and base_version must be < current_version,
+  // else errc::invalid_argument and the builder keeps its contents.
+  result<byte_buffer> finish(uint64_t current_version, uint64_t data_alignment = 8,
+                             const native_fields* native = nullptr);
 
  private:
   encoding enc_;
@@ -114,6 +138,14 @@ class delta_bucket_builder {
 };
 
 // ---- reader ----
+
+// The native metadata of a file, validated (see the top of this header).
+struct native_info {
+  uint64_t base_version = 0;
+  uint64_t version = 0;
+  uint64_t payload_xxh3_64 = 0;
+  std::map<std::string, digest128, std::less<>> tensor_digests;
+};
 
 // A validated delta file. `positions` and `values` view either the caller's bytes or `storage` (the
 // decompressed `deltas_zstd` payload). Move-only: a copy's views would still point into the original's
@@ -131,12 +163,14 @@ struct delta_file {
   byte_span values;
   byte_buffer storage;
   std::vector<std::pair<std::string, std::string>> metadata;  // every metadata key, as read
+  std::optional<native_info> native;  // nullopt for a slime file
 };
 
 struct delta_read_limits {
   uint64_t max_decompressed_bytes = 4ull << 30;
   uint64_t max_params = 1u << 20;
   bool verify_checksum = true;
+  bool verify_payload_hash = true;  // native files' payload_xxh3_64
 };
 
 // Validates everything that can be checked without the target tensors: container, exactly the two
@@ -145,9 +179,15 @@ struct delta_read_limits {
 // A zstd frame (magic 28 B5 2F FD) is unwrapped first, up to limits.max_decompressed_bytes; its inner
 // metadata may say "deltas" or "deltas_zstd"; "deltas_zstd" outside a frame is refused. Params' position and
 // value ranges must follow manifest order without overlap; names must be unique. Positions themselves are
-// decoded and checked by apply_param. Errors: the st_* / zstd_* codes of the container, delta_missing_tensor,
+// decoded and checked by apply_param.
+// A native file (metadata `format` present) must say "deltasync-native/1" and carry every native key, well
+// formed: version == current_version, base_version < version, a digest for every param and none for other
+// names (delta_bad_metadata otherwise). Its payload hash is verified right after the container and the
+// native keys, before the manifest is read (delta_payload_hash_mismatch).
+// Errors: the st_* / zstd_* codes of the container, delta_missing_tensor,
 // delta_bad_metadata, delta_unknown_encoding, delta_bad_manifest, delta_bad_pos_width, delta_manifest_bounds,
-// delta_value_count_mismatch, delta_dtype_mismatch, delta_checksum_mismatch, limit_exceeded (max_params).
+// delta_value_count_mismatch, delta_dtype_mismatch, delta_checksum_mismatch, delta_payload_hash_mismatch,
+// limit_exceeded (max_params).
 result<delta_file> parse_delta_file(byte_span file, const delta_read_limits& limits = {});
 
 // Scatters one param's new values into `dest` (the whole tensor, row-major, of p.type and p.shape),

@@ -1,0 +1,346 @@
+// Tests for the native delta format: the writer's five extra metadata keys, a round trip through the reader
+// and apply for every encoding, payload corruption caught by the XXH3-64 before anything else, every missing
+// or garbled native key refused, and slime files left exactly as they were.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "codec/delta_format.h"
+#include "codec/diff.h"
+#include "codec/digest.h"
+#include "codec/safetensors.h"
+#include "codec/zstd_frame.h"
+
+namespace deltasync {
+namespace {
+
+constexpr encoding kEncodings[] = {encoding::indices, encoding::deltas, encoding::deltas_zstd};
+
+struct test_tensor {
+  std::string name;
+  dtype type;
+  std::vector<uint64_t> shape;
+  byte_buffer before, after;
+};
+
+// Random tensors and a new version of each that differs at ~`density` of its elements. A second tensor of
+// 70000 elements with sparse changes has gaps past 65535 (uint32 deltas).
+std::vector<test_tensor> make_tensors(uint64_t seed, double density) {
+  std::mt19937_64 rng(seed);
+  std::vector<test_tensor> ts = {
+      {"layers.0.weight", dtype::BF16, {64, 48}, {}, {}},
+      {"layers.0.bias", dtype::BF16, {70000}, {}, {}},
+      {"norm.weight", dtype::F32, {3, 5, 7}, {}, {}},
+  };
+  std::bernoulli_distribution change(density);
+  for (auto& t : ts) {
+    uint64_t n = 1;
+    for (uint64_t d : t.shape) n *= d;
+    const uint32_t eb = element_bytes(t.type);
+    t.before.resize(n * eb);
+    for (auto& b : t.before) b = static_cast<std::byte>(rng());
+    t.after = t.before;
+    for (uint64_t i = 0; i < n; ++i)
+      if (change(rng)) t.after[i * eb] = static_cast<std::byte>(static_cast<uint8_t>(t.after[i * eb]) ^ 0x5A);
+  }
+  return ts;
+}
+
+native_fields digests_of(const std::vector<test_tensor>& ts, uint64_t base_version) {
+  native_fields nf;
+  nf.base_version = base_version;
+  for (const auto& t : ts) nf.tensor_digests[t.name] = xxh3_128(t.after);
+  return nf;
+}
+
+// One bucket holding every tensor's diff; the builder promotes BF16 + F32 into F32 __values__.
+result<byte_buffer> build(const std::vector<test_tensor>& ts, encoding enc, uint64_t version,
+                          const native_fields* native) {
+  delta_bucket_builder b(enc);
+  for (const auto& t : ts) {
+    std::vector<uint32_t> pos;
+    byte_buffer vals;
+    diff_tensor(t.before, t.after, element_bytes(t.type), pos, vals);
+    EXPECT_TRUE(b.can_add(t.type));
+    b.add({t.name, t.type, t.shape, pos, vals});
+  }
+  return b.finish(version, 4096, native);
+}
+
+// Rewrites a (plain, unzipped) file's metadata through `edit`, keeping its tensors as they are.
+byte_buffer with_metadata(const byte_buffer& file,
+                          const std::function<void(std::vector<std::pair<std::string, std::string>>&)>& edit) {
+  auto st = parse_safetensors(file);
+  EXPECT_TRUE(st.ok());
+  std::vector<tensor_data> tensors;
+  for (const auto& t : st->header.tensors)
+    tensors.push_back({{t.name, t.type, t.shape, t.nbytes()}, st->data(t)});
+  auto metadata = st->header.metadata;
+  edit(metadata);
+  auto out = write_safetensors(tensors, metadata, 4096);
+  EXPECT_TRUE(out.ok());
+  return std::move(out).value();
+}
+
+void set_key(std::vector<std::pair<std::string, std::string>>& md, const std::string& key, const std::string& v) {
+  for (auto& [k, val] : md)
+    if (k == key) {
+      val = v;
+      return;
+    }
+  md.emplace_back(key, v);
+}
+
+void drop_key(std::vector<std::pair<std::string, std::string>>& md, const std::string& key) {
+  std::erase_if(md, [&](const auto& kv) { return kv.first == key; });
+}
+
+std::string meta_of(const delta_file& f, const std::string& key) {
+  for (const auto& [k, v] : f.metadata)
+    if (k == key) return v;
+  return {};
+}
+
+TEST(NativeFormat, RoundTripEveryEncoding) {
+  for (double density : {0.0005, 0.01, 0.3, 1.0}) {
+    const auto ts = make_tensors(11, density);
+    const native_fields nf = digests_of(ts, 41);
+    for (encoding enc : kEncodings) {
+      SCOPED_TRACE(std::string(encoding_name(enc)) + " density " + std::to_string(density));
+      auto file = build(ts, enc, 42, &nf);
+      ASSERT_TRUE(file.ok()) << file.err().describe();
+      EXPECT_EQ(is_zstd_frame(*file), enc == encoding::deltas_zstd);
+      auto f = parse_delta_file(*file);
+      ASSERT_TRUE(f.ok()) << f.err().describe();
+      ASSERT_TRUE(f->native.has_value());
+      EXPECT_EQ(f->native->base_version, 41u);
+      EXPECT_EQ(f->native->version, 42u);
+      EXPECT_EQ(f->manifest.current_version, 42u);
+      EXPECT_EQ(meta_of(*f, "format"), "deltasync-native/1");
+      EXPECT_EQ(meta_of(*f, "payload_xxh3_64").size(), 16u);
+
+      // The payload hash covers __positions__ then __values__, as stored.
+      byte_buffer joined(f->positions.begin(), f->positions.end());
+      joined.insert(joined.end(), f->values.begin(), f->values.end());
+      EXPECT_EQ(f->native->payload_xxh3_64, xxh3_64(joined));
+      EXPECT_EQ(meta_of(*f, "payload_xxh3_64"), to_hex64(xxh3_64(joined)));
+
+      // Exactly one digest per param, and applying the file reproduces tensors with those digests.
+      ASSERT_EQ(f->native->tensor_digests.size(), f->manifest.params.size());
+      // Unchanged tensors are absent from the manifest and from the digests alike.
+      const size_t changed =
+          static_cast<size_t>(std::count_if(ts.begin(), ts.end(), [](const auto& t) { return t.before != t.after; }));
+      ASSERT_EQ(f->manifest.params.size(), changed);
+      for (const auto& p : f->manifest.params) {
+        const auto& t = *std::find_if(ts.begin(), ts.end(), [&](const auto& x) { return x.name == p.name; });
+        byte_buffer dest = t.before;
+        ASSERT_TRUE(apply_param(*f, p, dest).ok());
+        EXPECT_EQ(dest, t.after) << p.name;
+        EXPECT_EQ(f->native->tensor_digests.at(p.name), xxh3_128(dest));
+        EXPECT_NE(meta_of(*f, "tensor_xxh3_128").find("\"" + p.name + "\":\"" + to_hex(xxh3_128(dest)) + "\""),
+                  std::string::npos);
+      }
+    }
+  }
+}
+
+TEST(NativeFormat, EmptyBucketIsValid) {
+  native_fields nf;
+  nf.base_version = 6;
+  for (encoding enc : kEncodings) {
+    delta_bucket_builder b(enc);
+    auto file = b.finish(7, 4096, &nf);
+    ASSERT_TRUE(file.ok());
+    auto f = parse_delta_file(*file);
+    ASSERT_TRUE(f.ok()) << f.err().describe();
+    ASSERT_TRUE(f->native.has_value());
+    EXPECT_TRUE(f->manifest.params.empty());
+    EXPECT_TRUE(f->native->tensor_digests.empty());
+    EXPECT_EQ(f->native->payload_xxh3_64, xxh3_64({}));
+    EXPECT_EQ(meta_of(*f, "tensor_xxh3_128"), "{}");
+  }
+}
+
+TEST(NativeFormat, OnlyTheBucketsDigestsAreWritten) {
+  auto ts = make_tensors(3, 0.05);
+  native_fields nf = digests_of(ts, 1);
+  nf.tensor_digests["not.in.this.bucket"] = digest128{1, 2};
+  auto file = build(ts, encoding::deltas, 2, &nf);
+  ASSERT_TRUE(file.ok());
+  auto f = parse_delta_file(*file);
+  ASSERT_TRUE(f.ok()) << f.err().describe();
+  EXPECT_EQ(f->native->tensor_digests.count("not.in.this.bucket"), 0u);
+  EXPECT_EQ(f->native->tensor_digests.size(), ts.size());
+}
+
+TEST(NativeFormat, WriterRefusesMissingDigestOrBadBaseAndKeepsItsContents) {
+  auto ts = make_tensors(5, 0.05);
+  delta_bucket_builder b(encoding::indices);
+  for (const auto& t : ts) {
+    std::vector<uint32_t> pos;
+    byte_buffer vals;
+    diff_tensor(t.before, t.after, element_bytes(t.type), pos, vals);
+    b.add({t.name, t.type, t.shape, pos, vals});
+  }
+  native_fields nf = digests_of(ts, 1);
+  nf.tensor_digests.erase(ts[1].name);
+  auto missing = b.finish(2, 4096, &nf);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_TRUE(missing.err().is(errc::invalid_argument));
+  EXPECT_NE(missing.err().message.find(ts[1].name), std::string::npos);
+
+  native_fields same = digests_of(ts, 2);
+  auto not_below = b.finish(2, 4096, &same);
+  ASSERT_FALSE(not_below.ok());
+  EXPECT_TRUE(not_below.err().is(errc::invalid_argument));
+
+  EXPECT_EQ(b.param_count(), ts.size());
+  native_fields good = digests_of(ts, 1);
+  auto file = b.finish(2, 4096, &good);
+  ASSERT_TRUE(file.ok());
+  EXPECT_TRUE(parse_delta_file(*file).ok());
+}
+
+TEST(NativeFormat, PayloadCorruptionIsCaughtByTheHash) {
+  const auto ts = make_tensors(13, 0.02);
+  const native_fields nf = digests_of(ts, 3);
+  std::mt19937_64 rng(99);
+  for (encoding enc : kEncodings) {
+    SCOPED_TRACE(encoding_name(enc));
+    auto file = build(ts, enc, 4, &nf);
+    ASSERT_TRUE(file.ok());
+    byte_buffer plain = enc == encoding::deltas_zstd ? zstd_unwrap(*file, 1 << 30).value() : *file;
+    auto st = parse_safetensors(plain);
+    ASSERT_TRUE(st.ok());
+    const uint64_t data_at = st->header.data_offset;
+    const uint64_t data_bytes = st->header.data_bytes;
+    ASSERT_GT(data_bytes, 0u);
+    for (int trial = 0; trial < 20; ++trial) {
+      byte_buffer bad = plain;
+      const uint64_t at = data_at + rng() % data_bytes;
+      bad[at] ^= std::byte{static_cast<uint8_t>(1u << (rng() % 8))};
+      if (enc == encoding::deltas_zstd) bad = zstd_wrap(bad, 1).value();
+      auto f = parse_delta_file(bad);
+      ASSERT_FALSE(f.ok());
+      EXPECT_TRUE(f.err().is(errc::delta_payload_hash_mismatch)) << "byte " << at << ": " << f.err().describe();
+
+      // With the hash check off, the slime checksum still notices (or, in positions, the manifest).
+      delta_read_limits no_hash;
+      no_hash.verify_payload_hash = false;
+      EXPECT_FALSE(parse_delta_file(bad, no_hash).ok());
+    }
+  }
+}
+
+TEST(NativeFormat, WrongPayloadHashInMetadata) {
+  const auto ts = make_tensors(17, 0.02);
+  const native_fields nf = digests_of(ts, 3);
+  auto file = build(ts, encoding::deltas, 4, &nf);
+  ASSERT_TRUE(file.ok());
+  auto bad = with_metadata(*file, [](auto& md) { set_key(md, "payload_xxh3_64", "0123456789abcdef"); });
+  auto f = parse_delta_file(bad);
+  ASSERT_FALSE(f.ok());
+  EXPECT_TRUE(f.err().is(errc::delta_payload_hash_mismatch)) << f.err().describe();
+}
+
+TEST(NativeFormat, MissingOrGarbledNativeKeysAreBadMetadata) {
+  const auto ts = make_tensors(19, 0.02);
+  const native_fields nf = digests_of(ts, 3);
+  auto built = build(ts, encoding::deltas, 4, &nf);
+  ASSERT_TRUE(built.ok());
+  const byte_buffer file = std::move(built).value();
+  ASSERT_TRUE(parse_delta_file(file).ok());
+
+  const std::string d0 = to_hex(nf.tensor_digests.at(ts[0].name));
+  const std::string d1 = to_hex(nf.tensor_digests.at(ts[1].name));
+  const std::string d2 = to_hex(nf.tensor_digests.at(ts[2].name));
+  auto digests_json = [&](const std::string& extra) {
+    return "{\"" + ts[0].name + "\":\"" + d0 + "\",\"" + ts[1].name + "\":\"" + d1 + "\"" + extra + "}";
+  };
+  std::string upper = d2;
+  for (auto& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+
+  using md_t = std::vector<std::pair<std::string, std::string>>;
+  const std::vector<std::pair<std::string, std::function<void(md_t&)>>> cases = {
+      {"no base_version", [](md_t& md) { drop_key(md, "base_version"); }},
+      {"no version", [](md_t& md) { drop_key(md, "version"); }},
+      {"no payload hash", [](md_t& md) { drop_key(md, "payload_xxh3_64"); }},
+      {"no digests", [](md_t& md) { drop_key(md, "tensor_xxh3_128"); }},
+      {"unknown format", [](md_t& md) { set_key(md, "format", "deltasync-native/2"); }},
+      {"empty format", [](md_t& md) { set_key(md, "format", ""); }},
+      {"base not decimal", [](md_t& md) { set_key(md, "base_version", "3x"); }},
+      {"base negative", [](md_t& md) { set_key(md, "base_version", "-1"); }},
+      {"version not decimal", [](md_t& md) { set_key(md, "version", ""); }},
+      {"version != current_version", [](md_t& md) { set_key(md, "version", "5"); }},
+      {"base == version", [](md_t& md) { set_key(md, "base_version", "4"); }},
+      {"base > version", [](md_t& md) { set_key(md, "base_version", "9"); }},
+      {"hash too short", [](md_t& md) { set_key(md, "payload_xxh3_64", "0123456789abcde"); }},
+      {"hash uppercase", [](md_t& md) { set_key(md, "payload_xxh3_64", "0123456789ABCDEF"); }},
+      {"hash not hex", [](md_t& md) { set_key(md, "payload_xxh3_64", "0123456789abcdeg"); }},
+      {"digests not JSON", [](md_t& md) { set_key(md, "tensor_xxh3_128", "{\"a\":"); }},
+      {"digests a list", [](md_t& md) { set_key(md, "tensor_xxh3_128", "[]"); }},
+      {"digest missing for a param", [&](md_t& md) { set_key(md, "tensor_xxh3_128", digests_json("")); }},
+      {"digest not a string",
+       [&](md_t& md) { set_key(md, "tensor_xxh3_128", digests_json(",\"" + ts[2].name + "\":7")); }},
+      {"digest uppercase",
+       [&](md_t& md) { set_key(md, "tensor_xxh3_128", digests_json(",\"" + ts[2].name + "\":\"" + upper + "\"")); }},
+      {"digest short",
+       [&](md_t& md) {
+         set_key(md, "tensor_xxh3_128", digests_json(",\"" + ts[2].name + "\":\"" + d2.substr(1) + "\""));
+       }},
+      {"digest for a tensor not in the file",
+       [&](md_t& md) {
+         set_key(md, "tensor_xxh3_128",
+                 digests_json(",\"" + ts[2].name + "\":\"" + d2 + "\",\"other\":\"" + d2 + "\""));
+       }},
+  };
+  for (const auto& [what, edit] : cases) {
+    SCOPED_TRACE(what);
+    auto bad = with_metadata(file, edit);
+    auto f = parse_delta_file(bad);
+    ASSERT_FALSE(f.ok());
+    EXPECT_TRUE(f.err().is(errc::delta_bad_metadata)) << f.err().describe();
+  }
+  // The rewrite itself keeps a good file good (so the cases above fail for their edit alone).
+  auto same = with_metadata(file, [](md_t&) {});
+  EXPECT_TRUE(parse_delta_file(same).ok());
+}
+
+TEST(NativeFormat, SlimeFilesAreUnaffected) {
+  const auto ts = make_tensors(23, 0.02);
+  for (encoding enc : kEncodings) {
+    SCOPED_TRACE(encoding_name(enc));
+    auto file = build(ts, enc, 8, nullptr);
+    ASSERT_TRUE(file.ok());
+    auto f = parse_delta_file(*file);
+    ASSERT_TRUE(f.ok()) << f.err().describe();
+    EXPECT_FALSE(f->native.has_value());
+    EXPECT_EQ(f->metadata.size(), 4u);  // encoding, current_version, checksum, params: nothing else
+    for (const auto& p : f->manifest.params) {
+      const auto& t = *std::find_if(ts.begin(), ts.end(), [&](const auto& x) { return x.name == p.name; });
+      byte_buffer dest = t.before;
+      ASSERT_TRUE(apply_param(*f, p, dest).ok());
+      EXPECT_EQ(dest, t.after);
+    }
+  }
+  // Without `format`, stray native-looking keys are ignored, garbled or not: the file is slime's.
+  auto file = build(ts, encoding::indices, 8, nullptr);
+  ASSERT_TRUE(file.ok());
+  auto stray = with_metadata(*file, [](auto& md) {
+    set_key(md, "version", "not a number");
+    set_key(md, "payload_xxh3_64", "zz");
+  });
+  auto f = parse_delta_file(stray);
+  ASSERT_TRUE(f.ok()) << f.err().describe();
+  EXPECT_FALSE(f->native.has_value());
+}
+
+}  // namespace
+}  // namespace deltasync
