@@ -24,10 +24,12 @@ digest128 xxh3_128(byte_span bytes) noexcept;
 
 std::string to_hex(digest128 d);      // 32 lowercase hex digits
 std::string to_hex64(uint64_t v);     // 16 lowercase hex digits
+// Exactly 32 (resp. 16) hex digits, either case; nullopt for anything else (prefixes, spaces, signs).
 std::optional<digest128> digest128_from_hex(std::string_view hex) noexcept;
 std::optional<uint64_t> digest64_from_hex(std::string_view hex) noexcept;
 
-// Streaming XXH3-128 over a tensor delivered in pieces; equals xxh3_128 of the concatenation.
+// Streaming XXH3-128 over a tensor delivered in pieces; equals xxh3_128 of the concatenation however the
+// input is split. finish() does not end the stream: more update() calls may follow. Not thread-safe.
 class xxh3_128_stream {
  public:
   xxh3_128_stream();
