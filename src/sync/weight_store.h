@@ -22,16 +22,9 @@
 #include "codec/delta_format.h"
 #include "codec/digest.h"
 #include "codec/dtype.h"
+#include "sync/checkpoint_loader.h"  // store_tensor
 
 namespace deltasync {
-
-struct store_tensor {
-  std::string name;
-  dtype type = dtype::BF16;
-  std::vector<uint64_t> shape;
-  uint64_t numel = 0;
-  uint64_t nbytes = 0;
-};
 
 // Overwritten bytes of one sync, in apply order. Bounded: when recording would exceed max_bytes the apply
 // is refused (errc::limit_exceeded) before anything is written.
@@ -75,33 +68,39 @@ class weight_store {
   uint64_t version() const noexcept { return version_; }
   void set_version(uint64_t v) noexcept { version_ = v; }
 
-  // Applies one param of a validated delta file to tensor i (looked up by the caller by name; the caller
-  // has checked dtype and shape). Records the bytes it overwrites in `undo` first. On error tensor i is
-  // untouched and nothing was recorded.
+  // Applies one param of a validated delta file (parse_delta_file) to tensor i, which the caller looked up
+  // by name. Checks p's dtype and shape against tensor i (delta_dtype_mismatch / delta_shape_mismatch, also
+  // for a sub-byte tensor, which cannot be addressed per element), decodes and bounds-checks p's positions,
+  // and refuses with limit_exceeded when recording the overwritten bytes (4 per position + the old values)
+  // would pass undo.max_bytes(). Only then records the old values in `undo` and writes. On any error tensor
+  // i is untouched and nothing was recorded. Errors name the tensor.
   virtual status apply(size_t i, const delta_file& f, const param_entry& p, undo_log& undo) = 0;
   // Restores every record in reverse order and clears the log.
   virtual void rollback(undo_log& undo) = 0;
   // XXH3-128 of tensor i's bytes; cached, recomputed after an apply touched the tensor.
   virtual digest128 digest(size_t i) = 0;
-  // Copies tensor i's bytes out (out.size() == nbytes).
+  // Copies tensor i's bytes out; invalid_argument unless out.size() == nbytes.
   virtual status read(size_t i, mutable_byte_span out) const = 0;
 
  protected:
   std::vector<store_tensor> tensors_;
   std::unordered_map<std::string, size_t> index_;
   uint64_t version_ = 0;
+  // Appends a tensor description; asserts its name is new.
   void add_tensor(store_tensor t);
 };
 
 class host_weight_store final : public weight_store {
  public:
   // Loads a `.safetensors` file or a Hugging Face checkpoint directory (`model.safetensors`, or
-  // `model.safetensors.index.json` + shards) through src/io. Errors name the file and tensor.
-  static result<std::unique_ptr<host_weight_store>> load(const std::string& path);
+  // `model.safetensors.index.json` + shards) through src/io, in load_checkpoint's tensor order (kept by
+  // export_safetensors). Errors as load_checkpoint's (sync/checkpoint_loader.h): they name file and tensor.
+  static result<std::unique_ptr<host_weight_store>> load(const std::string& path,
+                                                         const checkpoint_limits& limits = {});
   // A built-in synthetic model (see sync/synthetic_model.h): the bf16 view of rl_trainer_sim(layout, seed)
   // before any step, so a trainer simulation with the same seed starts from identical weights.
   static result<std::unique_ptr<host_weight_store>> synthetic(std::string_view model, uint64_t seed);
-  // Tensors given directly (tests, tools).
+  // Tensors given directly (tests, tools). Asserts unique names and each buffer's size == nbytes.
   static std::unique_ptr<host_weight_store> from_tensors(std::vector<std::pair<store_tensor, byte_buffer>> t);
 
   std::string_view kind() const noexcept override { return "host"; }
@@ -111,7 +110,8 @@ class host_weight_store final : public weight_store {
   status read(size_t i, mutable_byte_span out) const override;
 
   byte_span data(size_t i) const { return data_.at(i); }
-  // Writes every tensor to one safetensors file (atomically, through src/io).
+  // Writes every tensor, in store order, to one safetensors file with metadata {"format": "pt"} (atomically,
+  // through src/io). Builds the whole file in memory first: a second copy of the model.
   status export_safetensors(const std::string& path) const;
 
  private:

@@ -1,0 +1,198 @@
+// The host-memory weight store: tensors in byte buffers, undo-logged apply, cached XXH3-128 digests.
+#include "sync/weight_store.h"
+
+#include <cstring>
+#include <utility>
+
+#include "base/check.h"
+#include "codec/safetensors.h"
+#include "io/sync_io.h"
+#include "sync/synthetic_model.h"
+
+namespace deltasync {
+
+namespace {
+
+std::string in_quotes(std::string_view s) { return "\"" + std::string(s) + "\""; }
+
+std::string shape_string(const std::vector<uint64_t>& shape) {
+  std::string out = "[";
+  for (size_t k = 0; k < shape.size(); ++k) {
+    if (k != 0) out += ", ";
+    out += std::to_string(shape[k]);
+  }
+  return out + "]";
+}
+
+}  // namespace
+
+// ---- weight_store ----
+
+std::optional<size_t> weight_store::find(std::string_view name) const {
+  auto it = index_.find(std::string(name));
+  if (it == index_.end()) return std::nullopt;
+  return it->second;
+}
+
+uint64_t weight_store::total_bytes() const noexcept {
+  uint64_t total = 0;
+  for (const store_tensor& t : tensors_) total += t.nbytes;
+  return total;
+}
+
+void weight_store::add_tensor(store_tensor t) {
+  const bool inserted = index_.emplace(t.name, tensors_.size()).second;
+  DS_CHECK(inserted, "weight_store: duplicate tensor name");
+  tensors_.push_back(std::move(t));
+}
+
+// ---- host_weight_store ----
+
+std::unique_ptr<host_weight_store> host_weight_store::from_tensors(std::vector<std::pair<store_tensor, byte_buffer>> t) {
+  auto store = std::make_unique<host_weight_store>();
+  store->data_.reserve(t.size());
+  store->tensors_.reserve(t.size());
+  for (auto& [desc, bytes] : t) {
+    DS_CHECK(bytes.size() == desc.nbytes, "host_weight_store::from_tensors: buffer size differs from nbytes");
+    store->add_tensor(std::move(desc));
+    store->data_.push_back(std::move(bytes));
+  }
+  store->digests_.assign(store->tensors_.size(), std::nullopt);
+  return store;
+}
+
+result<std::unique_ptr<host_weight_store>> host_weight_store::load(const std::string& path,
+                                                                   const checkpoint_limits& limits) {
+  DS_ASSIGN_OR_RETURN(loaded_tensors tensors, load_checkpoint(path, limits));
+  return from_tensors(std::move(tensors));
+}
+
+result<std::unique_ptr<host_weight_store>> host_weight_store::synthetic(std::string_view model, uint64_t seed) {
+  DS_ASSIGN_OR_RETURN(model_layout layout, synthetic_model(model));
+  // The same constructor arguments as the demo's trainer, so both start from the same bf16 view (the
+  // simulator is deterministic in its seed, whatever the thread count).
+  rl_trainer_sim sim(layout, seed, 2);
+  loaded_tensors tensors;
+  tensors.reserve(sim.tensor_count());
+  for (size_t i = 0; i < sim.tensor_count(); ++i) {
+    const tensor_layout& l = sim.layout().tensors[i];
+    const byte_span view = sim.bf16(i);
+    DS_CHECK(view.size() == l.numel() * 2, "synthetic: bf16 view size differs from the layout");
+    tensors.emplace_back(store_tensor{l.name, dtype::BF16, l.shape, l.numel(), view.size()},
+                         byte_buffer(view.begin(), view.end()));
+  }
+  return from_tensors(std::move(tensors));
+}
+
+status host_weight_store::apply(size_t i, const delta_file& f, const param_entry& p, undo_log& undo) {
+  DS_CHECK(i < tensors_.size(), "host_weight_store::apply: tensor index out of range");
+  const store_tensor& t = tensors_[i];
+  const std::string label = "tensor " + in_quotes(t.name);
+  if (p.type != t.type) {
+    return error(errc::delta_dtype_mismatch,
+                 label + ": the delta holds " + std::string(name(p.type)) + ", the store " + std::string(name(t.type)));
+  }
+  const uint32_t elem_bytes = element_bytes(t.type);
+  if (elem_bytes == 0) {
+    return error(errc::delta_dtype_mismatch, label + ": sub-byte dtype " + std::string(name(t.type)) +
+                                                 " cannot be delta-applied");
+  }
+  if (p.shape != t.shape) {
+    return error(errc::delta_shape_mismatch,
+                 label + ": the delta has shape " + shape_string(p.shape) + ", the store " + shape_string(t.shape));
+  }
+  if (p.pos_start > p.pos_end || p.pos_end > f.positions.size()) {
+    return error(errc::delta_manifest_bounds, label + ": positions range lies outside the file's __positions__");
+  }
+
+  // The positions are decoded once here for the undo record; apply_param validates them again as it
+  // writes, which costs a pass over a few bytes per changed element and keeps the codec's check authoritative.
+  undo_log::record rec;
+  rec.tensor = i;
+  rec.elem_bytes = elem_bytes;
+  {
+    auto st = decode_positions(f.manifest.enc, p.pos_width, f.positions.subspan(p.pos_start, p.pos_end - p.pos_start),
+                               t.numel, rec.positions);
+    if (!st.ok()) {
+      error e = std::move(st).err();
+      return error(e.code, label + ": " + e.message);
+    }
+  }
+  const uint64_t count = rec.positions.size();
+  const uint64_t undo_bytes = count * (sizeof(uint32_t) + elem_bytes);
+  if (undo.bytes() + undo_bytes > undo.max_bytes()) {
+    return error(errc::limit_exceeded, label + ": recording " + std::to_string(count) +
+                                           " overwritten elements would pass the undo limit of " +
+                                           std::to_string(undo.max_bytes()) + " bytes");
+  }
+
+  byte_buffer& data = data_[i];
+  rec.old_values.resize(count * elem_bytes);
+  for (size_t k = 0; k < count; ++k) {
+    std::memcpy(rec.old_values.data() + k * elem_bytes, data.data() + uint64_t{rec.positions[k]} * elem_bytes,
+                elem_bytes);
+  }
+  {
+    auto st = apply_param(f, p, data);  // by contract, on error the tensor is untouched
+    if (!st.ok()) {
+      error e = std::move(st).err();
+      return error(e.code, label + ": " + e.message);
+    }
+  }
+  const bool reserved = undo.reserve(undo_bytes);
+  DS_CHECK(reserved, "undo_log::reserve failed after the capacity check");
+  if (count != 0) undo.records().push_back(std::move(rec));
+  digests_[i].reset();
+  return {};
+}
+
+void host_weight_store::rollback(undo_log& undo) {
+  auto& records = undo.records();
+  for (auto it = records.rbegin(); it != records.rend(); ++it) {
+    DS_CHECK(it->tensor < data_.size(), "undo record names a tensor outside the store");
+    byte_buffer& data = data_[it->tensor];
+    const size_t eb = it->elem_bytes;
+    DS_CHECK(it->old_values.size() == it->positions.size() * eb, "undo record sizes disagree");
+    for (size_t k = 0; k < it->positions.size(); ++k) {
+      const uint64_t at = uint64_t{it->positions[k]} * eb;
+      DS_CHECK(at + eb <= data.size(), "undo record position outside its tensor");
+      std::memcpy(data.data() + at, it->old_values.data() + k * eb, eb);
+    }
+    digests_[it->tensor].reset();
+  }
+  undo.clear();
+}
+
+digest128 host_weight_store::digest(size_t i) {
+  DS_CHECK(i < data_.size(), "host_weight_store::digest: tensor index out of range");
+  if (!digests_[i]) digests_[i] = xxh3_128(data_[i]);
+  return *digests_[i];
+}
+
+status host_weight_store::read(size_t i, mutable_byte_span out) const {
+  DS_CHECK(i < data_.size(), "host_weight_store::read: tensor index out of range");
+  if (out.size() != data_[i].size()) {
+    return error(errc::invalid_argument, "tensor " + in_quotes(tensors_[i].name) + ": read into " +
+                                             std::to_string(out.size()) + " bytes, the tensor holds " +
+                                             std::to_string(data_[i].size()));
+  }
+  if (!out.empty()) std::memcpy(out.data(), data_[i].data(), out.size());
+  return {};
+}
+
+status host_weight_store::export_safetensors(const std::string& path) const {
+  std::vector<tensor_data> tensors;
+  tensors.reserve(tensors_.size());
+  for (size_t i = 0; i < tensors_.size(); ++i) {
+    const store_tensor& t = tensors_[i];
+    tensors.push_back({tensor_spec{t.name, t.type, t.shape, t.nbytes}, data_[i]});
+  }
+  auto file = write_safetensors(tensors, {{"format", "pt"}});
+  if (!file.ok()) {
+    const error& e = file.err();
+    return error(e.code, "export " + path + ": " + e.message);
+  }
+  return io::write_file_atomic(path, *file);
+}
+
+}  // namespace deltasync
