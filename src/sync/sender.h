@@ -7,6 +7,16 @@
 // The snapshot advances only when EVERY receiver acknowledged (slime #2104 is the bug this rules out): after
 // a failure the next sync diffs against the old snapshot again, so it carries the lost changes.
 //
+// Files: every changed tensor lands whole in one bucket (a tensor's delta never splits across files), so a
+// bucket can exceed buffer_bytes by one tensor's payload. A bucket is flushed when its payload reaches
+// buffer_bytes or when the next tensor's dtype cannot share its __values__. A sync with no change anywhere
+// still writes one empty file, so receivers advance their version. Native files carry, per file, the
+// XXH3-128 of every param they hold (the full new tensor).
+// Full mode ships every element of every added tensor as a delta against nothing (positions 0..n-1);
+// receivers apply it like any delta. Tensors not added in a sync are unchanged and not diffed.
+// Cleanup: the version dir is deleted after the push, whatever its outcome, unless keep_files; with no
+// receivers (files only) it is always kept, since nobody has read it yet.
+//
 // Usage:   sender s(options, transport);  s.seed(name, view) for each tensor of the base checkpoint;
 //          per sync: s.begin(N); s.add(name, view)...; auto report = s.finish();
 // Threading: one thread drives a sender; finish() blocks that thread (never call it on the event loop).
@@ -69,22 +79,35 @@ class sender {
   sender(sender_options options, push_transport* transport);
   ~sender();
 
-  // Records what the receivers hold before the first sync (the base checkpoint), at `version`.
+  // Records what the receivers hold before the first sync (the base checkpoint; a host copy is kept), at
+  // snapshot_version(). Seeding a name again replaces it. Refused while a sync is begun.
   status seed(const std::string& name, const tensor_view& t);
   void set_snapshot_version(uint64_t v) noexcept { snapshot_version_ = v; }
   uint64_t snapshot_version() const noexcept { return snapshot_version_; }
 
-  // Starts sync `version` (> snapshot_version()). Errors: a sync already begun, a version not above the
-  // snapshot's.
+  // Starts sync `version` (> snapshot_version()): creates {delta_dir}/weight_v{N:06d}/, removing a stale
+  // one first. Errors: errc::invalid_argument (a sync already begun, a version not above the snapshot's, no
+  // delta_dir, receivers without a transport), errc::unsupported (transport "nccl" or anything but
+  // "disk"), errc::io_error (the directory).
   status begin(uint64_t version);
-  // Adds the current value of a tensor. Unknown names (not seeded) are refused in delta mode. The data is
-  // read during add() (diffed and encoded right away); the caller may reuse its buffer after add returns.
+  // Adds the current value of a tensor. Unknown names (not seeded) are refused in delta mode; in full mode
+  // they join the snapshot when the sync commits. Errors (errc::invalid_argument): no sync begun, a name
+  // added twice, dtype/shape differing from the snapshot, a non-"cpu" device, sub-byte dtypes;
+  // errc::limit_exceeded: 2^32 or more elements (positions are uint32). The data is read during add()
+  // (diffed and encoded right away); the caller may reuse its buffer after add returns.
   status add(const std::string& name, const tensor_view& t);
-  // Flushes the last bucket, runs the hook, pushes, waits for every receiver. The report is returned both
-  // on success and when a receiver failed (then snapshot_advanced is false and the error names them).
+  // Flushes the last bucket, runs the hook (`/bin/sh -c CMD` with DELTASYNC_VERSION and DELTASYNC_DIR set;
+  // a non-zero exit is errc::io_error "pre-push hook exited N" and nothing is pushed), POSTs /sync to every
+  // receiver and waits for all of them. On success the snapshot advances to the sync's version. Any failure
+  // keeps the snapshot (the next sync carries the changes again) and returns an error: errc::receiver_failed
+  // naming every receiver that did not answer 200 and what it said. The sync ends either way; the report,
+  // with per-receiver outcomes, is available from last_report() in both cases.
   result<sync_report> finish();
-  // Drops the sync begun (files already written are removed).
+  // Drops the sync begun (files already written are removed unless keep_files).
   void abort();
+  // The report of the last finish(), successful or not (outcomes of a failed push included).
+  const sync_report& last_report() const noexcept;
+  bool in_sync() const noexcept;
 
  private:
   struct impl;

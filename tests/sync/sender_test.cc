@@ -1,0 +1,452 @@
+// Tests for the Sender: files named and bucketed as DESIGN.md says and decoding back to the new weights, the
+// snapshot advancing only after every receiver acked (slime #2104), the pre-push hook, keep-files, full mode,
+// native digests, empty syncs and version rules. Receivers are a fake push_transport that reads the sync's
+// files at push time, as a receiver would.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <boost/json.hpp>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "codec/delta_format.h"
+#include "codec/digest.h"
+#include "sync/sender.h"
+
+namespace deltasync {
+namespace {
+
+namespace fs = std::filesystem;
+
+using tensor_map = std::map<std::string, std::pair<tensor_view, byte_buffer>>;
+
+byte_buffer read_bytes(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  byte_buffer b(s.size());
+  if (!s.empty()) std::memcpy(b.data(), s.data(), s.size());
+  return b;
+}
+
+// One push as a receiver saw it: the body and the files it names, read at push time.
+struct seen_push {
+  boost::json::object body;
+  std::vector<std::pair<std::string, byte_buffer>> files;
+};
+
+class fake_transport final : public push_transport {
+ public:
+  explicit fake_transport(std::string delta_dir) : delta_dir_(std::move(delta_dir)) {}
+  // status_for(call index, receiver index) -> HTTP status (0: unreachable).
+  std::function<unsigned(size_t, size_t)> status_for = [](size_t, size_t) { return 200u; };
+  std::vector<seen_push> pushes;
+
+  std::vector<push_outcome> post_all(const std::vector<std::string>& urls, const std::string& path,
+                                     const std::string& json_body) override {
+    EXPECT_EQ(path, "/sync");
+    seen_push p;
+    p.body = boost::json::parse(json_body).as_object();
+    const std::string dir = delta_dir_ + "/" + std::string(p.body.at("dir").as_string());
+    for (const auto& f : p.body.at("files").as_array()) {
+      const std::string name(f.as_string());
+      EXPECT_TRUE(fs::exists(dir + "/" + name)) << name;
+      p.files.emplace_back(name, read_bytes(dir + "/" + name));
+    }
+    std::vector<push_outcome> out;
+    for (size_t i = 0; i < urls.size(); ++i) {
+      push_outcome o;
+      o.url = urls[i];
+      o.http_status = status_for(pushes.size(), i);
+      if (o.http_status == 0)
+        o.transport_error = "connection refused";
+      else
+        o.body = o.http_status == 200 ? R"({"version": 1})" : R"({"error": "base_version mismatch"})";
+      out.push_back(o);
+    }
+    pushes.push_back(std::move(p));
+    return out;
+  }
+
+ private:
+  std::string delta_dir_;
+};
+
+// A scratch delta dir, removed at the end of the test.
+class Sender : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("deltasync_sender_test_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  sender_options options(std::vector<std::string> receivers = {"http://a:1", "http://b:2"}) const {
+    sender_options o;
+    o.delta_dir = dir_.string();
+    o.receivers = std::move(receivers);
+    return o;
+  }
+  fs::path dir_;
+};
+
+struct model {
+  struct t {
+    std::string name;
+    dtype type;
+    std::vector<uint64_t> shape;
+    byte_buffer bytes;
+  };
+  std::vector<t> tensors;
+};
+
+model make_model(uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  model m;
+  m.tensors = {{"embed", dtype::BF16, {300, 64}, {}},
+               {"layers.0.w", dtype::BF16, {128, 96}, {}},
+               {"layers.0.norm", dtype::F32, {96}, {}},
+               {"head", dtype::F16, {70000}, {}}};
+  for (auto& t : m.tensors) {
+    uint64_t n = 1;
+    for (auto d : t.shape) n *= d;
+    t.bytes.resize(n * element_bytes(t.type));
+    for (auto& b : t.bytes) b = static_cast<std::byte>(rng());
+  }
+  return m;
+}
+
+// Flips the low byte of ~density of the elements (a new value, never a no-op).
+model step(const model& m, uint64_t seed, double density) {
+  std::mt19937_64 rng(seed);
+  std::bernoulli_distribution change(density);
+  model out = m;
+  for (auto& t : out.tensors) {
+    const uint32_t eb = element_bytes(t.type);
+    for (size_t i = 0; i < t.bytes.size(); i += eb)
+      if (change(rng)) t.bytes[i] ^= std::byte{0x21};
+  }
+  return out;
+}
+
+tensor_view view_of(const model::t& t) { return tensor_view{t.bytes.data(), t.type, t.shape, "cpu"}; }
+
+void seed_all(sender& s, const model& m) {
+  for (const auto& t : m.tensors) ASSERT_TRUE(s.seed(t.name, view_of(t)).ok());
+}
+
+status sync_to(sender& s, uint64_t version, const model& m) {
+  DS_TRY_STATUS(s.begin(version));
+  for (const auto& t : m.tensors) DS_TRY_STATUS(s.add(t.name, view_of(t)));
+  auto r = s.finish();
+  if (!r.ok()) return std::move(r).err();
+  return {};
+}
+
+// Applies every file of a push to `m` (verifying native digests after apply), as a receiver would.
+void apply_push(const seen_push& p, model& m, bool expect_native) {
+  for (const auto& [name, bytes] : p.files) {
+    auto f = parse_delta_file(bytes);
+    ASSERT_TRUE(f.ok()) << name << ": " << f.err().describe();
+    EXPECT_EQ(f->manifest.current_version, p.body.at("version").as_int64());
+    ASSERT_EQ(f->native.has_value(), expect_native);
+    if (expect_native) {
+      EXPECT_EQ(static_cast<int64_t>(f->native->base_version), p.body.at("base_version").as_int64());
+    }
+    for (const auto& param : f->manifest.params) {
+      auto it = std::find_if(m.tensors.begin(), m.tensors.end(), [&](const auto& t) { return t.name == param.name; });
+      ASSERT_NE(it, m.tensors.end()) << param.name;
+      ASSERT_TRUE(apply_param(*f, param, it->bytes).ok()) << param.name;
+      if (expect_native) {
+        EXPECT_EQ(f->native->tensor_digests.at(param.name), xxh3_128(it->bytes)) << param.name;
+      }
+    }
+  }
+}
+
+void expect_equal(const model& a, const model& b) {
+  ASSERT_EQ(a.tensors.size(), b.tensors.size());
+  for (size_t i = 0; i < a.tensors.size(); ++i) EXPECT_EQ(a.tensors[i].bytes, b.tensors[i].bytes) << a.tensors[i].name;
+}
+
+TEST_F(Sender, FilesRoundTripEveryEncodingAndFormat) {
+  const model base = make_model(1);
+  const model next = step(base, 2, 0.02);
+  for (encoding enc : {encoding::indices, encoding::deltas, encoding::deltas_zstd}) {
+    for (wire_format fmt : {wire_format::native, wire_format::slime}) {
+      SCOPED_TRACE(std::string(encoding_name(enc)) + (fmt == wire_format::native ? " native" : " slime"));
+      fake_transport net(dir_.string());
+      sender_options o = options();
+      o.enc = enc;
+      o.format = fmt;
+      o.rank = 3;
+      o.buffer_bytes = 600;  // small: several flushes, and BF16/F32/F16 do not all share a bucket
+      o.keep_files = true;
+      sender s(o, &net);
+      seed_all(s, base);
+      s.set_snapshot_version(4);
+      ASSERT_TRUE(s.begin(5).ok());
+      for (const auto& t : next.tensors) ASSERT_TRUE(s.add(t.name, view_of(t)).ok());
+      auto r = s.finish();
+      ASSERT_TRUE(r.ok()) << r.err().describe();
+      ASSERT_EQ(net.pushes.size(), 1u);
+      const seen_push& p = net.pushes[0];
+      EXPECT_EQ(p.body.at("version").as_int64(), 5);
+      EXPECT_EQ(p.body.at("base_version").as_int64(), 4);
+      EXPECT_EQ(p.body.at("transport").as_string(), "disk");
+      EXPECT_EQ(p.body.at("dir").as_string(), "weight_v000005");
+      ASSERT_GT(p.files.size(), 2u);
+      for (size_t i = 0; i < p.files.size(); ++i) {
+        char want[64];
+        std::snprintf(want, sizeof want, "rank0003_flush%06zu.safetensors", i);
+        EXPECT_EQ(p.files[i].first, want);
+        EXPECT_EQ(r->files[i], want);
+        EXPECT_TRUE(fs::exists(dir_ / "weight_v000005" / want));  // keep_files
+      }
+      model got = base;
+      apply_push(p, got, fmt == wire_format::native);
+      expect_equal(got, next);
+      EXPECT_TRUE(r->snapshot_advanced);
+      EXPECT_EQ(s.snapshot_version(), 5u);
+      EXPECT_EQ(r->receivers.size(), 2u);
+      uint64_t wire = 0;
+      for (const auto& [n, b] : p.files) wire += b.size();
+      EXPECT_EQ(r->wire_bytes, wire);
+      EXPECT_GT(r->changed_elements, 0u);
+      fs::remove_all(dir_ / "weight_v000005");
+    }
+  }
+}
+
+TEST_F(Sender, SnapshotAdvancesOnlyAfterEveryReceiverAcked) {
+  const model base = make_model(3);
+  const model v1 = step(base, 4, 0.01);
+  const model v2 = step(v1, 5, 0.01);
+  fake_transport net(dir_.string());
+  // Receiver b refuses the first sync (409), then everything succeeds.
+  net.status_for = [](size_t call, size_t receiver) { return call == 0 && receiver == 1 ? 409u : 200u; };
+  sender s(options(), &net);
+  seed_all(s, base);
+
+  auto st = sync_to(s, 1, v1);
+  ASSERT_FALSE(st.ok());
+  EXPECT_TRUE(st.err().is(errc::receiver_failed));
+  EXPECT_NE(st.err().message.find("http://b:2 answered 409"), std::string::npos) << st.err().message;
+  EXPECT_NE(st.err().message.find("base_version mismatch"), std::string::npos) << st.err().message;
+  EXPECT_EQ(st.err().message.find("http://a:1"), std::string::npos) << st.err().message;
+  EXPECT_EQ(s.snapshot_version(), 0u);
+  EXPECT_FALSE(s.in_sync());
+  EXPECT_FALSE(s.last_report().snapshot_advanced);
+  ASSERT_EQ(s.last_report().receivers.size(), 2u);
+  EXPECT_TRUE(s.last_report().receivers[0].ok());
+  EXPECT_EQ(s.last_report().receivers[1].http_status, 409u);
+  EXPECT_FALSE(fs::exists(dir_ / "weight_v000001"));  // cleaned up: keep_files is off
+
+  // The next sync is diffed against the old snapshot: it carries v1's lost changes too.
+  ASSERT_TRUE(sync_to(s, 2, v2).ok());
+  EXPECT_EQ(s.snapshot_version(), 2u);
+  ASSERT_EQ(net.pushes.size(), 2u);
+  EXPECT_EQ(net.pushes[1].body.at("base_version").as_int64(), 0);
+  model got = base;
+  apply_push(net.pushes[1], got, true);
+  expect_equal(got, v2);
+  EXPECT_FALSE(fs::exists(dir_ / "weight_v000002"));
+
+  // And after the successful one, the snapshot is v2: a third sync ships only v3 - v2.
+  const model v3 = step(v2, 6, 0.01);
+  ASSERT_TRUE(sync_to(s, 3, v3).ok());
+  model got3 = v2;
+  apply_push(net.pushes[2], got3, true);
+  expect_equal(got3, v3);
+  EXPECT_EQ(net.pushes[2].body.at("base_version").as_int64(), 2);
+}
+
+TEST_F(Sender, UnreachableReceiverIsReported) {
+  const model base = make_model(7);
+  fake_transport net(dir_.string());
+  net.status_for = [](size_t, size_t receiver) { return receiver == 0 ? 0u : 200u; };
+  sender s(options(), &net);
+  seed_all(s, base);
+  auto st = sync_to(s, 1, step(base, 8, 0.01));
+  ASSERT_FALSE(st.ok());
+  EXPECT_TRUE(st.err().is(errc::receiver_failed));
+  EXPECT_NE(st.err().message.find("http://a:1 unreachable: connection refused"), std::string::npos)
+      << st.err().message;
+  EXPECT_EQ(s.snapshot_version(), 0u);
+}
+
+TEST_F(Sender, KeepFilesAfterFailureToo) {
+  const model base = make_model(9);
+  fake_transport net(dir_.string());
+  net.status_for = [](size_t, size_t) { return 422u; };
+  sender_options o = options();
+  o.keep_files = true;
+  sender s(o, &net);
+  seed_all(s, base);
+  EXPECT_FALSE(sync_to(s, 1, step(base, 10, 0.01)).ok());
+  EXPECT_TRUE(fs::exists(dir_ / "weight_v000001" / "rank0000_flush000000.safetensors"));
+}
+
+TEST_F(Sender, NoReceiversWritesFilesAndKeepsThem) {
+  const model base = make_model(11);
+  sender s(options({}), nullptr);
+  seed_all(s, base);
+  ASSERT_TRUE(sync_to(s, 1, step(base, 12, 0.01)).ok());
+  EXPECT_EQ(s.snapshot_version(), 1u);
+  EXPECT_TRUE(fs::exists(dir_ / "weight_v000001" / "rank0000_flush000000.safetensors"));
+  EXPECT_TRUE(s.last_report().receivers.empty());
+}
+
+TEST_F(Sender, PrePushHookSeesTheFilesAndItsExitStatusGates) {
+  const model base = make_model(13);
+  const model v1 = step(base, 14, 0.01);
+  fake_transport net(dir_.string());
+  const fs::path out = dir_ / "hook.out";
+  sender_options o = options();
+  o.pre_push_hook = "echo \"$DELTASYNC_VERSION $DELTASYNC_DIR\" > '" + out.string() + "' && ls \"$DELTASYNC_DIR\" >> '" +
+                    out.string() + "'";
+  {
+    sender s(o, &net);
+    seed_all(s, base);
+    ASSERT_TRUE(sync_to(s, 1, v1).ok());
+    std::ifstream in(out);
+    std::string version, hook_dir, first_file;
+    in >> version >> hook_dir >> first_file;
+    EXPECT_EQ(version, "1");
+    EXPECT_EQ(hook_dir, (dir_ / "weight_v000001").string());
+    EXPECT_EQ(first_file, "rank0000_flush000000.safetensors");
+    EXPECT_EQ(net.pushes.size(), 1u);
+  }
+  {
+    o.pre_push_hook = "exit 3";
+    sender s(o, &net);
+    seed_all(s, base);
+    auto st = sync_to(s, 1, v1);
+    ASSERT_FALSE(st.ok());
+    EXPECT_TRUE(st.err().is(errc::io_error));
+    EXPECT_NE(st.err().message.find("pre-push hook exited 3"), std::string::npos) << st.err().message;
+    EXPECT_EQ(net.pushes.size(), 1u);  // nothing pushed
+    EXPECT_EQ(s.snapshot_version(), 0u);
+    EXPECT_FALSE(fs::exists(dir_ / "weight_v000001"));
+  }
+}
+
+TEST_F(Sender, FullModeShipsEveryElement) {
+  const model base = make_model(15);
+  const model v1 = step(base, 16, 0.01);
+  fake_transport net(dir_.string());
+  sender_options o = options();
+  o.mode = update_mode::full;
+  o.buffer_bytes = 1 << 16;
+  sender s(o, &net);
+  seed_all(s, base);
+  ASSERT_TRUE(sync_to(s, 1, v1).ok());
+  uint64_t total = 0;
+  for (const auto& t : v1.tensors) total += t.bytes.size() / element_bytes(t.type);
+  EXPECT_EQ(s.last_report().changed_elements, total);
+  // Applied to anything of the right shape (zeros here), the files give the new weights.
+  model got = base;
+  for (auto& t : got.tensors) std::fill(t.bytes.begin(), t.bytes.end(), std::byte{0});
+  apply_push(net.pushes[0], got, true);
+  expect_equal(got, v1);
+
+  // Full mode accepts a tensor the snapshot does not have yet.
+  ASSERT_TRUE(s.begin(2).ok());
+  std::vector<uint16_t> extra(10, 0x3F80);
+  EXPECT_TRUE(s.add("new.tensor", {extra.data(), dtype::BF16, {10}, "cpu"}).ok());
+  EXPECT_TRUE(s.finish().ok());
+}
+
+TEST_F(Sender, EmptySyncWritesOneEmptyFile) {
+  const model base = make_model(17);
+  fake_transport net(dir_.string());
+  sender s(options(), &net);
+  seed_all(s, base);
+  ASSERT_TRUE(sync_to(s, 1, base).ok());
+  EXPECT_EQ(s.snapshot_version(), 1u);
+  ASSERT_EQ(net.pushes.size(), 1u);
+  ASSERT_EQ(net.pushes[0].files.size(), 1u);
+  EXPECT_EQ(net.pushes[0].files[0].first, "rank0000_flush000000.safetensors");
+  auto f = parse_delta_file(net.pushes[0].files[0].second);
+  ASSERT_TRUE(f.ok()) << f.err().describe();
+  EXPECT_TRUE(f->manifest.params.empty());
+  EXPECT_EQ(f->manifest.current_version, 1u);
+  EXPECT_EQ(s.last_report().changed_elements, 0u);
+}
+
+TEST_F(Sender, TensorsNotAddedAreUnchanged) {
+  const model base = make_model(19);
+  const model v1 = step(base, 20, 0.05);
+  fake_transport net(dir_.string());
+  sender s(options(), &net);
+  seed_all(s, base);
+  ASSERT_TRUE(s.begin(1).ok());
+  ASSERT_TRUE(s.add(v1.tensors[1].name, view_of(v1.tensors[1])).ok());
+  ASSERT_TRUE(s.finish().ok());
+  model got = base;
+  apply_push(net.pushes[0], got, true);
+  EXPECT_EQ(got.tensors[1].bytes, v1.tensors[1].bytes);
+  EXPECT_EQ(got.tensors[0].bytes, base.tensors[0].bytes);
+  EXPECT_EQ(s.last_report().dense_bytes, v1.tensors[1].bytes.size());
+}
+
+TEST_F(Sender, VersionMustIncreaseAndOtherRefusals) {
+  const model base = make_model(21);
+  fake_transport net(dir_.string());
+  sender s(options(), &net);
+  seed_all(s, base);
+  s.set_snapshot_version(7);
+  EXPECT_TRUE(s.begin(7).err().is(errc::invalid_argument));
+  EXPECT_TRUE(s.begin(3).err().is(errc::invalid_argument));
+  EXPECT_TRUE(s.add("embed", view_of(base.tensors[0])).err().is(errc::invalid_argument));  // no sync begun
+  EXPECT_TRUE(s.finish().err().is(errc::invalid_argument));
+
+  // A stale directory of the same version is replaced.
+  fs::create_directories(dir_ / "weight_v000008");
+  std::ofstream(dir_ / "weight_v000008" / "rank0000_flush000099.safetensors") << "junk";
+  ASSERT_TRUE(s.begin(8).ok());
+  EXPECT_FALSE(fs::exists(dir_ / "weight_v000008" / "rank0000_flush000099.safetensors"));
+  EXPECT_TRUE(s.begin(9).err().is(errc::invalid_argument));  // already in a sync
+  EXPECT_TRUE(s.add("nope", view_of(base.tensors[0])).err().is(errc::invalid_argument));
+  model::t wrong = base.tensors[0];
+  wrong.shape = {64, 300};
+  EXPECT_TRUE(s.add("embed", view_of(wrong)).err().is(errc::invalid_argument));
+  ASSERT_TRUE(s.add("embed", view_of(base.tensors[0])).ok());
+  EXPECT_TRUE(s.add("embed", view_of(base.tensors[0])).err().is(errc::invalid_argument));  // twice
+  ASSERT_TRUE(s.finish().ok());
+  EXPECT_EQ(s.snapshot_version(), 8u);
+  EXPECT_TRUE(s.begin(8).err().is(errc::invalid_argument));
+
+  sender_options o = options();
+  o.transport = "nccl";
+  sender n(o, &net);
+  auto st = n.begin(1);
+  ASSERT_FALSE(st.ok());
+  EXPECT_TRUE(st.err().is(errc::unsupported));
+  EXPECT_NE(st.err().message.find("NCCL transport not built yet"), std::string::npos);
+}
+
+TEST_F(Sender, AbortRemovesTheSync) {
+  const model base = make_model(23);
+  fake_transport net(dir_.string());
+  sender s(options(), &net);
+  seed_all(s, base);
+  ASSERT_TRUE(s.begin(1).ok());
+  ASSERT_TRUE(s.add("embed", view_of(step(base, 24, 0.5).tensors[0])).ok());
+  s.abort();
+  EXPECT_FALSE(s.in_sync());
+  EXPECT_FALSE(fs::exists(dir_ / "weight_v000001"));
+  EXPECT_EQ(s.snapshot_version(), 0u);
+  EXPECT_TRUE(net.pushes.empty());
+}
+
+}  // namespace
+}  // namespace deltasync
