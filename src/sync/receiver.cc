@@ -270,13 +270,12 @@ void receiver::start_sync(sync_request req, std::function<void(result<sync_stats
     }
   };
 
-  auto start_decode = [self, r, fail, pump_apply, maybe_finish](size_t index) {
+  auto start_decode = [self, r, fail, pump_apply, maybe_finish, cur](size_t index) {
     auto d = std::make_shared<decoded_file>();
     d->index = index;
     d->bytes = std::move(r->assembling[index]);
     ++r->tasks;
     auto outcome = std::make_shared<status>();
-    const uint64_t cur = self->store_.version();
     auto work = [self, r, d, outcome, cur] {
       stopwatch sw;
       delta_read_limits limits;

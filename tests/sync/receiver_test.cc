@@ -1,0 +1,187 @@
+// The receiver pipeline against real files on disk (thread I/O backend): commit, refusals, and rollback
+// of a partially applied sync.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <future>
+#include <random>
+
+#include "codec/delta_format.h"
+#include "codec/diff.h"
+#include "io/buffer_pool.h"
+#include "io/event_loop.h"
+#include "io/io_backend.h"
+#include "io/sync_io.h"
+#include "io/worker_pool.h"
+#include "sync/receiver.h"
+
+namespace deltasync {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct fixture {
+  fs::path dir = fs::temp_directory_path() / ("ds-receiver-" + std::to_string(::getpid()) + "-" +
+                                              std::to_string(std::random_device{}()));
+  io::event_loop loop;
+  std::unique_ptr<io::io_backend> backend;
+  std::unique_ptr<io::buffer_pool> pool;
+  std::unique_ptr<io::worker_pool> workers;
+  std::unique_ptr<host_weight_store> store;
+  std::unique_ptr<receiver> rx;
+  std::vector<byte_buffer> base;  // per tensor
+
+  fixture() {
+    fs::create_directories(dir);
+    io::io_backend_options bo;
+    bo.backend = "threads";
+    backend = std::move(io::make_io_backend(loop, bo)).value();
+    io::buffer_pool_options po;
+    po.buffer_bytes = 64 << 10;
+    po.max_total_bytes = 1 << 20;
+    po.lock_memory = false;
+    pool = std::move(io::buffer_pool::create(loop, backend.get(), po)).value();
+    workers = std::make_unique<io::worker_pool>(loop, 2, 64);
+    std::vector<std::pair<store_tensor, byte_buffer>> t;
+    std::mt19937_64 rng(7);
+    for (int i = 0; i < 3; ++i) {
+      byte_buffer b(2 * 5000);
+      for (auto& x : b) x = std::byte(rng() & 0xFF);
+      base.push_back(b);
+      t.push_back({store_tensor{"w" + std::to_string(i), dtype::BF16, {50, 100}, 5000, 10000}, b});
+    }
+    store = host_weight_store::from_tensors(std::move(t));
+    receiver_options ro;
+    ro.delta_dir = dir.string();
+    ro.chunk_bytes = 64 << 10;
+    ro.read_workers = 4;
+    rx = std::make_unique<receiver>(loop, *backend, *pool, *workers, *store, ro, nullptr);
+  }
+  ~fixture() {
+    rx.reset();
+    workers.reset();
+    pool.reset();
+    backend.reset();
+    fs::remove_all(dir);
+  }
+
+  // Writes one file changing `count` elements of tensor `t` (slime format) into weight_v<version>/name.
+  byte_buffer write_delta(uint64_t version, const std::string& file, size_t t, uint32_t first, uint32_t count) {
+    std::vector<uint32_t> pos;
+    byte_buffer vals;
+    for (uint32_t k = 0; k < count; ++k) {
+      pos.push_back(first + 3 * k);
+      vals.push_back(std::byte(0x11));
+      vals.push_back(std::byte(0x3F));
+    }
+    delta_bucket_builder b(encoding::deltas);
+    b.add({"w" + std::to_string(t), dtype::BF16, {50, 100}, pos, vals});
+    byte_buffer bytes = std::move(b.finish(version)).value();
+    fs::path vd = dir / ("weight_v" + std::string(6 - std::to_string(version).size(), '0') + std::to_string(version));
+    fs::create_directories(vd);
+    EXPECT_TRUE(io::write_file_atomic((vd / file).string(), bytes).ok());
+    return bytes;
+  }
+
+  result<sync_stats> sync(sync_request req) {
+    std::promise<result<sync_stats>> p;
+    loop.post([&] { rx->start_sync(req, [&](result<sync_stats> r) { p.set_value(std::move(r)); }); });
+    return p.get_future().get();
+  }
+
+  std::vector<byte_buffer> snapshot() {
+    std::vector<byte_buffer> out;
+    for (size_t i = 0; i < store->size(); ++i) out.emplace_back(store->data(i).begin(), store->data(i).end());
+    return out;
+  }
+};
+
+sync_request req(uint64_t v, uint64_t base, std::vector<std::string> files) {
+  sync_request r;
+  r.version = v;
+  r.base_version = base;
+  r.dir = "weight_v" + std::string(6 - std::to_string(v).size(), '0') + std::to_string(v);
+  r.files = std::move(files);
+  return r;
+}
+
+TEST(Receiver, CommitsAFewFilesAndCountsWhatItRead) {
+  fixture f;
+  auto a = f.write_delta(1, "rank0000_flush000000.safetensors", 0, 5, 100);
+  auto b = f.write_delta(1, "rank0000_flush000001.safetensors", 2, 0, 1000);
+  auto r = f.sync(req(1, 0, {"rank0000_flush000000.safetensors", "rank0000_flush000001.safetensors"}));
+  ASSERT_TRUE(r.ok()) << r.err().describe();
+  EXPECT_EQ(r->changed_elements, 1100u);
+  EXPECT_EQ(r->bytes_read, a.size() + b.size());
+  EXPECT_EQ(f.store->version(), 1u);
+  EXPECT_EQ(load_le<uint16_t>(f.store->data(0).data() + 2 * 5), 0x3F11);
+  EXPECT_EQ(f.store->data(1).size(), f.base[1].size());
+  EXPECT_TRUE(std::equal(f.store->data(1).begin(), f.store->data(1).end(), f.base[1].begin()));
+}
+
+TEST(Receiver, AnInvalidSecondFileRollsBackTheFirst) {
+  fixture f;
+  f.write_delta(1, "a.safetensors", 0, 0, 500);
+  auto bad = f.write_delta(1, "b.safetensors", 1, 0, 10);
+  bad[bad.size() - 1] ^= std::byte(0xFF);  // flip a value byte: checksum mismatch
+  ASSERT_TRUE(io::write_file_atomic((f.dir / "weight_v000001" / "b.safetensors").string(), bad).ok());
+  auto before = f.snapshot();
+  auto r = f.sync(req(1, 0, {"a.safetensors", "b.safetensors"}));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(http_status_for(r.err()), 422u) << r.err().describe();
+  EXPECT_NE(r.err().message.find("b.safetensors"), std::string::npos) << r.err().describe();
+  EXPECT_EQ(f.snapshot(), before);
+  EXPECT_EQ(f.store->version(), 0u);
+  // The same version with good files then commits.
+  f.write_delta(1, "b.safetensors", 1, 0, 10);
+  EXPECT_TRUE(f.sync(req(1, 0, {"a.safetensors", "b.safetensors"})).ok());
+}
+
+TEST(Receiver, ADigestMismatchAfterApplyRollsEverythingBack) {
+  fixture f;
+  std::vector<uint32_t> pos{1, 2, 3};
+  byte_buffer vals(6, std::byte(0x42));
+  delta_bucket_builder b(encoding::indices);
+  b.add({"w0", dtype::BF16, {50, 100}, pos, vals});
+  native_fields nf;
+  nf.base_version = 0;
+  nf.tensor_digests["w0"] = digest128{1, 2};  // not what w0 hashes to after the apply
+  byte_buffer bytes = std::move(b.finish(1, 8, &nf)).value();
+  fs::create_directories(f.dir / "weight_v000001");
+  ASSERT_TRUE(io::write_file_atomic((f.dir / "weight_v000001" / "n.safetensors").string(), bytes).ok());
+  auto before = f.snapshot();
+  auto r = f.sync(req(1, 0, {"n.safetensors"}));
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(r.err().is(errc::delta_tensor_digest_mismatch)) << r.err().describe();
+  EXPECT_EQ(http_status_for(r.err()), 422u);
+  EXPECT_EQ(f.snapshot(), before);  // the apply happened and was undone
+  EXPECT_EQ(f.store->version(), 0u);
+}
+
+TEST(Receiver, RefusesWithTheDocumentedStatus) {
+  fixture f;
+  f.write_delta(1, "a.safetensors", 0, 0, 5);
+  auto before = f.snapshot();
+  auto conflict = f.sync(req(1, 3, {"a.safetensors"}));
+  ASSERT_FALSE(conflict.ok());
+  EXPECT_EQ(http_status_for(conflict.err()), 409u);
+  auto missing = f.sync(req(1, 0, {"nope.safetensors"}));
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(http_status_for(missing.err()), 404u);
+  auto escape = f.sync(req(1, 0, {"../a.safetensors"}));
+  ASSERT_FALSE(escape.ok());
+  EXPECT_EQ(http_status_for(escape.err()), 403u);
+  // A file for another version than the request's.
+  f.write_delta(2, "a.safetensors", 0, 0, 5);
+  sync_request wrong = req(2, 0, {"a.safetensors"});
+  wrong.dir = "weight_v000002";
+  wrong.version = 1;
+  auto mismatch = f.sync(wrong);
+  ASSERT_FALSE(mismatch.ok());
+  EXPECT_TRUE(mismatch.err().is(errc::delta_version_mismatch)) << mismatch.err().describe();
+  EXPECT_EQ(f.snapshot(), before);
+  EXPECT_EQ(f.store->version(), 0u);
+}
+
+}  // namespace
+}  // namespace deltasync
