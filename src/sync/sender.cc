@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <set>
 #include <system_error>
 #include <unordered_map>
@@ -127,8 +128,15 @@ struct sender::impl {
   bool active = false;
   uint64_t version = 0;
   std::string dir;  // {delta_dir}/weight_v{N:06d}
-  delta_bucket_builder builder{encoding::deltas};
-  native_fields bucket_native;
+  // One open bucket per dtype: a bucket mixing BF16 and F32 would promote every BF16 value to F32 and double
+  // its value bytes. Together the open buckets stay under buffer_bytes (plus one tensor): when they reach
+  // it, the largest is flushed.
+  struct bucket {
+    explicit bucket(encoding enc) : builder(enc) {}
+    delta_bucket_builder builder;
+    native_fields native;
+  };
+  std::map<dtype, bucket> buckets;
   uint32_t flushes = 0;
   std::set<std::string> added;
   std::unordered_map<std::string, pending_change> pending;
@@ -139,15 +147,22 @@ struct sender::impl {
   std::vector<uint32_t> positions;
   byte_buffer values;
 
-  status flush() {
+  uint64_t open_payload_bytes() const noexcept {
+    uint64_t n = 0;
+    for (const auto& [type, b] : buckets) n += b.builder.payload_bytes();
+    return n;
+  }
+
+  // Writes one bucket as the next file and empties it.
+  status flush(bucket& b) {
     auto t0 = steady::now();
     const native_fields* native = nullptr;
     if (options.format == wire_format::native) {
-      bucket_native.base_version = report.base_version;
-      native = &bucket_native;
+      b.native.base_version = report.base_version;
+      native = &b.native;
     }
-    DS_ASSIGN_OR_RETURN(byte_buffer file, builder.finish(version, options.data_alignment, native));
-    bucket_native.tensor_digests.clear();
+    DS_ASSIGN_OR_RETURN(byte_buffer file, b.builder.finish(version, options.data_alignment, native));
+    b.native.tensor_digests.clear();
     report.diff_encode_s += seconds_since(t0);
 
     t0 = steady::now();
@@ -172,8 +187,7 @@ struct sender::impl {
     if (!keep) remove_dir();
     active = false;
     dir.clear();
-    builder = delta_bucket_builder(options.enc);
-    bucket_native = {};
+    buckets.clear();
     added.clear();
     pending.clear();
   }
@@ -194,7 +208,6 @@ struct sender::impl {
 sender::sender(sender_options options, push_transport* transport) : impl_(std::make_unique<impl>()) {
   impl_->options = std::move(options);
   impl_->transport = transport;
-  impl_->builder = delta_bucket_builder(impl_->options.enc);
 }
 
 sender::~sender() {
@@ -268,8 +281,7 @@ status sender::begin(uint64_t version) {
   s.version = version;
   s.dir = dir;
   s.flushes = 0;
-  s.builder = delta_bucket_builder(s.options.enc);
-  s.bucket_native = {};
+  s.buckets.clear();
   s.added.clear();
   s.pending.clear();
   s.report = {};
@@ -314,10 +326,11 @@ status sender::add(const std::string& name, const tensor_view& t) {
     return {};  // unchanged: nothing to ship, nothing to advance
   }
 
-  if (!s.builder.can_add(t.type)) DS_TRY_STATUS(s.flush());
+  impl::bucket& b = s.buckets.try_emplace(t.type, s.options.enc).first->second;
+  DS_CHECK(b.builder.can_add(t.type), "sender: a single-dtype bucket refused its own dtype");
   const byte_span vals = full ? byte_span(change.values) : byte_span(s.values);
-  s.builder.add(param_delta{name, t.type, t.shape, s.positions, vals});
-  if (s.options.format == wire_format::native) s.bucket_native.tensor_digests[name] = xxh3_128(now);
+  b.builder.add(param_delta{name, t.type, t.shape, s.positions, vals});
+  if (s.options.format == wire_format::native) b.native.tensor_digests[name] = xxh3_128(now);
   s.report.changed_elements += s.positions.size();
   if (!full) {
     change.positions = s.positions;
@@ -326,7 +339,12 @@ status sender::add(const std::string& name, const tensor_view& t) {
   s.pending[name] = std::move(change);
   s.report.diff_encode_s += seconds_since(t0);
 
-  if (s.builder.payload_bytes() >= s.options.buffer_bytes) DS_TRY_STATUS(s.flush());
+  while (s.open_payload_bytes() >= s.options.buffer_bytes) {
+    auto largest = s.buckets.begin();
+    for (auto it = s.buckets.begin(); it != s.buckets.end(); ++it)
+      if (it->second.builder.payload_bytes() > largest->second.builder.payload_bytes()) largest = it;
+    DS_TRY_STATUS(s.flush(largest->second));
+  }
   return {};
 }
 
@@ -347,8 +365,14 @@ result<sync_report> sender::finish() {
   };
 
   // The last bucket; an empty one when nothing changed anywhere, so receivers still advance the version.
-  if (!s.builder.empty() || s.report.files.empty()) {
-    auto st = s.flush();
+  for (auto& [type, b] : s.buckets) {
+    if (b.builder.empty()) continue;
+    auto st = s.flush(b);
+    if (!st.ok()) return fail(std::move(st).err());
+  }
+  if (s.report.files.empty()) {
+    impl::bucket empty(s.options.enc);
+    auto st = s.flush(empty);
     if (!st.ok()) return fail(std::move(st).err());
   }
 

@@ -7,9 +7,10 @@
 // The snapshot advances only when EVERY receiver acknowledged (slime #2104 is the bug this rules out): after
 // a failure the next sync diffs against the old snapshot again, so it carries the lost changes.
 //
-// Files: every changed tensor lands whole in one bucket (a tensor's delta never splits across files), so a
-// bucket can exceed buffer_bytes by one tensor's payload. A bucket is flushed when its payload reaches
-// buffer_bytes or when the next tensor's dtype cannot share its __values__. A sync with no change anywhere
+// Files: every changed tensor lands whole in one bucket (a tensor's delta never splits across files). Each
+// dtype has its own open bucket, so __values__ is never promoted (BF16 next to F32 would double the BF16
+// values' bytes) and every file holds one dtype; when the open buckets together reach buffer_bytes, the
+// largest is flushed (so buffered payload stays under buffer_bytes plus one tensor's). A sync with no change anywhere
 // still writes one empty file, so receivers advance their version. Native files carry, per file, the
 // XXH3-128 of every param they hold (the full new tensor).
 // Full mode ships every element of every added tensor as a delta against nothing (positions 0..n-1);

@@ -162,6 +162,7 @@ void apply_push(const seen_push& p, model& m, bool expect_native) {
       EXPECT_EQ(static_cast<int64_t>(f->native->base_version), p.body.at("base_version").as_int64());
     }
     for (const auto& param : f->manifest.params) {
+      EXPECT_EQ(f->values_type, param.type) << name << ": the sender never promotes __values__";
       auto it = std::find_if(m.tensors.begin(), m.tensors.end(), [&](const auto& t) { return t.name == param.name; });
       ASSERT_NE(it, m.tensors.end()) << param.name;
       ASSERT_TRUE(apply_param(*f, param, it->bytes).ok()) << param.name;
@@ -224,6 +225,31 @@ TEST_F(Sender, FilesRoundTripEveryEncodingAndFormat) {
       fs::remove_all(dir_ / "weight_v000005");
     }
   }
+}
+
+TEST_F(Sender, OneBucketPerDtypeUnderTheBufferSize) {
+  const model base = make_model(25);
+  const model next = step(base, 26, 0.05);
+  fake_transport net(dir_.string());
+  sender_options o = options();
+  sender s(o, &net);  // 512 MiB buckets: everything fits, one file per dtype (BF16, F16, F32)
+  seed_all(s, base);
+  ASSERT_TRUE(sync_to(s, 1, next).ok());
+  ASSERT_EQ(net.pushes[0].files.size(), 3u);
+  model got = base;
+  apply_push(net.pushes[0], got, true);
+  expect_equal(got, next);
+
+  // A small buffer: files are flushed as the open buckets fill, each well under buffer + one tensor.
+  const model v2 = step(next, 27, 0.05);
+  o.buffer_bytes = 2000;
+  sender small(o, &net);
+  seed_all(small, next);
+  ASSERT_TRUE(sync_to(small, 1, v2).ok());
+  EXPECT_GT(net.pushes[1].files.size(), 3u);
+  model got2 = next;
+  apply_push(net.pushes[1], got2, true);
+  expect_equal(got2, v2);
 }
 
 TEST_F(Sender, SnapshotAdvancesOnlyAfterEveryReceiverAcked) {
