@@ -25,7 +25,10 @@ class push_client final : public push_transport {
  public:
   push_client(io::event_loop& loop, push_client_options options);
   // Blocks the calling thread (never the loop thread) until every receiver answered or timed out.
-  // `urls` are "http://host:port" (a path after the port is prepended to `path`).
+  // `urls` are "http://host:port" (a path after the port is prepended to `path`). Every outcome has an
+  // HTTP status, or http_status 0 and a transport_error: an unsupported or malformed url (no network
+  // touched), resolve/connect failure (e.g. "connection refused"), timeout_ms elapsed, or an answer over
+  // max_response_bytes. Each request uses its own connection ("Connection: close").
   std::vector<push_outcome> post_all(const std::vector<std::string>& urls, const std::string& path,
                                      const std::string& json_body) override;
 

@@ -3,11 +3,20 @@
 // (method, path) routes. Boost stays inside server.cc.
 //
 // Threading: handlers run on the loop thread. A handler may answer later (after posting work elsewhere) by
-// calling its responder from the loop thread exactly once; the connection waits for it.
+// calling its responder exactly once, from the loop thread (a call from another thread is posted to the
+// loop); the connection reads nothing more until then. A second call is ignored (logged). A response for a
+// connection that died meanwhile, or for a server already destroyed, is dropped quietly. A responder that is
+// destroyed without being called answers 500. A handler that throws answers 500; no exception leaves the
+// server.
+//
 // Errors answered by the server itself, each with a JSON body {"error": "..."}: 400 unparsable request,
 // 401 missing/wrong token (every route except GET /healthz when a token is configured; compared in constant
-// time), 404 unknown path, 405 wrong method, 413 body or header over the limit, 408 read timeout (connection
-// closed).
+// time; checked before routing so unknown paths are not revealed), 404 unknown path, 405 known path with
+// another method (the allowed ones are named in the message), 413 body or header block over the limit, 500 handler failure.
+// After a 400 or 413 the connection is closed (the rest of the request is drained briefly so that the
+// client can read the answer). A client that sends nothing for read_timeout_ms (idle between requests, or
+// stalled inside one) is disconnected without an answer. Connections beyond max_connections are closed at
+// accept. "Expect: 100-continue" is honoured.
 #pragma once
 
 #include <cstdint>
@@ -39,7 +48,8 @@ struct response {
   std::string body;
 };
 
-// {"error": message, ...extra} as a response.
+// {"error": message, ...extra} as a response; `extra_json_fields` is raw JSON members such as
+// "\"current_version\": 3" (no leading comma).
 response json_error(unsigned status, const std::string& message, const std::string& extra_json_fields = "");
 
 using responder = std::function<void(response)>;
@@ -63,16 +73,19 @@ struct server_options {
   uint16_t port = 0;  // 0: an ephemeral port (see http_server::port())
   uint64_t max_header_bytes = 16 << 10;
   uint64_t max_body_bytes = 16 << 20;
-  uint32_t read_timeout_ms = 30'000;   // a client that sends nothing for this long is disconnected
-  uint32_t max_connections = 256;
+  uint32_t read_timeout_ms = 30'000;   // bounds reading a request's header block, then its body
+  uint32_t max_connections = 256;      // open connections, idle ones included
   std::string bearer_token;            // empty: no auth
+  uint32_t write_timeout_ms = 30'000;  // bounds writing one response
 };
 
 class http_server {
  public:
   // Binds and starts accepting on the loop. Errors: the address cannot be bound (names host:port).
   static result<std::unique_ptr<http_server>> start(io::event_loop& loop, server_options options, router routes);
-  ~http_server();  // stops accepting and closes connections (call from any thread except the loop's)
+  // Stops accepting and closes every connection; waits on the loop for that (from the loop thread it runs
+  // inline). Handlers still working may call their responders afterwards: those answers are dropped.
+  ~http_server();
   uint16_t port() const noexcept;
 
   struct impl;
