@@ -1,279 +1,248 @@
-// `deltasync demo`: the codec end to end on a built-in synthetic model. A simulated RL trainer (fp32
-// master weights, AdamW-sized steps, bf16 view) takes a few steps; after each, every encoding diffs the
-// bf16 view against the last synced snapshot, encodes slime #1806 files bucket by bucket, writes them,
-// reads them back, applies them to its own receiver copy and verifies it bit for bit against the trainer.
+// `deltasync demo`: the whole system on loopback. Starts `deltasync serve` (a child process) holding a
+// built-in synthetic model, then runs a simulated RL trainer (fp32 master weights, AdamW-sized steps, bf16
+// view; ~1% of elements change per step) whose Sender writes each sync's delta files and pushes them over
+// the disk transport. After every sync it compares GET /checksums with the trainer's own digests, and it
+// ends with one table row per sync. `--offline` runs the codec alone instead (demo_offline.cc).
 #include <CLI/CLI.hpp>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <boost/json.hpp>
+#include <chrono>
 #include <cinttypes>
 #include <cstdio>
-#include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <memory>
-#include <unordered_map>
+#include <thread>
 
 #include "base/clock.h"
 #include "cli/commands.h"
-#include "cli/file_util.h"
-#include "codec/delta_format.h"
-#include "codec/diff.h"
-#include "codec/safetensors.h"
-#include "io/buffer_pool.h"
+#include "cli/demo.h"
+#include "codec/digest.h"
+#include "http/push_client.h"
 #include "io/event_loop.h"
-#include "io/io_backend.h"
-#include "io/sync_io.h"
+#include "sync/sender.h"
 #include "sync/synthetic_model.h"
+
+extern char** environ;
 
 namespace deltasync::cli {
 namespace {
 
-struct demo_options {
-  std::string model = "qwen2.5-0.5b";
-  int steps = 3;
-  double lr = 1e-6;
-  std::vector<std::string> encodings{"indices", "deltas", "deltas_zstd"};
-  uint64_t bucket_bytes = 512ull << 20;
-  std::string dir;   // where files go; a temp dir removed at the end when empty
-  std::string keep;  // keep base/new checkpoints and every version dir here (for tools/golden checks)
-  uint64_t seed = 1;
-  unsigned threads = 2;
-};
+namespace json = boost::json;
 
-using store = std::vector<byte_buffer>;  // one bf16 buffer per tensor, layout order
-
-// One event loop, I/O backend and pinned buffer pool for every file the demo writes and reads.
-struct io_engine {
-  io::event_loop loop;
-  std::unique_ptr<io::io_backend> backend;
-  std::unique_ptr<io::buffer_pool> pool;
-  ~io_engine() {
-    pool.reset();
-    backend.reset();
-  }
-  status write(const std::string& path, byte_span data) { return io::write_file_atomic(*backend, *pool, path, data); }
-  result<byte_buffer> read(const std::string& path) { return io::read_file_all(*backend, *pool, path, 16ull << 30); }
-};
-
-result<std::unique_ptr<io_engine>> make_io_engine() {
-  auto e = std::make_unique<io_engine>();
-  DS_ASSIGN_OR_RETURN(e->backend, io::make_io_backend(e->loop, io::io_backend_options{}));
-  io::buffer_pool_options popts;
-  popts.max_total_bytes = 64ull << 20;
-  DS_ASSIGN_OR_RETURN(e->pool, io::buffer_pool::create(e->loop, e->backend.get(), popts));
-  return e;
-}
-
-// Copies the trainer's bf16 view into `s`, reusing its buffers (no page faults after the first sync).
-void copy_view(const rl_trainer_sim& sim, store& s) {
-  s.resize(sim.tensor_count());
-  for (size_t i = 0; i < s.size(); ++i) s[i].assign(sim.bf16(i).begin(), sim.bf16(i).end());
-}
-
-status save_checkpoint(io_engine& io, const std::string& path, const model_layout& layout, const store& s) {
-  std::vector<tensor_data> t;
-  for (size_t i = 0; i < s.size(); ++i)
-    t.push_back({{layout.tensors[i].name, dtype::BF16, layout.tensors[i].shape, s[i].size()}, s[i]});
-  DS_ASSIGN_OR_RETURN(byte_buffer bytes, write_safetensors(t, {{"format", "pt"}}));
-  return io.write(path, bytes);
-}
-
-struct sync_row {
-  int step;
-  std::string enc;
-  uint64_t changed = 0, dense_bytes = 0, wire_bytes = 0, files = 0;
-  double encode_s = 0, write_s = 0, read_s = 0, apply_s = 0;
-  bool verified = false;
-};
-
-std::string version_dir(const std::string& root, const std::string& enc, uint64_t version) {
-  char name[32];
-  std::snprintf(name, sizeof name, "weight_v%06" PRIu64, version);
-  return root + "/" + enc + "/" + name;
-}
-
-// Sender side for one encoding: diff every tensor against the snapshot, bucket, write files.
-result<sync_row> send(io_engine& io, const rl_trainer_sim& sim, const store& snapshot, encoding enc, uint64_t version,
-                      const std::string& root, const demo_options& opt) {
-  sync_row row;
-  row.enc = std::string(encoding_name(enc));
-  std::string dir = version_dir(root, row.enc, version);
-  std::filesystem::create_directories(dir);
-  delta_bucket_builder bucket(enc);
-  std::vector<uint32_t> positions;
-  byte_buffer values;
-  uint64_t flush = 0;
-  auto flush_bucket = [&]() -> status {
-    if (bucket.empty()) return {};
-    stopwatch enc_sw;
-    DS_ASSIGN_OR_RETURN(byte_buffer file, bucket.finish(version));
-    row.encode_s += enc_sw.elapsed_s();
-    char name[48];
-    std::snprintf(name, sizeof name, "/rank0000_flush%06" PRIu64 ".safetensors", flush++);
-    stopwatch w;
-    DS_TRY_STATUS(io.write(dir + name, file));
-    row.write_s += w.elapsed_s();
-    row.wire_bytes += file.size();
-    ++row.files;
-    return {};
-  };
-  for (size_t i = 0; i < sim.tensor_count(); ++i) {
-    const auto& t = sim.layout().tensors[i];
-    stopwatch sw;
-    positions.clear();
-    values.clear();
-    row.changed += diff_tensor(snapshot[i], sim.bf16(i), 2, positions, values);
-    row.dense_bytes += snapshot[i].size();
-    bool fits = positions.empty() || bucket.can_add(t.type);
-    if (fits && !positions.empty()) bucket.add({t.name, t.type, t.shape, positions, values});
-    row.encode_s += sw.elapsed_s();
-    if (!fits || bucket.payload_bytes() >= opt.bucket_bytes) DS_TRY_STATUS(flush_bucket());
-    if (!fits) bucket.add({t.name, t.type, t.shape, positions, values});
-  }
-  DS_TRY_STATUS(flush_bucket());
-  return row;
-}
-
-// Receiver side for one encoding: read every file of the version, validate, apply to `recv`.
-status receive(io_engine& io, const std::string& dir, const std::unordered_map<std::string, size_t>& index, store& recv,
-               sync_row& row) {
-  DS_ASSIGN_OR_RETURN(auto files, list_files(dir, ".safetensors"));
-  for (const auto& path : files) {
-    stopwatch r;
-    DS_ASSIGN_OR_RETURN(byte_buffer bytes, io.read(path));
-    row.read_s += r.elapsed_s();
-    stopwatch a;
-    DS_ASSIGN_OR_RETURN(delta_file f, parse_delta_file(bytes));
-    for (const auto& p : f.manifest.params) {
-      auto it = index.find(p.name);
-      if (it == index.end()) return error(errc::delta_unknown_tensor, path + ": unknown tensor '" + p.name + "'");
-      DS_TRY_STATUS(apply_param(f, p, recv[it->second]));
+// The receiver as a child process; killed (SIGTERM, then waited for) when this goes out of scope.
+class child_server {
+ public:
+  ~child_server() { stop(); }
+  result<std::string> start(const demo_options& opt, const std::string& delta_dir, const std::string& port_file) {
+    std::vector<std::string> args{"/proc/self/exe", "serve",      "--model",     opt.model,
+                                  "--seed",         std::to_string(opt.seed), "--delta-dir", delta_dir,
+                                  "--listen",       "127.0.0.1:0", "--port-file", port_file,
+                                  "--log-level",    "warn"};
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    if (int rc = posix_spawn(&pid_, "/proc/self/exe", nullptr, nullptr, argv.data(), environ); rc != 0)
+      return errno_error(rc, "start deltasync serve");
+    for (int i = 0; i < 3000; ++i) {  // loading a large synthetic model takes a few seconds
+      std::ifstream in(port_file);
+      unsigned port = 0;
+      if (in >> port && port != 0) return "http://127.0.0.1:" + std::to_string(port);
+      int status = 0;
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        return error(errc::internal, "deltasync serve exited during start-up (status " + std::to_string(status) + ")");
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
-    row.apply_s += a.elapsed_s();
+    return error(errc::timeout, "deltasync serve did not start listening within 300 s");
   }
-  return {};
+  void stop() {
+    if (pid_ <= 0) return;
+    ::kill(pid_, SIGTERM);
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    pid_ = -1;
+  }
+
+ private:
+  pid_t pid_ = -1;
+};
+
+struct demo_row {
+  uint64_t version = 0;
+  double density = 0;
+  uint64_t changed = 0, wire_bytes = 0, files = 0;
+  double diff_s = 0, write_s = 0, push_s = 0;
+  double read_ms = 0, decode_ms = 0, apply_ms = 0, total_ms = 0;
+  std::string outcome;  // "bit-exact", "MISMATCH", "refused: ..."
+};
+
+// Compares the receiver's /checksums with the trainer's digests; "" when equal, else what differs.
+std::string verify(http::push_client& client, const std::string& url, const rl_trainer_sim& sim, uint64_t version) {
+  push_outcome got = client.get(url, "/checksums");
+  if (!got.ok()) return "GET /checksums failed: " + std::to_string(got.http_status) + " " + got.transport_error + got.body;
+  boost::system::error_code ec;
+  json::value doc = json::parse(got.body, ec);
+  if (ec || !doc.is_object()) return "GET /checksums: not JSON";
+  const auto& o = doc.as_object();
+  if (!o.contains("version") || o.at("version").to_number<uint64_t>() != version)
+    return "receiver is at version " + json::serialize(o.at("version")) + ", expected " + std::to_string(version);
+  const auto& tensors = o.at("tensors").as_object();
+  if (tensors.size() != sim.tensor_count()) return "receiver holds another tensor count";
+  for (size_t i = 0; i < sim.tensor_count(); ++i) {
+    const auto& name = sim.layout().tensors[i].name;
+    auto it = tensors.find(name);
+    if (it == tensors.end()) return "receiver lacks " + name;
+    if (it->value().as_object().at("xxh3_128").as_string() != to_hex(xxh3_128(sim.bf16(i)))) return "tensor " + name + " differs";
+  }
+  return "";
 }
 
-double gbps(uint64_t bytes, double s) { return s > 0 ? static_cast<double>(bytes) / s / 1e9 : 0.0; }
+void take_timings(const push_outcome& o, demo_row& row) {
+  boost::system::error_code ec;
+  json::value doc = json::parse(o.body, ec);
+  if (ec || !doc.is_object() || !doc.as_object().contains("timings_ms")) return;
+  const auto& t = doc.as_object().at("timings_ms").as_object();
+  auto get = [&](const char* k) { return t.contains(k) ? t.at(k).to_number<double>() : 0.0; };
+  row.read_ms = get("read");
+  row.decode_ms = get("decode");
+  row.apply_ms = get("apply");
+  row.total_ms = get("total");
+}
 
-int run_demo(const demo_options& opt) {
+}  // namespace
+
+int run_service_demo(const demo_options& opt) {
   auto layout = synthetic_model(opt.model);
   if (!layout) {
     std::fprintf(stderr, "deltasync demo: %s\n", layout.err().describe().c_str());
     return 2;
   }
-  std::vector<encoding> encs;
-  for (const auto& e : opt.encodings) {
-    auto parsed = encoding_from_name(e);
-    if (!parsed) {
-      std::fprintf(stderr, "deltasync demo: unknown encoding '%s' (indices, deltas, deltas_zstd)\n", e.c_str());
-      return 2;
-    }
-    encs.push_back(*parsed);
+  auto enc = encoding_from_name(opt.encodings.empty() ? "deltas" : opt.encodings.front());
+  if (!enc || (opt.format != "native" && opt.format != "slime")) {
+    std::fprintf(stderr, "deltasync demo: unknown encoding or format\n");
+    return 2;
   }
   std::string root = !opt.keep.empty() ? opt.keep : opt.dir;
-  bool temp_root = root.empty();
+  const bool temp_root = root.empty();
   if (temp_root) root = (std::filesystem::temp_directory_path() / ("deltasync-demo-" + std::to_string(::getpid()))).string();
-  std::filesystem::create_directories(root);
-  auto io = make_io_engine();
-  if (!io) {
-    std::fprintf(stderr, "deltasync demo: %s\n", io.err().describe().c_str());
+  const std::string delta_dir = root + "/deltas";
+  std::filesystem::create_directories(delta_dir);
+  std::filesystem::remove(root + "/port");
+
+  std::printf("deltasync demo: model %s (%zu tensors, %.1fM bf16 parameters, %.2f GB), lr %.1e, %d syncs, %s/%s\n",
+              layout->name.c_str(), layout->tensors.size(), static_cast<double>(layout->parameters()) / 1e6,
+              static_cast<double>(layout->parameters()) * 2 / 1e9, opt.lr, opt.steps,
+              std::string(encoding_name(*enc)).c_str(), opt.format.c_str());
+  std::printf("[1/3] starting deltasync serve (receiver) on loopback, delta dir %s\n", delta_dir.c_str());
+  std::fflush(stdout);
+  child_server server;
+  auto url = server.start(opt, delta_dir, root + "/port");
+  if (!url) {
+    std::fprintf(stderr, "deltasync demo: %s\n", url.err().describe().c_str());
     return 1;
   }
-
-  std::printf("deltasync demo: model %s (%zu tensors, %.1fM bf16 parameters, %.2f GB), lr %.1e, %d steps\n",
-              layout->name.c_str(), layout->tensors.size(), static_cast<double>(layout->parameters()) / 1e6,
-              static_cast<double>(layout->parameters()) * 2 / 1e9, opt.lr, opt.steps);
-  std::printf("files under %s\n", root.c_str());
+  std::printf("      receiver listening on %s\n[2/3] starting the trainer (same seed: it starts from the receiver's weights)\n",
+              url->c_str());
   std::fflush(stdout);
-  stopwatch init;
   rl_trainer_sim sim(*layout, opt.seed, opt.threads);
-  std::unordered_map<std::string, size_t> index;
-  for (size_t i = 0; i < layout->tensors.size(); ++i) index[layout->tensors[i].name] = i;
-  store snapshot;
-  copy_view(sim, snapshot);
-  std::vector<store> receivers(encs.size(), snapshot);
-  if (!opt.keep.empty()) {
-    if (auto s = save_checkpoint(**io, root + "/base.safetensors", *layout, snapshot); !s) {
+  io::event_loop loop;
+  http::push_client client(loop, {});
+  sender_options so;
+  so.enc = *enc;
+  so.format = opt.format == "slime" ? wire_format::slime : wire_format::native;
+  so.delta_dir = delta_dir;
+  so.receivers = {*url};
+  so.buffer_bytes = opt.bucket_bytes;
+  so.keep_files = !opt.keep.empty();
+  so.pre_push_hook = opt.pre_push_hook;
+  sender snd(so, &client);
+  for (size_t i = 0; i < sim.tensor_count(); ++i) {
+    const auto& t = layout->tensors[i];
+    if (auto s = snd.seed(t.name, {sim.bf16(i).data(), t.type, t.shape, "cpu"}); !s) {
       std::fprintf(stderr, "deltasync demo: %s\n", s.err().describe().c_str());
       return 1;
     }
   }
-  std::printf("initialised trainer and %zu receivers in %.1f s\n", encs.size(), init.elapsed_s());
-
-  std::vector<sync_row> rows;
-  bool all_ok = true;
+  std::printf("[3/3] training and syncing\n");
+  std::fflush(stdout);
+  std::vector<demo_row> rows;
+  bool final_ok = false;
   for (int step = 1; step <= opt.steps; ++step) {
     stopwatch st;
     sim.step(opt.lr);
-    std::printf("[step %d/%d] trainer step %.2f s; syncing", step, opt.steps, st.elapsed_s());
+    const auto version = static_cast<uint64_t>(step);
+    demo_row row;
+    row.version = version;
+    status s = snd.begin(version);
+    for (size_t i = 0; s && i < sim.tensor_count(); ++i) {
+      const auto& t = layout->tensors[i];
+      s = snd.add(t.name, {sim.bf16(i).data(), t.type, t.shape, "cpu"});
+    }
+    result<sync_report> rep = s ? snd.finish() : result<sync_report>(s.err());
+    const sync_report& r = snd.last_report();
+    row.changed = r.changed_elements;
+    row.density = r.dense_bytes ? static_cast<double>(r.changed_elements) * 2 / static_cast<double>(r.dense_bytes) : 0;
+    row.wire_bytes = r.wire_bytes;
+    row.files = r.files.size();
+    row.diff_s = r.diff_encode_s;
+    row.write_s = r.write_s;
+    row.push_s = r.push_s;
+    if (!r.receivers.empty()) take_timings(r.receivers.front(), row);
+    if (!rep) {
+      row.outcome = "refused (store kept v" + std::to_string(snd.snapshot_version()) + "; changes carried to the next sync)";
+      std::printf("  sync v%" PRIu64 ": %s\n", version, rep.err().describe().c_str());
+      final_ok = false;
+    } else {
+      std::string diff = verify(client, *url, sim, version);
+      row.outcome = diff.empty() ? "bit-exact" : "MISMATCH: " + diff;
+      final_ok = diff.empty();
+    }
+    std::printf("  step %d/%d: trainer %.2f s, sync v%" PRIu64 " %.3f%% changed, %.1f MB on the wire -> %s\n", step,
+                opt.steps, st.elapsed_s() - r.diff_encode_s - r.write_s - r.push_s, version, row.density * 100,
+                static_cast<double>(row.wire_bytes) / 1e6, row.outcome.c_str());
     std::fflush(stdout);
-    for (size_t e = 0; e < encs.size(); ++e) {
-      auto row = send(**io, sim, snapshot, encs[e], static_cast<uint64_t>(step), root, opt);
-      if (!row) {
-        std::fprintf(stderr, "\ndeltasync demo: send failed: %s\n", row.err().describe().c_str());
-        return 1;
-      }
-      row->step = step;
-      auto s = receive(**io, version_dir(root, row->enc, static_cast<uint64_t>(step)), index, receivers[e], *row);
-      if (!s) {
-        std::fprintf(stderr, "\ndeltasync demo: receive failed: %s\n", s.err().describe().c_str());
-        return 1;
-      }
-      row->verified = true;
-      for (size_t i = 0; i < receivers[e].size(); ++i) {
-        auto now = sim.bf16(i);
-        if (receivers[e][i].size() != now.size() || std::memcmp(receivers[e][i].data(), now.data(), now.size()) != 0)
-          row->verified = false;
-      }
-      all_ok = all_ok && row->verified;
-      rows.push_back(*row);
-      std::printf(" %s%s", row->enc.c_str(), row->verified ? "" : "(MISMATCH)");
-      std::fflush(stdout);
-    }
-    std::printf("\n");
-    // Every receiver acknowledged: only now does the sender's snapshot advance.
-    if (all_ok) copy_view(sim, snapshot);
+    rows.push_back(row);
   }
-  if (!opt.keep.empty()) {
-    if (auto s = save_checkpoint(**io, root + "/new.safetensors", *layout, snapshot); !s) {
-      std::fprintf(stderr, "deltasync demo: %s\n", s.err().describe().c_str());
-      return 1;
-    }
-  }
+  server.stop();
 
-  std::printf("\n%-4s %-12s %8s %12s %6s %12s %7s %10s %8s %8s %10s %s\n", "step", "encoding", "density",
-              "changed", "files", "wire bytes", "B/chg", "enc GB/s", "write s", "read s", "apply GB/s", "verified");
-  std::printf("%-4s %-12s %8s %12s %6s %12s %7s %10s %8s %8s %10s %s\n", "", "", "", "", "", "", "", "(dense)", "",
-              "", "(wire)", "");
+  std::printf("\n%-7s %8s %11s %12s %5s %8s %8s %8s %8s %8s %8s  %s\n", "version", "density", "changed", "wire bytes",
+              "files", "diff s", "write s", "read s", "decode s", "apply s", "recv s", "verified");
   for (const auto& r : rows) {
-    double density = r.dense_bytes ? static_cast<double>(r.changed) * 2 / static_cast<double>(r.dense_bytes) : 0;
-    double bpc = r.changed ? static_cast<double>(r.wire_bytes) / static_cast<double>(r.changed) : 0;
-    std::printf("%-4d %-12s %7.3f%% %12" PRIu64 " %6" PRIu64 " %12" PRIu64 " %7.2f %10.2f %8.3f %8.3f %10.2f %s\n",
-                r.step, r.enc.c_str(), density * 100, r.changed, r.files, r.wire_bytes, bpc,
-                gbps(r.dense_bytes, r.encode_s), r.write_s, r.read_s, gbps(r.wire_bytes, r.apply_s),
-                r.verified ? "bit-exact" : "MISMATCH");
+    std::printf("%-7" PRIu64 " %7.3f%% %11" PRIu64 " %12" PRIu64 " %5" PRIu64 " %8.3f %8.3f %8.3f %8.3f %8.3f %8.3f  %s\n",
+                r.version, r.density * 100, r.changed, r.wire_bytes, r.files, r.diff_s, r.write_s, r.read_ms / 1e3,
+                r.decode_ms / 1e3, r.apply_ms / 1e3, r.total_ms / 1e3, r.outcome.c_str());
   }
   if (temp_root) std::filesystem::remove_all(root);
-  std::printf("\n%s\n", all_ok ? "demo: every receiver is bit-identical to the trainer after every step"
-                                : "demo: FAILED: a receiver differs from the trainer");
-  return all_ok ? 0 : 1;
+  std::printf("\n%s\n", final_ok ? "demo: the receiver is bit-identical to the trainer after the last sync"
+                                 : "demo: FAILED: the receiver does not match the trainer after the last sync");
+  return final_ok ? 0 : 1;
 }
-
-}  // namespace
 
 void register_demo(CLI::App& app, int& exit_status) {
   auto opt = std::make_shared<demo_options>();
-  auto* cmd = app.add_subcommand("demo", "Run the codec end to end on a synthetic model with an RL-like step");
+  auto* cmd = app.add_subcommand("demo", "Run trainer -> deltasync -> receiver end to end on a synthetic model");
   std::string models;
   for (auto n : synthetic_model_names()) models += (models.empty() ? "" : ", ") + std::string(n);
   cmd->add_option("--model", opt->model, "Synthetic model: " + models)->capture_default_str();
   cmd->add_option("--steps", opt->steps, "Trainer steps (one sync each)")->capture_default_str()->check(CLI::Range(1, 1000));
   cmd->add_option("--lr", opt->lr, "Learning rate of the simulated AdamW step")->capture_default_str();
-  cmd->add_option("--encodings", opt->encodings, "Encodings to run")->delimiter(',')->capture_default_str();
+  cmd->add_flag("--offline", opt->offline, "Run the codec alone (no service): every encoding, written, read back, applied");
+  cmd->add_option("--encodings,--encoding", opt->encodings, "Encodings (offline: each; service: the first)")
+      ->delimiter(',')->capture_default_str();
+  cmd->add_option("--format", opt->format, "Service demo wire format: native or slime")->capture_default_str();
   cmd->add_option("--update-weight-buffer-size", opt->bucket_bytes, "Bucket size in bytes")->capture_default_str();
   cmd->add_option("--dir", opt->dir, "Directory for the delta files (default: a temporary one, removed after)");
-  cmd->add_option("--keep", opt->keep, "Keep every file here, plus base.safetensors and new.safetensors");
+  cmd->add_option("--keep", opt->keep, "Keep every file here (offline: plus base.safetensors and new.safetensors)");
+  cmd->add_option("--pre-push-hook", opt->pre_push_hook, "Service demo: shell command run before each push");
   cmd->add_option("--seed", opt->seed, "Seed of the synthetic model")->capture_default_str();
   cmd->add_option("--threads", opt->threads, "Threads for the trainer simulation")->capture_default_str();
-  cmd->callback([opt, &exit_status] { exit_status = run_demo(*opt); });
+  cmd->callback([opt, &exit_status] { exit_status = opt->offline ? run_offline_demo(*opt) : run_service_demo(*opt); });
 }
 
 }  // namespace deltasync::cli

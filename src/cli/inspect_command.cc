@@ -75,6 +75,11 @@ file_report inspect_file(const std::string& path, uint64_t max_bytes) {
   r.version = f->manifest.current_version;
   r.params = f->manifest.params.size();
   r.values_dtype = std::string(name(f->values_type));
+  checksum128 got = delta_checksum(f->positions, f->values_type, f->values);
+  r.checksum = checksum_to_decimal(f->manifest.checksum);
+  r.checksum_ok = got == f->manifest.checksum;
+  if (!r.checksum_ok)
+    r.reason = "checksum mismatch: metadata says " + r.checksum + ", payload hashes to " + checksum_to_decimal(got);
   std::vector<uint32_t> scratch;
   for (const auto& p : f->manifest.params) {
     r.changed += p.changed();
@@ -85,13 +90,7 @@ file_report inspect_file(const std::string& path, uint64_t max_bytes) {
       return r;
     }
   }
-  checksum128 got = delta_checksum(f->positions, f->values_type, f->values);
-  r.checksum = checksum_to_decimal(f->manifest.checksum);
-  r.checksum_ok = got == f->manifest.checksum;
-  if (!r.checksum_ok) {
-    r.reason = "checksum mismatch: metadata says " + r.checksum + ", payload hashes to " + checksum_to_decimal(got);
-    return r;
-  }
+  if (!r.checksum_ok) return r;
   r.valid = true;
   return r;
 }

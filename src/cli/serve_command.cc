@@ -2,6 +2,7 @@
 // one event loop until SIGINT/SIGTERM. Every flag can also come from the [serve] section of --config.
 #include <CLI/CLI.hpp>
 #include <csignal>
+#include <cstdlib>
 #include <cstdio>
 #include <fstream>
 #include <memory>
@@ -121,6 +122,11 @@ int run_serve(const serve_options& opt) {
   ropts.chunk_bytes = opt.chunk_bytes;
   ropts.read_workers = opt.read_workers;
   ropts.max_file_bytes = opt.max_file_bytes;
+  if (const char* delay = std::getenv("DELTASYNC_TEST_APPLY_DELAY_MS")) {
+    ropts.test_apply_delay_ms = static_cast<uint32_t>(std::strtoul(delay, nullptr, 10));
+    DS_LOG(warn, "serve", "test fault injection: every apply waits %u ms (DELTASYNC_TEST_APPLY_DELAY_MS)",
+           ropts.test_apply_delay_ms);
+  }
   auto rx = std::make_unique<receiver>(loop, **backend, **pool, *workers, **store, ropts, &metrics);
 
   http::server_options sopts;

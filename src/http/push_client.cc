@@ -90,7 +90,7 @@ struct fanout {
 class push_op : public std::enable_shared_from_this<push_op> {
  public:
   push_op(asio::io_context& ctx, std::shared_ptr<fanout> join, size_t index, parsed_url url,
-          const push_client_options& options, const std::string& path, const std::string& body)
+          const push_client_options& options, bool get, const std::string& path, const std::string& body)
       : join_(std::move(join)),
         index_(index),
         url_(std::move(url)),
@@ -99,15 +99,17 @@ class push_op : public std::enable_shared_from_this<push_op> {
         resolve_timer_(ctx),
         stream_(ctx) {
     req_.version(11);
-    req_.method(bhttp::verb::post);
+    req_.method(get ? bhttp::verb::get : bhttp::verb::post);
     req_.target(url_.prefix + (path.empty() || path[0] != '/' ? "/" : "") + path);
     req_.set(bhttp::field::host, url_.host + ":" + url_.port);
     req_.set(bhttp::field::user_agent, "deltasync");
-    req_.set(bhttp::field::content_type, "application/json");
+    if (!get) req_.set(bhttp::field::content_type, "application/json");
     if (!options_.bearer_token.empty()) req_.set(bhttp::field::authorization, "Bearer " + options_.bearer_token);
     req_.keep_alive(false);  // one request per connection: pushes are rare and long
-    req_.body() = body;
-    req_.prepare_payload();
+    if (!get) {
+      req_.body() = body;
+      req_.prepare_payload();
+    }
     parser_.header_limit(k_max_response_header_bytes);
     parser_.body_limit(options_.max_response_bytes);
   }
@@ -201,7 +203,16 @@ push_client::push_client(io::event_loop& loop, push_client_options options)
 
 std::vector<push_outcome> push_client::post_all(const std::vector<std::string>& urls, const std::string& path,
                                                 const std::string& json_body) {
-  DS_CHECK(!loop_.in_loop_thread(), "push_client::post_all blocks; never call it on the loop thread");
+  return request_all(false, urls, path, json_body);
+}
+
+push_outcome push_client::get(const std::string& url, const std::string& path) {
+  return std::move(request_all(true, {url}, path, "").front());
+}
+
+std::vector<push_outcome> push_client::request_all(bool get, const std::vector<std::string>& urls,
+                                                   const std::string& path, const std::string& json_body) {
+  DS_CHECK(!loop_.in_loop_thread(), "push_client requests block; never call them on the loop thread");
   auto join = std::make_shared<fanout>();
   join->outcomes.resize(urls.size());
   std::vector<std::pair<size_t, parsed_url>> targets;
@@ -218,10 +229,10 @@ std::vector<push_outcome> push_client::post_all(const std::vector<std::string>& 
   if (targets.empty()) return std::move(join->outcomes);
   join->remaining = targets.size();
   auto finished = join->done.get_future();
-  loop_.post([this, join, targets = std::move(targets), path, json_body]() mutable {
+  loop_.post([this, join, targets = std::move(targets), get, path, json_body]() mutable {
     auto& ctx = io::asio_context(loop_);
     for (auto& [index, url] : targets)
-      std::make_shared<push_op>(ctx, join, index, std::move(url), options_, path, json_body)->start();
+      std::make_shared<push_op>(ctx, join, index, std::move(url), options_, get, path, json_body)->start();
   });
   finished.wait();
   return std::move(join->outcomes);

@@ -31,8 +31,13 @@ class push_client final : public push_transport {
   // max_response_bytes. Each request uses its own connection ("Connection: close").
   std::vector<push_outcome> post_all(const std::vector<std::string>& urls, const std::string& path,
                                      const std::string& json_body) override;
+  // One GET (e.g. /checksums, /status) with the same timeout, token and limits; blocks like post_all.
+  push_outcome get(const std::string& url, const std::string& path);
 
  private:
+  std::vector<push_outcome> request_all(bool get, const std::vector<std::string>& urls, const std::string& path,
+                                        const std::string& json_body);
+
   io::event_loop& loop_;
   push_client_options options_;
 };

@@ -96,7 +96,9 @@ result<byte_buffer> read_file_all(io_backend& backend, buffer_pool& pool, const 
   std::promise<status> done;
   backend.loop().post([&] {
     reader = std::make_unique<chunked_reader>(backend, pool, std::vector<read_file_spec>{{path, size}}, opts);
-    reader->start([&](read_piece piece) { std::memcpy(out.data() + piece.offset, piece.bytes.data(), piece.bytes.size()); },
+    reader->start([&](read_piece piece) {
+                    if (!piece.bytes.empty()) std::memcpy(out.data() + piece.offset, piece.bytes.data(), piece.bytes.size());
+                  },
                   [&](status s) { done.set_value(std::move(s)); });
   });
   status st_done = done.get_future().get();

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <deque>
 #include <map>
+#include <thread>
 
 #include "base/check.h"
 #include "base/clock.h"
@@ -226,6 +227,8 @@ void receiver::start_sync(sync_request req, std::function<void(result<sync_stats
     auto outcome = std::make_shared<status>();
     auto ms = std::make_shared<double>(0);
     auto work = [self, r, d, outcome, ms] {
+      if (self->options_.test_apply_delay_ms)
+        std::this_thread::sleep_for(std::chrono::milliseconds(self->options_.test_apply_delay_ms));
       stopwatch sw;
       const auto& params = d->file->manifest.params;
       for (size_t k = 0; k < params.size(); ++k) {

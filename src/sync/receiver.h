@@ -40,6 +40,9 @@ struct receiver_options {
   uint64_t max_undo_bytes = 16ull << 30;  // overwritten bytes kept for rollback
   uint64_t max_assembled_bytes = 4ull << 30;  // file bytes held between read and apply (back-pressure)
   request_limits limits;
+  // Fault injection for tests only (serve reads env DELTASYNC_TEST_APPLY_DELAY_MS): each file's apply
+  // first sleeps this long, so a test can hold a sync in flight deterministically.
+  uint32_t test_apply_delay_ms = 0;
 };
 
 struct sync_stats {

@@ -22,7 +22,7 @@ assert sum(f["changed_elements"] for f in doc["files"]) > 0
 PY
 
 # Our own files: the demo keeps them, inspect accepts them.
-"$bin" demo --model tiny --steps 2 --keep "$work/demo" > "$work/demo.txt" || fail "demo failed: $(cat "$work/demo.txt")"
+"$bin" demo --offline --model tiny --steps 2 --keep "$work/demo" > "$work/demo.txt" || fail "demo failed: $(cat "$work/demo.txt")"
 grep -q "bit-identical" "$work/demo.txt" || fail "demo did not verify"
 "$bin" inspect "$work/demo" > "$work/ours.txt" || fail "our files should be valid: $(cat "$work/ours.txt")"
 grep -q "0 invalid" "$work/ours.txt" || fail "ours: expected 0 invalid"

@@ -6,21 +6,22 @@
 set -euo pipefail
 bin=$1
 here=$(cd "$(dirname "$0")" && pwd)
+config=$here/../../config/deltasync.toml
 craft="python3 $here/craft.py"
 work=$(mktemp -d)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 fail() { echo "FAIL: $*"; exit 1; }
 
-start_serve() {  # name, args...
+start_serve() {  # name, args... (runs in this shell, so the trap can stop the server)
   local name=$1; shift
   "$bin" serve --listen 127.0.0.1:0 --port-file "$work/$name.port" --log-level warn "$@" 2> "$work/$name.log" &
   pids+=($!)
-  for _ in $(seq 1 100); do [ -s "$work/$name.port" ] && break; sleep 0.1; done
+  for _ in $(seq 1 300); do [ -s "$work/$name.port" ] && break; sleep 0.1; done
   [ -s "$work/$name.port" ] || fail "$name did not start: $(cat "$work/$name.log")"
-  echo "http://127.0.0.1:$(cat "$work/$name.port")"
 }
+url_of() { echo "http://127.0.0.1:$(cat "$work/$1.port")"; }
 tensors_of() {  # url [curl args] -> canonical JSON of the tensors' digests
   local url=$1; shift
   curl -sf "$@" "$url/checksums" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(json.dumps(d["tensors"], sort_keys=True))'
@@ -44,8 +45,11 @@ echo "s3cr3t-token" > "$work/token"
 auth="Authorization: Bearer s3cr3t-token"
 mkdir -p "$work/deltas" "$work/ref_deltas"
 
-A=$(start_serve a --base "$base" --delta-dir "$work/deltas" --token-file "$work/token")
-REF=$(start_serve ref --base "$new" --delta-dir "$work/ref_deltas")
+# Receiver A reads the shipped config file; flags given here override it (listen, log level).
+start_serve a --config "$config" --base "$base" --delta-dir "$work/deltas" --token-file "$work/token"
+start_serve ref --base "$new" --delta-dir "$work/ref_deltas"
+A=$(url_of a)
+REF=$(url_of ref)
 want_new=$(tensors_of "$REF")
 want_base=$(tensors_of "$A" -H "$auth")
 [ "$want_new" != "$want_base" ] || fail "the two checkpoints should differ"
@@ -151,22 +155,27 @@ both=$(python3 -c 'import json,sys; print(json.dumps(json.loads(sys.argv[1]) + [
 refuse 422 "good file then bad file (rollback)" "$(sync_body "$both")" -H "$auth"
 rm "$work/deltas/$d/zz_bad.safetensors"
 
-# A sync in flight (its file is a FIFO nobody writes yet) makes a second one 503.
-mkfifo "$work/deltas/crafted/slow.safetensors"
-curl -s -o "$work/slow.json" -w '%{http_code}' -X POST -H "$auth" -H 'Content-Type: application/json' \
-  --data-binary "$(sync_body '["slow.safetensors"]' $v crafted)" "$A/sync" > "$work/slow.code" &
+# A sync in flight makes a second one 503: receiver C delays each apply (test fault injection) so its
+# first sync is still running when the second request arrives.
+mkdir -p "$work/deltas_c"
+DELTASYNC_TEST_APPLY_DELAY_MS=3000 start_serve c --base "$base" --delta-dir "$work/deltas_c"
+C=$(url_of c)
+cp -r "$work/deltas/$d" "$work/deltas_c/$d"
+curl -s -o "$work/slow.json" -w '%{http_code}' -X POST -H 'Content-Type: application/json' \
+  --data-binary "$(sync_body "$good_files" 0)" "$C/sync" > "$work/slow.code" &
 slow=$!
+busy=False
 for _ in $(seq 1 50); do
-  busy=$(curl -sf -H "$auth" "$A/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["sync_in_flight"])')
-  [ "$busy" = True ] && break; sleep 0.1
+  busy=$(curl -sf "$C/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["sync_in_flight"])')
+  [ "$busy" = True ] && break; sleep 0.05
 done
-[ "$busy" = True ] || fail "the FIFO sync should be in flight"
-expect_status 503 "concurrent sync" -X POST -H "$auth" -H 'Content-Type: application/json' --data-binary "$(sync_body "$good_files")" "$A/sync"
-: > "$work/deltas/crafted/slow.safetensors"  # open for writing and close: the reader sees an empty file
+[ "$busy" = True ] || fail "the delayed sync should be in flight"
+code=$(curl -s -o "$work/resp.json" -w '%{http_code}' -X POST -H 'Content-Type: application/json' \
+  --data-binary "$(sync_body "$good_files" 0)" "$C/sync")
+[ "$code" = 503 ] || fail "concurrent sync: expected 503, got $code: $(cat "$work/resp.json")"
 wait $slow
-[ "$(cat "$work/slow.code")" = 422 ] || fail "the FIFO sync should fail as an invalid file: $(cat "$work/slow.json")"
-[ "$(tensors_of "$A" -H "$auth")" = "$before" ] || fail "concurrent sync: the store changed"
-echo "ok: concurrent sync -> 503, store unchanged"
+echo "ok: concurrent sync -> 503 while the first runs (the first then answered $(cat "$work/slow.code"))"
+[ "$(version_of "$A")" = "$v" ] || fail "A's version changed"
 
 # After all of that, the good files still apply.
 expect_status 200 "good sync after refusals" -X POST -H "$auth" -H 'Content-Type: application/json' --data-binary "$(sync_body "$good_files")" "$A/sync"

@@ -46,7 +46,7 @@ std::optional<byte_buffer> slurp(const std::string& path) {
   if (!in) return std::nullopt;
   std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   byte_buffer out(s.size());
-  std::memcpy(out.data(), s.data(), s.size());
+  if (!s.empty()) std::memcpy(out.data(), s.data(), s.size());
   return out;
 }
 

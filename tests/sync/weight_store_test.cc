@@ -94,7 +94,7 @@ void expect_store_holds(host_weight_store& store, const std::vector<test_tensor>
     EXPECT_EQ(t.shape, expected[i].shape) << t.name;
     EXPECT_EQ(t.nbytes, expected[i].bytes.size()) << t.name;
     ASSERT_EQ(store.data(i).size(), expected[i].bytes.size()) << t.name;
-    EXPECT_EQ(std::memcmp(store.data(i).data(), expected[i].bytes.data(), expected[i].bytes.size()), 0) << t.name;
+    EXPECT_TRUE(std::equal(store.data(i).begin(), store.data(i).end(), expected[i].bytes.begin())) << t.name;
     EXPECT_EQ(store.find(t.name), i);
     EXPECT_EQ(store.digest(i), xxh3_128(expected[i].bytes)) << t.name;
   }
