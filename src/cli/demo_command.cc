@@ -123,7 +123,7 @@ int run_service_demo(const demo_options& opt) {
     std::fprintf(stderr, "deltasync demo: %s\n", layout.err().describe().c_str());
     return 2;
   }
-  auto enc = encoding_from_name(opt.encodings.empty() ? "deltas" : opt.encodings.front());
+  auto enc = encoding_from_name(opt.encoding);
   if (!enc || (opt.format != "native" && opt.format != "slime")) {
     std::fprintf(stderr, "deltasync demo: unknown encoding or format\n");
     return 2;
@@ -233,7 +233,9 @@ void register_demo(CLI::App& app, int& exit_status) {
   cmd->add_option("--steps", opt->steps, "Trainer steps (one sync each)")->capture_default_str()->check(CLI::Range(1, 1000));
   cmd->add_option("--lr", opt->lr, "Learning rate of the simulated AdamW step")->capture_default_str();
   cmd->add_flag("--offline", opt->offline, "Run the codec alone (no service): every encoding, written, read back, applied");
-  cmd->add_option("--encodings,--encoding", opt->encodings, "Encodings (offline: each; service: the first)")
+  cmd->add_option("--encoding,--update-weight-encoding", opt->encoding, "Encoding of the service demo's syncs")
+      ->capture_default_str();
+  cmd->add_option("--encodings", opt->encodings, "Encodings the offline demo runs, each in turn")
       ->delimiter(',')->capture_default_str();
   cmd->add_option("--format", opt->format, "Service demo wire format: native or slime")->capture_default_str();
   cmd->add_option("--update-weight-buffer-size", opt->bucket_bytes, "Bucket size in bytes")->capture_default_str();
