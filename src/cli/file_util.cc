@@ -3,8 +3,19 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
 
 namespace deltasync::cli {
+
+result<std::string> read_token_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return error(errc::not_found, "cannot read --token-file " + path);
+  std::string token;
+  std::getline(in, token);
+  while (!token.empty() && (token.back() == '\r' || token.back() == ' ')) token.pop_back();
+  if (token.empty()) return error(errc::invalid_argument, "--token-file " + path + " is empty");
+  return token;
+}
 
 result<std::vector<std::string>> list_files(const std::string& path, const std::string& suffix) {
   std::error_code ec;

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "cli/file_util.h"
 #include "codec/delta_format.h"
 #include "http/push_client.h"
 #include "io/event_loop.h"
@@ -50,16 +51,6 @@ std::string shape_text(const std::vector<uint64_t>& shape) {
   std::string s = "[";
   for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
   return s + "]";
-}
-
-result<std::string> read_token(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return error(errc::not_found, "cannot read --token-file " + path);
-  std::string token;
-  std::getline(in, token);
-  while (!token.empty() && (token.back() == '\r' || token.back() == ' ')) token.pop_back();
-  if (token.empty()) return error(errc::invalid_argument, "--token-file " + path + " is empty");
-  return token;
 }
 
 // OLD and NEW must describe the same model: same tensor names, dtypes and shapes.
@@ -197,7 +188,7 @@ int run_publish(const publish_options& opt, bool version_given) {
     http::push_client_options po;
     po.timeout_ms = opt.push_timeout_ms;
     if (!opt.token_file.empty()) {
-      auto token = read_token(opt.token_file);
+      auto token = read_token_file(opt.token_file);
       if (!token) return fail(token.err().describe());
       po.bearer_token = *token;
     }

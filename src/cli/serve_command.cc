@@ -10,6 +10,7 @@
 
 #include "base/log.h"
 #include "cli/commands.h"
+#include "cli/file_util.h"
 #include "gpu/gpu.h"
 #include "http/receiver_routes.h"
 #include "http/server.h"
@@ -58,16 +59,6 @@ result<std::pair<std::string, uint16_t>> split_listen(const std::string& listen)
   return std::make_pair(host, static_cast<uint16_t>(port));
 }
 
-result<std::string> read_token(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return error(errc::not_found, "cannot read --token-file " + path);
-  std::string token;
-  std::getline(in, token);
-  while (!token.empty() && (token.back() == '\r' || token.back() == ' ')) token.pop_back();
-  if (token.empty()) return error(errc::invalid_argument, "--token-file " + path + " is empty");
-  return token;
-}
-
 int fail(const error& e) {
   std::fprintf(stderr, "deltasync serve: %s\n", e.describe().c_str());
   return 1;
@@ -88,7 +79,7 @@ int run_serve(const serve_options& opt) {
   if (!listen) return fail(listen.err());
   std::string token;
   if (!opt.token_file.empty()) {
-    auto t = read_token(opt.token_file);
+    auto t = read_token_file(opt.token_file);
     if (!t) return fail(t.err());
     token = *t;
   }

@@ -175,8 +175,16 @@ void for_each_position(encoding enc, uint32_t width, byte_span encoded, Visit&& 
 // decode with write prefetches measured no faster).
 template <size_t kElem>
 void scatter_same_dtype(encoding enc, uint32_t width, byte_span encoded, const std::byte* values,
-                        std::byte* dest) {
+                        std::byte* dest, std::byte* old) {
+  if (old == nullptr) {
+    for_each_position(enc, width, encoded, [&](size_t i, uint64_t idx) {
+      std::memcpy(dest + idx * kElem, values + i * kElem, kElem);
+    });
+    return;
+  }
+  // Saving the old value and writing the new one in the same visit costs one cache miss per element, not two.
   for_each_position(enc, width, encoded, [&](size_t i, uint64_t idx) {
+    std::memcpy(old + i * kElem, dest + idx * kElem, kElem);
     std::memcpy(dest + idx * kElem, values + i * kElem, kElem);
   });
 }
@@ -690,7 +698,7 @@ result<delta_file> parse_delta_file(byte_span file, const delta_read_limits& lim
   return f;
 }
 
-status apply_param(const delta_file& f, const param_entry& p, mutable_byte_span dest) {
+status apply_param(const delta_file& f, const param_entry& p, mutable_byte_span dest, byte_buffer* old_values) {
   const std::string label = "param " + quoted(p.name);
   const uint32_t peb = element_bytes(p.type);
   const uint32_t veb = element_bytes(f.values_type);
@@ -719,14 +727,20 @@ status apply_param(const delta_file& f, const param_entry& p, mutable_byte_span 
                                                        std::to_string(p.changed()) + " values");
   const std::byte* vals = f.values.data() + p.val_start * veb;
   std::byte* out = dest.data();
+  if (f.values_type == p.type && peb != 1 && peb != 2 && peb != 4 && peb != 8)
+    return error(errc::unsupported, label + ": element size " + std::to_string(peb));
+  std::byte* old = nullptr;
+  if (old_values != nullptr) {
+    old_values->resize(count * peb);
+    old = old_values->data();
+  }
 
   if (f.values_type == p.type) {
     switch (peb) {
-      case 1: scatter_same_dtype<1>(f.manifest.enc, p.pos_width, encoded, vals, out); break;
-      case 2: scatter_same_dtype<2>(f.manifest.enc, p.pos_width, encoded, vals, out); break;
-      case 4: scatter_same_dtype<4>(f.manifest.enc, p.pos_width, encoded, vals, out); break;
-      case 8: scatter_same_dtype<8>(f.manifest.enc, p.pos_width, encoded, vals, out); break;
-      default: return error(errc::unsupported, label + ": element size " + std::to_string(peb));
+      case 1: scatter_same_dtype<1>(f.manifest.enc, p.pos_width, encoded, vals, out, old); break;
+      case 2: scatter_same_dtype<2>(f.manifest.enc, p.pos_width, encoded, vals, out, old); break;
+      case 4: scatter_same_dtype<4>(f.manifest.enc, p.pos_width, encoded, vals, out, old); break;
+      default: scatter_same_dtype<8>(f.manifest.enc, p.pos_width, encoded, vals, out, old); break;
     }
     return {};
   }
@@ -746,6 +760,7 @@ status apply_param(const delta_file& f, const param_entry& p, mutable_byte_span 
                        std::string(torch_name(p.type)));
   }
   for_each_position(f.manifest.enc, p.pos_width, encoded, [&](size_t i, uint64_t idx) {
+    if (old != nullptr) std::memcpy(old + i * peb, out + idx * peb, peb);
     cast_element(f.values_type, vals + i * veb, p.type, out + idx * peb);
   });
   return {};

@@ -197,6 +197,9 @@ result<delta_file> parse_delta_file(byte_span file, const delta_read_limits& lim
 // pass and decoded again while scattering. Errors: delta_shape_mismatch (dest size), delta_manifest_bounds,
 // delta_bad_pos_width, delta_position_out_of_range, delta_positions_not_ascending,
 // delta_value_count_mismatch, delta_dtype_mismatch, delta_value_not_representable.
-status apply_param(const delta_file& f, const param_entry& p, mutable_byte_span dest);
+// With `old_values`, the overwritten elements are saved there first (resized to changed() x element size, in
+// position order), in the same pass: the undo record of a transactional apply at no extra memory traffic.
+status apply_param(const delta_file& f, const param_entry& p, mutable_byte_span dest,
+                   byte_buffer* old_values = nullptr);
 
 }  // namespace deltasync

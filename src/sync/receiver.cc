@@ -4,6 +4,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cstring>
 #include <deque>
 #include <map>
@@ -222,33 +223,40 @@ void receiver::start_sync(sync_request req, std::function<void(result<sync_stats
     if (r->failure || r->applying || r->apply_queue.empty()) return;
     std::shared_ptr<decoded_file> d(r->apply_queue.front().release());
     r->apply_queue.pop_front();
-    r->applying = true;
-    ++r->tasks;
-    auto outcome = std::make_shared<status>();
-    auto ms = std::make_shared<double>(0);
-    auto work = [self, r, d, outcome, ms] {
-      if (self->options_.test_apply_delay_ms)
-        std::this_thread::sleep_for(std::chrono::milliseconds(self->options_.test_apply_delay_ms));
-      stopwatch sw;
-      const auto& params = d->file->manifest.params;
-      for (size_t k = 0; k < params.size(); ++k) {
-        auto s = self->store_.apply(d->tensors[k], *d->file, params[k], r->undo);
-        if (!s) {
-          *outcome = error(s.err().code, r->paths[d->index] + ": " + s.err().message);
-          break;
-        }
-      }
-      *ms = sw.elapsed_ms();
+    const auto& params = d->file->manifest.params;
+    // The file's params name distinct tensors (the reader refuses duplicates), so they apply in parallel:
+    // one job per worker, each with its own undo records, merged into the sync's log when all are done.
+    uint64_t undo_need = 0;
+    for (const auto& p : params) undo_need += (p.pos_end - p.pos_start) + p.changed() * element_bytes(p.type);
+    if (r->undo.bytes() + undo_need > r->undo.max_bytes())
+      return (*fail)(error(errc::limit_exceeded, r->paths[d->index] + ": the sync's undo log would pass its limit of " +
+                                                     std::to_string(r->undo.max_bytes()) + " bytes"));
+    const size_t jobs = std::max<size_t>(1, std::min(params.size(), self->workers_.threads()));
+    struct job_state {
+      undo_log undo{~uint64_t{0}};
+      status outcome;
+      double ms = 0;
     };
-    auto on_done = [self, r, d, outcome, ms, fail, pump_apply, maybe_finish, accept_piece] {
-      --r->tasks;
+    auto states = std::make_shared<std::vector<job_state>>(jobs);
+    auto remaining = std::make_shared<size_t>(jobs);
+    r->applying = true;
+    auto all_done = [self, r, d, states, fail, pump_apply, maybe_finish, accept_piece] {
       r->applying = false;
-      r->stats.apply_ms += *ms;
+      status outcome;
+      double wall_ms = 0;
+      for (auto& js : *states) {
+        wall_ms = std::max(wall_ms, js.ms);
+        for (auto& rec : js.undo.records()) r->undo.records().push_back(std::move(rec));
+        const bool reserved = r->undo.reserve(js.undo.bytes());
+        DS_CHECK(reserved, "undo log budget checked before the apply");
+        if (!js.outcome && outcome) outcome = js.outcome;
+      }
+      r->stats.apply_ms += wall_ms;
       // The file's bytes are no longer needed: free its budget and take held pieces.
       r->assembled_bytes -= r->sizes[d->index];
       d->bytes.clear();
       d->bytes.shrink_to_fit();
-      if (!*outcome) return (*fail)(outcome->err());
+      if (!outcome) return (*fail)(outcome.err());
       ++r->files_applied;
       for (size_t k = 0; k < d->file->manifest.params.size(); ++k) {
         r->stats.changed_elements += d->file->manifest.params[k].changed();
@@ -266,10 +274,31 @@ void receiver::start_sync(sync_request req, std::function<void(result<sync_stats
       (*pump_apply)();
       (*maybe_finish)();
     };
-    if (!self->workers_.try_submit(std::move(work), std::move(on_done))) {
-      --r->tasks;
-      r->applying = false;
-      (*fail)(error(errc::limit_exceeded, "worker pool saturated"));
+    for (size_t j = 0; j < jobs; ++j) {
+      ++r->tasks;
+      auto work = [self, r, d, states, j, jobs] {
+        if (self->options_.test_apply_delay_ms)
+          std::this_thread::sleep_for(std::chrono::milliseconds(self->options_.test_apply_delay_ms));
+        stopwatch sw;
+        job_state& js = (*states)[j];
+        const auto& ps = d->file->manifest.params;
+        for (size_t k = j; k < ps.size(); k += jobs) {
+          auto st = self->store_.apply(d->tensors[k], *d->file, ps[k], js.undo);
+          if (!st) {
+            js.outcome = error(st.err().code, r->paths[d->index] + ": " + st.err().message);
+            break;
+          }
+        }
+        js.ms = sw.elapsed_ms();
+      };
+      auto on_done = [r, remaining, all_done] {
+        --r->tasks;
+        if (--*remaining == 0) all_done();
+      };
+      if (!self->workers_.try_submit(std::move(work), on_done)) {
+        (*states)[j].outcome = error(errc::limit_exceeded, "worker pool saturated");
+        on_done();
+      }
     }
   };
 
@@ -376,35 +405,56 @@ void receiver::finish(std::shared_ptr<run> r) {
            s.read_ms, s.decode_ms, s.apply_ms, s.verify_ms, s.total_ms, s.native ? "native" : "slime");
     done(r->stats);
   };
-  // Verification and rollback touch the store: run them on a worker (nothing else is in flight now).
-  auto outcome = std::make_shared<std::optional<error>>();
-  auto ms = std::make_shared<double>(0);
-  auto work = [this, r, outcome, ms] {
-    stopwatch sw;
-    if (!r->failure) {
-      for (const auto& [idx, want] : r->expected) {
-        digest128 got = store_.digest(idx);
-        if (got != want) {
-          *outcome = error(errc::delta_tensor_digest_mismatch,
-                           "tensor '" + store_.tensor(idx).name + "' hashes to " + to_hex(got) +
-                               " after apply; the sender's digest is " + to_hex(want));
-          break;
-        }
-      }
-      *ms = sw.elapsed_ms();
+  // Verification and rollback touch the store: they run on workers (nothing else is in flight now). The
+  // digests of the touched tensors are computed in parallel, one job per worker.
+  auto rollback_then_complete = [this, r, complete] {
+    auto work = [this, r] {
+      store_.rollback(r->undo);
+      r->undo.clear();
+    };
+    if (!workers_.try_submit(work, complete)) {
+      work();  // no room (unexpected: the pool is otherwise idle): still correct, just on the loop thread
+      complete();
     }
-    if (r->failure || *outcome) store_.rollback(r->undo);
-    r->undo.clear();
   };
-  auto on_done = [r, outcome, ms, complete] {
-    r->stats.verify_ms = *ms;
-    if (*outcome && !r->failure) r->failure = **outcome;
+  if (r->failure || r->expected.empty()) {
+    if (r->failure) return rollback_then_complete();
+    r->undo.clear();
+    return complete();
+  }
+  auto expected = std::make_shared<std::vector<std::pair<size_t, digest128>>>(r->expected.begin(), r->expected.end());
+  const size_t jobs = std::max<size_t>(1, std::min(expected->size(), workers_.threads()));
+  auto mismatches = std::make_shared<std::vector<std::optional<error>>>(jobs);
+  auto remaining = std::make_shared<size_t>(jobs);
+  auto sw = std::make_shared<stopwatch>();
+  auto all_verified = [this, r, mismatches, sw, complete, rollback_then_complete] {
+    r->stats.verify_ms = sw->elapsed_ms();
+    for (auto& m : *mismatches)
+      if (m && !r->failure) r->failure = *m;
+    if (r->failure) return rollback_then_complete();
+    r->undo.clear();
     complete();
   };
-  if (!workers_.try_submit(std::move(work), std::move(on_done))) {
-    // No room: do it here. Rare (the pool is otherwise idle at this point) and still correct.
-    work();
-    on_done();
+  for (size_t j = 0; j < jobs; ++j) {
+    auto work = [this, expected, mismatches, j, jobs] {
+      for (size_t k = j; k < expected->size(); k += jobs) {
+        const auto& [idx, want] = (*expected)[k];
+        digest128 got = store_.digest(idx);
+        if (got != want) {
+          (*mismatches)[j] = error(errc::delta_tensor_digest_mismatch,
+                                   "tensor '" + store_.tensor(idx).name + "' hashes to " + to_hex(got) +
+                                       " after apply; the sender's digest is " + to_hex(want));
+          return;
+        }
+      }
+    };
+    auto on_done = [remaining, all_verified] {
+      if (--*remaining == 0) all_verified();
+    };
+    if (!workers_.try_submit(work, on_done)) {
+      work();
+      on_done();
+    }
   }
 }
 

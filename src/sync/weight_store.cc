@@ -105,40 +105,29 @@ status host_weight_store::apply(size_t i, const delta_file& f, const param_entry
     return error(errc::delta_manifest_bounds, label + ": positions range lies outside the file's __positions__");
   }
 
-  // The positions are decoded once here for the undo record; apply_param validates them again as it
-  // writes, which costs a pass over a few bytes per changed element and keeps the codec's check authoritative.
-  undo_log::record rec;
-  rec.tensor = i;
-  rec.elem_bytes = elem_bytes;
-  {
-    auto st = decode_positions(f.manifest.enc, p.pos_width, f.positions.subspan(p.pos_start, p.pos_end - p.pos_start),
-                               t.numel, rec.positions);
-    if (!st.ok()) {
-      error e = std::move(st).err();
-      return error(e.code, label + ": " + e.message);
-    }
-  }
-  const uint64_t count = rec.positions.size();
-  const uint64_t undo_bytes = count * (sizeof(uint32_t) + elem_bytes);
+  // apply_param validates every position before writing and saves the overwritten values in the same pass
+  // as it writes the new ones; the undo record keeps the positions encoded.
+  const byte_span encoded = f.positions.subspan(p.pos_start, p.pos_end - p.pos_start);
+  const uint64_t count = p.changed();
+  const uint64_t undo_bytes = encoded.size() + count * elem_bytes;
   if (undo.bytes() + undo_bytes > undo.max_bytes()) {
     return error(errc::limit_exceeded, label + ": recording " + std::to_string(count) +
                                            " overwritten elements would pass the undo limit of " +
                                            std::to_string(undo.max_bytes()) + " bytes");
   }
-
-  byte_buffer& data = data_[i];
-  rec.old_values.resize(count * elem_bytes);
-  for (size_t k = 0; k < count; ++k) {
-    std::memcpy(rec.old_values.data() + k * elem_bytes, data.data() + uint64_t{rec.positions[k]} * elem_bytes,
-                elem_bytes);
-  }
+  undo_log::record rec;
+  rec.tensor = i;
+  rec.elem_bytes = elem_bytes;
+  rec.enc = f.manifest.enc;
+  rec.pos_width = p.pos_width;
   {
-    auto st = apply_param(f, p, data);  // by contract, on error the tensor is untouched
+    auto st = apply_param(f, p, data_[i], &rec.old_values);  // by contract, on error the tensor is untouched
     if (!st.ok()) {
       error e = std::move(st).err();
       return error(e.code, label + ": " + e.message);
     }
   }
+  rec.encoded_positions.assign(encoded.begin(), encoded.end());
   const bool reserved = undo.reserve(undo_bytes);
   DS_CHECK(reserved, "undo_log::reserve failed after the capacity check");
   if (count != 0) undo.records().push_back(std::move(rec));
@@ -152,9 +141,13 @@ void host_weight_store::rollback(undo_log& undo) {
     DS_CHECK(it->tensor < data_.size(), "undo record names a tensor outside the store");
     byte_buffer& data = data_[it->tensor];
     const size_t eb = it->elem_bytes;
-    DS_CHECK(it->old_values.size() == it->positions.size() * eb, "undo record sizes disagree");
-    for (size_t k = 0; k < it->positions.size(); ++k) {
-      const uint64_t at = uint64_t{it->positions[k]} * eb;
+    std::vector<uint32_t> positions;
+    // These positions were validated when they were applied; decoding them again cannot fail.
+    auto st = decode_positions(it->enc, it->pos_width, it->encoded_positions, data.size() / eb, positions);
+    DS_CHECK(st.ok(), "undo record positions no longer decode");
+    DS_CHECK(it->old_values.size() == positions.size() * eb, "undo record sizes disagree");
+    for (size_t k = 0; k < positions.size(); ++k) {
+      const uint64_t at = uint64_t{positions[k]} * eb;
       DS_CHECK(at + eb <= data.size(), "undo record position outside its tensor");
       std::memcpy(data.data() + at, it->old_values.data() + k * eb, eb);
     }

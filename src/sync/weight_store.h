@@ -31,10 +31,13 @@ namespace deltasync {
 class undo_log {
  public:
   explicit undo_log(uint64_t max_bytes = 8ull << 30) : max_bytes_(max_bytes) {}
+  // The positions are kept encoded (as the file had them: 2-4 bytes each) and decoded only on rollback.
   struct record {
     size_t tensor = 0;
     uint32_t elem_bytes = 0;
-    std::vector<uint32_t> positions;
+    encoding enc = encoding::indices;
+    uint32_t pos_width = 4;
+    byte_buffer encoded_positions;
     byte_buffer old_values;
   };
   std::vector<record>& records() noexcept { return records_; }

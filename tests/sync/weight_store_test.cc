@@ -325,15 +325,15 @@ TEST(WeightStore, ApplyThenRollbackRestoresBitIdenticalBytesAndDigests) {
     ASSERT_FALSE(file->manifest.params.empty());
 
     undo_log undo;
-    uint64_t changed = 0;
+    uint64_t undo_bytes = 0;  // the encoded positions plus the overwritten bf16 values
     for (const param_entry& p : file->manifest.params) {
       auto i = store.find(p.name);
       ASSERT_TRUE(i.has_value()) << p.name;
       auto st = store.apply(*i, *file, p, undo);
       ASSERT_TRUE(st.ok()) << st.err().describe();
-      changed += p.changed();
+      undo_bytes += (p.pos_end - p.pos_start) + p.changed() * 2;
     }
-    EXPECT_EQ(undo.bytes(), changed * (4 + 2));
+    EXPECT_EQ(undo.bytes(), undo_bytes);
     for (size_t i = 0; i < store.size(); ++i) {
       ASSERT_EQ(std::memcmp(store.data(i).data(), sim.bf16(i).data(), sim.bf16(i).size()), 0) << store.tensor(i).name;
       EXPECT_EQ(store.digest(i), xxh3_128(sim.bf16(i))) << "stale digest cache for " << store.tensor(i).name;
@@ -411,16 +411,17 @@ TEST(WeightStore, SubByteTensorsLoadButCannotBeApplied) {
 }
 
 TEST(WeightStore, UndoLimitRefusesBeforeWriting) {
-  auto c = make_case(dtype::BF16, {8, 16}, 10);  // needs 10 x (4 + 2) = 60 undo bytes
-  undo_log tight(59);
+  auto c = make_case(dtype::BF16, {8, 16}, 10);  // needs 10 x (2 + 2) = 40 undo bytes (uint16 gaps + bf16)
+  undo_log tight(39);
   expect_refused(c, tight, errc::limit_exceeded);
-  undo_log exact(60);
+  undo_log exact(40);
   auto st = c.store->apply(0, c.file, c.file.manifest.params.at(0), exact);
   ASSERT_TRUE(st.ok()) << st.err().describe();
-  EXPECT_EQ(exact.bytes(), 60u);
+  EXPECT_EQ(exact.bytes(), 40u);
   ASSERT_EQ(exact.records().size(), 1u);
-  EXPECT_EQ(exact.records()[0].positions.size(), 10u);
-  // Applying the same param again would need 60 more bytes.
+  EXPECT_EQ(exact.records()[0].encoded_positions.size(), 20u);
+  EXPECT_EQ(exact.records()[0].old_values.size(), 20u);
+  // Applying the same param again would need 40 more bytes.
   expect_refused(c, exact, errc::limit_exceeded);
 }
 
