@@ -18,8 +18,8 @@ namespace deltasync::io {
 
 namespace {
 
-constexpr size_t helper_buffer_bytes = size_t{1} << 20;
-constexpr size_t helper_pool_bytes = size_t{8} << 20;
+constexpr size_t helper_buffer_bytes = size_t{4} << 20;
+constexpr size_t helper_pool_bytes = size_t{64} << 20;
 
 struct private_engine {
   event_loop loop;
@@ -91,7 +91,7 @@ result<byte_buffer> read_file_all(io_backend& backend, buffer_pool& pool, const 
   byte_buffer out(static_cast<size_t>(size));
   chunked_reader_options opts;
   opts.chunk_bytes = pool.buffer_bytes();
-  opts.read_workers = std::max<size_t>(1, std::min<size_t>(4, pool.buffer_count()));
+  opts.read_workers = std::max<size_t>(1, std::min<size_t>(8, pool.buffer_count()));
   std::unique_ptr<chunked_reader> reader;
   std::promise<status> done;
   backend.loop().post([&] {

@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <future>
 #include <map>
 #include <set>
 #include <system_error>
@@ -314,6 +315,11 @@ status sender::add(const std::string& name, const tensor_view& t) {
   s.positions.clear();
   s.values.clear();
   impl::pending_change change{t.type, t.shape, full, {}, {}};
+  // The native per-tensor digest reads the tensor once more: for large tensors it runs on a second thread
+  // while this one diffs (both are memory-bound scans; on two or more cores they overlap).
+  const bool native = s.options.format == wire_format::native;
+  std::future<digest128> digest;
+  if (native && now.size() >= (4u << 20)) digest = std::async(std::launch::async, [now] { return xxh3_128(now); });
   if (full) {
     s.positions.resize(numel);
     for (uint64_t i = 0; i < numel; ++i) s.positions[i] = static_cast<uint32_t>(i);
@@ -322,6 +328,7 @@ status sender::add(const std::string& name, const tensor_view& t) {
     diff_tensor(snap->second.bytes, now, eb, s.positions, s.values);
   }
   if (s.positions.empty()) {
+    if (digest.valid()) digest.wait();  // it reads the caller's buffer: finish before returning
     s.report.diff_encode_s += seconds_since(t0);
     return {};  // unchanged: nothing to ship, nothing to advance
   }
@@ -330,7 +337,7 @@ status sender::add(const std::string& name, const tensor_view& t) {
   DS_CHECK(b.builder.can_add(t.type), "sender: a single-dtype bucket refused its own dtype");
   const byte_span vals = full ? byte_span(change.values) : byte_span(s.values);
   b.builder.add(param_delta{name, t.type, t.shape, s.positions, vals});
-  if (s.options.format == wire_format::native) b.native.tensor_digests[name] = xxh3_128(now);
+  if (native) b.native.tensor_digests[name] = digest.valid() ? digest.get() : xxh3_128(now);
   s.report.changed_elements += s.positions.size();
   if (!full) {
     change.positions = s.positions;
