@@ -8,6 +8,7 @@
 #include <cstring>
 #include <deque>
 #include <map>
+#include <set>
 #include <thread>
 
 #include "base/check.h"
@@ -58,6 +59,9 @@ struct receiver::run {
   std::optional<error> failure;
   undo_log undo;
   std::map<size_t, digest128> expected;  // native: digests of the new tensors
+  // Tensors whose digest matched right after their last apply (checked inside the apply job, while the
+  // tensor is hot); finish() re-checks only the others.
+  std::set<size_t> verified;
   sync_stats stats;
   stopwatch total;
   bool finishing = false;
@@ -236,6 +240,7 @@ void receiver::start_sync(sync_request req, std::function<void(result<sync_stats
       undo_log undo{~uint64_t{0}};
       status outcome;
       double ms = 0;
+      std::vector<size_t> matched;  // tensors whose native digest matched right after this apply
     };
     auto states = std::make_shared<std::vector<job_state>>(jobs);
     auto remaining = std::make_shared<size_t>(jobs);
@@ -266,6 +271,9 @@ void receiver::start_sync(sync_request req, std::function<void(result<sync_stats
           if (it != d->file->native->tensor_digests.end()) r->expected[d->tensors[k]] = it->second;
         }
       }
+      // A tensor applied again loses an earlier file's verification; this file's matches count instead.
+      for (size_t t : d->tensors) r->verified.erase(t);
+      for (const auto& js : *states) r->verified.insert(js.matched.begin(), js.matched.end());
       r->stats.native = r->stats.native || d->file->native.has_value();
       while (!r->held.empty() && !r->failure) {
         if (!(*accept_piece)(r->held.front())) break;
@@ -287,6 +295,11 @@ void receiver::start_sync(sync_request req, std::function<void(result<sync_stats
           if (!st) {
             js.outcome = error(st.err().code, r->paths[d->index] + ": " + st.err().message);
             break;
+          }
+          if (d->file->native) {
+            auto it = d->file->native->tensor_digests.find(ps[k].name);
+            if (it != d->file->native->tensor_digests.end() && self->store_.digest(d->tensors[k]) == it->second)
+              js.matched.push_back(d->tensors[k]);
           }
         }
         js.ms = sw.elapsed_ms();
@@ -417,12 +430,14 @@ void receiver::finish(std::shared_ptr<run> r) {
       complete();
     }
   };
-  if (r->failure || r->expected.empty()) {
-    if (r->failure) return rollback_then_complete();
+  if (r->failure) return rollback_then_complete();
+  auto expected = std::make_shared<std::vector<std::pair<size_t, digest128>>>();
+  for (const auto& e : r->expected)
+    if (!r->verified.count(e.first)) expected->push_back(e);
+  if (expected->empty()) {
     r->undo.clear();
     return complete();
   }
-  auto expected = std::make_shared<std::vector<std::pair<size_t, digest128>>>(r->expected.begin(), r->expected.end());
   const size_t jobs = std::max<size_t>(1, std::min(expected->size(), workers_.threads()));
   auto mismatches = std::make_shared<std::vector<std::optional<error>>>(jobs);
   auto remaining = std::make_shared<size_t>(jobs);

@@ -1,7 +1,8 @@
 // The receiver pipeline: one sync = validate the request and paths -> read the sync's files in pieces of
 // chunk_bytes with read_workers reads in flight (io::chunked_reader) -> assemble each file -> decode and
-// validate it on the worker pool -> the apply queue (one apply at a time, in file completion order, with an
-// undo log) -> verify (native per-tensor XXH3-128) -> commit the version. Reading, decoding and applying
+// validate it on the worker pool -> the apply queue (one file at a time in completion order, its params in
+// parallel on every worker, with an undo log; each native tensor's XXH3-128 is checked right after its apply,
+// while it is hot) -> verify what was not checked yet -> commit the version. Reading, decoding and applying
 // overlap across files. Each file is read once.
 //
 // Transactional: any failure (bad request, missing file, invalid file, digest mismatch, I/O error) leaves the
@@ -55,7 +56,7 @@ struct sync_stats {
   double read_ms = 0;    // first read issued -> last piece delivered
   double decode_ms = 0;  // summed over files (worker time)
   double apply_ms = 0;   // summed over files (worker time)
-  double verify_ms = 0;
+  double verify_ms = 0;  // digests left to check after the last apply (most are checked inside apply)
   double total_ms = 0;   // request accepted -> committed
   bool native = false;
 };
