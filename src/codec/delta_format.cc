@@ -1,9 +1,9 @@
-// The slime #1806 delta file: encoding names, the params manifest, position codecs, the bucket writer and the
-// validating reader with its bounds-checked scatter. The checksum it carries lives in codec/tensor_hash.h.
+// The slime #1806 delta file: encoding names, the params manifest, native metadata, the bucket writer and the
+// validating reader. Position codecs live in codec/positions.cc, apply_param in codec/delta_apply.cc and the
+// checksum in codec/tensor_hash.h.
 #include "codec/delta_format.h"
 
 #include <algorithm>
-#include <array>
 #include <boost/json.hpp>
 #include <cstring>
 #include <limits>
@@ -13,12 +13,18 @@
 
 #include "base/check.h"
 #include "codec/diff.h"
+#include "codec/positions.h"
 #include "codec/zstd_frame.h"
 
 namespace deltasync {
 namespace {
 
 namespace json = boost::json;
+
+using detail::castable;
+using detail::kMaxNumel;
+using detail::quoted;
+using detail::width_valid;
 
 constexpr std::string_view kPositionsTensor = "__positions__";
 constexpr std::string_view kValuesTensor = "__values__";
@@ -32,9 +38,6 @@ constexpr std::string_view kMetaNativeVersion = "version";
 constexpr std::string_view kMetaPayloadHash = "payload_xxh3_64";
 constexpr std::string_view kMetaTensorDigests = "tensor_xxh3_128";
 
-// Positions are uint32 element indices, so a tensor may hold at most 2^32 - 1 elements.
-constexpr uint64_t kMaxNumel = (uint64_t{1} << 32) - 1;
-
 // ---- small parsers ----
 
 std::optional<uint64_t> u64_from_decimal(std::string_view text) noexcept {
@@ -47,17 +50,6 @@ std::optional<uint64_t> u64_from_decimal(std::string_view text) noexcept {
       return std::nullopt;
   }
   return v;
-}
-
-// Names and metadata come from untrusted files and may be huge; messages quote at most this much of them.
-constexpr size_t kMaxQuotedChars = 128;
-
-std::string quoted(std::string_view s) {
-  std::string out = "'";
-  out.append(s.substr(0, kMaxQuotedChars));
-  if (s.size() > kMaxQuotedChars) out.append("...");
-  out.push_back('\'');
-  return out;
 }
 
 std::string param_label(size_t i, std::string_view name) {
@@ -82,117 +74,6 @@ result<uint64_t> required_u64(const json::object& o, std::string_view key, const
     return error(errc::delta_bad_manifest,
                  "params: " + label + " '" + std::string(key) + "' is not a non-negative integer");
   return *u;
-}
-
-// ---- positions ----
-
-bool width_valid(encoding enc, uint32_t width) noexcept {
-  return enc == encoding::indices ? width == 4 : (width == 2 || width == 4);
-}
-
-status check_width(encoding enc, uint32_t width, uint64_t bytes) {
-  if (!width_valid(enc, width))
-    return error(errc::delta_bad_pos_width, "pos_width " + std::to_string(width) + " is not valid for encoding " +
-                                                std::string(encoding_name(enc)));
-  if (bytes % width != 0)
-    return error(errc::delta_bad_manifest, "positions range of " + std::to_string(bytes) +
-                                               " bytes is not a multiple of pos_width " + std::to_string(width));
-  return {};
-}
-
-// Gap lists ascend by construction (each step adds g + 1 >= 1), so only the last index needs a bound check.
-// With n <= numel <= 2^32 entries of at most 2^32 each, the 64-bit sum wraps only when it is exactly 2^64,
-// to 0, and 0 - 1 fails the check as it should.
-template <typename G>
-bool gaps_in_range(const std::byte* p, size_t n, uint64_t numel) noexcept {
-  if (n == 0) return true;
-  uint64_t sum = 0;
-  for (size_t i = 0; i < n; ++i) sum += uint64_t{load_le<G>(p + sizeof(G) * i)} + 1;
-  return sum - 1 < numel;
-}
-
-bool indices_ascending(const std::byte* p, size_t n) noexcept {
-  uint32_t bad = 0;
-  for (size_t i = 1; i < n; ++i)
-    bad |= static_cast<uint32_t>(load_le<uint32_t>(p + 4 * i) <= load_le<uint32_t>(p + 4 * (i - 1)));
-  return bad == 0;
-}
-
-// Validates an encoded position list in full (bounds, order, count) without decoding it anywhere.
-status validate_positions(encoding enc, uint32_t width, byte_span encoded, uint64_t numel) {
-  DS_TRY_STATUS(check_width(enc, width, encoded.size()));
-  // Decoded positions are uint32, so nothing at or past 2^32 is addressable whatever the caller says.
-  numel = std::min(numel, kMaxNumel + 1);
-  const size_t n = encoded.size() / width;
-  if (n > numel)
-    return error(errc::delta_position_out_of_range, std::to_string(n) + " positions for a tensor of " +
-                                                        std::to_string(numel) + " elements");
-  if (n == 0) return {};
-  const std::byte* p = encoded.data();
-  if (enc == encoding::indices) {
-    if (!indices_ascending(p, n))
-      return error(errc::delta_positions_not_ascending, "indices do not ascend strictly");
-    const uint32_t last = load_le<uint32_t>(p + 4 * (n - 1));
-    if (last >= numel)
-      return error(errc::delta_position_out_of_range, "index " + std::to_string(last) +
-                                                          " is past the tensor's " + std::to_string(numel) +
-                                                          " elements");
-    return {};
-  }
-  const bool ok = width == 2 ? gaps_in_range<uint16_t>(p, n, numel) : gaps_in_range<uint32_t>(p, n, numel);
-  if (!ok)
-    return error(errc::delta_position_out_of_range,
-                 "gaps run past the tensor's " + std::to_string(numel) + " elements");
-  return {};
-}
-
-// Calls visit(i, index) for every entry of an already validated position list.
-template <typename Visit>
-void for_each_position(encoding enc, uint32_t width, byte_span encoded, Visit&& visit) {
-  const std::byte* p = encoded.data();
-  const size_t n = encoded.size() / width;
-  if (enc == encoding::indices) {
-    for (size_t i = 0; i < n; ++i) visit(i, uint64_t{load_le<uint32_t>(p + 4 * i)});
-  } else if (width == 2) {
-    uint64_t next = 0;
-    for (size_t i = 0; i < n; ++i) {
-      const uint64_t idx = next + load_le<uint16_t>(p + 2 * i);
-      visit(i, idx);
-      next = idx + 1;
-    }
-  } else {
-    uint64_t next = 0;
-    for (size_t i = 0; i < n; ++i) {
-      const uint64_t idx = next + load_le<uint32_t>(p + 4 * i);
-      visit(i, idx);
-      next = idx + 1;
-    }
-  }
-}
-
-// The plain loop is within ~15% of scattering pre-decoded positions: at ~1% density into a tensor larger than
-// the cache, each store misses on its own line and the destination's memory traffic sets the pace (a blocked
-// decode with write prefetches measured no faster).
-template <size_t kElem>
-void scatter_same_dtype(encoding enc, uint32_t width, byte_span encoded, const std::byte* values,
-                        std::byte* dest, std::byte* old) {
-  if (old == nullptr) {
-    for_each_position(enc, width, encoded, [&](size_t i, uint64_t idx) {
-      std::memcpy(dest + idx * kElem, values + i * kElem, kElem);
-    });
-    return;
-  }
-  // Saving the old value and writing the new one in the same visit costs one cache miss per element, not two.
-  for_each_position(enc, width, encoded, [&](size_t i, uint64_t idx) {
-    std::memcpy(old + i * kElem, dest + idx * kElem, kElem);
-    std::memcpy(dest + idx * kElem, values + i * kElem, kElem);
-  });
-}
-
-bool castable(dtype from, dtype to) noexcept {
-  if (from == to) return true;
-  alignas(8) std::array<std::byte, 8> zero{}, out{};
-  return cast_element(from, zero.data(), to, out.data());
 }
 
 // ---- manifest ----
@@ -392,46 +273,6 @@ result<std::vector<param_entry>> parse_params_json(std::string_view text) {
     out.push_back(std::move(p));
   }
   return out;
-}
-
-// ---- positions ----
-
-uint32_t encode_positions(encoding enc, std::span<const uint32_t> positions, byte_buffer& out) {
-  const size_t n = positions.size();
-  for (size_t i = 1; i < n; ++i) DS_CHECK(positions[i] > positions[i - 1], "encode_positions: not ascending");
-  if (enc == encoding::indices) {
-    const size_t at = out.size();
-    out.resize(at + 4 * n);
-    if (n > 0) std::memcpy(out.data() + at, positions.data(), 4 * n);  // data() may be null when empty
-    return 4;
-  }
-  // positions[0] itself is the first gap; a later gap is one less than the index step.
-  uint32_t max_gap = n > 0 ? positions[0] : 0;
-  for (size_t i = 1; i < n; ++i) max_gap = std::max(max_gap, positions[i] - positions[i - 1] - 1);
-  const uint32_t width = max_gap <= 0xFFFF ? 2 : 4;
-  const size_t at = out.size();
-  out.resize(at + width * n);
-  std::byte* dst = out.data() + at;
-  uint32_t prev_next = 0;  // previous index + 1
-  for (size_t i = 0; i < n; ++i) {
-    const uint32_t gap = positions[i] - prev_next;
-    if (width == 2)
-      store_le<uint16_t>(dst + 2 * i, static_cast<uint16_t>(gap));
-    else
-      store_le<uint32_t>(dst + 4 * i, gap);
-    prev_next = positions[i] + 1;
-  }
-  return width;
-}
-
-status decode_positions(encoding enc, uint32_t pos_width, byte_span encoded, uint64_t numel,
-                        std::vector<uint32_t>& out) {
-  out.clear();
-  DS_TRY_STATUS(validate_positions(enc, pos_width, encoded, numel));
-  out.resize(encoded.size() / pos_width);
-  for_each_position(enc, pos_width, encoded,
-                    [&](size_t i, uint64_t idx) { out[i] = static_cast<uint32_t>(idx); });
-  return {};
 }
 
 // ---- writer ----
@@ -696,74 +537,6 @@ result<delta_file> parse_delta_file(byte_span file, const delta_read_limits& lim
                                                       checksum_to_decimal(f.manifest.checksum));
   }
   return f;
-}
-
-status apply_param(const delta_file& f, const param_entry& p, mutable_byte_span dest, byte_buffer* old_values) {
-  const std::string label = "param " + quoted(p.name);
-  const uint32_t peb = element_bytes(p.type);
-  const uint32_t veb = element_bytes(f.values_type);
-  uint64_t dest_bytes = 0;
-  const uint64_t numel = p.numel();
-  if (peb == 0 || !tensor_bytes(p.type, numel, dest_bytes) || numel > kMaxNumel)
-    return error(errc::delta_bad_manifest, label + ": unsupported dtype or shape");
-  if (dest.size() != dest_bytes)
-    return error(errc::delta_shape_mismatch, label + ": destination holds " + std::to_string(dest.size()) +
-                                                 " bytes, the tensor needs " + std::to_string(dest_bytes));
-  // p may come from anywhere, so its ranges are checked against this file again.
-  if (p.pos_start > p.pos_end || p.pos_end > f.positions.size() || p.val_start > p.val_end ||
-      veb == 0 || p.val_end > f.values.size() / veb)
-    return error(errc::delta_manifest_bounds, label + ": ranges lie outside the file's tensors");
-  const byte_span encoded = f.positions.subspan(p.pos_start, p.pos_end - p.pos_start);
-  {
-    auto st = validate_positions(f.manifest.enc, p.pos_width, encoded, numel);
-    if (!st.ok()) {
-      error e = std::move(st).err();
-      return error(e.code, label + ": " + e.message);
-    }
-  }
-  const uint64_t count = encoded.size() / p.pos_width;
-  if (count != p.changed())
-    return error(errc::delta_value_count_mismatch, label + ": " + std::to_string(count) + " positions but " +
-                                                       std::to_string(p.changed()) + " values");
-  const std::byte* vals = f.values.data() + p.val_start * veb;
-  std::byte* out = dest.data();
-  if (f.values_type == p.type && peb != 1 && peb != 2 && peb != 4 && peb != 8)
-    return error(errc::unsupported, label + ": element size " + std::to_string(peb));
-  std::byte* old = nullptr;
-  if (old_values != nullptr) {
-    old_values->resize(count * peb);
-    old = old_values->data();
-  }
-
-  if (f.values_type == p.type) {
-    switch (peb) {
-      case 1: scatter_same_dtype<1>(f.manifest.enc, p.pos_width, encoded, vals, out, old); break;
-      case 2: scatter_same_dtype<2>(f.manifest.enc, p.pos_width, encoded, vals, out, old); break;
-      case 4: scatter_same_dtype<4>(f.manifest.enc, p.pos_width, encoded, vals, out, old); break;
-      default: scatter_same_dtype<8>(f.manifest.enc, p.pos_width, encoded, vals, out, old); break;
-    }
-    return {};
-  }
-
-  // A promoted values tensor: every value must come back to the param's dtype exactly (it round-trips),
-  // checked for all of them before the first write.
-  if (!castable(f.values_type, p.type))
-    return error(errc::delta_dtype_mismatch, label + ": __values__ dtype does not convert to " +
-                                                 std::string(torch_name(p.type)));
-  alignas(8) std::array<std::byte, 8> narrow{}, wide{};
-  for (uint64_t i = 0; i < count; ++i) {
-    const std::byte* v = vals + i * veb;
-    if (!cast_element(f.values_type, v, p.type, narrow.data()) ||
-        !cast_element(p.type, narrow.data(), f.values_type, wide.data()) || std::memcmp(wide.data(), v, veb) != 0)
-      return error(errc::delta_value_not_representable,
-                   label + ": value #" + std::to_string(i) + " is not exactly representable as " +
-                       std::string(torch_name(p.type)));
-  }
-  for_each_position(f.manifest.enc, p.pos_width, encoded, [&](size_t i, uint64_t idx) {
-    if (old != nullptr) std::memcpy(old + i * peb, out + idx * peb, peb);
-    cast_element(f.values_type, vals + i * veb, p.type, out + idx * peb);
-  });
-  return {};
 }
 
 }  // namespace deltasync

@@ -1,0 +1,66 @@
+// Internal to src/codec: the position-list and message helpers shared by the delta file's sources.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "base/bytes.h"
+#include "base/result.h"
+#include "codec/delta_format.h"
+#include "codec/dtype.h"
+
+namespace deltasync::detail {
+
+// Positions are uint32 element indices, so a tensor may hold at most 2^32 - 1 elements.
+inline constexpr uint64_t kMaxNumel = (uint64_t{1} << 32) - 1;
+
+// Names and metadata come from untrusted files and may be huge; messages quote at most this much of them.
+inline constexpr size_t kMaxQuotedChars = 128;
+
+inline std::string quoted(std::string_view s) {
+  std::string out = "'";
+  out.append(s.substr(0, kMaxQuotedChars));
+  if (s.size() > kMaxQuotedChars) out.append("...");
+  out.push_back('\'');
+  return out;
+}
+
+// Whether `width` is a pos_width `enc` allows: 4 for indices, 2 or 4 for the gap encodings.
+bool width_valid(encoding enc, uint32_t width) noexcept;
+
+// Validates an encoded position list in full (bounds, order, count) without decoding it anywhere.
+// Errors: delta_bad_pos_width, delta_bad_manifest (size not a multiple of width), delta_position_out_of_range,
+// delta_positions_not_ascending.
+status validate_positions(encoding enc, uint32_t width, byte_span encoded, uint64_t numel);
+
+// Calls visit(i, index) for every entry of an already validated position list.
+template <typename Visit>
+void for_each_position(encoding enc, uint32_t width, byte_span encoded, Visit&& visit) {
+  const std::byte* p = encoded.data();
+  const size_t n = encoded.size() / width;
+  if (enc == encoding::indices) {
+    for (size_t i = 0; i < n; ++i) visit(i, uint64_t{load_le<uint32_t>(p + 4 * i)});
+  } else if (width == 2) {
+    uint64_t next = 0;
+    for (size_t i = 0; i < n; ++i) {
+      const uint64_t idx = next + load_le<uint16_t>(p + 2 * i);
+      visit(i, idx);
+      next = idx + 1;
+    }
+  } else {
+    uint64_t next = 0;
+    for (size_t i = 0; i < n; ++i) {
+      const uint64_t idx = next + load_le<uint32_t>(p + 4 * i);
+      visit(i, idx);
+      next = idx + 1;
+    }
+  }
+}
+
+// Whether `from` converts to `to` at all; each value must still round-trip (apply_param checks that).
+// Shared by the reader and apply_param; defined in delta_apply.cc.
+bool castable(dtype from, dtype to) noexcept;
+
+}  // namespace deltasync::detail
