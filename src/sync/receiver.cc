@@ -243,6 +243,21 @@ void receiver::start_sync(sync_request req, std::function<void(result<sync_stats
       std::vector<size_t> matched;  // tensors whose native digest matched right after this apply
     };
     auto states = std::make_shared<std::vector<job_state>>(jobs);
+    // Longest-processing-time-first: each param (biggest tensor first) goes to the least-loaded job, so one
+    // job is not left holding the embedding and several large matrices while the others idle.
+    auto assign = std::make_shared<std::vector<std::vector<size_t>>>(jobs);
+    {
+      std::vector<size_t> order(params.size());
+      for (size_t k = 0; k < order.size(); ++k) order[k] = k;
+      auto weight = [&](size_t k) { return self->store_.tensor(d->tensors[k]).nbytes + params[k].changed() * 16; };
+      std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return weight(a) > weight(b); });
+      std::vector<uint64_t> load(jobs, 0);
+      for (size_t k : order) {
+        size_t j = static_cast<size_t>(std::min_element(load.begin(), load.end()) - load.begin());
+        (*assign)[j].push_back(k);
+        load[j] += weight(k);
+      }
+    }
     auto remaining = std::make_shared<size_t>(jobs);
     r->applying = true;
     auto all_done = [self, r, d, states, fail, pump_apply, maybe_finish, accept_piece] {
@@ -284,13 +299,13 @@ void receiver::start_sync(sync_request req, std::function<void(result<sync_stats
     };
     for (size_t j = 0; j < jobs; ++j) {
       ++r->tasks;
-      auto work = [self, r, d, states, j, jobs] {
+      auto work = [self, r, d, states, assign, j] {
         if (self->options_.test_apply_delay_ms)
           std::this_thread::sleep_for(std::chrono::milliseconds(self->options_.test_apply_delay_ms));
         stopwatch sw;
         job_state& js = (*states)[j];
         const auto& ps = d->file->manifest.params;
-        for (size_t k = j; k < ps.size(); k += jobs) {
+        for (size_t k : (*assign)[j]) {
           auto st = self->store_.apply(d->tensors[k], *d->file, ps[k], js.undo);
           if (!st) {
             js.outcome = error(st.err().code, r->paths[d->index] + ": " + st.err().message);
