@@ -65,6 +65,18 @@ struct receiver::run {
   sync_stats stats;
   stopwatch total;
   bool finishing = false;
+  // The stages (start_sync) capture the run and each other; release() empties them once the sync is over,
+  // which breaks those reference cycles.
+  std::shared_ptr<std::function<void(error)>> fail;
+  std::shared_ptr<std::function<void()>> maybe_finish, pump_apply;
+  std::shared_ptr<std::function<bool(io::read_piece&)>> accept_piece;
+  void release() {
+    reader.reset();
+    if (fail) *fail = nullptr;
+    if (maybe_finish) *maybe_finish = nullptr;
+    if (pump_apply) *pump_apply = nullptr;
+    if (accept_piece) *accept_piece = nullptr;
+  }
   explicit run(uint64_t max_undo) : undo(max_undo) {}
 };
 
@@ -205,6 +217,10 @@ void receiver::start_sync(sync_request req, std::function<void(result<sync_stats
   auto maybe_finish = std::make_shared<std::function<void()>>();
   auto pump_apply = std::make_shared<std::function<void()>>();
   auto accept_piece = std::make_shared<std::function<bool(io::read_piece&)>>();
+  r->fail = fail;
+  r->maybe_finish = maybe_finish;
+  r->pump_apply = pump_apply;
+  r->accept_piece = accept_piece;
 
   *fail = [r, maybe_finish](error e) {
     if (!r->failure) {
@@ -400,6 +416,8 @@ void receiver::finish(std::shared_ptr<run> r) {
     auto done = std::move(r->done);
     r->stats.total_ms = r->total.elapsed_ms();
     current_.reset();
+    // complete() may run inside one of the stages: empty them only after this turn of the loop.
+    loop_.post([r] { r->release(); });
     if (r->failure) {
       if (m_->syncs_failed) m_->syncs_failed->add();
       last_error_ = r->failure;
