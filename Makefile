@@ -23,7 +23,8 @@ configure: deps $(BUILD_DIR)/build.ninja
 build: configure
 	cmake --build $(BUILD_DIR) -j $(JOBS)
 
-demo: build
+demo: configure
+	cmake --build $(BUILD_DIR) -j $(JOBS) --target deltasync
 	$(BUILD_DIR)/src/cli/deltasync demo
 
 test: build
