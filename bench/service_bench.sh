@@ -6,12 +6,15 @@
 #   sender:   `deltasync publish` diff+encode+write, against 1.2 x (scan of both checkpoints at memory speed
 #             + wire bytes / O_DIRECT write baseline)
 # Baselines are measured in the same run with dd (O_DIRECT, 4 MiB blocks). Prints one JSON line per rep and
-# a summary with medians. Usage: bench/service_bench.sh BUILD_DIR [MODEL] [REPS] [ENCODING]
+# a summary with medians. Usage: bench/service_bench.sh BUILD_DIR [MODEL] [REPS] [ENCODING] [BUCKET_BYTES]
+# (BUCKET_BYTES = --update-weight-buffer-size; the default 512 MiB makes one file per sync here, smaller buckets
+# let the receiver read file k+1 while it applies file k).
 set -euo pipefail
 build=${1:-build}
 model=${2:-llama3.2-1b}
 reps=${3:-5}
 enc=${4:-deltas}
+bucket=${5:-536870912}
 bin=$build/src/cli/deltasync
 dir=${DS_BENCH_DIR:-/var/tmp/deltasync-service-bench}
 rm -rf "$dir"
@@ -22,7 +25,7 @@ trap cleanup EXIT
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true; }
 secs() { python3 -c 'import sys; print(float(sys.argv[1]) / 1e9)' "$1"; }
 
-echo "service_bench: model $model, encoding $enc, $reps reps, in $dir" >&2
+echo "service_bench: model $model, encoding $enc, bucket $bucket bytes, $reps reps, in $dir" >&2
 "$bin" demo --offline --model "$model" --steps 1 --encodings "$enc" --keep "$dir/ck" > /dev/null
 base=$dir/ck/base.safetensors
 new=$dir/ck/new.safetensors
@@ -49,7 +52,7 @@ results=$dir/results.jsonl
 from=$base; to=$new
 for v in $(seq 1 "$reps"); do
   "$bin" publish --from "$from" --to "$to" --delta-dir "$dir/deltas" --version "$v" --base-version $((v - 1)) \
-    --encoding "$enc" --keep-files --json > "$dir/publish.json"
+    --encoding "$enc" --update-weight-buffer-size "$bucket" --keep-files --json > "$dir/publish.json"
   files=$(python3 -c 'import json,sys; print(json.dumps(json.load(open(sys.argv[1]))["files"]))' "$dir/publish.json")
   vd=$(printf 'weight_v%06d' "$v")
   drop_caches
@@ -65,7 +68,7 @@ recv_s = t["total"] / 1e3
 recv_limit = 1.2 * (wire / read_bps) + 0.2
 send_s = pub["timings_s"]["diff_encode"] + pub["timings_s"]["write"]
 send_limit = 1.2 * (scan_s + wire / write_bps)
-print(json.dumps({"version": syn["version"], "wire_bytes": wire, "changed": syn["changed_elements"],
+print(json.dumps({"version": syn["version"], "wire_bytes": wire, "files": syn["files"], "changed": syn["changed_elements"],
                   "density": pub["changed_elements"] / pub["total_elements"],
                   "recv_s": recv_s, "recv_limit_s": recv_limit, "recv_ratio": recv_s / recv_limit,
                   "read_s": t["read"] / 1e3, "decode_s": t["decode"] / 1e3, "apply_s": t["apply"] / 1e3,
@@ -82,7 +85,7 @@ python3 - "$results" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 med = lambda k: statistics.median(r[k] for r in rows)
-print("summary (medians of %d): wire %.1f MB, density %.3f%%" % (len(rows), med("wire_bytes") / 1e6, 100 * med("density")))
+print("summary (medians of %d): wire %.1f MB in %d files, density %.3f%%" % (len(rows), med("wire_bytes") / 1e6, med("files"), 100 * med("density")))
 print("  receiver POST->commit %.3f s (read %.3f, decode %.3f, apply %.3f, verify %.3f); limit %.3f s; ratio %.2f"
       % (med("recv_s"), med("read_s"), med("decode_s"), med("apply_s"), med("verify_s"), med("recv_limit_s"), med("recv_ratio")))
 print("  sender diff+encode+write %.3f s (diff+encode %.3f, write %.3f; checkpoint load %.3f not counted); limit %.3f s; ratio %.2f"
