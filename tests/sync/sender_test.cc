@@ -474,5 +474,30 @@ TEST_F(Sender, AbortRemovesTheSync) {
   EXPECT_TRUE(net.pushes.empty());
 }
 
+// A tensor large enough to be diffed in parallel chunks: the files must still carry exactly the changed
+// elements, in order, with the chunk offsets applied (changes sit at chunk boundaries too).
+TEST_F(Sender, LargeTensorsDiffedInParallelChunksRoundTrip) {
+  model base;
+  base.tensors = {{"big", dtype::BF16, {40ull << 20}, {}}};  // 80 MiB: several 8 MiB chunks
+  base.tensors[0].bytes.resize((40ull << 20) * 2);
+  std::mt19937_64 rng(31);
+  for (size_t i = 0; i < base.tensors[0].bytes.size(); i += 8) store_le<uint64_t>(base.tensors[0].bytes.data() + i, rng());
+  model next = step(base, 32, 0.001);
+  const size_t n = next.tensors[0].bytes.size();
+  for (size_t at : {size_t{0}, n / 2, n / 3 & ~size_t{1}, n - 2, (size_t{8} << 20), (size_t{8} << 20) - 2})
+    next.tensors[0].bytes[at] ^= std::byte{0x5A};
+  fake_transport net(dir_.string());
+  sender s(options(), &net);
+  seed_all(s, base);
+  ASSERT_TRUE(sync_to(s, 1, next).ok());
+  model got = base;
+  apply_push(net.pushes.at(0), got, true);
+  expect_equal(got, next);
+  uint64_t changed = 0;
+  for (size_t i = 0; i < n; i += 2)
+    changed += std::memcmp(base.tensors[0].bytes.data() + i, next.tensors[0].bytes.data() + i, 2) != 0;
+  EXPECT_EQ(s.last_report().changed_elements, changed);
+}
+
 }  // namespace
 }  // namespace deltasync
