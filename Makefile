@@ -1,14 +1,16 @@
 # The two quick-start commands (each installs what is missing, configures and builds first):
 #   make demo   - the end-to-end demo on an embedded synthetic model
 #   make test   - the whole test suite (CTest), printing its summary
-# Also: make build, make bench, make fuzz (libFuzzer, clang), make clean.
+# Also: make build, make asan-test (tests under ASan+UBSan+LSan), make bench, make fuzz (libFuzzer, clang),
+# make clean.
 
 BUILD_DIR ?= build
 FUZZ_DIR  ?= build-fuzz
+ASAN_DIR  ?= build-asan
 JOBS      ?= $(shell nproc)
 CMAKE_ARGS ?=
 
-.PHONY: all deps configure build demo test bench fuzz clean
+.PHONY: all deps configure build demo test asan-test bench fuzz clean
 
 all: build
 
@@ -30,6 +32,13 @@ demo: configure
 test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) --timeout 900
 
+# The unit and integration tests again under ASan + UBSan + LeakSanitizer (build-asan/).
+asan-test: deps
+	cmake -S . -B $(ASAN_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDELTASYNC_SANITIZE=address \
+	  -DDELTASYNC_BUILD_BENCH=OFF -DDELTASYNC_WITH_CUDA=OFF -DDELTASYNC_WITH_NCCL=OFF
+	cmake --build $(ASAN_DIR) -j $(JOBS)
+	cd $(ASAN_DIR) && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j $(JOBS) --timeout 900 -L 'unit|integration'
+
 bench: build
 	scripts/run-benchmarks.sh $(BUILD_DIR)
 
@@ -40,4 +49,4 @@ fuzz: deps
 	scripts/run-fuzz.sh $(FUZZ_DIR) $${FUZZ_SECONDS:-30}
 
 clean:
-	rm -rf $(BUILD_DIR) $(FUZZ_DIR)
+	rm -rf $(BUILD_DIR) $(FUZZ_DIR) $(ASAN_DIR)
