@@ -9,23 +9,13 @@
 #include "base/bytes.h"
 #include "base/result.h"
 #include "codec/delta_format.h"
+#include "codec/quote.h"
 #include "codec/dtype.h"
 
 namespace deltasync::detail {
 
 // Positions are uint32 element indices, so a tensor may hold at most 2^32 - 1 elements.
 inline constexpr uint64_t kMaxNumel = (uint64_t{1} << 32) - 1;
-
-// Names and metadata come from untrusted files and may be huge; messages quote at most this much of them.
-inline constexpr size_t kMaxQuotedChars = 128;
-
-inline std::string quoted(std::string_view s) {
-  std::string out = "'";
-  out.append(s.substr(0, kMaxQuotedChars));
-  if (s.size() > kMaxQuotedChars) out.append("...");
-  out.push_back('\'');
-  return out;
-}
 
 // Whether `width` is a pos_width `enc` allows: 4 for indices, 2 or 4 for the gap encodings.
 bool width_valid(encoding enc, uint32_t width) noexcept;

@@ -6,6 +6,7 @@
 #include <bit>
 #include <cstring>
 
+#include "codec/quote.h"
 #include "codec/safetensors_header_parser.h"
 
 namespace deltasync {
@@ -13,19 +14,9 @@ namespace {
 
 using detail::raw_entry;
 
-constexpr std::string_view kMetadataKey = "__metadata__";
+using detail::kMetadataKey;
+using detail::quoted;
 constexpr uint64_t kLengthPrefixBytes = 8;
-
-// Names come from untrusted files and may be huge; messages quote at most this much of them.
-constexpr size_t kMaxQuotedChars = 128;
-
-std::string quoted(std::string_view s) {
-  std::string out = "'";
-  out.append(s.substr(0, kMaxQuotedChars));
-  if (s.size() > kMaxQuotedChars) out.append("...");
-  out.push_back('\'');
-  return out;
-}
 
 // Returns the offset of the first byte that breaks UTF-8 (as Rust's str::from_utf8 defines it: no overlong
 // forms, no surrogates, nothing above U+10FFFF), or s.size() when it is all valid.

@@ -7,21 +7,10 @@
 #include <boost/json.hpp>
 #include <boost/json/basic_parser_impl.hpp>  // basic_parser is a template: a custom handler needs its body
 
+#include "codec/quote.h"
+
 namespace deltasync::detail {
 namespace {
-
-constexpr std::string_view kMetadataKey = "__metadata__";
-
-// Names come from untrusted files and may be huge; messages quote at most this much of them.
-constexpr size_t kMaxQuotedChars = 128;
-
-std::string quoted(std::string_view s) {
-  std::string out = "'";
-  out.append(s.substr(0, kMaxQuotedChars));
-  if (s.size() > kMaxQuotedChars) out.append("...");
-  out.push_back('\'');
-  return out;
-}
 
 // A boost::json::basic_parser handler for the header grammar:
 //   { "__metadata__": { str: str, ... }, name: { "dtype": str, "shape": [uint...], "data_offsets": [uint, uint] } }
