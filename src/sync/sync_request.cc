@@ -107,7 +107,7 @@ result<std::vector<std::string>> resolve_sync_files(const std::string& delta_dir
     std::filesystem::path p(s);
     if (s.empty() || p.is_absolute()) return true;
     for (const auto& c : p)
-      if (c == ".." ) return true;
+      if (c == "..") return true;
     return false;
   };
   if (bad_component(req.dir)) return error(errc::forbidden_path, "dir '" + req.dir + "' escapes the delta dir");
