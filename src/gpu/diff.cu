@@ -1,0 +1,505 @@
+// diff_encoder: bitwise diff + single-pass stream compaction + position encoding, on the device.
+//
+// One bucket is one sequence of 16 KiB tiles over its tensors (a tensor's tiles are consecutive). Each block
+// takes the next tile by ticket (so every tile's predecessors are already running: the look-back cannot wait
+// on a block that was never scheduled), loads 16 bytes per thread per round (4 rounds) of current and
+// snapshot, turns the XOR into per-element change bits, and ranks its changed elements with one 64-bit block
+// scan (the 4 rounds' counts packed in 16-bit fields). Warp 0 then finds the tile's exclusive prefix by
+// decoupled look-back over the bucket's tile statuses, and every thread writes its changed elements' positions
+// (uint32, tensor-relative) and values at their final ranks: the bucket's values come out compact, in
+// manifest order. No mask is ever written to memory.
+//
+// Three small kernels finish the bucket without a host round trip: `gaps` marks each tensor whose largest
+// gap needs uint32 deltas, `layout` assigns each tensor its position width and byte offset, `pack` writes
+// the data section [__positions__ | __values__]. Then one device-to-host copy of the layout.
+//
+// With the snapshot in pinned host memory, each tensor is diffed chunk by chunk: the chunk's snapshot is
+// copied into one of two device staging buffers on a copy stream while the previous chunk is diffed; the
+// tile statuses carry the prefix across launches.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+
+#include "base/check.h"
+#include "gpu/cuda_check.h"
+#include "gpu/kernels.h"
+
+using deltasync::gpu::detail::ensure;
+using deltasync::gpu::detail::ensure_pinned;
+
+namespace deltasync::gpu {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kRounds = 4;
+constexpr uint64_t kTileBytes = uint64_t{kThreads} * kRounds * 16;
+constexpr uint64_t kFlagAggregate = 1ull << 62;
+constexpr uint64_t kFlagInclusive = 2ull << 62;
+constexpr uint64_t kValueMask = (1ull << 62) - 1;
+
+struct tdesc {
+  const unsigned char* cur;
+  const unsigned char* snap;  // null for a tensor staged from the host (the launch gives its chunk)
+  uint64_t nbytes;
+  uint64_t first_tile;
+  uint64_t ntiles;
+};
+
+// Per-tensor results, written by the kernels, read back once.
+struct tstate {
+  uint64_t start;   // first rank (element offset into the compact values)
+  uint64_t end;     // one past the last rank
+  uint32_t wide;    // 1 when some gap exceeds 65535
+  uint32_t width;   // position width chosen by `layout`
+  uint64_t pos_offset;
+};
+
+struct bucket_totals {
+  uint64_t count;
+  uint64_t positions_bytes;
+};
+
+__device__ __forceinline__ int find_tensor_by_tile(const tdesc* d, int n, uint64_t tile) {
+  int lo = 0, hi = n - 1;
+  while (lo < hi) {
+    int mid = (lo + hi + 1) / 2;
+    if (d[mid].first_tile <= tile) lo = mid; else hi = mid - 1;
+  }
+  return lo;
+}
+
+__device__ __forceinline__ int find_tensor_by_rank(const tstate* st, int n, uint64_t k) {
+  int lo = 0, hi = n - 1;
+  while (lo < hi) {
+    int mid = (lo + hi + 1) / 2;
+    if (st[mid].start <= k) lo = mid; else hi = mid - 1;
+  }
+  return lo;
+}
+
+__device__ __forceinline__ uint64_t load_status(const uint64_t* p) {
+  return *reinterpret_cast<const volatile uint64_t*>(p);
+}
+__device__ __forceinline__ void store_status(uint64_t* p, uint64_t v) {
+  __threadfence();
+  *reinterpret_cast<volatile uint64_t*>(p) = v;
+}
+
+template <int EB>
+__device__ __forceinline__ uint32_t change_mask(uint4 a, uint4 b) {
+  const uint32_t w[4] = {a.x ^ b.x, a.y ^ b.y, a.z ^ b.z, a.w ^ b.w};
+  uint32_t m = 0;
+#pragma unroll
+  for (int e = 0; e < 16 / EB; ++e) {
+    bool c;
+    if constexpr (EB == 1) c = ((w[e / 4] >> (8 * (e % 4))) & 0xFFu) != 0;
+    else if constexpr (EB == 2) c = ((w[e / 2] >> (16 * (e % 2))) & 0xFFFFu) != 0;
+    else if constexpr (EB == 4) c = w[e] != 0;
+    else c = (w[2 * e] | w[2 * e + 1]) != 0;
+    m |= uint32_t{c} << e;
+  }
+  return m;
+}
+
+template <int EB>
+__device__ __forceinline__ void store_value(unsigned char* values, uint64_t rank, uint4 a, int e) {
+  const uint32_t w[4] = {a.x, a.y, a.z, a.w};
+  if constexpr (EB == 1) values[rank] = static_cast<unsigned char>(w[e / 4] >> (8 * (e % 4)));
+  else if constexpr (EB == 2) reinterpret_cast<uint16_t*>(values)[rank] = static_cast<uint16_t>(w[e / 2] >> (16 * (e % 2)));
+  else if constexpr (EB == 4) reinterpret_cast<uint32_t*>(values)[rank] = w[e];
+  else reinterpret_cast<uint2*>(values)[rank] = make_uint2(w[2 * e], w[2 * e + 1]);
+}
+
+__device__ __forceinline__ uint4 load16(const unsigned char* p, uint64_t off, uint64_t nbytes, bool vec) {
+  if (vec && off + 16 <= nbytes) return __ldcs(reinterpret_cast<const uint4*>(p + off));
+  uint32_t w[4] = {0, 0, 0, 0};
+  for (int i = 0; i < 16; ++i)
+    if (off + i < nbytes) w[i / 4] |= uint32_t{p[off + i]} << (8 * (i % 4));
+  return make_uint4(w[0], w[1], w[2], w[3]);
+}
+
+template <int EB>
+__global__ void __launch_bounds__(kThreads) diff_kernel(const tdesc* descs, int ndesc, uint64_t tile_begin,
+                                                        unsigned int* ticket, uint64_t* status, uint32_t* positions,
+                                                        unsigned char* values, uint64_t capacity, tstate* states,
+                                                        const unsigned char* staged, uint64_t staged_byte_begin) {
+  __shared__ uint64_t s_tile;
+  __shared__ uint64_t s_warp[kThreads / 32];
+  __shared__ uint64_t s_prefix;
+  const int t = threadIdx.x;
+  const int lane = t & 31;
+  const int warp = t >> 5;
+  if (t == 0) s_tile = tile_begin + atomicAdd(ticket, 1u);
+  __syncthreads();
+  const uint64_t tile = s_tile;
+  const int ti = find_tensor_by_tile(descs, ndesc, tile);
+  const tdesc d = descs[ti];
+  const uint64_t local = tile - d.first_tile;
+  const uint64_t byte0 = local * kTileBytes;
+  // A staged chunk's bytes sit at staged[byte - staged_byte_begin].
+  const unsigned char* snap = d.snap != nullptr ? d.snap : staged - staged_byte_begin;
+  const bool vec = ((reinterpret_cast<uintptr_t>(d.cur) | reinterpret_cast<uintptr_t>(snap + byte0)) & 15) == 0;
+
+  uint4 a[kRounds];
+  uint32_t m[kRounds];
+  uint64_t packed = 0;
+#pragma unroll
+  for (int v = 0; v < kRounds; ++v) {
+    const uint64_t off = byte0 + (uint64_t(v) * kThreads + t) * 16;
+    uint4 b;
+    if (off < d.nbytes) {
+      a[v] = load16(d.cur, off, d.nbytes, vec);
+      b = load16(snap, off, d.nbytes, vec);
+    } else {
+      a[v] = b = make_uint4(0, 0, 0, 0);
+    }
+    m[v] = change_mask<EB>(a[v], b);
+    packed += uint64_t(__popc(m[v])) << (16 * v);
+  }
+
+  // Block-wide inclusive scan of the packed counts (fields never carry: at most 256 x 16 per field).
+  uint64_t x = packed;
+#pragma unroll
+  for (int off = 1; off < 32; off <<= 1) {
+    const uint64_t y = __shfl_up_sync(0xFFFFFFFFu, x, off);
+    if (lane >= off) x += y;
+  }
+  if (lane == 31) s_warp[warp] = x;
+  __syncthreads();
+  if (warp == 0) {
+    uint64_t w = lane < kThreads / 32 ? s_warp[lane] : 0;
+#pragma unroll
+    for (int off = 1; off < kThreads / 32; off <<= 1) {
+      const uint64_t y = __shfl_up_sync(0xFFFFFFFFu, w, off);
+      if (lane >= off) w += y;
+    }
+    if (lane < kThreads / 32) s_warp[lane] = w;
+  }
+  __syncthreads();
+  const uint64_t excl = x - packed + (warp > 0 ? s_warp[warp - 1] : 0);
+  const uint64_t total = s_warp[kThreads / 32 - 1];
+  uint64_t agg = 0;
+#pragma unroll
+  for (int v = 0; v < kRounds; ++v) agg += (total >> (16 * v)) & 0xFFFF;
+
+  // Decoupled look-back (warp 0): 32 predecessors per step, stopping at the nearest inclusive prefix.
+  if (warp == 0) {
+    uint64_t prefix = 0;
+    if (tile == 0) {
+      if (lane == 0) store_status(status + tile, kFlagInclusive | agg);
+    } else {
+      if (lane == 0) store_status(status + tile, kFlagAggregate | agg);
+      int64_t j = static_cast<int64_t>(tile) - 1 - lane;
+      while (true) {
+        uint64_t st = kFlagInclusive;
+        if (j >= 0) {
+          do {
+            st = load_status(status + j);
+          } while ((st >> 62) == 0);
+        }
+        const unsigned incl = __ballot_sync(0xFFFFFFFFu, (st >> 62) == 2);
+        uint64_t val = st & kValueMask;
+        if (incl != 0 && lane > __ffs(incl) - 1) val = 0;
+#pragma unroll
+        for (int off = 16; off >= 1; off >>= 1) val += __shfl_xor_sync(0xFFFFFFFFu, val, off);
+        prefix += val;
+        if (incl != 0) break;
+        j -= 32;
+      }
+      if (lane == 0) store_status(status + tile, kFlagInclusive | (prefix + agg));
+    }
+    if (lane == 0) {
+      s_prefix = prefix;
+      if (local == 0) states[ti].start = prefix;
+      if (local + 1 == d.ntiles) states[ti].end = prefix + agg;
+    }
+  }
+  __syncthreads();
+
+  uint64_t base = s_prefix;
+  const uint64_t elem_base = byte0 / EB;
+#pragma unroll
+  for (int v = 0; v < kRounds; ++v) {
+    uint64_t rank = base + ((excl >> (16 * v)) & 0xFFFF);
+    const uint32_t mask = m[v];
+    if (mask != 0) {
+      const uint32_t e0 = static_cast<uint32_t>(elem_base + (uint64_t(v) * kThreads + t) * (16 / EB));
+#pragma unroll
+      for (int e = 0; e < 16 / EB; ++e) {
+        if ((mask >> e) & 1u) {
+          if (rank < capacity) {
+            positions[rank] = e0 + e;
+            store_value<EB>(values, rank, a[v], e);
+          }
+          ++rank;
+        }
+      }
+    }
+    base += (total >> (16 * v)) & 0xFFFF;
+  }
+}
+
+// Marks tensors whose deltas need uint32 gaps. Ranks past the capacity were not stored: skipped (the host
+// re-runs the bucket with a larger capacity).
+__global__ void gaps_kernel(const uint32_t* positions, tstate* states, int n, const bucket_totals* totals,
+                            uint64_t capacity) {
+  const uint64_t count = min(totals->count, capacity);
+  for (uint64_t k = uint64_t{blockIdx.x} * blockDim.x + threadIdx.x; k < count; k += uint64_t{gridDim.x} * blockDim.x) {
+    const int ti = find_tensor_by_rank(states, n, k);
+    const uint64_t prev = k == states[ti].start ? 0 : uint64_t{positions[k - 1]} + 1;
+    if (uint64_t{positions[k]} - prev > 65535) states[ti].wide = 1;
+  }
+}
+
+__global__ void layout_kernel(tstate* states, int n, bucket_totals* totals, int indices) {
+  if (threadIdx.x != 0 || blockIdx.x != 0) return;
+  uint64_t off = 0;
+  for (int i = 0; i < n; ++i) {
+    const uint64_t c = states[i].end - states[i].start;
+    const uint32_t w = (indices || states[i].wide || c == 0) ? 4 : 2;
+    states[i].width = w;
+    states[i].pos_offset = off;
+    off += c * w;
+  }
+  totals->positions_bytes = off;
+}
+
+template <int EB>
+__global__ void pack_kernel(const uint32_t* positions, const unsigned char* values, const tstate* states, int n,
+                            const bucket_totals* totals, uint64_t capacity, int indices, unsigned char* out) {
+  const uint64_t count = min(totals->count, capacity);
+  const uint64_t pos_bytes = totals->positions_bytes;
+  const bool aligned_values = pos_bytes % EB == 0;
+  for (uint64_t k = uint64_t{blockIdx.x} * blockDim.x + threadIdx.x; k < count; k += uint64_t{gridDim.x} * blockDim.x) {
+    const int ti = find_tensor_by_rank(states, n, k);
+    const tstate s = states[ti];
+    const uint64_t local = k - s.start;
+    const uint32_t idx = positions[k];
+    const uint32_t enc = indices ? idx : idx - (k == s.start ? 0u : positions[k - 1] + 1u);
+    if (s.width == 4) {
+      unsigned char* p = out + s.pos_offset + 4 * local;
+      if ((reinterpret_cast<uintptr_t>(p) & 3) == 0) *reinterpret_cast<uint32_t*>(p) = enc;
+      else for (int i = 0; i < 4; ++i) p[i] = static_cast<unsigned char>(enc >> (8 * i));
+    } else {
+      unsigned char* p = out + s.pos_offset + 2 * local;
+      *reinterpret_cast<uint16_t*>(p) = static_cast<uint16_t>(enc);  // offsets of 2-byte entries stay even
+    }
+    unsigned char* dst = out + pos_bytes + k * EB;
+    const unsigned char* src = values + k * EB;
+    if constexpr (EB == 1) *dst = *src;
+    else if constexpr (EB == 2) *reinterpret_cast<uint16_t*>(dst) = *reinterpret_cast<const uint16_t*>(src);
+    else if (aligned_values) {
+      if constexpr (EB == 4) *reinterpret_cast<uint32_t*>(dst) = *reinterpret_cast<const uint32_t*>(src);
+      else *reinterpret_cast<uint2*>(dst) = *reinterpret_cast<const uint2*>(src);
+    } else {
+      for (int i = 0; i < EB; ++i) dst[i] = src[i];
+    }
+  }
+}
+
+// The last tile of the bucket also records the total (the end of the last non-empty tensor).
+__global__ void totals_kernel(const tstate* states, int n, bucket_totals* totals) {
+  if (threadIdx.x == 0 && blockIdx.x == 0) totals->count = n > 0 ? states[n - 1].end : 0;
+}
+
+template <int EB>
+status launch_diff(cudaStream_t s, const tdesc* descs, int ndesc, uint64_t tile_begin, uint64_t tiles,
+                   unsigned int* ticket, uint64_t* status_words, uint32_t* positions, unsigned char* values,
+                   uint64_t capacity, tstate* states, const unsigned char* staged, uint64_t staged_byte_begin) {
+  if (tiles == 0) return {};
+  diff_kernel<EB><<<static_cast<unsigned>(tiles), kThreads, 0, s>>>(descs, ndesc, tile_begin, ticket, status_words,
+                                                                    positions, values, capacity, states, staged,
+                                                                    staged_byte_begin);
+  DS_CUDA_TRY(cudaGetLastError());
+  return {};
+}
+
+}  // namespace
+
+struct diff_encoder::impl {
+  diff_encoder_options opt;
+  uint64_t capacity = 0;
+  device_buffer positions, values, payload, status_words, tickets, descs_dev, states_dev, totals_dev;
+  device_buffer staging[2];
+  pinned_buffer descs_host, states_host;
+  std::unique_ptr<stream> copy_stream;
+  std::unique_ptr<event> copied[2], consumed[2];
+  uint64_t payload_bytes = 0;
+};
+
+diff_encoder::diff_encoder(diff_encoder_options options) : impl_(new impl) { impl_->opt = options; }
+diff_encoder::~diff_encoder() { delete impl_; }
+const void* diff_encoder::payload() const noexcept { return impl_->payload.data(); }
+
+
+result<encoded_layout> diff_encoder::encode(std::span<const diff_input> inputs, encoding enc, stream& s) {
+  impl& m = *impl_;
+  cudaStream_t cs = static_cast<cudaStream_t>(s.native());
+  const uint32_t eb = inputs.empty() ? 2 : inputs[0].elem_bytes;
+  if (eb != 1 && eb != 2 && eb != 4 && eb != 8)
+    return error(errc::invalid_argument, "diff_encoder: element width " + std::to_string(eb) + " is not 1, 2, 4 or 8");
+  // Tensors with no elements take no tiles and stay out of the device's tables.
+  std::vector<size_t> active;
+  uint64_t tiles = 0;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const diff_input& in = inputs[i];
+    if (in.elem_bytes != eb)
+      return error(errc::invalid_argument, "diff_encoder: a bucket holds one element width (" + std::to_string(eb) +
+                                               " and " + std::to_string(in.elem_bytes) + " given)");
+    if (in.numel >= (uint64_t{1} << 32))
+      return error(errc::invalid_argument, "diff_encoder: tensor " + std::to_string(i) + " has " +
+                                               std::to_string(in.numel) + " elements; positions are uint32");
+    if (in.numel == 0) continue;
+    active.push_back(i);
+    tiles += (in.numel * eb + kTileBytes - 1) / kTileBytes;
+  }
+  const int n = static_cast<int>(active.size());
+  encoded_layout layout;
+  layout.counts.assign(inputs.size(), 0);
+  layout.pos_width.assign(inputs.size(), 4);
+  layout.pos_offset.assign(inputs.size(), 0);
+  layout.val_offset.assign(inputs.size(), 0);
+  if (n == 0) {
+    m.payload_bytes = 0;
+    return layout;
+  }
+  bool staged_any = false;
+  for (size_t i : active) staged_any = staged_any || inputs[i].snapshot_on_host;
+
+  DS_TRY_STATUS(ensure_pinned(m.descs_host, n * sizeof(tdesc)));
+  DS_TRY_STATUS(ensure(m.descs_dev, n * sizeof(tdesc)));
+  DS_TRY_STATUS(ensure(m.states_dev, n * sizeof(tstate)));
+  DS_TRY_STATUS(ensure_pinned(m.states_host, n * sizeof(tstate) + sizeof(bucket_totals)));
+  DS_TRY_STATUS(ensure(m.totals_dev, sizeof(bucket_totals)));
+  DS_TRY_STATUS(ensure(m.status_words, tiles * 8));
+  tdesc* hd = m.descs_host.as<tdesc>();
+  uint64_t first = 0;
+  for (int k = 0; k < n; ++k) {
+    const diff_input& in = inputs[active[k]];
+    const uint64_t nbytes = in.numel * eb;
+    const uint64_t nt = (nbytes + kTileBytes - 1) / kTileBytes;
+    hd[k] = tdesc{static_cast<const unsigned char*>(in.current),
+                  in.snapshot_on_host ? nullptr : static_cast<const unsigned char*>(in.snapshot), nbytes, first, nt};
+    first += nt;
+  }
+  // Launch plan: runs of device-snapshot tensors in one launch; host-snapshot tensors chunk by chunk.
+  struct launch {
+    uint64_t tile_begin, tiles;
+    int staged_tensor;  // -1: none
+    uint64_t byte_begin, bytes;
+  };
+  std::vector<launch> plan;
+  const uint64_t chunk = std::max<uint64_t>(kTileBytes, m.opt.staging_chunk_bytes / kTileBytes * kTileBytes);
+  for (int k = 0; k < n; ++k) {
+    const diff_input& in = inputs[active[k]];
+    if (!in.snapshot_on_host) {
+      if (!plan.empty() && plan.back().staged_tensor < 0) plan.back().tiles += hd[k].ntiles;
+      else plan.push_back({hd[k].first_tile, hd[k].ntiles, -1, 0, 0});
+      continue;
+    }
+    for (uint64_t b = 0; b < hd[k].nbytes; b += chunk) {
+      const uint64_t len = std::min(chunk, hd[k].nbytes - b);
+      plan.push_back({hd[k].first_tile + b / kTileBytes, (len + kTileBytes - 1) / kTileBytes, k, b, len});
+    }
+  }
+  DS_TRY_STATUS(ensure(m.tickets, plan.size() * sizeof(unsigned int)));
+  if (staged_any) {
+    for (auto& b : m.staging) DS_TRY_STATUS(ensure(b, chunk));
+    if (!m.copy_stream) {
+      m.copy_stream = std::make_unique<stream>();
+      for (int i = 0; i < 2; ++i) {
+        m.copied[i] = std::make_unique<event>();
+        m.consumed[i] = std::make_unique<event>();
+      }
+    }
+  }
+  if (m.capacity == 0) m.capacity = std::max<uint64_t>(m.opt.initial_capacity, 1024);
+
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    DS_TRY_STATUS(ensure(m.positions, m.capacity * 4));
+    DS_TRY_STATUS(ensure(m.values, m.capacity * eb));
+    DS_CUDA_TRY(cudaMemcpyAsync(m.descs_dev.data(), hd, n * sizeof(tdesc), cudaMemcpyHostToDevice, cs));
+    DS_CUDA_TRY(cudaMemsetAsync(m.status_words.data(), 0, tiles * 8, cs));
+    DS_CUDA_TRY(cudaMemsetAsync(m.tickets.data(), 0, plan.size() * sizeof(unsigned int), cs));
+    DS_CUDA_TRY(cudaMemsetAsync(m.states_dev.data(), 0, n * sizeof(tstate), cs));
+    const tdesc* dd = m.descs_dev.as<tdesc>();
+    tstate* st = m.states_dev.as<tstate>();
+    int chunk_no = 0;
+    unsigned int* tickets = m.tickets.as<unsigned int>();
+    auto run = [&](const launch& l, const unsigned char* staged) -> status {
+      unsigned int* ticket = tickets + (&l - plan.data());
+      uint64_t* sw = m.status_words.as<uint64_t>();
+      uint32_t* pos = m.positions.as<uint32_t>();
+      unsigned char* val = m.values.as<unsigned char>();
+      switch (eb) {
+        case 1: return launch_diff<1>(cs, dd, n, l.tile_begin, l.tiles, ticket, sw, pos, val, m.capacity, st, staged, l.byte_begin);
+        case 2: return launch_diff<2>(cs, dd, n, l.tile_begin, l.tiles, ticket, sw, pos, val, m.capacity, st, staged, l.byte_begin);
+        case 4: return launch_diff<4>(cs, dd, n, l.tile_begin, l.tiles, ticket, sw, pos, val, m.capacity, st, staged, l.byte_begin);
+        default: return launch_diff<8>(cs, dd, n, l.tile_begin, l.tiles, ticket, sw, pos, val, m.capacity, st, staged, l.byte_begin);
+      }
+    };
+    event setup_done;
+    DS_TRY_STATUS(setup_done.record(s));
+    for (size_t li = 0; li < plan.size(); ++li) {
+      const launch& l = plan[li];
+      const unsigned char* staged = nullptr;
+      if (l.staged_tensor >= 0) {
+        const int slot = chunk_no++ % 2;
+        stream& cp = *m.copy_stream;
+        DS_TRY_STATUS(m.consumed[slot]->wait_in(cp));
+        DS_TRY_STATUS(setup_done.wait_in(cp));
+        const diff_input& in = inputs[active[l.staged_tensor]];
+        DS_CUDA_TRY(cudaMemcpyAsync(m.staging[slot].data(), static_cast<const unsigned char*>(in.snapshot) + l.byte_begin,
+                                    l.bytes, cudaMemcpyHostToDevice, static_cast<cudaStream_t>(cp.native())));
+        DS_TRY_STATUS(m.copied[slot]->record(cp));
+        DS_TRY_STATUS(m.copied[slot]->wait_in(s));
+        staged = m.staging[slot].as<unsigned char>();
+        DS_TRY_STATUS(run(l, staged));
+        DS_TRY_STATUS(m.consumed[slot]->record(s));
+        continue;
+      }
+      DS_TRY_STATUS(run(l, nullptr));
+    }
+    bucket_totals* tot = m.totals_dev.as<bucket_totals>();
+    totals_kernel<<<1, 32, 0, cs>>>(st, n, tot);
+    const int indices = enc == encoding::indices ? 1 : 0;
+    const unsigned grid = 132 * 8;
+    if (!indices) gaps_kernel<<<grid, 256, 0, cs>>>(m.positions.as<uint32_t>(), st, n, tot, m.capacity);
+    layout_kernel<<<1, 32, 0, cs>>>(st, n, tot, indices);
+    DS_CUDA_TRY(cudaGetLastError());
+    DS_TRY_STATUS(ensure(m.payload, m.capacity * (4 + eb)));
+    switch (eb) {
+      case 1: pack_kernel<1><<<grid, 256, 0, cs>>>(m.positions.as<uint32_t>(), m.values.as<unsigned char>(), st, n, tot, m.capacity, indices, m.payload.as<unsigned char>()); break;
+      case 2: pack_kernel<2><<<grid, 256, 0, cs>>>(m.positions.as<uint32_t>(), m.values.as<unsigned char>(), st, n, tot, m.capacity, indices, m.payload.as<unsigned char>()); break;
+      case 4: pack_kernel<4><<<grid, 256, 0, cs>>>(m.positions.as<uint32_t>(), m.values.as<unsigned char>(), st, n, tot, m.capacity, indices, m.payload.as<unsigned char>()); break;
+      default: pack_kernel<8><<<grid, 256, 0, cs>>>(m.positions.as<uint32_t>(), m.values.as<unsigned char>(), st, n, tot, m.capacity, indices, m.payload.as<unsigned char>()); break;
+    }
+    DS_CUDA_TRY(cudaGetLastError());
+    DS_CUDA_TRY(cudaMemcpyAsync(m.states_host.data(), st, n * sizeof(tstate), cudaMemcpyDeviceToHost, cs));
+    bucket_totals* htot = reinterpret_cast<bucket_totals*>(m.states_host.as<unsigned char>() + n * sizeof(tstate));
+    DS_CUDA_TRY(cudaMemcpyAsync(htot, tot, sizeof(bucket_totals), cudaMemcpyDeviceToHost, cs));
+    DS_TRY_STATUS(s.synchronize());
+    if (htot->count > m.capacity) {
+      // More changes than the scratch holds: grow to what this bucket needs and diff it again.
+      m.capacity = htot->count + htot->count / 8;
+      continue;
+    }
+    const tstate* hs = m.states_host.as<tstate>();
+    for (int k = 0; k < n; ++k) {
+      const size_t i = active[k];
+      layout.counts[i] = hs[k].end - hs[k].start;
+      layout.pos_width[i] = hs[k].width;
+      layout.pos_offset[i] = hs[k].pos_offset;
+      layout.val_offset[i] = hs[k].start;
+    }
+    layout.positions_bytes = htot->positions_bytes;
+    layout.values_bytes = htot->count * eb;
+    m.payload_bytes = layout.payload_bytes();
+    return layout;
+  }
+  return error(errc::internal, "diff_encoder: the change count grew between two diffs of the same bucket");
+}
+
+}  // namespace deltasync::gpu

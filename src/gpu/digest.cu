@@ -1,0 +1,298 @@
+// XXH3-128 on the device, equal to libxxhash's XXH3_128bits (default secret) for every input length.
+//
+// For inputs over 240 bytes XXH3 consumes 1024-byte blocks of 16 stripes; within a block each of the 8
+// accumulator lanes only receives additions, so a block's contribution S_b (8 lanes) depends on its bytes
+// alone. The sums kernel computes every S_b in parallel (half a warp per block, one stripe per thread); the
+// chain kernel then runs acc = scramble(acc + S_b) over the blocks in order (one thread per lane, the only
+// sequential part), and its lane 0 finishes: the last partial block's stripes, the last stripe, and the
+// 128-bit merge. Inputs of up to 240 bytes are hashed on the host.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "base/check.h"
+#include "gpu/cuda_check.h"
+#include "gpu/kernels.h"
+
+namespace deltasync::gpu {
+namespace detail {
+const unsigned char* xxh3_default_secret() noexcept;
+unsigned xxh3_default_secret_size() noexcept;
+}  // namespace detail
+
+namespace {
+
+constexpr uint64_t kPrime32_1 = 0x9E3779B1U;
+constexpr uint64_t kPrime32_2 = 0x85EBCA77U;
+constexpr uint64_t kPrime32_3 = 0xC2B2AE3DU;
+constexpr uint64_t kPrime64_1 = 0x9E3779B185EBCA87ULL;
+constexpr uint64_t kPrime64_2 = 0xC2B2AE3D27D4EB4FULL;
+constexpr uint64_t kPrime64_3 = 0x165667B19E3779F9ULL;
+constexpr uint64_t kPrime64_4 = 0x85EBCA77C2B2AE63ULL;
+constexpr uint64_t kPrime64_5 = 0x27D4EB2F165667C5ULL;
+constexpr uint64_t kBlockBytes = 1024;
+constexpr uint64_t kMidSizeMax = 240;
+
+__constant__ unsigned char c_secret[192];
+
+// One region's share of a launch: blocks [block_begin, block_end) of the region; sums at sum_base.
+struct job {
+  const unsigned char* data;
+  uint64_t len;
+  uint64_t block_begin, block_end;
+  uint64_t sum_base;  // index (in blocks) of this job's first S_b in the sums buffer
+  uint32_t acc_slot;  // region index: its accumulators live at acc[8 * slot]
+  uint32_t first, last;
+};
+
+__device__ __forceinline__ uint64_t read64_unaligned(const unsigned char* p) {
+  uint64_t v = 0;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) v |= uint64_t{p[i]} << (8 * i);
+  return v;
+}
+
+__device__ __forceinline__ uint64_t secret64(int byte_offset) { return read64_unaligned(c_secret + byte_offset); }
+
+__device__ __forceinline__ uint64_t mul32to64(uint64_t k) { return (k & 0xFFFFFFFFULL) * (k >> 32); }
+
+__device__ __forceinline__ uint64_t fold64(uint64_t a, uint64_t b) { return __umul64hi(a, b) ^ (a * b); }
+
+__device__ __forceinline__ uint64_t avalanche(uint64_t h) {
+  h ^= h >> 37;
+  h *= 0x165667919E3779F9ULL;
+  h ^= h >> 32;
+  return h;
+}
+
+// Half a warp per 1 KiB block: thread s (0..15) takes stripe s, computes its 8 lane contributions, and the
+// 16 threads sum them with shuffles; thread j < 8 writes lane j's sum.
+__global__ void __launch_bounds__(256) sums_kernel(const job* jobs, int njobs, uint64_t total_blocks, uint64_t* sums) {
+  __shared__ uint64_t key[24];
+  if (threadIdx.x < 24) key[threadIdx.x] = secret64(8 * static_cast<int>(threadIdx.x));
+  __syncthreads();
+  const int s = threadIdx.x & 15;
+  // The loop is uniform per warp (the shuffles need all 32 lanes): each warp takes two blocks per step.
+  const uint64_t warps = (uint64_t{gridDim.x} * blockDim.x) / 32;
+  for (uint64_t base = 2 * ((uint64_t{blockIdx.x} * blockDim.x + threadIdx.x) / 32); base < total_blocks;
+       base += 2 * warps) {
+    const uint64_t g = base + ((threadIdx.x & 31) >> 4);
+    const bool valid = g < total_blocks;
+    uint64_t v[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    if (valid) {
+      int lo = 0, hi = njobs - 1;
+      while (lo < hi) {
+        int mid = (lo + hi + 1) / 2;
+        if (jobs[mid].sum_base <= g) lo = mid; else hi = mid - 1;
+      }
+      const job& jb = jobs[lo];
+      const unsigned char* p = jb.data + (jb.block_begin + (g - jb.sum_base)) * kBlockBytes + 64 * s;
+      if ((reinterpret_cast<uintptr_t>(p) & 15) == 0) {
+        const uint4* q = reinterpret_cast<const uint4*>(p);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          uint4 w = __ldg(q + i);
+          v[2 * i] = (uint64_t{w.y} << 32) | w.x;
+          v[2 * i + 1] = (uint64_t{w.w} << 32) | w.z;
+        }
+      } else {
+#pragma unroll
+        for (int i = 0; i < 8; ++i) v[i] = read64_unaligned(p + 8 * i);
+      }
+    }
+    uint64_t c[8];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) c[j] = v[j ^ 1] + mul32to64(v[j] ^ key[s + j]);
+#pragma unroll
+    for (int off = 8; off >= 1; off >>= 1) {
+#pragma unroll
+      for (int j = 0; j < 8; ++j) c[j] += __shfl_xor_sync(0xFFFFFFFFu, c[j], off, 16);
+    }
+    uint64_t mine = 0;
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+      if (j == s) mine = c[j];
+    if (valid && s < 8) sums[g * 8 + s] = mine;
+  }
+}
+
+__device__ void accumulate_512(uint64_t* acc, const unsigned char* p, int secret_off) {
+  for (int j = 0; j < 8; ++j) {
+    const uint64_t v = read64_unaligned(p + 8 * j);
+    const uint64_t k = v ^ secret64(secret_off + 8 * j);
+    acc[j ^ 1] += v;
+    acc[j] += mul32to64(k);
+  }
+}
+
+__device__ uint64_t merge_accs(const uint64_t* acc, int secret_off, uint64_t start) {
+  uint64_t r = start;
+  for (int i = 0; i < 4; ++i)
+    r += fold64(acc[2 * i] ^ secret64(secret_off + 16 * i), acc[2 * i + 1] ^ secret64(secret_off + 16 * i + 8));
+  return avalanche(r);
+}
+
+// One warp per job; lanes 0..7 run the chain of their accumulator lane.
+__global__ void chain_kernel(const job* jobs, int njobs, const uint64_t* sums, uint64_t* accs, uint64_t* out) {
+  const int w = static_cast<int>((uint64_t{blockIdx.x} * blockDim.x + threadIdx.x) / 32);
+  const int lane = threadIdx.x & 31;
+  if (w >= njobs) return;
+  const job jb = jobs[w];
+  __shared__ uint64_t tail_acc[8][8];  // [warp in block][lane]
+  const int wib = threadIdx.x / 32;
+  if (lane < 8) {
+    const uint64_t init[8] = {kPrime32_3, kPrime64_1, kPrime64_2, kPrime64_3, kPrime64_4, kPrime32_2, kPrime64_5, kPrime32_1};
+    uint64_t a = 0;
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+      if (j == lane) a = init[j];
+    if (!jb.first) a = accs[8 * jb.acc_slot + lane];
+    const uint64_t key = secret64(128 + 8 * lane);
+    const uint64_t n = jb.block_end - jb.block_begin;
+    const uint64_t* sp = sums + jb.sum_base * 8 + lane;
+    uint64_t b = 0;
+    for (; b + 4 <= n; b += 4) {
+      const uint64_t s0 = sp[8 * b], s1 = sp[8 * b + 8], s2 = sp[8 * b + 16], s3 = sp[8 * b + 24];
+      a += s0; a ^= a >> 47; a ^= key; a *= kPrime32_1;
+      a += s1; a ^= a >> 47; a ^= key; a *= kPrime32_1;
+      a += s2; a ^= a >> 47; a ^= key; a *= kPrime32_1;
+      a += s3; a ^= a >> 47; a ^= key; a *= kPrime32_1;
+    }
+    for (; b < n; ++b) {
+      a += sp[8 * b]; a ^= a >> 47; a ^= key; a *= kPrime32_1;
+    }
+    if (!jb.last) accs[8 * jb.acc_slot + lane] = a;
+    tail_acc[wib][lane] = a;
+  }
+  __syncwarp();
+  if (!jb.last || lane != 0) return;
+  uint64_t acc[8];
+  for (int j = 0; j < 8; ++j) acc[j] = tail_acc[wib][j];
+  const uint64_t len = jb.len;
+  const uint64_t nb = (len - 1) / kBlockBytes;
+  const uint64_t stripes = ((len - 1) - kBlockBytes * nb) / 64;
+  const unsigned char* tail = jb.data + nb * kBlockBytes;
+  for (uint64_t k = 0; k < stripes; ++k) accumulate_512(acc, tail + 64 * k, static_cast<int>(8 * k));
+  accumulate_512(acc, jb.data + len - 64, 192 - 64 - 7);
+  const uint64_t low = merge_accs(acc, 11, len * kPrime64_1);
+  const uint64_t high = merge_accs(acc, 192 - 64 - 11, ~(len * kPrime64_2));
+  out[2 * jb.acc_slot] = high;
+  out[2 * jb.acc_slot + 1] = low;
+}
+
+}  // namespace
+
+struct digester::impl {
+  device_buffer sums;      // S_b of one launch
+  device_buffer accs;      // 8 lanes per region, carried between launches
+  device_buffer out;       // 2 words per region
+  device_buffer jobs_dev;
+  pinned_buffer jobs_host;
+  pinned_buffer out_host;
+  bool secret_loaded = false;
+  uint64_t max_blocks_per_launch = (256ull << 20) / 64;  // 256 MiB of sums: 4 GiB of input per launch
+};
+
+digester::digester() : impl_(new impl) {}
+digester::~digester() { delete impl_; }
+
+result<digest128> digester::digest(const void* data, uint64_t bytes, stream& s) {
+  std::pair<const void*, uint64_t> r{data, bytes};
+  digest128 d;
+  DS_TRY_STATUS(digest_many({&r, 1}, {&d, 1}, s));
+  return d;
+}
+
+status digester::digest_many(std::span<const std::pair<const void*, uint64_t>> regions, std::span<digest128> out,
+                             stream& s) {
+  DS_CHECK(regions.size() == out.size(), "digest_many: one output per region");
+  impl& m = *impl_;
+  cudaStream_t cs = static_cast<cudaStream_t>(s.native());
+  if (!m.secret_loaded) {
+    DS_CHECK(detail::xxh3_default_secret_size() == 192, "libxxhash's default secret is not 192 bytes");
+    DS_CUDA_TRY(cudaMemcpyToSymbol(c_secret, detail::xxh3_default_secret(), 192));
+    m.secret_loaded = true;
+  }
+  // Small regions: on the host.
+  std::vector<size_t> longs;
+  for (size_t i = 0; i < regions.size(); ++i) {
+    const auto [p, n] = regions[i];
+    if (n > kMidSizeMax) {
+      longs.push_back(i);
+      continue;
+    }
+    unsigned char buf[kMidSizeMax];
+    if (n > 0) DS_CUDA_TRY(cudaMemcpyAsync(buf, p, n, cudaMemcpyDeviceToHost, cs));
+    DS_CUDA_TRY(cudaStreamSynchronize(cs));
+    out[i] = xxh3_128(byte_span(reinterpret_cast<const std::byte*>(buf), n));
+  }
+  if (longs.empty()) return {};
+  const size_t nreg = longs.size();
+  DS_TRY_STATUS(detail::ensure(m.accs, nreg * 64));
+  DS_TRY_STATUS(detail::ensure(m.out, nreg * 16));
+  DS_TRY_STATUS(detail::ensure_pinned(m.out_host, nreg * 16));
+
+  // Plan launches: each takes whole or partial regions until its sums budget is full. A region's later
+  // part goes to a later launch (its chain continues from the carried accumulators).
+  std::vector<std::vector<job>> launches(1);
+  uint64_t used = 0;
+  for (size_t k = 0; k < nreg; ++k) {
+    const auto [p, n] = regions[longs[k]];
+    const uint64_t nb = (n - 1) / kBlockBytes;
+    uint64_t b = 0;
+    bool first = true;
+    do {
+      if (used == m.max_blocks_per_launch) {
+        launches.emplace_back();
+        used = 0;
+      }
+      const uint64_t take = std::min(nb - b, m.max_blocks_per_launch - used);
+      job jb{static_cast<const unsigned char*>(p), n, b, b + take, used, static_cast<uint32_t>(k), first ? 1u : 0u, 0u};
+      b += take;
+      used += take;
+      jb.last = b == nb ? 1u : 0u;
+      launches.back().push_back(jb);
+      first = false;
+    } while (b < nb);
+  }
+  uint64_t max_used = 0;
+  size_t max_jobs = 0;
+  for (auto& l : launches) {
+    uint64_t u = 0;
+    for (auto& jb : l) u = std::max(u, jb.sum_base + (jb.block_end - jb.block_begin));
+    max_used = std::max(max_used, u);
+    max_jobs = std::max(max_jobs, l.size());
+  }
+  DS_TRY_STATUS(detail::ensure(m.sums, std::max<uint64_t>(max_used, 1) * 64));
+  const size_t jobs_bytes = max_jobs * sizeof(job);
+  DS_TRY_STATUS(detail::ensure(m.jobs_dev, jobs_bytes * launches.size()));
+  DS_TRY_STATUS(detail::ensure_pinned(m.jobs_host, jobs_bytes * launches.size()));
+  for (size_t li = 0; li < launches.size(); ++li) {
+    const auto& l = launches[li];
+    job* hj = reinterpret_cast<job*>(m.jobs_host.as<unsigned char>() + li * jobs_bytes);
+    job* dj = reinterpret_cast<job*>(m.jobs_dev.as<unsigned char>() + li * jobs_bytes);
+    std::copy(l.begin(), l.end(), hj);
+    DS_CUDA_TRY(cudaMemcpyAsync(dj, hj, l.size() * sizeof(job), cudaMemcpyHostToDevice, cs));
+    uint64_t total = 0;
+    for (auto& jb : l) total = std::max(total, jb.sum_base + (jb.block_end - jb.block_begin));
+    if (total > 0) {
+      const uint64_t want = (total * 16 + 255) / 256;
+      const unsigned grid = static_cast<unsigned>(std::min<uint64_t>(want, 132ull * 16));
+      sums_kernel<<<grid, 256, 0, cs>>>(dj, static_cast<int>(l.size()), total, m.sums.as<uint64_t>());
+      DS_CUDA_TRY(cudaGetLastError());
+    }
+    const unsigned cgrid = static_cast<unsigned>((l.size() * 32 + 255) / 256);
+    chain_kernel<<<cgrid, 256, 0, cs>>>(dj, static_cast<int>(l.size()), m.sums.as<uint64_t>(), m.accs.as<uint64_t>(),
+                                        m.out.as<uint64_t>());
+    DS_CUDA_TRY(cudaGetLastError());
+  }
+  DS_CUDA_TRY(cudaMemcpyAsync(m.out_host.data(), m.out.data(), nreg * 16, cudaMemcpyDeviceToHost, cs));
+  DS_CUDA_TRY(cudaStreamSynchronize(cs));
+  const uint64_t* o = m.out_host.as<uint64_t>();
+  for (size_t k = 0; k < nreg; ++k) out[longs[k]] = digest128{o[2 * k], o[2 * k + 1]};
+  return {};
+}
+
+}  // namespace deltasync::gpu

@@ -1,0 +1,112 @@
+// The GPU path's kernels, behind a CUDA-free interface (device pointers are plain `void*`).
+//
+//   diff_encoder     bitwise diff of current vs snapshot tensors (element widths 1/2/4/8), stream-compacted in
+//                    one pass into ascending positions + values (block scan + decoupled look-back, no dense
+//                    mask), then `indices` / `deltas` position encoding (uint16/uint32 per tensor from the
+//                    largest gap) packed into a delta file's data section [__positions__ | __values__] on the
+//                    device. One device-to-host copy of the per-tensor layout per bucket.
+//   digester         XXH3-128 of device memory, equal to deltasync::xxh3_128 (libxxhash) bit for bit.
+//   scatter_apply    new values (optionally in a promoted dtype, cast back exactly) into a device tensor at
+//                    decoded positions, saving the overwritten values first.
+//   xor_hash         torch.hash_tensor (the slime checksum's H) of device memory, for BF16/F16/F32/F64/ints.
+//
+// All of them queue work on the given stream; the calls that return host values synchronize it.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "base/result.h"
+#include "codec/delta_format.h"
+#include "codec/digest.h"
+#include "codec/dtype.h"
+#include "gpu/gpu.h"
+
+namespace deltasync::gpu {
+
+// One tensor to diff. `current` is device memory; `snapshot` is device memory, or pinned host memory when
+// snapshot_on_host (then the encoder stages it through the device in chunks, prefetching the next chunk while
+// the current one is diffed).
+struct diff_input {
+  const void* current = nullptr;
+  const void* snapshot = nullptr;
+  uint64_t numel = 0;       // < 2^32 (positions are uint32)
+  uint32_t elem_bytes = 2;  // 1, 2, 4 or 8
+  bool snapshot_on_host = false;
+};
+
+// Where each tensor's encoded positions and values lie in the packed payload.
+struct encoded_layout {
+  std::vector<uint64_t> counts;      // changed elements per tensor
+  std::vector<uint32_t> pos_width;   // 2 or 4 (4 for a tensor with no change)
+  std::vector<uint64_t> pos_offset;  // byte offset of its positions in the payload
+  std::vector<uint64_t> val_offset;  // element offset of its values in __values__
+  uint64_t positions_bytes = 0;      // __positions__ size; __values__ follows it in the payload
+  uint64_t values_bytes = 0;
+  uint64_t payload_bytes() const noexcept { return positions_bytes + values_bytes; }
+};
+
+struct diff_encoder_options {
+  // Changed elements the scratch holds per bucket before the encoder re-runs with a larger one.
+  uint64_t initial_capacity = 1ull << 24;
+  // Chunk size for snapshots held in pinned host memory (two device staging buffers of this size).
+  uint64_t staging_chunk_bytes = 64ull << 20;
+};
+
+// Reusable scratch for diffing buckets on one stream. Not thread-safe.
+class diff_encoder {
+ public:
+  explicit diff_encoder(diff_encoder_options options = {});
+  ~diff_encoder();
+  diff_encoder(const diff_encoder&) = delete;
+  diff_encoder& operator=(const diff_encoder&) = delete;
+
+  // Diffs every input (all of one element width), compacts and encodes: afterwards payload() holds the data
+  // section of the delta file, bytes-identical to what delta_bucket_builder writes for the same tensors and
+  // encoding (deltas_zstd encodes positions like deltas). Synchronizes `s` once (the layout's D2H).
+  // Errors: invalid_argument (mixed widths, width not 1/2/4/8, numel >= 2^32), no_space, internal.
+  result<encoded_layout> encode(std::span<const diff_input> inputs, encoding enc, stream& s);
+  // The packed payload of the last encode(): layout.payload_bytes() bytes of device memory.
+  const void* payload() const noexcept;
+
+ private:
+  struct impl;
+  impl* impl_;
+};
+
+// XXH3-128 of `bytes` bytes of device memory. Inputs of up to 240 bytes are hashed on the host (copied out);
+// longer ones on the device (per-1-KiB-block accumulator sums in parallel, the scramble chain per block
+// sequentially, 8 lanes). Synchronizes `s`. Not thread-safe (owns its scratch).
+class digester {
+ public:
+  digester();
+  ~digester();
+  digester(const digester&) = delete;
+  digester& operator=(const digester&) = delete;
+  result<digest128> digest(const void* data, uint64_t bytes, stream& s);
+  // Several regions at once (their chains run in parallel): out[i] = digest of regions[i].
+  status digest_many(std::span<const std::pair<const void*, uint64_t>> regions, std::span<digest128> out, stream& s);
+
+ private:
+  struct impl;
+  impl* impl_;
+};
+
+// Scatters `count` values into `dest` (numel elements of dest_type) at the uint32 positions in
+// `positions` (device memory, ascending, each < numel: the caller validated them), reading values of
+// `values_type` and casting to dest_type exactly. When `old_values` is given (count elements of dest_type),
+// the overwritten elements are saved there first. The cast is checked: when any value does not round-trip to
+// dest_type, nothing is written and the result is delta_value_not_representable. Synchronizes `s`.
+// Supported casts: identity, and float-to-float among BF16, F16, F32, F64.
+status scatter_apply(void* dest, dtype dest_type, uint64_t numel, const uint32_t* positions, uint64_t count,
+                     const void* values, dtype values_type, void* old_values, stream& s);
+// Writes `values` (count elements of `elem_bytes`) back at `positions` (the undo of scatter_apply).
+status scatter_restore(void* dest, uint32_t elem_bytes, const uint32_t* positions, uint64_t count,
+                       const void* values, stream& s);
+
+// torch.hash_tensor of `bytes` of device memory holding elements of `type` (U8/I8/I16/U16/I32/U32/I64/U64/
+// BOOL, BF16, F16, F32, F64; others unsupported). Synchronizes `s`.
+result<uint64_t> xor_hash(const void* data, uint64_t bytes, dtype type, stream& s);
+
+}  // namespace deltasync::gpu
