@@ -195,7 +195,9 @@ struct digester::impl {
   uint64_t max_blocks_per_launch = (256ull << 20) / 64;  // 256 MiB of sums: 4 GiB of input per launch
 };
 
-digester::digester() : impl_(new impl) {}
+digester::digester(uint64_t max_sums_bytes) : impl_(new impl) {
+  impl_->max_blocks_per_launch = std::max<uint64_t>(1, max_sums_bytes / 64);
+}
 digester::~digester() { delete impl_; }
 
 result<digest128> digester::digest(const void* data, uint64_t bytes, stream& s) {

@@ -50,7 +50,7 @@ result<encoded_layout> diff_encoder::encode(std::span<const diff_input>, encodin
 const void* diff_encoder::payload() const noexcept { return nullptr; }
 
 struct digester::impl {};
-digester::digester() : impl_(nullptr) {}
+digester::digester(uint64_t) : impl_(nullptr) {}
 digester::~digester() = default;
 result<digest128> digester::digest(const void*, uint64_t, stream&) { return not_built(); }
 status digester::digest_many(std::span<const std::pair<const void*, uint64_t>>, std::span<digest128>, stream&) {

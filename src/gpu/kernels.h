@@ -80,7 +80,9 @@ class diff_encoder {
 // sequentially, 8 lanes). Synchronizes `s`. Not thread-safe (owns its scratch).
 class digester {
  public:
-  digester();
+  // max_sums_bytes bounds the scratch (64 bytes per KiB of input); longer inputs are hashed in several
+  // launches, the chains carried between them.
+  explicit digester(uint64_t max_sums_bytes = 256ull << 20);
   ~digester();
   digester(const digester&) = delete;
   digester& operator=(const digester&) = delete;
