@@ -19,6 +19,7 @@
 #include "io/io_backend.h"
 #include "io/worker_pool.h"
 #include "sync/receiver.h"
+#include "sync/cuda_weight_store.h"
 #include "sync/weight_store.h"
 
 namespace deltasync::cli {
@@ -32,6 +33,7 @@ struct serve_options {
   uint64_t seed = 1;
   uint64_t base_version = 0;
   std::string store = "host";
+  int device = 0;  // --store cuda: the CUDA device
   std::string token_file;
   uint64_t chunk_bytes = 4ull << 20;
   uint32_t read_workers = 8;
@@ -91,8 +93,17 @@ int run_serve(const serve_options& opt) {
   sigaddset(&sigs, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
 
-  auto store = opt.model.empty() ? host_weight_store::load(opt.base) : host_weight_store::synthetic(opt.model, opt.seed);
-  if (!store) return fail(store.err());
+  result<std::unique_ptr<weight_store>> store = error(errc::internal, "no store");
+  if (opt.store == "cuda") {
+    auto s = opt.model.empty() ? cuda_weight_store::load(opt.base, opt.device)
+                               : cuda_weight_store::synthetic(opt.model, opt.seed, opt.device);
+    if (!s) return fail(s.err());
+    store = std::unique_ptr<weight_store>(std::move(s).value());
+  } else {
+    auto s = opt.model.empty() ? host_weight_store::load(opt.base) : host_weight_store::synthetic(opt.model, opt.seed);
+    if (!s) return fail(s.err());
+    store = std::unique_ptr<weight_store>(std::move(s).value());
+  }
   (*store)->set_version(opt.base_version);
 
   io::event_loop loop;
@@ -170,6 +181,7 @@ void register_serve(CLI::App& app, int& exit_status) {
   cmd->add_option("--seed", opt->seed, "Seed of the synthetic model")->capture_default_str();
   cmd->add_option("--base-version", opt->base_version, "Version of the base weights")->capture_default_str();
   cmd->add_option("--store", opt->store, "Weight store: host or cuda")->capture_default_str();
+  cmd->add_option("--device", opt->device, "CUDA device of --store cuda")->capture_default_str();
   cmd->add_option("--token-file", opt->token_file, "Require 'Authorization: Bearer <first line of this file>'");
   cmd->add_option("--update-weight-delta-chunk-bytes", opt->chunk_bytes, "Read pieces of this many bytes")->capture_default_str();
   cmd->add_option("--update-weight-delta-read-workers", opt->read_workers, "Reads in flight")->capture_default_str();

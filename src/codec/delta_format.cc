@@ -313,6 +313,37 @@ uint64_t delta_bucket_builder::payload_bytes() const noexcept {
   return positions_.size() + (values_type_ ? value_count_ * element_bytes(*values_type_) : 0);
 }
 
+result<safetensors_layout> build_delta_header(const encoded_bucket& b, uint64_t data_alignment,
+                                              const native_fields* native, uint64_t payload_xxh3_64) {
+  const encoding meta_enc = b.enc;  // slime writes "deltas_zstd" inside the frame too
+  std::vector<std::pair<std::string, std::string>> metadata = {
+      {std::string(kMetaEncoding), std::string(encoding_name(meta_enc))},
+      {std::string(kMetaVersion), std::to_string(b.current_version)},
+      {std::string(kMetaChecksum), checksum_to_decimal(b.checksum)},
+      {std::string(kMetaParams), params_to_json(b.params)},
+  };
+  if (native != nullptr) {
+    json::object digests;
+    for (const auto& p : b.params) {
+      auto it = native->tensor_digests.find(p.name);
+      if (it == native->tensor_digests.end())
+        return error(errc::invalid_argument, "native delta file: no tensor digest for param " + quoted(p.name));
+      digests[p.name] = to_hex(it->second);
+    }
+    metadata.emplace_back(kMetaFormat, kNativeFormatName);
+    metadata.emplace_back(kMetaBaseVersion, std::to_string(native->base_version));
+    metadata.emplace_back(kMetaNativeVersion, std::to_string(b.current_version));
+    metadata.emplace_back(kMetaPayloadHash, to_hex64(payload_xxh3_64));
+    metadata.emplace_back(kMetaTensorDigests, json::serialize(digests));
+  }
+  const uint64_t values_bytes = b.value_count * element_bytes(b.values_type);
+  const std::vector<tensor_spec> specs = {
+      {std::string(kPositionsTensor), dtype::U8, {b.positions_bytes}, b.positions_bytes},
+      {std::string(kValuesTensor), b.values_type, {b.value_count}, values_bytes},
+  };
+  return build_safetensors_header(specs, metadata, data_alignment);
+}
+
 result<byte_buffer> delta_bucket_builder::finish(uint64_t current_version, uint64_t data_alignment,
                                                  const native_fields* native) {
   if (native != nullptr) {
@@ -346,28 +377,20 @@ result<byte_buffer> delta_bucket_builder::finish(uint64_t current_version, uint6
   }
   DS_CHECK(at == values.size(), "delta_bucket_builder: values size");
 
-  const checksum128 sum = delta_checksum(positions, vt, values);
-  const encoding meta_enc = enc_;  // slime writes "deltas_zstd" inside the frame too
-  std::vector<std::pair<std::string, std::string>> metadata = {
-      {std::string(kMetaEncoding), std::string(encoding_name(meta_enc))},
-      {std::string(kMetaVersion), std::to_string(current_version)},
-      {std::string(kMetaChecksum), checksum_to_decimal(sum)},
-      {std::string(kMetaParams), params_to_json(params_)},
-  };
-  if (native != nullptr) {
-    json::object digests;
-    for (const auto& p : params_) digests[p.name] = to_hex(native->tensor_digests.at(p.name));
-    metadata.emplace_back(kMetaFormat, kNativeFormatName);
-    metadata.emplace_back(kMetaBaseVersion, std::to_string(native->base_version));
-    metadata.emplace_back(kMetaNativeVersion, std::to_string(current_version));
-    metadata.emplace_back(kMetaPayloadHash, to_hex64(xxh3_64(data)));
-    metadata.emplace_back(kMetaTensorDigests, json::serialize(digests));
-  }
-  std::vector<tensor_data> tensors = {
-      {{std::string(kPositionsTensor), dtype::U8, {pos_bytes}, pos_bytes}, positions},
-      {{std::string(kValuesTensor), vt, {value_count_}, values.size()}, values},
-  };
-  DS_ASSIGN_OR_RETURN(byte_buffer file, write_safetensors(tensors, metadata, data_alignment));
+  encoded_bucket bucket;
+  bucket.enc = enc_;
+  bucket.current_version = current_version;
+  bucket.params = params_;
+  bucket.positions_bytes = pos_bytes;
+  bucket.values_type = vt;
+  bucket.value_count = value_count_;
+  bucket.checksum = delta_checksum(positions, vt, values);
+  DS_ASSIGN_OR_RETURN(safetensors_layout layout,
+                      build_delta_header(bucket, data_alignment, native, native != nullptr ? xxh3_64(data) : 0));
+  byte_buffer file;
+  file.reserve(layout.header.size() + data.size());
+  file.insert(file.end(), layout.header.begin(), layout.header.end());
+  file.insert(file.end(), data.begin(), data.end());
   if (enc_ == encoding::deltas_zstd) {
     DS_ASSIGN_OR_RETURN(file, zstd_wrap(file, 1));
   }

@@ -137,6 +137,23 @@ class delta_bucket_builder {
   uint64_t value_count_ = 0;
 };
 
+// The header (length prefix + JSON) of a delta file whose data section, __positions__ then __values__, was
+// encoded elsewhere (the GPU encoder packs it on the device). For the same params, sizes and checksum the
+// bytes equal the header delta_bucket_builder::finish writes, so header + payload is the same file (not for
+// deltas_zstd, whose file is compressed whole). `params` carry their ranges. For a native file, `native`
+// must hold a digest for every param and `payload_xxh3_64` is the XXH3-64 of the data section.
+struct encoded_bucket {
+  encoding enc = encoding::indices;
+  uint64_t current_version = 0;
+  std::vector<param_entry> params;
+  uint64_t positions_bytes = 0;
+  dtype values_type = dtype::BF16;
+  uint64_t value_count = 0;
+  checksum128 checksum = 0;
+};
+result<safetensors_layout> build_delta_header(const encoded_bucket& bucket, uint64_t data_alignment = 8,
+                                              const native_fields* native = nullptr, uint64_t payload_xxh3_64 = 0);
+
 // ---- reader ----
 
 // The native metadata of a file, validated (see the top of this header).

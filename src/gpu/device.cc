@@ -125,6 +125,9 @@ pinned_buffer& pinned_buffer::operator=(pinned_buffer&& o) noexcept {
   return *this;
 }
 
+status grow(device_buffer& b, size_t bytes) { return detail::ensure(b, bytes); }
+status grow(pinned_buffer& b, size_t bytes) { return detail::ensure_pinned(b, bytes); }
+
 status register_host(void* p, size_t bytes) {
   return cuda_status(cudaHostRegister(p, bytes, cudaHostRegisterPortable), "cudaHostRegister");
 }

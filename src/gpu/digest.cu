@@ -207,6 +207,18 @@ result<digest128> digester::digest(const void* data, uint64_t bytes, stream& s) 
   return d;
 }
 
+result<uint64_t> digester::digest64(const void* data, uint64_t bytes, stream& s) {
+  if (bytes <= kMidSizeMax) {
+    unsigned char buf[kMidSizeMax];
+    cudaStream_t cs = static_cast<cudaStream_t>(s.native());
+    if (bytes > 0) DS_CUDA_TRY(cudaMemcpyAsync(buf, data, bytes, cudaMemcpyDeviceToHost, cs));
+    DS_CUDA_TRY(cudaStreamSynchronize(cs));
+    return xxh3_64(byte_span(reinterpret_cast<const std::byte*>(buf), bytes));
+  }
+  DS_ASSIGN_OR_RETURN(digest128 d, digest(data, bytes, s));
+  return d.low;
+}
+
 status digester::digest_many(std::span<const std::pair<const void*, uint64_t>> regions, std::span<digest128> out,
                              stream& s) {
   DS_CHECK(regions.size() == out.size(), "digest_many: one output per region");

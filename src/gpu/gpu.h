@@ -81,6 +81,10 @@ class pinned_buffer {
   size_t n_ = 0;
 };
 
+// Grows a scratch buffer to at least `bytes` (its contents are not kept).
+status grow(device_buffer& b, size_t bytes);
+status grow(pinned_buffer& b, size_t bytes);
+
 // Registers existing host memory as pinned for the GPU (cudaHostRegister) / undoes it.
 status register_host(void* p, size_t bytes);
 void unregister_host(void* p) noexcept;

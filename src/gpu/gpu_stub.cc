@@ -28,6 +28,8 @@ result<pinned_buffer> pinned_buffer::allocate(size_t) { return not_built(); }
 pinned_buffer::~pinned_buffer() = default;
 pinned_buffer::pinned_buffer(pinned_buffer&&) noexcept {}
 pinned_buffer& pinned_buffer::operator=(pinned_buffer&&) noexcept { return *this; }
+status grow(device_buffer&, size_t) { return not_built(); }
+status grow(pinned_buffer&, size_t) { return not_built(); }
 status register_host(void*, size_t) { return not_built(); }
 void unregister_host(void*) noexcept {}
 status copy_h2d(void*, const void*, size_t, stream&) { return not_built(); }
@@ -53,6 +55,7 @@ struct digester::impl {};
 digester::digester(uint64_t) : impl_(nullptr) {}
 digester::~digester() = default;
 result<digest128> digester::digest(const void*, uint64_t, stream&) { return not_built(); }
+result<uint64_t> digester::digest64(const void*, uint64_t, stream&) { return not_built(); }
 status digester::digest_many(std::span<const std::pair<const void*, uint64_t>>, std::span<digest128>, stream&) {
   return not_built();
 }

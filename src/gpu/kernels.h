@@ -87,6 +87,8 @@ class digester {
   digester(const digester&) = delete;
   digester& operator=(const digester&) = delete;
   result<digest128> digest(const void* data, uint64_t bytes, stream& s);
+  // XXH3-64 (deltasync::xxh3_64): for inputs over 240 bytes it is the low half of XXH3-128's merge.
+  result<uint64_t> digest64(const void* data, uint64_t bytes, stream& s);
   // Several regions at once (their chains run in parallel): out[i] = digest of regions[i].
   status digest_many(std::span<const std::pair<const void*, uint64_t>> regions, std::span<digest128> out, stream& s);
 
