@@ -134,42 +134,67 @@ __device__ uint64_t merge_accs(const uint64_t* acc, int secret_off, uint64_t sta
   return avalanche(r);
 }
 
-// One warp per job; lanes 0..7 run the chain of their accumulator lane.
-__global__ void chain_kernel(const job* jobs, int njobs, const uint64_t* sums, uint64_t* accs, uint64_t* out) {
-  const int w = static_cast<int>((uint64_t{blockIdx.x} * blockDim.x + threadIdx.x) / 32);
+// One block of two warps per job. Warp 1 streams the job's sums into shared memory, a chunk ahead; lanes
+// 0..7 of warp 0 run the chain of their accumulator lane out of shared memory (the chain's step is a few
+// dependent integer operations, so it must not wait on device-memory latency).
+constexpr int kChainChunk = 256;  // blocks per shared-memory chunk: 16 KiB, double-buffered
+
+__global__ void __launch_bounds__(64) chain_kernel(const job* jobs, int njobs, const uint64_t* sums, uint64_t* accs,
+                                                   uint64_t* out) {
+  __shared__ __align__(16) uint64_t buf[2][kChainChunk * 8];
+  __shared__ uint64_t tail_acc[8];
+  if (static_cast<int>(blockIdx.x) >= njobs) return;
+  const job jb = jobs[blockIdx.x];
   const int lane = threadIdx.x & 31;
-  if (w >= njobs) return;
-  const job jb = jobs[w];
-  __shared__ uint64_t tail_acc[8][8];  // [warp in block][lane]
-  const int wib = threadIdx.x / 32;
-  if (lane < 8) {
-    const uint64_t init[8] = {kPrime32_3, kPrime64_1, kPrime64_2, kPrime64_3, kPrime64_4, kPrime32_2, kPrime64_5, kPrime32_1};
-    uint64_t a = 0;
+  const int warp = threadIdx.x >> 5;
+  const uint64_t n = jb.block_end - jb.block_begin;
+  const uint64_t* sp = sums + jb.sum_base * 8;
+  const uint64_t chunks = (n + kChainChunk - 1) / kChainChunk;
+  auto load_chunk = [&](uint64_t c) {
+    const uint64_t b0 = c * kChainChunk;
+    const uint64_t words = ((n - b0) < uint64_t{kChainChunk} ? (n - b0) : uint64_t{kChainChunk}) * 8;  // even: 8 words per block
+    const uint2* src = reinterpret_cast<const uint2*>(sp + b0 * 8);
+    uint2* dst = reinterpret_cast<uint2*>(buf[c & 1]);
+    for (uint64_t w = lane; w < words; w += 32) dst[w] = src[w];
+  };
+  if (warp == 1 && chunks > 0) load_chunk(0);
+  __syncthreads();
+  const uint64_t init[8] = {kPrime32_3, kPrime64_1, kPrime64_2, kPrime64_3, kPrime64_4, kPrime32_2, kPrime64_5, kPrime32_1};
+  uint64_t a = 0;
+  if (warp == 0 && lane < 8) {
 #pragma unroll
     for (int j = 0; j < 8; ++j)
       if (j == lane) a = init[j];
     if (!jb.first) a = accs[8 * jb.acc_slot + lane];
-    const uint64_t key = secret64(128 + 8 * lane);
-    const uint64_t n = jb.block_end - jb.block_begin;
-    const uint64_t* sp = sums + jb.sum_base * 8 + lane;
-    uint64_t b = 0;
-    for (; b + 4 <= n; b += 4) {
-      const uint64_t s0 = sp[8 * b], s1 = sp[8 * b + 8], s2 = sp[8 * b + 16], s3 = sp[8 * b + 24];
-      a += s0; a ^= a >> 47; a ^= key; a *= kPrime32_1;
-      a += s1; a ^= a >> 47; a ^= key; a *= kPrime32_1;
-      a += s2; a ^= a >> 47; a ^= key; a *= kPrime32_1;
-      a += s3; a ^= a >> 47; a ^= key; a *= kPrime32_1;
-    }
-    for (; b < n; ++b) {
-      a += sp[8 * b]; a ^= a >> 47; a ^= key; a *= kPrime32_1;
-    }
-    if (!jb.last) accs[8 * jb.acc_slot + lane] = a;
-    tail_acc[wib][lane] = a;
   }
-  __syncwarp();
-  if (!jb.last || lane != 0) return;
+  const uint64_t key = warp == 0 && lane < 8 ? secret64(128 + 8 * lane) : 0;
+  for (uint64_t c = 0; c < chunks; ++c) {
+    if (warp == 1 && c + 1 < chunks) load_chunk(c + 1);
+    if (warp == 0 && lane < 8) {
+      const uint64_t* b = buf[c & 1] + lane;
+      const int m = static_cast<int>(((n - c * kChainChunk) < uint64_t{kChainChunk} ? (n - c * kChainChunk) : uint64_t{kChainChunk}));
+      int k = 0;
+      for (; k + 4 <= m; k += 4) {
+        const uint64_t s0 = b[8 * k], s1 = b[8 * k + 8], s2 = b[8 * k + 16], s3 = b[8 * k + 24];
+        a += s0; a ^= a >> 47; a ^= key; a *= kPrime32_1;
+        a += s1; a ^= a >> 47; a ^= key; a *= kPrime32_1;
+        a += s2; a ^= a >> 47; a ^= key; a *= kPrime32_1;
+        a += s3; a ^= a >> 47; a ^= key; a *= kPrime32_1;
+      }
+      for (; k < m; ++k) {
+        a += b[8 * k]; a ^= a >> 47; a ^= key; a *= kPrime32_1;
+      }
+    }
+    __syncthreads();
+  }
+  if (warp == 0 && lane < 8) {
+    if (!jb.last) accs[8 * jb.acc_slot + lane] = a;
+    tail_acc[lane] = a;
+  }
+  __syncthreads();
+  if (!jb.last || threadIdx.x != 0) return;
   uint64_t acc[8];
-  for (int j = 0; j < 8; ++j) acc[j] = tail_acc[wib][j];
+  for (int j = 0; j < 8; ++j) acc[j] = tail_acc[j];
   const uint64_t len = jb.len;
   const uint64_t nb = (len - 1) / kBlockBytes;
   const uint64_t stripes = ((len - 1) - kBlockBytes * nb) / 64;
@@ -297,8 +322,7 @@ status digester::digest_many(std::span<const std::pair<const void*, uint64_t>> r
       sums_kernel<<<grid, 256, 0, cs>>>(dj, static_cast<int>(l.size()), total, m.sums.as<uint64_t>());
       DS_CUDA_TRY(cudaGetLastError());
     }
-    const unsigned cgrid = static_cast<unsigned>((l.size() * 32 + 255) / 256);
-    chain_kernel<<<cgrid, 256, 0, cs>>>(dj, static_cast<int>(l.size()), m.sums.as<uint64_t>(), m.accs.as<uint64_t>(),
+    chain_kernel<<<static_cast<unsigned>(l.size()), 64, 0, cs>>>(dj, static_cast<int>(l.size()), m.sums.as<uint64_t>(), m.accs.as<uint64_t>(),
                                         m.out.as<uint64_t>());
     DS_CUDA_TRY(cudaGetLastError());
   }

@@ -16,7 +16,8 @@ fail() { echo "FAIL: $*"; exit 1; }
 
 start_serve() {  # name, args... (runs in this shell, so the trap can stop the server)
   local name=$1; shift
-  "$bin" serve --listen 127.0.0.1:0 --port-file "$work/$name.port" --log-level warn "$@" 2> "$work/$name.log" &
+  # DS_SERVE_EXTRA adds flags to every receiver (e.g. "--store cuda" on a machine with a GPU, docs/gpu.md).
+  "$bin" serve --listen 127.0.0.1:0 --port-file "$work/$name.port" --log-level warn ${DS_SERVE_EXTRA:-} "$@" 2> "$work/$name.log" &
   pids+=($!)
   for _ in $(seq 1 300); do [ -s "$work/$name.port" ] && break; sleep 0.1; done
   [ -s "$work/$name.port" ] || fail "$name did not start: $(cat "$work/$name.log")"

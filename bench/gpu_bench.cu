@@ -1,0 +1,358 @@
+// The GPU path against its physical limits, measured in the same run (bench/RESULTS.md, docs/gpu.md):
+//   limits   large device-to-device copy (HBM: bytes read + written), pinned H2D and D2H copies,
+//            file write and read throughput of the same io engine (fdatasync'ed write; read after dropping
+//            the page cache where allowed);
+//   path     diff+encode with the snapshot on the device (every byte read and written counted), with the
+//            snapshot in pinned host memory (vs pinned H2D), device XXH3-128, GPU -> pinned -> file (vs the
+//            host write of the same bytes), apply of the file into the device weight store (vs disk read).
+// Data: `--gib` GiB of bf16 in `--tensors` tensors, random bits, `--density` of the elements changed.
+// Medians of `--reps` runs after a warm-up. `--json FILE` writes every figure (bench/torch_baseline.py reads
+// it to print its ratio). DS_BENCH_SMOKE=1 or --smoke shrinks everything to a few MiB. Without a device it
+// prints SKIP and exits 77.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "codec/delta_format.h"
+#include "gpu/gpu.h"
+#include "gpu/kernels.h"
+#include "io/buffer_pool.h"
+#include "io/event_loop.h"
+#include "io/io_backend.h"
+#include "io/sync_io.h"
+#include "sync/cuda_weight_store.h"
+#include "sync/gpu_delta_writer.h"
+
+using namespace deltasync;
+
+namespace {
+
+#define CK(x)                                                                     \
+  do {                                                                            \
+    auto r_ = (x);                                                                \
+    if (!r_.ok()) {                                                               \
+      std::fprintf(stderr, "FAILED %s: %s\n", #x, r_.err().message.c_str());      \
+      std::exit(1);                                                               \
+    }                                                                             \
+  } while (0)
+#define CU(x)                                                                           \
+  do {                                                                                  \
+    cudaError_t e_ = (x);                                                               \
+    if (e_ != cudaSuccess) {                                                            \
+      std::fprintf(stderr, "FAILED %s: %s\n", #x, cudaGetErrorString(e_));              \
+      std::exit(1);                                                                     \
+    }                                                                                   \
+  } while (0)
+
+__device__ __forceinline__ uint32_t mix32(uint64_t x) {
+  x ^= x >> 33; x *= 0xff51afd7ed558ccdULL; x ^= x >> 33; x *= 0xc4ceb9fe1a85ec53ULL; x ^= x >> 33;
+  return static_cast<uint32_t>(x);
+}
+
+// snap = random bf16 bits; cur = snap with `threshold / 2^32` of the elements changed in one mantissa bit.
+__global__ void fill_kernel(uint16_t* snap, uint16_t* cur, uint64_t n, uint32_t threshold, uint64_t seed) {
+  for (uint64_t i = uint64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < n; i += uint64_t{gridDim.x} * blockDim.x) {
+    const uint16_t v = static_cast<uint16_t>(mix32(i * 2 + seed));
+    snap[i] = v;
+    cur[i] = mix32(i * 2 + 1 + seed) < threshold ? static_cast<uint16_t>(v ^ (1u << (mix32(i + seed * 7) % 7))) : v;
+  }
+}
+
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : (v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]));
+}
+
+struct figure {
+  double median_s = 0, min_s = 0, max_s = 0, bytes = 0;
+  double gbps() const { return median_s > 0 ? bytes / median_s / 1e9 : 0; }
+};
+
+template <typename F>
+figure measure(int reps, double bytes, F&& f) {
+  f();  // warm-up
+  std::vector<double> t;
+  for (int r = 0; r < reps; ++r) t.push_back(f());
+  figure fg;
+  fg.median_s = median(t);
+  fg.min_s = *std::min_element(t.begin(), t.end());
+  fg.max_s = *std::max_element(t.begin(), t.end());
+  fg.bytes = bytes;
+  return fg;
+}
+
+bool drop_caches() {
+  ::sync();
+  std::ofstream f("/proc/sys/vm/drop_caches");
+  if (!f) return false;
+  f << "1\n";
+  f.flush();
+  return static_cast<bool>(f);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  double gib = 8, density = 0.01;
+  int tensors = 32, reps = 5;
+  std::string dir = "/tmp/deltasync-gpu-bench", json_path;
+  bool smoke = std::getenv("DS_BENCH_SMOKE") != nullptr;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto next = [&] { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
+    if (a == "--gib") gib = std::stod(next());
+    else if (a == "--density") density = std::stod(next());
+    else if (a == "--tensors") tensors = std::stoi(next());
+    else if (a == "--reps") reps = std::stoi(next());
+    else if (a == "--dir") dir = next();
+    else if (a == "--json") json_path = next();
+    else if (a == "--smoke") smoke = true;
+    else if (a.rfind("--benchmark", 0) == 0) {}  // tolerated: the smoke test passes Google Benchmark flags
+    else { std::fprintf(stderr, "unknown argument %s\n", a.c_str()); return 2; }
+  }
+  if (auto st = gpu::available(); !st) {
+    std::printf("SKIP: %s\n", st.err().message.c_str());
+    return 77;  // CTest's SKIP_RETURN_CODE: a visible skip
+  }
+  if (smoke) { gib = 1.0 / 64; tensors = 4; reps = 2; }
+  std::printf("device: %s\n", gpu::device_description().c_str());
+  const uint64_t total_elems = static_cast<uint64_t>(gib * double(1ull << 30)) / 2 / tensors / 4096 * 4096 * tensors;
+  const uint64_t per = total_elems / tensors;
+  const uint64_t nbytes = total_elems * 2;
+  std::printf("data: %.2f GiB bf16 in %d tensors of %llu elements, density %.4f, %d reps (median)\n",
+              double(nbytes) / double(1ull << 30), tensors, (unsigned long long)per, density, reps);
+  std::map<std::string, double> out;
+
+  gpu::stream s;
+  cudaStream_t cs = static_cast<cudaStream_t>(s.native());
+  auto cur = std::move(gpu::device_buffer::allocate(nbytes)).value();
+  auto snap = std::move(gpu::device_buffer::allocate(nbytes)).value();
+  auto copy = std::move(gpu::device_buffer::allocate(nbytes)).value();
+  fill_kernel<<<132 * 16, 256, 0, cs>>>(snap.as<uint16_t>(), cur.as<uint16_t>(), total_elems,
+                                        static_cast<uint32_t>(density * 4294967296.0), 12345);
+  CU(cudaGetLastError());
+  CK(s.synchronize());
+
+  gpu::event e0, e1;
+  auto time_events = [&](auto&& enqueue) {
+    CK(e0.record(s));
+    enqueue();
+    CK(e1.record(s));
+    CK(e1.synchronize());
+    return gpu::event::elapsed_ms(e0, e1) / 1e3;
+  };
+  // ---- limits ----
+  const figure hbm = measure(reps, 2.0 * nbytes, [&] { return time_events([&] { CK(gpu::copy_d2d(copy.data(), cur.data(), nbytes, s)); }); });
+  auto pinned = std::move(gpu::pinned_buffer::allocate(nbytes)).value();
+  const figure d2h = measure(reps, double(nbytes), [&] { return time_events([&] { CK(gpu::copy_d2h(pinned.data(), snap.data(), nbytes, s)); }); });
+  const figure h2d = measure(reps, double(nbytes), [&] { return time_events([&] { CK(gpu::copy_h2d(copy.data(), pinned.data(), nbytes, s)); }); });
+  // pinned now holds the snapshot (the last D2H).
+
+  // ---- diff + encode ----
+  std::vector<gpu::diff_input> dev_in, host_in;
+  for (int t = 0; t < tensors; ++t) {
+    const uint64_t off = uint64_t(t) * per * 2;
+    dev_in.push_back({cur.as<std::byte>() + off, snap.as<std::byte>() + off, per, 2, false});
+    host_in.push_back({cur.as<std::byte>() + off, pinned.as<std::byte>() + off, per, 2, true});
+  }
+  gpu::diff_encoder enc;
+  gpu::encoded_layout layout;
+  const figure diff_dev = measure(reps, 0, [&] {
+    const double t0 = now_s();
+    layout = std::move(enc.encode(dev_in, encoding::deltas, s)).value();
+    return now_s() - t0;
+  });
+  uint64_t changed = 0;
+  for (uint64_t c : layout.counts) changed += c;
+  // Bytes through device memory: both inputs read; compacted positions (4) + values (2) written; the
+  // gaps pass reads positions; pack reads positions + values and writes the payload.
+  const double diff_bytes = 2.0 * nbytes + changed * 6.0 + changed * 4.0 + changed * 6.0 + double(layout.payload_bytes());
+  figure diff_dev_f = diff_dev;
+  diff_dev_f.bytes = diff_bytes;
+  gpu::diff_encoder enc_host;
+  const figure diff_pinned = measure(reps, double(nbytes), [&] {
+    const double t0 = now_s();
+    layout = std::move(enc_host.encode(host_in, encoding::deltas, s)).value();
+    return now_s() - t0;
+  });
+  uint64_t changed2 = 0;
+  for (uint64_t c : layout.counts) changed2 += c;
+  if (changed2 != changed) { std::fprintf(stderr, "FAILED: staged diff found %llu changes, device %llu\n", (unsigned long long)changed2, (unsigned long long)changed); return 1; }
+  layout = std::move(enc.encode(dev_in, encoding::deltas, s)).value();
+
+  // ---- device digest ----
+  gpu::digester dig;
+  std::vector<std::pair<const void*, uint64_t>> regions;
+  for (auto& in : dev_in) regions.emplace_back(in.current, per * 2);
+  std::vector<digest128> digests(regions.size());
+  const figure digest_f = measure(reps, double(nbytes), [&] {
+    const double t0 = now_s();
+    CK(dig.digest_many(regions, digests, s));
+    return now_s() - t0;
+  });
+  const figure digest_one = measure(reps, double(per * 2), [&] {
+    const double t0 = now_s();
+    CK(dig.digest(regions[0].first, regions[0].second, s));
+    return now_s() - t0;
+  });
+
+  // ---- GPU -> pinned -> file vs the host write of the same bytes ----
+  std::filesystem::create_directories(dir);
+  io::event_loop loop;
+  io::io_backend_options bo;
+  bo.quiet = true;
+  auto backend = std::move(io::make_io_backend(loop, bo)).value();
+  io::buffer_pool_options po;
+  po.buffer_bytes = 16 << 20;
+  po.max_total_bytes = 256 << 20;
+  po.pin = [](void* p, size_t n) { return gpu::register_host(p, n); };
+  po.unpin = [](void* p, size_t) { gpu::unregister_host(p); };
+  auto pool = std::move(io::buffer_pool::create(loop, backend.get(), po)).value();
+  std::vector<device_param> params;
+  native_fields nf;
+  nf.base_version = 0;
+  for (int t = 0; t < tensors; ++t) {
+    params.push_back({"model.layers." + std::to_string(t) + ".weight", dtype::BF16, {per / 4096, 4096}});
+    nf.tensor_digests[params.back().name] = digests[t];
+  }
+  const byte_buffer header = std::move(device_delta_header(encoding::deltas, 1, params, layout, enc.payload(), 4096, &nf, dig, s)).value();
+  const double file_bytes = double(header.size() + layout.payload_bytes());
+  const std::string gpu_path = dir + "/rank0000_flush000000.safetensors";
+  const std::string host_path = dir + "/host_copy.safetensors";
+  const figure write_gpu = measure(reps, file_bytes, [&] {
+    const double t0 = now_s();
+    CK(write_device_file(*backend, *pool, gpu_path, header, enc.payload(), layout.payload_bytes(), s));
+    return now_s() - t0;
+  });
+  byte_buffer host_file(header.begin(), header.end());
+  host_file.resize(header.size() + layout.payload_bytes());
+  CK(gpu::copy_d2h(host_file.data() + header.size(), enc.payload(), layout.payload_bytes(), s));
+  CK(s.synchronize());
+  const figure write_host = measure(reps, file_bytes, [&] {
+    const double t0 = now_s();
+    CK(io::write_file_atomic(*backend, *pool, host_path, host_file));
+    return now_s() - t0;
+  });
+  {
+    auto back = std::move(io::read_file_all(*backend, *pool, gpu_path, 1ull << 40)).value();
+    if (back != host_file) { std::fprintf(stderr, "FAILED: the GPU-written file differs from its bytes\n"); return 1; }
+  }
+
+  // ---- disk read vs apply into the device store ----
+  bool dropped = false;
+  const figure read_f = measure(reps, file_bytes, [&] {
+    dropped = drop_caches();
+    const double t0 = now_s();
+    auto b = io::read_file_all(*backend, *pool, gpu_path, 1ull << 40);
+    CK(b);
+    return now_s() - t0;
+  });
+  std::vector<store_tensor> st;
+  std::vector<const void*> src;
+  for (int t = 0; t < tensors; ++t) {
+    st.push_back({params[t].name, dtype::BF16, params[t].shape, per, per * 2});
+    src.push_back(snap.as<std::byte>() + uint64_t(t) * per * 2);
+  }
+  auto store = std::move(cuda_weight_store::from_device(st, src, 0)).value();
+  const byte_buffer file = std::move(io::read_file_all(*backend, *pool, gpu_path, 1ull << 40)).value();
+  const unsigned threads = 4;
+  std::vector<undo_log> undos(threads);
+  bool verified = false;
+  double rollback_s = 0;
+  const figure apply_f = measure(reps, file_bytes, [&] {
+    const double t0 = now_s();
+    auto f = std::move(parse_delta_file(file)).value();
+    std::vector<std::thread> ws;
+    for (unsigned w = 0; w < threads; ++w)
+      ws.emplace_back([&, w] {
+        for (size_t k = w; k < f.manifest.params.size(); k += threads) {
+          const auto& p = f.manifest.params[k];
+          CK(store->apply(*store->find(p.name), f, p, undos[w]));
+        }
+      });
+    for (auto& w : ws) w.join();
+    const double t = now_s() - t0;
+    if (!verified) {
+      for (int k = 0; k < tensors; ++k)
+        if (!(store->digest(k) == digests[k])) { std::fprintf(stderr, "FAILED: tensor %d digest after apply\n", k); std::exit(1); }
+      verified = true;
+    }
+    const double r0 = now_s();
+    for (auto& u : undos) store->rollback(u);
+    rollback_s = now_s() - r0;
+    return t;
+  });
+
+  auto row = [&](const char* what, const figure& f, const char* unit_note) {
+    std::printf("  %-44s %9.3f ms  (min %.3f, max %.3f)  %8.2f GB/s  %s\n", what, f.median_s * 1e3, f.min_s * 1e3,
+                f.max_s * 1e3, f.gbps(), unit_note);
+  };
+  std::printf("\nchanged elements: %llu (%.4f%%), payload %.1f MB, file %.1f MB\n", (unsigned long long)changed,
+              100.0 * double(changed) / double(total_elems), layout.payload_bytes() / 1e6, file_bytes / 1e6);
+  std::printf("limits:\n");
+  row("HBM copy D2D (read + written)", hbm, "");
+  row("pinned H2D", h2d, "");
+  row("pinned D2H", d2h, "");
+  row("file write, host bytes (io engine, fdatasync)", write_host, "");
+  row("file read (io engine)", read_f, dropped ? "(page cache dropped)" : "(page cache NOT dropped)");
+  std::printf("GPU path:\n");
+  row("diff+encode, snapshot on device (all bytes)", diff_dev_f, "");
+  row("diff+encode, snapshot in pinned host (snap)", diff_pinned, "");
+  row("XXH3-128 on device, all tensors", digest_f, "");
+  row("XXH3-128 on device, one tensor", digest_one, "");
+  row("GPU -> pinned -> file", write_gpu, "");
+  row("apply into device store (parse + apply)", apply_f, "");
+  std::printf("  rollback of one apply: %.3f ms; digests after apply verified: %s\n", rollback_s * 1e3, verified ? "yes" : "no");
+  const double r_hbm = diff_dev_f.gbps() / hbm.gbps();
+  const double r_h2d = diff_pinned.gbps() / h2d.gbps();
+  const double r_write = write_gpu.gbps() / write_host.gbps();
+  const double r_apply = apply_f.gbps() / read_f.gbps();
+  std::printf("ratios (target):\n");
+  std::printf("  diff+encode device snapshot / HBM copy      %.3f  (>= 0.70)\n", r_hbm);
+  std::printf("  diff+encode pinned snapshot / pinned H2D    %.3f  (>= 0.85)\n", r_h2d);
+  std::printf("  GPU->pinned->file / host file write         %.3f  (>= 0.90)\n", r_write);
+  std::printf("  apply into device store / file read         %.3f  (>= 0.90)\n", r_apply);
+  out["bytes"] = double(nbytes);
+  out["changed"] = double(changed);
+  out["diff_device_s"] = diff_dev_f.median_s;
+  out["diff_device_bytes"] = diff_bytes;
+  out["diff_pinned_s"] = diff_pinned.median_s;
+  out["hbm_gbps"] = hbm.gbps();
+  out["h2d_gbps"] = h2d.gbps();
+  out["d2h_gbps"] = d2h.gbps();
+  out["write_host_gbps"] = write_host.gbps();
+  out["write_gpu_gbps"] = write_gpu.gbps();
+  out["read_gbps"] = read_f.gbps();
+  out["apply_gbps"] = apply_f.gbps();
+  out["digest_gbps"] = digest_f.gbps();
+  out["ratio_hbm"] = r_hbm;
+  out["ratio_h2d"] = r_h2d;
+  out["ratio_write"] = r_write;
+  out["ratio_apply"] = r_apply;
+  if (!json_path.empty()) {
+    std::ofstream j(json_path);
+    j << "{";
+    bool first = true;
+    for (auto& [k, v] : out) { j << (first ? "" : ", ") << "\"" << k << "\": " << v; first = false; }
+    j << ", \"tensors\": " << tensors << ", \"density\": " << density << "}\n";
+  }
+  store.reset();
+  pool.reset();
+  backend.reset();
+  std::filesystem::remove_all(dir);
+  return 0;
+}
