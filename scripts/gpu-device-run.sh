@@ -15,8 +15,8 @@ export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVL
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv
   python3 -c 'import torch; print("torch", torch.__version__, "devices", torch.cuda.device_count())'
   df -h /tmp | tail -1
-} > "$out/machine.txt" 2>&1
-cat "$out/machine.txt"
+} > "$out/summary.txt" 2>&1
+cat "$out/summary.txt"
 echo "== gpu_tests"
 ./gpu_tests > "$out/gpu_tests.log" 2>&1; echo "gpu_tests rc=$?" | tee -a "$out/summary.txt"
 grep -E "^\[  (PASSED|FAILED|SKIPPED) |FAILED|Failure|error" "$out/gpu_tests.log" | head -40
@@ -35,12 +35,12 @@ cat "$out/torch.log"
 if [ "${DS_SANITIZE:-1}" = 1 ] && command -v compute-sanitizer > /dev/null; then
   echo "== compute-sanitizer (small tests)"
   timeout 120 compute-sanitizer --tool memcheck --error-exitcode 9 ./gpu_tests \
-    --gtest_filter='gpu_diff.wide*:gpu_diff.snapshot*:gpu_diff.scratch*:gpu_apply.*:gpu_xor*:gpu_digest.many*:gpu_digest.unaligned*' \
-    > "$out/memcheck.log" 2>&1
+    --gtest_filter='gpu_diff.wide*:gpu_diff.snapshot*:gpu_diff.scratch*:gpu_apply.*:gpu_xor*:gpu_digest.many*:gpu_digest.unaligned*:gpu_sender.*:gpu_store.*' \
+    > "$out/sanitizer.log" 2>&1
   echo "memcheck rc=$?" | tee -a "$out/summary.txt"
   timeout 90 compute-sanitizer --tool racecheck --error-exitcode 9 ./gpu_tests \
-    --gtest_filter='gpu_digest.many*:gpu_diff.wide*' > "$out/racecheck.log" 2>&1
+    --gtest_filter='gpu_digest.many*:gpu_diff.wide*' >> "$out/sanitizer.log" 2>&1
   echo "racecheck rc=$?" | tee -a "$out/summary.txt"
-  tail -3 "$out/memcheck.log" "$out/racecheck.log"
+  grep -E "ERROR SUMMARY|RACECHECK SUMMARY|Invalid|FAILED" "$out/sanitizer.log" | sort | uniq -c | head -20
 fi
 cat "$out/summary.txt"

@@ -1,8 +1,9 @@
 // diff_encoder: bitwise diff + single-pass stream compaction + position encoding, on the device.
 //
-// One bucket is one sequence of 16 KiB tiles over its tensors (a tensor's tiles are consecutive). Each block
-// takes the next tile by ticket (so every tile's predecessors are already running: the look-back cannot wait
-// on a block that was never scheduled), loads 16 bytes per thread per round (4 rounds) of current and
+// One bucket is one sequence of 32 KiB tiles over its tensors (a tensor's tiles are consecutive). Each block
+// takes the tile of its index (blocks are dispatched in index order, so a tile's predecessors are running or
+// done and the look-back cannot wait on a block never scheduled), loads 16 bytes per thread per round (4
+// rounds, all issued before the first use) of current and
 // snapshot, turns the XOR into per-element change bits, and ranks its changed elements with one 64-bit block
 // scan (the 4 rounds' counts packed in 16-bit fields). Warp 0 then finds the tile's exclusive prefix by
 // decoupled look-back over the bucket's tile statuses, and every thread writes its changed elements' positions
@@ -32,9 +33,8 @@ using deltasync::gpu::detail::ensure_pinned;
 namespace deltasync::gpu {
 namespace {
 
-constexpr int kThreads = 256;
 constexpr int kRounds = 4;
-constexpr uint64_t kTileBytes = uint64_t{kThreads} * kRounds * 16;
+constexpr uint64_t tile_bytes(int threads) { return uint64_t(threads) * kRounds * 16; }
 constexpr uint64_t kFlagAggregate = 1ull << 62;
 constexpr uint64_t kFlagInclusive = 2ull << 62;
 constexpr uint64_t kValueMask = (1ull << 62) - 1;
@@ -120,7 +120,7 @@ __device__ __forceinline__ uint4 load16(const unsigned char* p, uint64_t off, ui
   return make_uint4(w[0], w[1], w[2], w[3]);
 }
 
-template <int EB>
+template <int EB, int kThreads>
 __global__ void __launch_bounds__(kThreads) diff_kernel(const tdesc* descs, int ndesc, uint64_t tile_begin,
                                                         unsigned int* ticket, uint64_t* status, uint32_t* positions,
                                                         unsigned char* values, uint64_t capacity, tstate* states,
@@ -131,12 +131,15 @@ __global__ void __launch_bounds__(kThreads) diff_kernel(const tdesc* descs, int 
   const int t = threadIdx.x;
   const int lane = t & 31;
   const int warp = t >> 5;
-  if (t == 0) s_tile = tile_begin + atomicAdd(ticket, 1u);
-  __syncthreads();
-  const uint64_t tile = s_tile;
+  // Tiles in block order: blocks are dispatched in increasing index, so a block's predecessors are running
+  // or done (as CUB's decoupled look-back assumes). `ticket` is kept for a dynamic order if ever needed.
+  (void)ticket;
+  (void)s_tile;
+  const uint64_t tile = tile_begin + blockIdx.x;
   const int ti = find_tensor_by_tile(descs, ndesc, tile);
   const tdesc d = descs[ti];
   const uint64_t local = tile - d.first_tile;
+  constexpr uint64_t kTileBytes = tile_bytes(kThreads);
   const uint64_t byte0 = local * kTileBytes;
   // A staged chunk's bytes sit at staged[byte - staged_byte_begin].
   const unsigned char* snap = d.snap != nullptr ? d.snap : staged - staged_byte_begin;
@@ -145,21 +148,37 @@ __global__ void __launch_bounds__(kThreads) diff_kernel(const tdesc* descs, int 
   uint4 a[kRounds];
   uint32_t m[kRounds];
   uint64_t packed = 0;
+  if (vec && byte0 + kTileBytes <= d.nbytes) {
+    // A whole, aligned tile: every load is issued before the first use.
+    uint4 b[kRounds];
 #pragma unroll
-  for (int v = 0; v < kRounds; ++v) {
-    const uint64_t off = byte0 + (uint64_t(v) * kThreads + t) * 16;
-    uint4 b;
-    if (off < d.nbytes) {
-      a[v] = load16(d.cur, off, d.nbytes, vec);
-      b = load16(snap, off, d.nbytes, vec);
-    } else {
-      a[v] = b = make_uint4(0, 0, 0, 0);
+    for (int v = 0; v < kRounds; ++v) {
+      const uint64_t off = byte0 + (uint64_t(v) * kThreads + t) * 16;
+      a[v] = __ldcs(reinterpret_cast<const uint4*>(d.cur + off));
+      b[v] = __ldcs(reinterpret_cast<const uint4*>(snap + off));
     }
-    m[v] = change_mask<EB>(a[v], b);
-    packed += uint64_t(__popc(m[v])) << (16 * v);
+#pragma unroll
+    for (int v = 0; v < kRounds; ++v) {
+      m[v] = change_mask<EB>(a[v], b[v]);
+      packed += uint64_t(__popc(m[v])) << (16 * v);
+    }
+  } else {
+#pragma unroll
+    for (int v = 0; v < kRounds; ++v) {
+      const uint64_t off = byte0 + (uint64_t(v) * kThreads + t) * 16;
+      uint4 b;
+      if (off < d.nbytes) {
+        a[v] = load16(d.cur, off, d.nbytes, vec);
+        b = load16(snap, off, d.nbytes, vec);
+      } else {
+        a[v] = b = make_uint4(0, 0, 0, 0);
+      }
+      m[v] = change_mask<EB>(a[v], b);
+      packed += uint64_t(__popc(m[v])) << (16 * v);
+    }
   }
 
-  // Block-wide inclusive scan of the packed counts (fields never carry: at most 256 x 16 per field).
+  // Block-wide inclusive scan of the packed counts (fields never carry: at most 512 x 16 per field).
   uint64_t x = packed;
 #pragma unroll
   for (int off = 1; off < 32; off <<= 1) {
@@ -245,7 +264,8 @@ __global__ void __launch_bounds__(kThreads) diff_kernel(const tdesc* descs, int 
 // re-runs the bucket with a larger capacity).
 __global__ void gaps_kernel(const uint32_t* positions, tstate* states, int n, const bucket_totals* totals,
                             uint64_t capacity) {
-  const uint64_t count = min(totals->count, capacity);
+  if (totals->count > capacity) return;  // overflowed: the host re-runs the bucket
+  const uint64_t count = totals->count;
   for (uint64_t k = uint64_t{blockIdx.x} * blockDim.x + threadIdx.x; k < count; k += uint64_t{gridDim.x} * blockDim.x) {
     const int ti = find_tensor_by_rank(states, n, k);
     const uint64_t prev = k == states[ti].start ? 0 : uint64_t{positions[k - 1]} + 1;
@@ -269,7 +289,8 @@ __global__ void layout_kernel(tstate* states, int n, bucket_totals* totals, int 
 template <int EB>
 __global__ void pack_kernel(const uint32_t* positions, const unsigned char* values, const tstate* states, int n,
                             const bucket_totals* totals, uint64_t capacity, int indices, unsigned char* out) {
-  const uint64_t count = min(totals->count, capacity);
+  if (totals->count > capacity) return;  // overflowed: the layout does not fit the payload; re-run
+  const uint64_t count = totals->count;
   const uint64_t pos_bytes = totals->positions_bytes;
   const bool aligned_values = pos_bytes % EB == 0;
   for (uint64_t k = uint64_t{blockIdx.x} * blockDim.x + threadIdx.x; k < count; k += uint64_t{gridDim.x} * blockDim.x) {
@@ -305,13 +326,18 @@ __global__ void totals_kernel(const tstate* states, int n, bucket_totals* totals
 }
 
 template <int EB>
-status launch_diff(cudaStream_t s, const tdesc* descs, int ndesc, uint64_t tile_begin, uint64_t tiles,
+status launch_diff(cudaStream_t s, int threads, const tdesc* descs, int ndesc, uint64_t tile_begin, uint64_t tiles,
                    unsigned int* ticket, uint64_t* status_words, uint32_t* positions, unsigned char* values,
                    uint64_t capacity, tstate* states, const unsigned char* staged, uint64_t staged_byte_begin) {
   if (tiles == 0) return {};
-  diff_kernel<EB><<<static_cast<unsigned>(tiles), kThreads, 0, s>>>(descs, ndesc, tile_begin, ticket, status_words,
-                                                                    positions, values, capacity, states, staged,
-                                                                    staged_byte_begin);
+  if (threads == 256)
+    diff_kernel<EB, 256><<<static_cast<unsigned>(tiles), 256, 0, s>>>(descs, ndesc, tile_begin, ticket, status_words,
+                                                                      positions, values, capacity, states, staged,
+                                                                      staged_byte_begin);
+  else
+    diff_kernel<EB, 512><<<static_cast<unsigned>(tiles), 512, 0, s>>>(descs, ndesc, tile_begin, ticket, status_words,
+                                                                      positions, values, capacity, states, staged,
+                                                                      staged_byte_begin);
   DS_CUDA_TRY(cudaGetLastError());
   return {};
 }
@@ -338,6 +364,8 @@ result<encoded_layout> diff_encoder::encode(std::span<const diff_input> inputs, 
   impl& m = *impl_;
   cudaStream_t cs = static_cast<cudaStream_t>(s.native());
   const uint32_t eb = inputs.empty() ? 2 : inputs[0].elem_bytes;
+  const int threads = m.opt.block_threads == 256 ? 256 : 512;
+  const uint64_t kTileBytes = tile_bytes(threads);
   if (eb != 1 && eb != 2 && eb != 4 && eb != 8)
     return error(errc::invalid_argument, "diff_encoder: element width " + std::to_string(eb) + " is not 1, 2, 4 or 8");
   // Tensors with no elements take no tiles and stay out of the device's tables.
@@ -434,10 +462,10 @@ result<encoded_layout> diff_encoder::encode(std::span<const diff_input> inputs, 
       uint32_t* pos = m.positions.as<uint32_t>();
       unsigned char* val = m.values.as<unsigned char>();
       switch (eb) {
-        case 1: return launch_diff<1>(cs, dd, n, l.tile_begin, l.tiles, ticket, sw, pos, val, m.capacity, st, staged, l.byte_begin);
-        case 2: return launch_diff<2>(cs, dd, n, l.tile_begin, l.tiles, ticket, sw, pos, val, m.capacity, st, staged, l.byte_begin);
-        case 4: return launch_diff<4>(cs, dd, n, l.tile_begin, l.tiles, ticket, sw, pos, val, m.capacity, st, staged, l.byte_begin);
-        default: return launch_diff<8>(cs, dd, n, l.tile_begin, l.tiles, ticket, sw, pos, val, m.capacity, st, staged, l.byte_begin);
+        case 1: return launch_diff<1>(cs, threads, dd, n, l.tile_begin, l.tiles, ticket, sw, pos, val, m.capacity, st, staged, l.byte_begin);
+        case 2: return launch_diff<2>(cs, threads, dd, n, l.tile_begin, l.tiles, ticket, sw, pos, val, m.capacity, st, staged, l.byte_begin);
+        case 4: return launch_diff<4>(cs, threads, dd, n, l.tile_begin, l.tiles, ticket, sw, pos, val, m.capacity, st, staged, l.byte_begin);
+        default: return launch_diff<8>(cs, threads, dd, n, l.tile_begin, l.tiles, ticket, sw, pos, val, m.capacity, st, staged, l.byte_begin);
       }
     };
     event setup_done;

@@ -25,6 +25,7 @@
 #include "codec/diff.h"
 #include "codec/digest.h"
 #include "io/sync_io.h"
+#include "sync/gpu_sender_path.h"
 
 extern char** environ;  // NOLINT: POSIX declares it nowhere in a header
 
@@ -112,6 +113,7 @@ struct sender::impl {
     dtype type = dtype::BF16;
     std::vector<uint64_t> shape;
     byte_buffer bytes;
+    bool on_gpu = false;  // the bytes live in `gpu` (device or pinned host memory)
   };
   // What a sync changed in one tensor, kept until the push is acknowledged. Full mode keeps the whole new
   // tensor in `values` (whole = true) instead of positions 0..n-1.
@@ -125,6 +127,7 @@ struct sender::impl {
 
   sender_options options;
   push_transport* transport = nullptr;
+  std::unique_ptr<gpu_sender_path> gpu;  // created by the first device tensor
   std::unordered_map<std::string, snapshot_tensor> snapshot;
 
   // The sync in progress.
@@ -198,6 +201,11 @@ struct sender::impl {
   void commit() {
     for (auto& [name, c] : pending) {
       auto it = snapshot.find(name);
+      if (it != snapshot.end() && it->second.on_gpu) {
+        auto st = gpu->commit(name, c.positions, c.values);
+        DS_CHECK(st.ok(), "sender: a diff of the device snapshot does not apply to it");
+        continue;
+      }
       if (c.whole || it == snapshot.end()) {
         snapshot[name] = snapshot_tensor{c.type, std::move(c.shape), std::move(c.values)};
         continue;
@@ -223,8 +231,8 @@ bool sender::in_sync() const noexcept { return impl_->active; }
 namespace {
 
 result<uint64_t> checked_numel(const std::string& name, const tensor_view& t) {
-  if (t.device != "cpu")
-    return error(errc::invalid_argument, "tensor '" + name + "': device '" + t.device + "' is not supported yet");
+  if (t.device != "cpu" && gpu_sender_path::device_index(t.device) < 0)
+    return error(errc::invalid_argument, "tensor '" + name + "': device '" + t.device + "' is not cpu, cuda or cuda:N");
   const uint32_t eb = element_bytes(t.type);
   if (eb == 0 || t.type == dtype::C64)
     return error(errc::invalid_argument,
@@ -252,8 +260,14 @@ status sender::seed(const std::string& name, const tensor_view& t) {
   if (impl_->active) return error(errc::invalid_argument, "seed '" + name + "': a sync is in progress");
   DS_ASSIGN_OR_RETURN(uint64_t numel, checked_numel(name, t));
   const size_t nbytes = numel * element_bytes(t.type);
+  if (t.device != "cpu") {
+    if (!impl_->gpu) impl_->gpu = std::make_unique<gpu_sender_path>(impl_->options.gpu_snapshot_budget_bytes);
+    DS_TRY_STATUS(impl_->gpu->seed(name, t.data, gpu_sender_path::device_index(t.device), t.type, numel));
+    impl_->snapshot[name] = impl::snapshot_tensor{t.type, t.shape, {}, true};
+    return {};
+  }
   const auto* p = static_cast<const std::byte*>(t.data);
-  impl_->snapshot[name] = impl::snapshot_tensor{t.type, t.shape, byte_buffer(p, p + nbytes)};
+  impl_->snapshot[name] = impl::snapshot_tensor{t.type, t.shape, byte_buffer(p, p + nbytes), false};
   return {};
 }
 
@@ -350,6 +364,12 @@ status sender::add(const std::string& name, const tensor_view& t) {
   if (!s.added.insert(name).second)
     return error(errc::invalid_argument, "add '" + name + "': added twice in sync " + std::to_string(s.version));
 
+  const bool on_gpu = t.device != "cpu";
+  if (on_gpu != (snap != s.snapshot.end() && snap->second.on_gpu)) {
+    s.added.erase(name);
+    return error(errc::invalid_argument, "add '" + name + "': on " + t.device + " but seeded on " +
+                                             (on_gpu ? "the host" : "a GPU") + " (full mode needs host tensors)");
+  }
   const auto t0 = steady::now();
   s.report.dense_bytes += now.size();
   s.positions.clear();
@@ -359,8 +379,14 @@ status sender::add(const std::string& name, const tensor_view& t) {
   // while this one diffs (both are memory-bound scans; on two or more cores they overlap).
   const bool native = s.options.format == wire_format::native;
   std::future<digest128> digest;
-  if (native && now.size() >= (4u << 20)) digest = std::async(std::launch::async, [now] { return xxh3_128(now); });
-  if (full) {
+  digest128 gpu_digest;
+  if (native && !on_gpu && now.size() >= (4u << 20))
+    digest = std::async(std::launch::async, [now] { return xxh3_128(now); });
+  if (on_gpu) {
+    // Diffed on the device; only the changes come back (and the device digest of the new tensor).
+    DS_TRY_STATUS(s.gpu->diff(name, t.data, gpu_sender_path::device_index(t.device), s.positions, s.values,
+                              native ? &gpu_digest : nullptr));
+  } else if (full) {
     s.positions.resize(numel);
     for (uint64_t i = 0; i < numel; ++i) s.positions[i] = static_cast<uint32_t>(i);
     change.values.assign(now.begin(), now.end());
@@ -377,7 +403,7 @@ status sender::add(const std::string& name, const tensor_view& t) {
   DS_CHECK(b.builder.can_add(t.type), "sender: a single-dtype bucket refused its own dtype");
   const byte_span vals = full ? byte_span(change.values) : byte_span(s.values);
   b.builder.add(param_delta{name, t.type, t.shape, s.positions, vals});
-  if (native) b.native.tensor_digests[name] = digest.valid() ? digest.get() : xxh3_128(now);
+  if (native) b.native.tensor_digests[name] = on_gpu ? gpu_digest : digest.valid() ? digest.get() : xxh3_128(now);
   s.report.changed_elements += s.positions.size();
   if (!full) {
     change.positions = s.positions;

@@ -53,13 +53,16 @@ struct sender_options {
   std::string pre_push_hook;             // shell command; non-zero exit aborts the push
   uint32_t rank = 0;
   uint64_t data_alignment = 4096;        // data section alignment of written files (O_DIRECT)
+  // Device tensors (tensor_view device "cuda[:N]"): snapshot bytes kept in GPU memory; past this (or when
+  // the device is short of memory) snapshots go to pinned host memory.
+  uint64_t gpu_snapshot_budget_bytes = ~uint64_t{0};
 };
 
 struct tensor_view {
   const void* data = nullptr;
   dtype type = dtype::BF16;
   std::vector<uint64_t> shape;
-  std::string device = "cpu";  // "cpu" only until the GPU path lands
+  std::string device = "cpu";  // "cpu", or "cuda" / "cuda:N" for device memory (a CUDA build)
 };
 
 struct sync_report {

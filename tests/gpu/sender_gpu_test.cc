@@ -1,0 +1,152 @@
+// The Sender with tensors on the GPU writes the same files as with the same tensors on the host, sync after
+// sync, with the snapshot on the device or in pinned host memory, and keeps its snapshot when a receiver
+// refuses (the next sync carries the changes again, slime #2104).
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "gpu_test_util.h"
+#include "sync/sender.h"
+
+namespace deltasync {
+namespace {
+
+namespace fs = std::filesystem;
+using gpu::testing::random_bytes;
+using gpu::testing::upload;
+
+// Records the files of every push; answers with the status the test sets.
+class recording_transport final : public push_transport {
+ public:
+  explicit recording_transport(std::string dir) : dir_(std::move(dir)) {}
+  unsigned next_status = 200;
+  std::vector<std::vector<byte_buffer>> pushes;
+  std::vector<push_outcome> post_all(const std::vector<std::string>& urls, const std::string&,
+                                     const std::string& body) override {
+    // The body names the dir and files; read them all back as a receiver would.
+    std::vector<byte_buffer> files;
+    const auto dpos = body.find("\"dir\":\"");
+    EXPECT_NE(dpos, std::string::npos) << body;
+    const std::string d = body.substr(dpos + 7, body.find('"', dpos + 7) - dpos - 7);
+    std::vector<fs::path> paths;
+    for (const auto& e : fs::directory_iterator(dir_ + "/" + d)) paths.push_back(e.path());
+    std::sort(paths.begin(), paths.end());
+    for (const auto& p : paths) {
+      std::ifstream in(p, std::ios::binary);
+      std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      files.emplace_back(reinterpret_cast<const std::byte*>(s.data()), reinterpret_cast<const std::byte*>(s.data()) + s.size());
+    }
+    pushes.push_back(std::move(files));
+    std::vector<push_outcome> out;
+    for (const auto& u : urls) {
+      push_outcome o;
+      o.url = u;
+      o.http_status = next_status;
+      o.body = next_status == 200 ? "{}" : R"({"error": "refused"})";
+      out.push_back(o);
+    }
+    return out;
+  }
+
+ private:
+  std::string dir_;
+};
+
+void run_pair(uint64_t gpu_budget, wire_format format, encoding enc) {
+  std::mt19937_64 rng(51);
+  const fs::path root = fs::temp_directory_path() / ("ds_gpu_sender_" + std::to_string(::getpid()));
+  fs::remove_all(root);
+  sender_options o;
+  o.format = format;
+  o.enc = enc;
+  o.receivers = {"http://r0"};
+  o.buffer_bytes = 64 << 10;  // several files per sync
+  o.gpu_snapshot_budget_bytes = gpu_budget;
+  sender_options oc = o, og = o;
+  oc.delta_dir = (root / "cpu").string();
+  og.delta_dir = (root / "gpu").string();
+  fs::create_directories(oc.delta_dir);
+  fs::create_directories(og.delta_dir);
+  recording_transport tc(oc.delta_dir), tg(og.delta_dir);
+  sender cpu(oc, &tc), dev(og, &tg);
+
+  struct t { std::string name; dtype type; std::vector<uint64_t> shape; byte_buffer host; };
+  std::vector<t> ts = {{"a", dtype::BF16, {300, 1000}, {}}, {"b", dtype::F32, {4097}, {}}, {"c", dtype::BF16, {5}, {}}};
+  gpu::stream s;
+  std::vector<gpu::device_buffer> dbuf;
+  for (auto& x : ts) {
+    uint64_t n = 1;
+    for (auto d : x.shape) n *= d;
+    x.host = random_bytes(n * element_bytes(x.type), rng);
+    dbuf.push_back(upload(x.host, s));
+    ASSERT_TRUE(cpu.seed(x.name, {x.host.data(), x.type, x.shape, "cpu"}).ok());
+    auto st = dev.seed(x.name, {dbuf.back().data(), x.type, x.shape, "cuda:0"});
+    ASSERT_TRUE(st.ok()) << st.err().message;
+  }
+  for (uint64_t v = 1; v <= 4; ++v) {
+    // Change ~1% of each tensor (a different set each step), on the host and the device alike.
+    for (size_t i = 0; i < ts.size(); ++i) {
+      const uint32_t eb = element_bytes(ts[i].type);
+      for (size_t k = 0; k < ts[i].host.size() / eb; ++k)
+        if (rng() % 100 == 0) ts[i].host[k * eb] ^= std::byte{1};
+      ASSERT_TRUE(gpu::copy_h2d(dbuf[i].data(), ts[i].host.data(), ts[i].host.size(), s).ok());
+    }
+    ASSERT_TRUE(s.synchronize().ok());
+    // Sync 2 is refused by the receiver: both snapshots stay, sync 3 carries its changes again.
+    tc.next_status = tg.next_status = v == 2 ? 409 : 200;
+    ASSERT_TRUE(cpu.begin(v).ok());
+    ASSERT_TRUE(dev.begin(v).ok());
+    for (size_t i = 0; i < ts.size(); ++i) {
+      ASSERT_TRUE(cpu.add(ts[i].name, {ts[i].host.data(), ts[i].type, ts[i].shape, "cpu"}).ok());
+      auto st = dev.add(ts[i].name, {dbuf[i].data(), ts[i].type, ts[i].shape, "cuda:0"});
+      ASSERT_TRUE(st.ok()) << st.err().message;
+    }
+    auto rc = cpu.finish();
+    auto rg = dev.finish();
+    EXPECT_EQ(rc.ok(), v != 2);
+    EXPECT_EQ(rg.ok(), v != 2);
+    EXPECT_EQ(dev.last_report().snapshot_advanced, v != 2);
+    EXPECT_EQ(dev.last_report().changed_elements, cpu.last_report().changed_elements) << "sync " << v;
+    ASSERT_EQ(tg.pushes.size(), tc.pushes.size());
+    EXPECT_TRUE(tg.pushes.back() == tc.pushes.back()) << "sync " << v << ": the GPU sender's files differ";
+    EXPECT_EQ(dev.snapshot_version(), v == 2 ? 1u : v);
+  }
+  fs::remove_all(root);
+}
+
+TEST(gpu_sender, files_equal_the_host_senders_with_the_snapshot_on_the_device) {
+  DS_REQUIRE_GPU();
+  run_pair(~uint64_t{0}, wire_format::native, encoding::deltas);
+  run_pair(~uint64_t{0}, wire_format::slime, encoding::indices);
+}
+
+TEST(gpu_sender, files_equal_the_host_senders_with_the_snapshot_in_pinned_memory) {
+  DS_REQUIRE_GPU();
+  run_pair(0, wire_format::native, encoding::deltas_zstd);
+}
+
+TEST(gpu_sender, refuses_a_device_tensor_seeded_on_the_host) {
+  DS_REQUIRE_GPU();
+  const fs::path root = fs::temp_directory_path() / ("ds_gpu_sender_r_" + std::to_string(::getpid()));
+  sender_options o;
+  o.delta_dir = root.string();
+  fs::create_directories(root);
+  sender snd(o, nullptr);
+  byte_buffer host(64);
+  gpu::stream s;
+  gpu::device_buffer d = upload(host, s);
+  ASSERT_TRUE(snd.seed("w", {host.data(), dtype::BF16, {32}, "cpu"}).ok());
+  ASSERT_TRUE(snd.begin(1).ok());
+  auto st = snd.add("w", {d.data(), dtype::BF16, {32}, "cuda:0"});
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.err().code, errc::invalid_argument);
+  EXPECT_FALSE(snd.add("x", {d.data(), dtype::BF16, {32}, "tpu"}).ok());
+  snd.abort();
+  fs::remove_all(root);
+}
+
+}  // namespace
+}  // namespace deltasync
