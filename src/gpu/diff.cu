@@ -17,6 +17,7 @@
 // With the snapshot in pinned host memory, each tensor is diffed chunk by chunk: the chunk's snapshot is
 // copied into one of two device staging buffers on a copy stream while the previous chunk is diffed; the
 // tile statuses carry the prefix across launches.
+#include <cuda_pipeline.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -120,63 +121,76 @@ __device__ __forceinline__ uint4 load16(const unsigned char* p, uint64_t off, ui
   return make_uint4(w[0], w[1], w[2], w[3]);
 }
 
-template <int EB, int kThreads>
-__global__ void __launch_bounds__(kThreads) diff_kernel(const tdesc* descs, int ndesc, uint64_t tile_begin,
-                                                        unsigned int* ticket, uint64_t* status, uint32_t* positions,
-                                                        unsigned char* values, uint64_t capacity, tstate* states,
-                                                        const unsigned char* staged, uint64_t staged_byte_begin) {
-  __shared__ uint64_t s_tile;
-  __shared__ uint64_t s_warp[kThreads / 32];
-  __shared__ uint64_t s_prefix;
-  const int t = threadIdx.x;
-  const int lane = t & 31;
-  const int warp = t >> 5;
-  // Tiles in block order: blocks are dispatched in increasing index, so a block's predecessors are running
-  // or done (as CUB's decoupled look-back assumes). `ticket` is kept for a dynamic order if ever needed.
-  (void)ticket;
-  (void)s_tile;
-  const uint64_t tile = tile_begin + blockIdx.x;
-  const int ti = find_tensor_by_tile(descs, ndesc, tile);
-  const tdesc d = descs[ti];
-  const uint64_t local = tile - d.first_tile;
-  constexpr uint64_t kTileBytes = tile_bytes(kThreads);
-  const uint64_t byte0 = local * kTileBytes;
-  // A staged chunk's bytes sit at staged[byte - staged_byte_begin].
-  const unsigned char* snap = d.snap != nullptr ? d.snap : staged - staged_byte_begin;
-  const bool vec = ((reinterpret_cast<uintptr_t>(d.cur) | reinterpret_cast<uintptr_t>(snap + byte0)) & 15) == 0;
+// ---- the pieces of a tile's work, shared by both kernels ----
 
-  uint4 a[kRounds];
-  uint32_t m[kRounds];
-  uint64_t packed = 0;
-  if (vec && byte0 + kTileBytes <= d.nbytes) {
-    // A whole, aligned tile: every load is issued before the first use.
+// A tile's place: its tensor, where its bytes start, and where its snapshot bytes are.
+struct tile_ref {
+  int ti;
+  tdesc d;
+  uint64_t local, byte0;
+  const unsigned char* snap;
+  bool fast;  // whole tile, 16-byte aligned: vector loads only
+};
+
+template <uint64_t kTileBytes>
+__device__ __forceinline__ tile_ref locate(const tdesc* descs, int ndesc, uint64_t tile, const unsigned char* staged,
+                                           uint64_t staged_byte_begin) {
+  tile_ref r;
+  r.ti = find_tensor_by_tile(descs, ndesc, tile);
+  r.d = descs[r.ti];
+  r.local = tile - r.d.first_tile;
+  r.byte0 = r.local * kTileBytes;
+  // A staged chunk's bytes sit at staged[byte - staged_byte_begin].
+  r.snap = r.d.snap != nullptr ? r.d.snap : staged - staged_byte_begin;
+  const bool vec = ((reinterpret_cast<uintptr_t>(r.d.cur) | reinterpret_cast<uintptr_t>(r.snap + r.byte0)) & 15) == 0;
+  r.fast = vec && r.byte0 + kTileBytes <= r.d.nbytes;
+  return r;
+}
+
+// Loads a tile's vectors straight from device memory (every load issued before the first use when fast).
+template <int EB, int kThreads>
+__device__ __forceinline__ void load_tile_global(const tile_ref& r, int t, uint4* a, uint32_t* m) {
+  if (r.fast) {
     uint4 b[kRounds];
 #pragma unroll
     for (int v = 0; v < kRounds; ++v) {
-      const uint64_t off = byte0 + (uint64_t(v) * kThreads + t) * 16;
-      a[v] = __ldcs(reinterpret_cast<const uint4*>(d.cur + off));
-      b[v] = __ldcs(reinterpret_cast<const uint4*>(snap + off));
+      const uint64_t off = r.byte0 + (uint64_t(v) * kThreads + t) * 16;
+      a[v] = __ldcs(reinterpret_cast<const uint4*>(r.d.cur + off));
+      b[v] = __ldcs(reinterpret_cast<const uint4*>(r.snap + off));
     }
 #pragma unroll
-    for (int v = 0; v < kRounds; ++v) {
-      m[v] = change_mask<EB>(a[v], b[v]);
-      packed += uint64_t(__popc(m[v])) << (16 * v);
-    }
-  } else {
-#pragma unroll
-    for (int v = 0; v < kRounds; ++v) {
-      const uint64_t off = byte0 + (uint64_t(v) * kThreads + t) * 16;
-      uint4 b;
-      if (off < d.nbytes) {
-        a[v] = load16(d.cur, off, d.nbytes, vec);
-        b = load16(snap, off, d.nbytes, vec);
-      } else {
-        a[v] = b = make_uint4(0, 0, 0, 0);
-      }
-      m[v] = change_mask<EB>(a[v], b);
-      packed += uint64_t(__popc(m[v])) << (16 * v);
-    }
+    for (int v = 0; v < kRounds; ++v) m[v] = change_mask<EB>(a[v], b[v]);
+    return;
   }
+  const bool vec = ((reinterpret_cast<uintptr_t>(r.d.cur) | reinterpret_cast<uintptr_t>(r.snap + r.byte0)) & 15) == 0;
+#pragma unroll
+  for (int v = 0; v < kRounds; ++v) {
+    const uint64_t off = r.byte0 + (uint64_t(v) * kThreads + t) * 16;
+    uint4 b;
+    if (off < r.d.nbytes) {
+      a[v] = load16(r.d.cur, off, r.d.nbytes, vec);
+      b = load16(r.snap, off, r.d.nbytes, vec);
+    } else {
+      a[v] = b = make_uint4(0, 0, 0, 0);
+    }
+    m[v] = change_mask<EB>(a[v], b);
+  }
+}
+
+// Scans, looks back, writes: everything after a tile's vectors and change masks are in registers. Contains
+// __syncthreads(); `between` runs on thread 0 after the scan (all threads are past reading shared state
+// from before the call) and before the look-back.
+template <int EB, int kThreads, typename Between>
+__device__ __forceinline__ void finish_tile(const tile_ref& r, uint64_t tile, const uint4* a, const uint32_t* m,
+                                            uint64_t* status, uint32_t* positions, unsigned char* values,
+                                            uint64_t capacity, tstate* states, uint64_t* s_warp, uint64_t* s_prefix,
+                                            Between&& between) {
+  const int t = threadIdx.x;
+  const int lane = t & 31;
+  const int warp = t >> 5;
+  uint64_t packed = 0;
+#pragma unroll
+  for (int v = 0; v < kRounds; ++v) packed += uint64_t(__popc(m[v])) << (16 * v);
 
   // Block-wide inclusive scan of the packed counts (fields never carry: at most 512 x 16 per field).
   uint64_t x = packed;
@@ -202,6 +216,7 @@ __global__ void __launch_bounds__(kThreads) diff_kernel(const tdesc* descs, int 
   uint64_t agg = 0;
 #pragma unroll
   for (int v = 0; v < kRounds; ++v) agg += (total >> (16 * v)) & 0xFFFF;
+  if (t == 0) between();
 
   // Decoupled look-back (warp 0): 32 predecessors per step, stopping at the nearest inclusive prefix.
   if (warp == 0) {
@@ -230,15 +245,15 @@ __global__ void __launch_bounds__(kThreads) diff_kernel(const tdesc* descs, int 
       if (lane == 0) store_status(status + tile, kFlagInclusive | (prefix + agg));
     }
     if (lane == 0) {
-      s_prefix = prefix;
-      if (local == 0) states[ti].start = prefix;
-      if (local + 1 == d.ntiles) states[ti].end = prefix + agg;
+      *s_prefix = prefix;
+      if (r.local == 0) states[r.ti].start = prefix;
+      if (r.local + 1 == r.d.ntiles) states[r.ti].end = prefix + agg;
     }
   }
   __syncthreads();
 
-  uint64_t base = s_prefix;
-  const uint64_t elem_base = byte0 / EB;
+  uint64_t base = *s_prefix;
+  const uint64_t elem_base = r.byte0 / EB;
 #pragma unroll
   for (int v = 0; v < kRounds; ++v) {
     uint64_t rank = base + ((excl >> (16 * v)) & 0xFFFF);
@@ -257,6 +272,95 @@ __global__ void __launch_bounds__(kThreads) diff_kernel(const tdesc* descs, int 
       }
     }
     base += (total >> (16 * v)) & 0xFFFF;
+  }
+}
+
+// One tile per block, tiles in block order: blocks are dispatched in increasing index, so a tile's
+// predecessors are running or done (as CUB's decoupled look-back assumes).
+template <int EB, int kThreads>
+__global__ void __launch_bounds__(kThreads) diff_kernel(const tdesc* descs, int ndesc, uint64_t tile_begin,
+                                                        uint64_t* status, uint32_t* positions, unsigned char* values,
+                                                        uint64_t capacity, tstate* states, const unsigned char* staged,
+                                                        uint64_t staged_byte_begin) {
+  __shared__ uint64_t s_warp[kThreads / 32];
+  __shared__ uint64_t s_prefix;
+  const uint64_t tile = tile_begin + blockIdx.x;
+  const tile_ref r = locate<tile_bytes(kThreads)>(descs, ndesc, tile, staged, staged_byte_begin);
+  uint4 a[kRounds];
+  uint32_t m[kRounds];
+  load_tile_global<EB, kThreads>(r, threadIdx.x, a, m);
+  finish_tile<EB, kThreads>(r, tile, a, m, status, positions, values, capacity, states, s_warp, &s_prefix, [] {});
+}
+
+// Persistent and pipelined: each block takes tiles by ticket (so a tile's predecessors are always held by
+// running blocks, whatever else shares the GPU) and keeps kStages tiles in flight, copied global -> shared
+// by cp.async while it scans, looks back and writes the current one: the memory system never waits on the
+// block's barriers and look-back.
+constexpr int kPipeThreads = 256;
+constexpr int kStages = 3;
+constexpr uint64_t kPipeTileBytes = tile_bytes(kPipeThreads);
+constexpr size_t kPipeSmemBytes = size_t{kStages} * 2 * kPipeTileBytes;
+
+template <int EB>
+__global__ void __launch_bounds__(kPipeThreads) diff_kernel_pipelined(
+    const tdesc* descs, int ndesc, uint64_t tile_begin, uint64_t tile_count, unsigned int* ticket, uint64_t* status,
+    uint32_t* positions, unsigned char* values, uint64_t capacity, tstate* states, const unsigned char* staged,
+    uint64_t staged_byte_begin) {
+  extern __shared__ uint4 smem[];  // [stage][cur, snap][round * threads + thread]
+  __shared__ uint64_t s_tile[kStages];
+  __shared__ uint64_t s_warp[kPipeThreads / 32];
+  __shared__ uint64_t s_prefix;
+  const int t = threadIdx.x;
+  constexpr int kVecs = kRounds * kPipeThreads;
+  auto issue = [&](int st) {
+    const uint64_t lt = s_tile[st];
+    if (lt >= tile_count) return;
+    const tile_ref r = locate<kPipeTileBytes>(descs, ndesc, tile_begin + lt, staged, staged_byte_begin);
+    if (!r.fast) return;  // read from device memory when processed
+    uint4* cur = smem + (st * 2) * kVecs;
+    uint4* snp = smem + (st * 2 + 1) * kVecs;
+#pragma unroll
+    for (int v = 0; v < kRounds; ++v) {
+      const uint64_t off = r.byte0 + (uint64_t(v) * kPipeThreads + t) * 16;
+      __pipeline_memcpy_async(cur + v * kPipeThreads + t, r.d.cur + off, 16);
+      __pipeline_memcpy_async(snp + v * kPipeThreads + t, r.snap + off, 16);
+    }
+  };
+  if (t == 0)
+    for (int st = 0; st < kStages; ++st) s_tile[st] = atomicAdd(ticket, 1u);
+  __syncthreads();
+  for (int st = 0; st < kStages; ++st) {
+    issue(st);
+    __pipeline_commit();
+  }
+  for (int i = 0;; ++i) {
+    const int st = i % kStages;
+    // This thread's copies of stage st (committed kStages groups ago) have landed; each thread reads back
+    // only the slots it copied itself.
+    __pipeline_wait_prior(kStages - 1);
+    const uint64_t lt = s_tile[st];
+    if (lt >= tile_count) break;  // tickets only grow: every later stage is past the end too
+    const uint64_t tile = tile_begin + lt;
+    const tile_ref r = locate<kPipeTileBytes>(descs, ndesc, tile, staged, staged_byte_begin);
+    uint4 a[kRounds];
+    uint32_t m[kRounds];
+    if (r.fast) {
+      const uint4* cur = smem + (st * 2) * kVecs;
+      const uint4* snp = smem + (st * 2 + 1) * kVecs;
+#pragma unroll
+      for (int v = 0; v < kRounds; ++v) {
+        a[v] = cur[v * kPipeThreads + t];
+        m[v] = change_mask<EB>(a[v], snp[v * kPipeThreads + t]);
+      }
+    } else {
+      load_tile_global<EB, kPipeThreads>(r, t, a, m);
+    }
+    // The refill ticket is taken after the scan's barriers, when every thread has read s_tile[st]; the
+    // barrier after the look-back publishes it.
+    finish_tile<EB, kPipeThreads>(r, tile, a, m, status, positions, values, capacity, states, s_warp, &s_prefix,
+                                  [&] { s_tile[st] = atomicAdd(ticket, 1u); });
+    issue(st);
+    __pipeline_commit();
   }
 }
 
@@ -330,14 +434,38 @@ status launch_diff(cudaStream_t s, int threads, const tdesc* descs, int ndesc, u
                    unsigned int* ticket, uint64_t* status_words, uint32_t* positions, unsigned char* values,
                    uint64_t capacity, tstate* states, const unsigned char* staged, uint64_t staged_byte_begin) {
   if (tiles == 0) return {};
-  if (threads == 256)
-    diff_kernel<EB, 256><<<static_cast<unsigned>(tiles), 256, 0, s>>>(descs, ndesc, tile_begin, ticket, status_words,
-                                                                      positions, values, capacity, states, staged,
-                                                                      staged_byte_begin);
-  else
-    diff_kernel<EB, 512><<<static_cast<unsigned>(tiles), 512, 0, s>>>(descs, ndesc, tile_begin, ticket, status_words,
-                                                                      positions, values, capacity, states, staged,
-                                                                      staged_byte_begin);
+  if (threads == 0) {
+    // Persistent grid: as many blocks as fit at once, at most one per tile (looked up once per process).
+    struct config {
+      cudaError_t err = cudaSuccess;
+      int per_sm = 0, sms = 0;
+    };
+    static const config cfg = [] {
+      config c;
+      int dev = 0;
+      c.err = cudaFuncSetAttribute(diff_kernel_pipelined<EB>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   static_cast<int>(kPipeSmemBytes));
+      if (c.err == cudaSuccess) c.err = cudaGetDevice(&dev);
+      if (c.err == cudaSuccess) c.err = cudaDeviceGetAttribute(&c.sms, cudaDevAttrMultiProcessorCount, dev);
+      if (c.err == cudaSuccess)
+        c.err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&c.per_sm, diff_kernel_pipelined<EB>, kPipeThreads,
+                                                              kPipeSmemBytes);
+      c.per_sm = std::max(c.per_sm, 1);
+      return c;
+    }();
+    DS_CUDA_TRY(cfg.err);
+    const int per_sm = cfg.per_sm, sms = cfg.sms;
+    const uint64_t grid = std::min<uint64_t>(tiles, uint64_t(per_sm) * sms);
+    diff_kernel_pipelined<EB><<<static_cast<unsigned>(grid), kPipeThreads, kPipeSmemBytes, s>>>(
+        descs, ndesc, tile_begin, tiles, ticket, status_words, positions, values, capacity, states, staged,
+        staged_byte_begin);
+  } else if (threads == 256) {
+    diff_kernel<EB, 256><<<static_cast<unsigned>(tiles), 256, 0, s>>>(descs, ndesc, tile_begin, status_words, positions,
+                                                                      values, capacity, states, staged, staged_byte_begin);
+  } else {
+    diff_kernel<EB, 512><<<static_cast<unsigned>(tiles), 512, 0, s>>>(descs, ndesc, tile_begin, status_words, positions,
+                                                                      values, capacity, states, staged, staged_byte_begin);
+  }
   DS_CUDA_TRY(cudaGetLastError());
   return {};
 }
@@ -364,8 +492,9 @@ result<encoded_layout> diff_encoder::encode(std::span<const diff_input> inputs, 
   impl& m = *impl_;
   cudaStream_t cs = static_cast<cudaStream_t>(s.native());
   const uint32_t eb = inputs.empty() ? 2 : inputs[0].elem_bytes;
-  const int threads = m.opt.block_threads == 256 ? 256 : 512;
-  const uint64_t kTileBytes = tile_bytes(threads);
+  // 0: the pipelined kernel (256 threads a block); 256 / 512: one tile per block.
+  const int threads = m.opt.block_threads == 0 ? 0 : m.opt.block_threads == 256 ? 256 : 512;
+  const uint64_t kTileBytes = tile_bytes(threads == 0 ? kPipeThreads : threads);
   if (eb != 1 && eb != 2 && eb != 4 && eb != 8)
     return error(errc::invalid_argument, "diff_encoder: element width " + std::to_string(eb) + " is not 1, 2, 4 or 8");
   // Tensors with no elements take no tiles and stay out of the device's tables.

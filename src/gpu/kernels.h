@@ -52,8 +52,9 @@ struct diff_encoder_options {
   uint64_t initial_capacity = 1ull << 24;
   // Chunk size for snapshots held in pinned host memory (two device staging buffers of this size).
   uint64_t staging_chunk_bytes = 64ull << 20;
-  // Threads per diff block, 256 or 512 (a tile is 64 bytes per thread of each input).
-  int block_threads = 512;
+  // The diff kernel: 0 = persistent and pipelined (tiles by ticket, cp.async three tiles ahead); 256 or 512 =
+  // one tile per block of that many threads (a tile is 64 bytes per thread of each input).
+  int block_threads = 0;
 };
 
 // Reusable scratch for diffing buckets on one stream. Not thread-safe.

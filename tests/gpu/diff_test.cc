@@ -113,7 +113,7 @@ TEST(gpu_diff, matches_cpu_encoder_for_every_width_density_and_encoding) {
         std::vector<case_tensor> ts;
         for (uint64_t numel : {uint64_t{1}, uint64_t{1000}, uint64_t{0}, uint64_t{(1u << 20) / eb + 3}, uint64_t{8191}})
           ts.push_back(make_tensor(numel, eb, density, rng));
-        for (int threads : {256, 512}) {
+        for (int threads : {0, 256, 512}) {
           diff_encoder_options opt;
           opt.block_threads = threads;
           check_bucket(ts, eb, enc, false, opt,

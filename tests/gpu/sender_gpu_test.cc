@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <boost/json.hpp>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -28,9 +29,7 @@ class recording_transport final : public push_transport {
                                      const std::string& body) override {
     // The body names the dir and files; read them all back as a receiver would.
     std::vector<byte_buffer> files;
-    const auto dpos = body.find("\"dir\":\"");
-    EXPECT_NE(dpos, std::string::npos) << body;
-    const std::string d = body.substr(dpos + 7, body.find('"', dpos + 7) - dpos - 7);
+    const std::string d(boost::json::parse(body).as_object().at("dir").as_string());
     std::vector<fs::path> paths;
     for (const auto& e : fs::directory_iterator(dir_ + "/" + d)) paths.push_back(e.path());
     std::sort(paths.begin(), paths.end());
