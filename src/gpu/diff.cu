@@ -17,7 +17,6 @@
 // With the snapshot in pinned host memory, each tensor is diffed chunk by chunk: the chunk's snapshot is
 // copied into one of two device staging buffers on a copy stream while the previous chunk is diffed; the
 // tile statuses carry the prefix across launches.
-#include <cuda_pipeline.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -277,8 +276,8 @@ __device__ __forceinline__ void finish_tile(const tile_ref& r, uint64_t tile, co
 
 // One tile per block, tiles in block order: blocks are dispatched in increasing index, so a tile's
 // predecessors are running or done (as CUB's decoupled look-back assumes).
-template <int EB, int kThreads>
-__global__ void __launch_bounds__(kThreads) diff_kernel(const tdesc* descs, int ndesc, uint64_t tile_begin,
+template <int EB, int kThreads, int kMinBlocks>
+__global__ void __launch_bounds__(kThreads, kMinBlocks) diff_kernel(const tdesc* descs, int ndesc, uint64_t tile_begin,
                                                         uint64_t* status, uint32_t* positions, unsigned char* values,
                                                         uint64_t capacity, tstate* states, const unsigned char* staged,
                                                         uint64_t staged_byte_begin) {
@@ -290,78 +289,6 @@ __global__ void __launch_bounds__(kThreads) diff_kernel(const tdesc* descs, int 
   uint32_t m[kRounds];
   load_tile_global<EB, kThreads>(r, threadIdx.x, a, m);
   finish_tile<EB, kThreads>(r, tile, a, m, status, positions, values, capacity, states, s_warp, &s_prefix, [] {});
-}
-
-// Persistent and pipelined: each block takes tiles by ticket (so a tile's predecessors are always held by
-// running blocks, whatever else shares the GPU) and keeps kStages tiles in flight, copied global -> shared
-// by cp.async while it scans, looks back and writes the current one: the memory system never waits on the
-// block's barriers and look-back.
-constexpr int kPipeThreads = 256;
-constexpr int kStages = 3;
-constexpr uint64_t kPipeTileBytes = tile_bytes(kPipeThreads);
-constexpr size_t kPipeSmemBytes = size_t{kStages} * 2 * kPipeTileBytes;
-
-template <int EB>
-__global__ void __launch_bounds__(kPipeThreads) diff_kernel_pipelined(
-    const tdesc* descs, int ndesc, uint64_t tile_begin, uint64_t tile_count, unsigned int* ticket, uint64_t* status,
-    uint32_t* positions, unsigned char* values, uint64_t capacity, tstate* states, const unsigned char* staged,
-    uint64_t staged_byte_begin) {
-  extern __shared__ uint4 smem[];  // [stage][cur, snap][round * threads + thread]
-  __shared__ uint64_t s_tile[kStages];
-  __shared__ uint64_t s_warp[kPipeThreads / 32];
-  __shared__ uint64_t s_prefix;
-  const int t = threadIdx.x;
-  constexpr int kVecs = kRounds * kPipeThreads;
-  auto issue = [&](int st) {
-    const uint64_t lt = s_tile[st];
-    if (lt >= tile_count) return;
-    const tile_ref r = locate<kPipeTileBytes>(descs, ndesc, tile_begin + lt, staged, staged_byte_begin);
-    if (!r.fast) return;  // read from device memory when processed
-    uint4* cur = smem + (st * 2) * kVecs;
-    uint4* snp = smem + (st * 2 + 1) * kVecs;
-#pragma unroll
-    for (int v = 0; v < kRounds; ++v) {
-      const uint64_t off = r.byte0 + (uint64_t(v) * kPipeThreads + t) * 16;
-      __pipeline_memcpy_async(cur + v * kPipeThreads + t, r.d.cur + off, 16);
-      __pipeline_memcpy_async(snp + v * kPipeThreads + t, r.snap + off, 16);
-    }
-  };
-  if (t == 0)
-    for (int st = 0; st < kStages; ++st) s_tile[st] = atomicAdd(ticket, 1u);
-  __syncthreads();
-  for (int st = 0; st < kStages; ++st) {
-    issue(st);
-    __pipeline_commit();
-  }
-  for (int i = 0;; ++i) {
-    const int st = i % kStages;
-    // This thread's copies of stage st (committed kStages groups ago) have landed; each thread reads back
-    // only the slots it copied itself.
-    __pipeline_wait_prior(kStages - 1);
-    const uint64_t lt = s_tile[st];
-    if (lt >= tile_count) break;  // tickets only grow: every later stage is past the end too
-    const uint64_t tile = tile_begin + lt;
-    const tile_ref r = locate<kPipeTileBytes>(descs, ndesc, tile, staged, staged_byte_begin);
-    uint4 a[kRounds];
-    uint32_t m[kRounds];
-    if (r.fast) {
-      const uint4* cur = smem + (st * 2) * kVecs;
-      const uint4* snp = smem + (st * 2 + 1) * kVecs;
-#pragma unroll
-      for (int v = 0; v < kRounds; ++v) {
-        a[v] = cur[v * kPipeThreads + t];
-        m[v] = change_mask<EB>(a[v], snp[v * kPipeThreads + t]);
-      }
-    } else {
-      load_tile_global<EB, kPipeThreads>(r, t, a, m);
-    }
-    // The refill ticket is taken after the scan's barriers, when every thread has read s_tile[st]; the
-    // barrier after the look-back publishes it.
-    finish_tile<EB, kPipeThreads>(r, tile, a, m, status, positions, values, capacity, states, s_warp, &s_prefix,
-                                  [&] { s_tile[st] = atomicAdd(ticket, 1u); });
-    issue(st);
-    __pipeline_commit();
-  }
 }
 
 // Marks tensors whose deltas need uint32 gaps. Ranks past the capacity were not stored: skipped (the host
@@ -431,40 +358,24 @@ __global__ void totals_kernel(const tstate* states, int n, bucket_totals* totals
 
 template <int EB>
 status launch_diff(cudaStream_t s, int threads, const tdesc* descs, int ndesc, uint64_t tile_begin, uint64_t tiles,
-                   unsigned int* ticket, uint64_t* status_words, uint32_t* positions, unsigned char* values,
-                   uint64_t capacity, tstate* states, const unsigned char* staged, uint64_t staged_byte_begin) {
+                   uint64_t* status_words, uint32_t* positions, unsigned char* values, uint64_t capacity,
+                   tstate* states, const unsigned char* staged, uint64_t staged_byte_begin) {
   if (tiles == 0) return {};
-  if (threads == 0) {
-    // Persistent grid: as many blocks as fit at once, at most one per tile (looked up once per process).
-    struct config {
-      cudaError_t err = cudaSuccess;
-      int per_sm = 0, sms = 0;
-    };
-    static const config cfg = [] {
-      config c;
-      int dev = 0;
-      c.err = cudaFuncSetAttribute(diff_kernel_pipelined<EB>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                   static_cast<int>(kPipeSmemBytes));
-      if (c.err == cudaSuccess) c.err = cudaGetDevice(&dev);
-      if (c.err == cudaSuccess) c.err = cudaDeviceGetAttribute(&c.sms, cudaDevAttrMultiProcessorCount, dev);
-      if (c.err == cudaSuccess)
-        c.err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&c.per_sm, diff_kernel_pipelined<EB>, kPipeThreads,
-                                                              kPipeSmemBytes);
-      c.per_sm = std::max(c.per_sm, 1);
-      return c;
-    }();
-    DS_CUDA_TRY(cfg.err);
-    const int per_sm = cfg.per_sm, sms = cfg.sms;
-    const uint64_t grid = std::min<uint64_t>(tiles, uint64_t(per_sm) * sms);
-    diff_kernel_pipelined<EB><<<static_cast<unsigned>(grid), kPipeThreads, kPipeSmemBytes, s>>>(
-        descs, ndesc, tile_begin, tiles, ticket, status_words, positions, values, capacity, states, staged,
-        staged_byte_begin);
-  } else if (threads == 256) {
-    diff_kernel<EB, 256><<<static_cast<unsigned>(tiles), 256, 0, s>>>(descs, ndesc, tile_begin, status_words, positions,
-                                                                      values, capacity, states, staged, staged_byte_begin);
-  } else {
-    diff_kernel<EB, 512><<<static_cast<unsigned>(tiles), 512, 0, s>>>(descs, ndesc, tile_begin, status_words, positions,
-                                                                      values, capacity, states, staged, staged_byte_begin);
+  const unsigned grid = static_cast<unsigned>(tiles);
+  // Variants by threads x resident blocks per SM (the register cap that buys that occupancy).
+  switch (threads) {
+    case 256:
+      diff_kernel<EB, 256, 8><<<grid, 256, 0, s>>>(descs, ndesc, tile_begin, status_words, positions, values, capacity,
+                                                  states, staged, staged_byte_begin);
+      break;
+    case 512 * 3:
+      diff_kernel<EB, 512, 3><<<grid, 512, 0, s>>>(descs, ndesc, tile_begin, status_words, positions, values, capacity,
+                                                  states, staged, staged_byte_begin);
+      break;
+    default:
+      diff_kernel<EB, 512, 4><<<grid, 512, 0, s>>>(descs, ndesc, tile_begin, status_words, positions, values, capacity,
+                                                  states, staged, staged_byte_begin);
+      break;
   }
   DS_CUDA_TRY(cudaGetLastError());
   return {};
@@ -475,7 +386,7 @@ status launch_diff(cudaStream_t s, int threads, const tdesc* descs, int ndesc, u
 struct diff_encoder::impl {
   diff_encoder_options opt;
   uint64_t capacity = 0;
-  device_buffer positions, values, payload, status_words, tickets, descs_dev, states_dev, totals_dev;
+  device_buffer positions, values, payload, status_words, descs_dev, states_dev, totals_dev;
   device_buffer staging[2];
   pinned_buffer descs_host, states_host;
   std::unique_ptr<stream> copy_stream;
@@ -492,9 +403,8 @@ result<encoded_layout> diff_encoder::encode(std::span<const diff_input> inputs, 
   impl& m = *impl_;
   cudaStream_t cs = static_cast<cudaStream_t>(s.native());
   const uint32_t eb = inputs.empty() ? 2 : inputs[0].elem_bytes;
-  // 0: the pipelined kernel (256 threads a block); 256 / 512: one tile per block.
-  const int threads = m.opt.block_threads == 0 ? 0 : m.opt.block_threads == 256 ? 256 : 512;
-  const uint64_t kTileBytes = tile_bytes(threads == 0 ? kPipeThreads : threads);
+  const int variant = m.opt.block_threads == 256 ? 256 : m.opt.blocks_per_sm == 3 ? 512 * 3 : 512;
+  const uint64_t kTileBytes = tile_bytes(variant == 256 ? 256 : 512);
   if (eb != 1 && eb != 2 && eb != 4 && eb != 8)
     return error(errc::invalid_argument, "diff_encoder: element width " + std::to_string(eb) + " is not 1, 2, 4 or 8");
   // Tensors with no elements take no tiles and stay out of the device's tables.
@@ -561,7 +471,6 @@ result<encoded_layout> diff_encoder::encode(std::span<const diff_input> inputs, 
       plan.push_back({hd[k].first_tile + b / kTileBytes, (len + kTileBytes - 1) / kTileBytes, k, b, len});
     }
   }
-  DS_TRY_STATUS(ensure(m.tickets, plan.size() * sizeof(unsigned int)));
   if (staged_any) {
     for (auto& b : m.staging) DS_TRY_STATUS(ensure(b, chunk));
     if (!m.copy_stream) {
@@ -579,22 +488,19 @@ result<encoded_layout> diff_encoder::encode(std::span<const diff_input> inputs, 
     DS_TRY_STATUS(ensure(m.values, m.capacity * eb));
     DS_CUDA_TRY(cudaMemcpyAsync(m.descs_dev.data(), hd, n * sizeof(tdesc), cudaMemcpyHostToDevice, cs));
     DS_CUDA_TRY(cudaMemsetAsync(m.status_words.data(), 0, tiles * 8, cs));
-    DS_CUDA_TRY(cudaMemsetAsync(m.tickets.data(), 0, plan.size() * sizeof(unsigned int), cs));
     DS_CUDA_TRY(cudaMemsetAsync(m.states_dev.data(), 0, n * sizeof(tstate), cs));
     const tdesc* dd = m.descs_dev.as<tdesc>();
     tstate* st = m.states_dev.as<tstate>();
     int chunk_no = 0;
-    unsigned int* tickets = m.tickets.as<unsigned int>();
     auto run = [&](const launch& l, const unsigned char* staged) -> status {
-      unsigned int* ticket = tickets + (&l - plan.data());
       uint64_t* sw = m.status_words.as<uint64_t>();
       uint32_t* pos = m.positions.as<uint32_t>();
       unsigned char* val = m.values.as<unsigned char>();
       switch (eb) {
-        case 1: return launch_diff<1>(cs, threads, dd, n, l.tile_begin, l.tiles, ticket, sw, pos, val, m.capacity, st, staged, l.byte_begin);
-        case 2: return launch_diff<2>(cs, threads, dd, n, l.tile_begin, l.tiles, ticket, sw, pos, val, m.capacity, st, staged, l.byte_begin);
-        case 4: return launch_diff<4>(cs, threads, dd, n, l.tile_begin, l.tiles, ticket, sw, pos, val, m.capacity, st, staged, l.byte_begin);
-        default: return launch_diff<8>(cs, threads, dd, n, l.tile_begin, l.tiles, ticket, sw, pos, val, m.capacity, st, staged, l.byte_begin);
+        case 1: return launch_diff<1>(cs, variant, dd, n, l.tile_begin, l.tiles, sw, pos, val, m.capacity, st, staged, l.byte_begin);
+        case 2: return launch_diff<2>(cs, variant, dd, n, l.tile_begin, l.tiles, sw, pos, val, m.capacity, st, staged, l.byte_begin);
+        case 4: return launch_diff<4>(cs, variant, dd, n, l.tile_begin, l.tiles, sw, pos, val, m.capacity, st, staged, l.byte_begin);
+        default: return launch_diff<8>(cs, variant, dd, n, l.tile_begin, l.tiles, sw, pos, val, m.capacity, st, staged, l.byte_begin);
       }
     };
     event setup_done;

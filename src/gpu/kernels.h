@@ -52,9 +52,10 @@ struct diff_encoder_options {
   uint64_t initial_capacity = 1ull << 24;
   // Chunk size for snapshots held in pinned host memory (two device staging buffers of this size).
   uint64_t staging_chunk_bytes = 64ull << 20;
-  // The diff kernel: 0 = persistent and pipelined (tiles by ticket, cp.async three tiles ahead); 256 or 512 =
-  // one tile per block of that many threads (a tile is 64 bytes per thread of each input).
-  int block_threads = 0;
+  // The diff kernel's shape: one tile (64 bytes per thread of each input) per block of 512 threads, 4 blocks
+  // resident per SM (registers capped to 32), or 3 (blocks_per_sm = 3); or 256 threads, 8 per SM.
+  int block_threads = 512;
+  int blocks_per_sm = 4;
 };
 
 // Reusable scratch for diffing buckets on one stream. Not thread-safe.

@@ -113,9 +113,11 @@ TEST(gpu_diff, matches_cpu_encoder_for_every_width_density_and_encoding) {
         std::vector<case_tensor> ts;
         for (uint64_t numel : {uint64_t{1}, uint64_t{1000}, uint64_t{0}, uint64_t{(1u << 20) / eb + 3}, uint64_t{8191}})
           ts.push_back(make_tensor(numel, eb, density, rng));
-        for (int threads : {0, 256, 512}) {
+        for (int variant : {256, 512 * 3, 512 * 4}) {
           diff_encoder_options opt;
-          opt.block_threads = threads;
+          opt.block_threads = variant == 256 ? 256 : 512;
+          opt.blocks_per_sm = variant == 256 ? 8 : variant / 512;
+          const int threads = variant;
           check_bucket(ts, eb, enc, false, opt,
                        "width " + std::to_string(eb) + " density " + std::to_string(density) + " " +
                            std::string(encoding_name(enc)) + " threads " + std::to_string(threads));
