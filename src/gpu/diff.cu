@@ -3,9 +3,9 @@
 // One bucket is one sequence of 32 KiB tiles over its tensors (a tensor's tiles are consecutive). Each block
 // takes the tile of its index (blocks are dispatched in index order, so a tile's predecessors are running or
 // done and the look-back cannot wait on a block never scheduled), loads 16 bytes per thread per round (4
-// rounds, all issued before the first use) of current and
-// snapshot, turns the XOR into per-element change bits, and ranks its changed elements with one 64-bit block
-// scan (the 4 rounds' counts packed in 16-bit fields). Warp 0 then finds the tile's exclusive prefix by
+// rounds, all issued before the first use) of current and snapshot, turns the XOR into per-element change
+// bits, and ranks its changed elements with one 64-bit block scan (the 4 rounds' counts packed in 16-bit
+// fields). Warp 0 then finds the tile's exclusive prefix by
 // decoupled look-back over the bucket's tile statuses, and every thread writes its changed elements' positions
 // (uint32, tensor-relative) and values at their final ranks: the bucket's values come out compact, in
 // manifest order. No mask is ever written to memory.
