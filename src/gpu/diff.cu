@@ -10,9 +10,8 @@
 // (uint32, tensor-relative) and values at their final ranks: the bucket's values come out compact, in
 // manifest order. No mask is ever written to memory.
 //
-// Three small kernels finish the bucket without a host round trip: `gaps` marks each tensor whose largest
-// gap needs uint32 deltas, `layout` assigns each tensor its position width and byte offset, `pack` writes
-// the data section [__positions__ | __values__]. Then one device-to-host copy of the layout.
+// Small kernels (diff_pack.cu) finish the bucket without a host round trip; then one device-to-host copy of
+// the layout.
 //
 // With the snapshot in pinned host memory, each tensor is diffed chunk by chunk: the chunk's snapshot is
 // copied into one of two device staging buffers on a copy stream while the previous chunk is diffed; the
@@ -25,6 +24,7 @@
 
 #include "base/check.h"
 #include "gpu/cuda_check.h"
+#include "gpu/diff_internal.h"
 #include "gpu/kernels.h"
 
 using deltasync::gpu::detail::ensure;
@@ -32,6 +32,9 @@ using deltasync::gpu::detail::ensure_pinned;
 
 namespace deltasync::gpu {
 namespace {
+
+using detail::bucket_totals;
+using detail::tstate;
 
 constexpr int kRounds = 4;
 constexpr uint64_t tile_bytes(int threads) { return uint64_t(threads) * kRounds * 16; }
@@ -47,34 +50,11 @@ struct tdesc {
   uint64_t ntiles;
 };
 
-// Per-tensor results, written by the kernels, read back once.
-struct tstate {
-  uint64_t start;   // first rank (element offset into the compact values)
-  uint64_t end;     // one past the last rank
-  uint32_t wide;    // 1 when some gap exceeds 65535
-  uint32_t width;   // position width chosen by `layout`
-  uint64_t pos_offset;
-};
-
-struct bucket_totals {
-  uint64_t count;
-  uint64_t positions_bytes;
-};
-
 __device__ __forceinline__ int find_tensor_by_tile(const tdesc* d, int n, uint64_t tile) {
   int lo = 0, hi = n - 1;
   while (lo < hi) {
     int mid = (lo + hi + 1) / 2;
     if (d[mid].first_tile <= tile) lo = mid; else hi = mid - 1;
-  }
-  return lo;
-}
-
-__device__ __forceinline__ int find_tensor_by_rank(const tstate* st, int n, uint64_t k) {
-  int lo = 0, hi = n - 1;
-  while (lo < hi) {
-    int mid = (lo + hi + 1) / 2;
-    if (st[mid].start <= k) lo = mid; else hi = mid - 1;
   }
   return lo;
 }
@@ -291,71 +271,6 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) diff_kernel(const tdesc*
   finish_tile<EB, kThreads>(r, tile, a, m, status, positions, values, capacity, states, s_warp, &s_prefix, [] {});
 }
 
-// Marks tensors whose deltas need uint32 gaps. Ranks past the capacity were not stored: skipped (the host
-// re-runs the bucket with a larger capacity).
-__global__ void gaps_kernel(const uint32_t* positions, tstate* states, int n, const bucket_totals* totals,
-                            uint64_t capacity) {
-  if (totals->count > capacity) return;  // overflowed: the host re-runs the bucket
-  const uint64_t count = totals->count;
-  for (uint64_t k = uint64_t{blockIdx.x} * blockDim.x + threadIdx.x; k < count; k += uint64_t{gridDim.x} * blockDim.x) {
-    const int ti = find_tensor_by_rank(states, n, k);
-    const uint64_t prev = k == states[ti].start ? 0 : uint64_t{positions[k - 1]} + 1;
-    if (uint64_t{positions[k]} - prev > 65535) states[ti].wide = 1;
-  }
-}
-
-__global__ void layout_kernel(tstate* states, int n, bucket_totals* totals, int indices) {
-  if (threadIdx.x != 0 || blockIdx.x != 0) return;
-  uint64_t off = 0;
-  for (int i = 0; i < n; ++i) {
-    const uint64_t c = states[i].end - states[i].start;
-    const uint32_t w = (indices || states[i].wide || c == 0) ? 4 : 2;
-    states[i].width = w;
-    states[i].pos_offset = off;
-    off += c * w;
-  }
-  totals->positions_bytes = off;
-}
-
-template <int EB>
-__global__ void pack_kernel(const uint32_t* positions, const unsigned char* values, const tstate* states, int n,
-                            const bucket_totals* totals, uint64_t capacity, int indices, unsigned char* out) {
-  if (totals->count > capacity) return;  // overflowed: the layout does not fit the payload; re-run
-  const uint64_t count = totals->count;
-  const uint64_t pos_bytes = totals->positions_bytes;
-  const bool aligned_values = pos_bytes % EB == 0;
-  for (uint64_t k = uint64_t{blockIdx.x} * blockDim.x + threadIdx.x; k < count; k += uint64_t{gridDim.x} * blockDim.x) {
-    const int ti = find_tensor_by_rank(states, n, k);
-    const tstate s = states[ti];
-    const uint64_t local = k - s.start;
-    const uint32_t idx = positions[k];
-    const uint32_t enc = indices ? idx : idx - (k == s.start ? 0u : positions[k - 1] + 1u);
-    if (s.width == 4) {
-      unsigned char* p = out + s.pos_offset + 4 * local;
-      if ((reinterpret_cast<uintptr_t>(p) & 3) == 0) *reinterpret_cast<uint32_t*>(p) = enc;
-      else for (int i = 0; i < 4; ++i) p[i] = static_cast<unsigned char>(enc >> (8 * i));
-    } else {
-      unsigned char* p = out + s.pos_offset + 2 * local;
-      *reinterpret_cast<uint16_t*>(p) = static_cast<uint16_t>(enc);  // offsets of 2-byte entries stay even
-    }
-    unsigned char* dst = out + pos_bytes + k * EB;
-    const unsigned char* src = values + k * EB;
-    if constexpr (EB == 1) *dst = *src;
-    else if constexpr (EB == 2) *reinterpret_cast<uint16_t*>(dst) = *reinterpret_cast<const uint16_t*>(src);
-    else if (aligned_values) {
-      if constexpr (EB == 4) *reinterpret_cast<uint32_t*>(dst) = *reinterpret_cast<const uint32_t*>(src);
-      else *reinterpret_cast<uint2*>(dst) = *reinterpret_cast<const uint2*>(src);
-    } else {
-      for (int i = 0; i < EB; ++i) dst[i] = src[i];
-    }
-  }
-}
-
-// The last tile of the bucket also records the total (the end of the last non-empty tensor).
-__global__ void totals_kernel(const tstate* states, int n, bucket_totals* totals) {
-  if (threadIdx.x == 0 && blockIdx.x == 0) totals->count = n > 0 ? states[n - 1].end : 0;
-}
-
 template <int EB>
 status launch_diff(cudaStream_t s, int threads, const tdesc* descs, int ndesc, uint64_t tile_begin, uint64_t tiles,
                    uint64_t* status_words, uint32_t* positions, unsigned char* values, uint64_t capacity,
@@ -526,20 +441,9 @@ result<encoded_layout> diff_encoder::encode(std::span<const diff_input> inputs, 
       DS_TRY_STATUS(run(l, nullptr));
     }
     bucket_totals* tot = m.totals_dev.as<bucket_totals>();
-    totals_kernel<<<1, 32, 0, cs>>>(st, n, tot);
-    const int indices = enc == encoding::indices ? 1 : 0;
-    const unsigned grid = 132 * 8;
-    if (!indices) gaps_kernel<<<grid, 256, 0, cs>>>(m.positions.as<uint32_t>(), st, n, tot, m.capacity);
-    layout_kernel<<<1, 32, 0, cs>>>(st, n, tot, indices);
-    DS_CUDA_TRY(cudaGetLastError());
     DS_TRY_STATUS(ensure(m.payload, m.capacity * (4 + eb)));
-    switch (eb) {
-      case 1: pack_kernel<1><<<grid, 256, 0, cs>>>(m.positions.as<uint32_t>(), m.values.as<unsigned char>(), st, n, tot, m.capacity, indices, m.payload.as<unsigned char>()); break;
-      case 2: pack_kernel<2><<<grid, 256, 0, cs>>>(m.positions.as<uint32_t>(), m.values.as<unsigned char>(), st, n, tot, m.capacity, indices, m.payload.as<unsigned char>()); break;
-      case 4: pack_kernel<4><<<grid, 256, 0, cs>>>(m.positions.as<uint32_t>(), m.values.as<unsigned char>(), st, n, tot, m.capacity, indices, m.payload.as<unsigned char>()); break;
-      default: pack_kernel<8><<<grid, 256, 0, cs>>>(m.positions.as<uint32_t>(), m.values.as<unsigned char>(), st, n, tot, m.capacity, indices, m.payload.as<unsigned char>()); break;
-    }
-    DS_CUDA_TRY(cudaGetLastError());
+    DS_TRY_STATUS(detail::finish_bucket(cs, m.positions.as<uint32_t>(), m.values.as<unsigned char>(), st, n, tot,
+                                        m.capacity, enc == encoding::indices, eb, m.payload.as<unsigned char>()));
     DS_CUDA_TRY(cudaMemcpyAsync(m.states_host.data(), st, n * sizeof(tstate), cudaMemcpyDeviceToHost, cs));
     bucket_totals* htot = reinterpret_cast<bucket_totals*>(m.states_host.as<unsigned char>() + n * sizeof(tstate));
     DS_CUDA_TRY(cudaMemcpyAsync(htot, tot, sizeof(bucket_totals), cudaMemcpyDeviceToHost, cs));
