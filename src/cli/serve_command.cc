@@ -136,6 +136,10 @@ int run_serve(const serve_options& opt) {
     nccl_member_options nopts;
     nopts.device = opt.device;
     nopts.timeout_ms = opt.nccl_timeout_ms;
+    if (const char* delay = std::getenv("DELTASYNC_TEST_NCCL_RECEIVE_DELAY_MS")) {
+      nopts.test_receive_delay_ms = static_cast<uint32_t>(std::strtoul(delay, nullptr, 10));
+      DS_LOG(warn, "serve", "test fault injection: each NCCL file receive waits %u ms", nopts.test_receive_delay_ms);
+    }
     nccl = std::make_unique<nccl_member>(loop, nopts);
     rx->set_transport("nccl", [m = nccl.get()](const sync_request& req, io::buffer_pool& p) { return m->source(req, p); });
   }

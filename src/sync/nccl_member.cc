@@ -239,7 +239,7 @@ class nccl_member::receive_source final : public piece_source {
     io::event_loop* loop = &m.loop_;
     m.post_task([&m, sh, st, loop, on_piece = std::move(on_piece), on_done = std::move(on_done)] {
       uint64_t received = 0;
-      status s = receive_all(*sh, *st, *loop, on_piece, received);
+      status s = receive_all(*sh, *st, *loop, on_piece, received, m.options_.test_receive_delay_ms);
       const bool broken = sh->channel == nullptr || sh->channel->broken();
       if (broken) sh->drop_channel(true);
       loop->post([&m, sh, st, s, broken, received, on_done] {
@@ -297,7 +297,8 @@ class nccl_member::receive_source final : public piece_source {
   };
 
   static status receive_all(shared& sh, state& st, io::event_loop& loop,
-                            const std::function<void(io::read_piece)>& on_piece, uint64_t& received) {
+                            const std::function<void(io::read_piece)>& on_piece, uint64_t& received,
+                            uint32_t test_delay_ms) {
     gpu::broadcast_channel* ch = sh.channel.get();
     if (!ch) return error(errc::cancelled, "the NCCL group is gone");
     for (size_t i = 0; i < st.sizes.size(); ++i) {
@@ -308,6 +309,7 @@ class nccl_member::receive_source final : public piece_source {
         if (!st.discard.load()) loop.post([on_piece, piece] { on_piece(std::move(*piece)); });
         continue;
       }
+      if (test_delay_ms) std::this_thread::sleep_for(std::chrono::milliseconds(test_delay_ms));
       host_sink sink(st, loop, on_piece, i);
       DS_TRY_STATUS(ch->receive(st.sizes[i], sink, sh.cancel));
       received += st.sizes[i];

@@ -65,6 +65,9 @@ struct nccl_member_options {
   uint64_t max_chunk_bytes = 1ull << 30;
   uint32_t health_interval_ms = 1000;
   gpu::channel_factory factory;         // default: gpu::open_nccl_channel
+  // Fault injection for tests only (serve reads env DELTASYNC_TEST_NCCL_RECEIVE_DELAY_MS): the group thread
+  // sleeps this long before receiving each file, so a test can kill a receiver in the middle of a broadcast.
+  uint32_t test_receive_delay_ms = 0;
 };
 
 class nccl_member {
