@@ -327,7 +327,7 @@ void e2e_part(double gib, int syncs, double density, uint64_t chunk, uint64_t bu
   ds::io::buffer_pool_options po;
   po.buffer_bytes = 4 << 20;
   po.max_total_bytes = 256 << 20;
-  po.pin = ds::gpu::cuda_host_register;
+  po.pin = [](void* a, size_t n) { return ds::gpu::cuda_host_register(a, n, 1); };
   po.unpin = [](void* a, size_t) { ds::gpu::cuda_host_unregister(a); };
   auto pool = std::move(ds::io::buffer_pool::create(rx_loop, backend.get(), po)).value();
   auto workers = std::make_unique<ds::io::worker_pool>(rx_loop, std::max(1u, std::thread::hardware_concurrency()), 1024);

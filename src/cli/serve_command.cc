@@ -111,7 +111,7 @@ int run_serve(const serve_options& opt) {
   const bool nccl_built = gpu::nccl_available().ok();
   auto gpus = gpu::cuda_device_count();
   if (nccl_built && gpus && *gpus > 0) {
-    popts.pin = gpu::cuda_host_register;
+    popts.pin = [device = opt.device](void* addr, size_t bytes) { return gpu::cuda_host_register(addr, bytes, device); };
     popts.unpin = [](void* addr, size_t) { gpu::cuda_host_unregister(addr); };
   }
   auto pool = io::buffer_pool::create(loop, backend->get(), popts);

@@ -310,8 +310,9 @@ result<nccl_unique_id> nccl_new_unique_id() {
   return out;
 }
 
-status cuda_host_register(void* addr, size_t bytes) {
-  DS_CUDA(cudaHostRegister(addr, bytes, cudaHostRegisterDefault), "cudaHostRegister of " + std::to_string(bytes) + " bytes");
+status cuda_host_register(void* addr, size_t bytes, int device) {
+  DS_CUDA(cudaSetDevice(device), "cudaSetDevice(" + std::to_string(device) + ")");
+  DS_CUDA(cudaHostRegister(addr, bytes, cudaHostRegisterPortable), "cudaHostRegister of " + std::to_string(bytes) + " bytes");
   return {};
 }
 

@@ -38,8 +38,9 @@ status nccl_available();
 result<int> cuda_device_count();
 // A fresh ncclUniqueId (rank 0 creates it and hands it to every other rank out of band).
 result<nccl_unique_id> nccl_new_unique_id();
-// Page-locks host memory for fast D2H/H2D copies (cudaHostRegister); unregister before unmapping it.
-status cuda_host_register(void* addr, size_t bytes);
+// Page-locks host memory for fast D2H/H2D copies with every device (cudaHostRegister, portable), using
+// `device`'s context; unregister before unmapping it.
+status cuda_host_register(void* addr, size_t bytes, int device = 0);
 void cuda_host_unregister(void* addr) noexcept;
 
 std::string base64_encode(byte_span bytes);
