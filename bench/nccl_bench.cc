@@ -8,6 +8,7 @@
 //   ours/host the same, each chunk copied to pinned host memory (the host store's path), against the
 //            pinned D2H bandwidth measured in the same run;
 //   ours/h2d send() from pinned host memory (the CPU sender's path), against pinned H2D bandwidth.
+//   `--bcast-chunk-mib 64,256` repeats part 1 at each chunk size.
 // Part 2, end to end: `--e2e-gib` (default 8) GiB of bf16 in 256 MiB tensors, ~1% of elements changed per
 //   step; one delta sync = Sender (transport nccl, GPU 0) -> HTTP + NCCL -> receiver (host store, GPU 1),
 //   timed from begin() to finish() returning (diff, encode, broadcast, D2H, decode, apply, verify, commit),
@@ -422,6 +423,7 @@ int main(int argc, char** argv) {
   double gib = smoke ? 0.25 : 8.0;
   int syncs = smoke ? 1 : 3;
   uint64_t chunk = 64ull << 20, bucket = 512ull << 20;
+  std::vector<uint64_t> bcast_chunks;  // part 1 at each of these chunk sizes (default: --chunk-bytes)
   bool part1 = true, part2 = true;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -431,6 +433,15 @@ int main(int argc, char** argv) {
     else if (a == "--e2e-gib") gib = std::stod(next());
     else if (a == "--syncs") syncs = std::stoi(next());
     else if (a == "--chunk-bytes") chunk = std::stoull(next());
+    else if (a == "--bcast-chunk-mib") {
+      std::string list = next();
+      for (size_t p = 0; p < list.size();) {
+        size_t q = list.find(',', p);
+        if (q == std::string::npos) q = list.size();
+        bcast_chunks.push_back(std::stoull(list.substr(p, q - p)) << 20);
+        p = q + 1;
+      }
+    }
     else if (a == "--bucket-bytes") bucket = std::stoull(next());
     else if (a == "--only") {
       const std::string w = next();
@@ -450,7 +461,9 @@ int main(int argc, char** argv) {
     return 77;
   }
   ds::set_log_level(ds::log_level::warn);
-  if (part1) broadcast_part(bytes, reps, chunk);
+  if (bcast_chunks.empty()) bcast_chunks.push_back(chunk);
+  if (part1)
+    for (uint64_t c : bcast_chunks) broadcast_part(bytes, reps, c);
   if (part2) e2e_part(gib, syncs, 0.01, chunk, bucket);
   return 0;
 }

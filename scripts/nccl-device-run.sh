@@ -14,9 +14,13 @@ export NCCL_SOCKET_IFNAME=${NCCL_SOCKET_IFNAME:-lo}
 step() { local name=$1 limit=$2; shift 2; local t0=$(date +%s); timeout "$limit" "$@" > "$L/$name.log" 2>&1; local rc=$?
   echo "== $name: rc $rc in $(( $(date +%s) - t0 ))s"; tail -${TAILN:-6} "$L/$name.log"
   { echo "===== $name: rc $rc"; cat "$L/$name.log"; } >> "$OUT/all.log"; }
-TAILN=14 step nccl_tests 120 "$D/nccl_tests"
-TAILN=12 step integration 200 bash "$D/nccl_test.sh" "$D/deltasync"
+PARTS=${PARTS:-tests integration demo bench}  # a subset runs only those parts
+has() { [[ " $PARTS " == *" $1 "* ]]; }
+has tests && TAILN=14 step nccl_tests 120 "$D/nccl_tests"
+has integration && TAILN=12 step integration 200 bash "$D/nccl_test.sh" "$D/deltasync"
+has demo && {
 TAILN=4 step demo_deltas 100 "$D/deltasync" demo --model small --steps 3 --encoding deltas --update-weight-transport nccl
 for enc in indices deltas_zstd; do TAILN=3 step demo_$enc 40 "$D/deltasync" demo --model tiny --steps 3 --encoding $enc --update-weight-transport nccl; done
-TAILN=30 step bench 200 "$D/nccl_bench" ${BENCH_ARGS:-}
+}
+has bench && TAILN=${BENCH_TAIL:-30} step bench 200 "$D/nccl_bench" ${BENCH_ARGS:-}
 cat "$L/machine.txt"; tar czf "$OUT/logs.tgz" -C "$L" . && echo "logs in \$OUT/logs.tgz"

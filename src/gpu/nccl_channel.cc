@@ -146,6 +146,7 @@ class nccl_channel final : public broadcast_channel {
   }
 
   status health() override {
+    if (abort_requested_.load()) return error(errc::cancelled, "abort() was called");
     if (broken_) return error(errc::cancelled, "the NCCL communicator was aborted: " + broken_reason_);
     if (!comm_) return error(errc::internal, "no NCCL communicator");
     ncclResult_t ae = ncclSuccess;
@@ -157,6 +158,10 @@ class nccl_channel final : public broadcast_channel {
 
  private:
   status ready_as(bool root) {
+    if (abort_requested_.load() && !broken_) {
+      DS_CUDA(cudaSetDevice(p_.device), "cudaSetDevice");
+      do_abort("abort() was called");
+    }
     if (broken_) return error(errc::cancelled, "the NCCL communicator was aborted: " + broken_reason_);
     if ((p_.rank == 0) != root)
       return error(errc::invalid_argument, root ? "only rank 0 sends" : "rank 0 sends; it cannot receive");
