@@ -442,7 +442,7 @@ int main(int argc, char** argv) {
   int reps = smoke ? 2 : 10;
   double gib = smoke ? 0.25 : 8.0;
   int syncs = smoke ? 1 : 3;
-  uint64_t chunk = 64ull << 20, bucket = 512ull << 20;
+  uint64_t chunk = 256ull << 20, bucket = 512ull << 20;
   std::vector<uint64_t> bcast_chunks;  // part 1 at each of these chunk sizes (default: --chunk-bytes)
   bool part1 = true, part2 = true;
   for (int i = 1; i < argc; ++i) {

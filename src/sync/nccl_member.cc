@@ -81,6 +81,14 @@ struct nccl_member::shared {
   std::unique_ptr<gpu::broadcast_channel> channel;
   std::atomic<bool> cancel{false};          // the member is going away: stop every wait
   bool alive = true;                        // loop thread: false once the member is destroyed
+  // The join in progress (its init may wait for ranks that never come): a newer join, a leave or the
+  // destructor cancels it instead of queueing behind it until its timeout. Guarded by mu.
+  std::shared_ptr<std::atomic<bool>> join_cancel;
+
+  void cancel_join() {
+    std::lock_guard<std::mutex> lock(mu);
+    if (join_cancel) join_cancel->store(true);
+  }
 
   void abort_channel() {
     std::lock_guard<std::mutex> lock(chan_mu);
@@ -105,6 +113,7 @@ nccl_member::nccl_member(io::event_loop& loop, nccl_member_options options)
 
 nccl_member::~nccl_member() {
   sh_->cancel.store(true);
+  sh_->cancel_join();
   sh_->abort_channel();
   {
     std::lock_guard<std::mutex> lock(sh_->mu);
@@ -174,15 +183,23 @@ void nccl_member::join(nccl_join_request req, std::function<void(status)> done) 
   if (p.chunk_bytes > options_.max_chunk_bytes)
     return done(error(errc::limit_exceeded, "chunk_bytes " + std::to_string(p.chunk_bytes) + " exceeds this receiver's limit of " +
                                                 std::to_string(options_.max_chunk_bytes)));
-  // A new group replaces the old one, which is aborted now (its sender is gone or starting over).
+  // A new group replaces the old one, which is aborted now (its sender is gone or starting over), and an
+  // older join still waiting for its ranks gives up.
   sh_->abort_channel();
+  sh_->cancel_join();
+  auto flag = std::make_shared<std::atomic<bool>>(false);
+  {
+    std::lock_guard<std::mutex> lock(sh_->mu);
+    sh_->join_cancel = flag;
+  }
   info_ = nccl_member_info{nccl_state::joining, req.group, p.rank, p.nranks, p.device, info_.syncs_received,
                            info_.bytes_received, ""};
   DS_LOG(info, "nccl", "joining group '%s' as rank %d of %d on device %d", req.group.c_str(), p.rank, p.nranks, p.device);
   auto sh = sh_;
-  post_task([this, sh, p, group = req.group, done = std::move(done)] {
+  post_task([this, sh, p, flag, group = req.group, done = std::move(done)] {
     sh->drop_channel(true);
-    auto ch = options_.factory(p, sh->cancel);
+    if (sh->cancel.load()) flag->store(true);
+    auto ch = options_.factory(p, *flag);
     status outcome;
     if (ch) {
       std::lock_guard<std::mutex> lock(sh->chan_mu);
@@ -204,6 +221,7 @@ void nccl_member::join(nccl_join_request req, std::function<void(status)> done) 
 void nccl_member::leave(std::function<void(status)> done) {
   if (info_.state == nccl_state::receiving) return done(error(errc::busy, "a sync is receiving over the group"));
   const std::string group = info_.group;
+  sh_->cancel_join();
   info_.state = nccl_state::none;
   info_.group.clear();
   info_.rank = -1;

@@ -60,7 +60,7 @@ struct nccl_member_info {
 
 struct nccl_member_options {
   int device = 0;                       // serve --device
-  uint64_t chunk_bytes = 64ull << 20;   // default when the init request names none
+  uint64_t chunk_bytes = 256ull << 20;  // default when the init request names none
   uint32_t timeout_ms = 60'000;         // default longest wait without progress
   uint64_t max_chunk_bytes = 1ull << 30;
   uint32_t health_interval_ms = 1000;

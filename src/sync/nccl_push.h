@@ -30,7 +30,7 @@ struct nccl_sender_options {
   int device = 0;                      // this process's CUDA device (rank 0)
   std::vector<int> receiver_devices;   // per receiver; empty or -1: the receiver's own --device
   std::string group = "deltasync";
-  uint64_t chunk_bytes = 64ull << 20;  // largest ncclBroadcast (sent to receivers in /nccl/init)
+  uint64_t chunk_bytes = 256ull << 20;  // largest ncclBroadcast (sent in /nccl/init); 2x on each GPU as staging
   uint32_t timeout_ms = 60'000;        // longest wait without progress (both sides)
   gpu::channel_factory factory;        // default: gpu::open_nccl_channel (tests pass a fake)
   std::function<result<gpu::nccl_unique_id>()> new_id;  // default: gpu::nccl_new_unique_id

@@ -12,6 +12,8 @@
 
 #include <boost/json.hpp>
 #include <chrono>
+#include <future>
+#include <thread>
 #include <random>
 
 #include "codec/digest.h"
@@ -351,6 +353,37 @@ TEST(nccl_transport, delete_leaves_the_group) {
   auto again = w.sync(s, 2);
   ASSERT_TRUE(again.ok()) << again.err().describe();
   EXPECT_EQ(w.compare(2), "");
+}
+
+}  // namespace
+}  // namespace deltasync::http
+
+namespace deltasync::http {
+namespace {
+
+TEST(nccl_transport, a_new_group_cancels_a_join_that_waits_for_absent_ranks) {
+  world w;
+  // A join whose other ranks never come (its init would wait 30 s) ...
+  const std::string id = gpu::base64_encode(byte_buffer(128, std::byte{9}));
+  auto stuck = std::async(std::launch::async, [&] {
+    return w.client->post_all({w.url}, "/nccl/init",
+                              R"({"unique_id": ")" + id + R"(", "nranks": 2, "rank": 1, "group": "old", "timeout_ms": 30000})")
+        .front();
+  });
+  for (int i = 0; i < 200 && w.status_json().at("nccl").as_object().at("state").as_string() != "joining"; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  // ... gives way to a sender that builds a new group: the sync goes through at once.
+  sender s(w.options(encoding::deltas), w.client.get());
+  w.seed(s);
+  w.step(0.01);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto rep = w.sync(s, 1);
+  ASSERT_TRUE(rep.ok()) << rep.err().describe();
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 10.0);
+  EXPECT_EQ(w.compare(1), "");
+  auto old = stuck.get();
+  EXPECT_EQ(old.http_status, 500u) << old.body;
+  EXPECT_NE(old.body.find("cancelled"), std::string::npos) << old.body;
 }
 
 }  // namespace
