@@ -21,7 +21,11 @@ struct demo_options {
   std::string pre_push_hook;
   uint64_t seed = 1;
   unsigned threads = 2;
+  std::string transport = "disk";  // service demo: disk, or nccl (sender on GPU 0, receiver on GPU 1)
 };
+
+// Exit status of a demo that cannot run here (the nccl variant without two GPUs): CTest's skip code.
+inline constexpr int demo_skipped = 77;
 
 int run_offline_demo(const demo_options& opt);
 int run_service_demo(const demo_options& opt);

@@ -22,6 +22,7 @@
 #include "cli/commands.h"
 #include "cli/demo.h"
 #include "codec/digest.h"
+#include "gpu/nccl_channel.h"
 #include "http/push_client.h"
 #include "io/event_loop.h"
 #include "sync/sender.h"
@@ -43,6 +44,7 @@ class child_server {
                                   "--seed",         std::to_string(opt.seed), "--delta-dir", delta_dir,
                                   "--listen",       "127.0.0.1:0", "--port-file", port_file,
                                   "--log-level",    "warn"};
+    if (opt.transport == "nccl") args.insert(args.end(), {"--device", "1"});
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -128,6 +130,18 @@ int run_service_demo(const demo_options& opt) {
     std::fprintf(stderr, "deltasync demo: unknown encoding or format\n");
     return 2;
   }
+  if (opt.transport == "nccl") {
+    // The NCCL variant needs two GPUs (the trainer's and the receiver's); anything less is a visible skip.
+    auto gpus = gpu::cuda_device_count();
+    if (!gpus || *gpus < 2) {
+      std::printf("deltasync demo (nccl): SKIP: needs two CUDA devices and NCCL (%s)\n",
+                  gpus ? ("found " + std::to_string(*gpus) + " device(s)").c_str() : gpus.err().describe().c_str());
+      return demo_skipped;
+    }
+  } else if (opt.transport != "disk") {
+    std::fprintf(stderr, "deltasync demo: unknown transport '%s' (disk, nccl)\n", opt.transport.c_str());
+    return 2;
+  }
   std::string root = !opt.keep.empty() ? opt.keep : opt.dir;
   const bool temp_root = root.empty();
   if (temp_root) root = (std::filesystem::temp_directory_path() / ("deltasync-demo-" + std::to_string(::getpid()))).string();
@@ -135,10 +149,10 @@ int run_service_demo(const demo_options& opt) {
   std::filesystem::create_directories(delta_dir);
   std::filesystem::remove(root + "/port");
 
-  std::printf("deltasync demo: model %s (%zu tensors, %.1fM bf16 parameters, %.2f GB), lr %.1e, %d syncs, %s/%s\n",
+  std::printf("deltasync demo: model %s (%zu tensors, %.1fM bf16 parameters, %.2f GB), lr %.1e, %d syncs, %s/%s, transport %s\n",
               layout->name.c_str(), layout->tensors.size(), static_cast<double>(layout->parameters()) / 1e6,
               static_cast<double>(layout->parameters()) * 2 / 1e9, opt.lr, opt.steps,
-              std::string(encoding_name(*enc)).c_str(), opt.format.c_str());
+              std::string(encoding_name(*enc)).c_str(), opt.format.c_str(), opt.transport.c_str());
   std::printf("[1/3] starting deltasync serve (receiver) on loopback, delta dir %s\n", delta_dir.c_str());
   std::fflush(stdout);
   child_server server;
@@ -161,6 +175,8 @@ int run_service_demo(const demo_options& opt) {
   so.buffer_bytes = opt.bucket_bytes;
   so.keep_files = !opt.keep.empty();
   so.pre_push_hook = opt.pre_push_hook;
+  so.transport = opt.transport;
+  so.nccl.device = 0;  // the receiver serves with --device 1
   sender snd(so, &client);
   for (size_t i = 0; i < sim.tensor_count(); ++i) {
     const auto& t = layout->tensors[i];
@@ -244,6 +260,9 @@ void register_demo(CLI::App& app, int& exit_status) {
   cmd->add_option("--pre-push-hook", opt->pre_push_hook, "Service demo: shell command run before each push");
   cmd->add_option("--seed", opt->seed, "Seed of the synthetic model")->capture_default_str();
   cmd->add_option("--threads", opt->threads, "Threads for the trainer simulation")->capture_default_str();
+  cmd->add_option("--update-weight-transport", opt->transport,
+                  "Service demo transport: disk, or nccl (trainer on GPU 0, receiver on GPU 1; skips without two GPUs)")
+      ->capture_default_str();
   cmd->callback([opt, &exit_status] { exit_status = opt->offline ? run_offline_demo(*opt) : run_service_demo(*opt); });
 }
 

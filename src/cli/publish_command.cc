@@ -41,6 +41,7 @@ struct publish_options {
   uint32_t push_timeout_ms = 600'000;
   bool json = false;
   bool colocate = false;
+  nccl_sender_options nccl;  // --update-weight-transport nccl
 };
 
 using steady = std::chrono::steady_clock;
@@ -180,6 +181,7 @@ int run_publish(const publish_options& opt, bool version_given) {
   so.keep_files = opt.keep_files;
   so.pre_push_hook = opt.pre_push_hook;
   so.rank = opt.rank;
+  so.nccl = opt.nccl;
 
   // The loop and the client exist only when pushing; the client is destroyed before the loop.
   std::unique_ptr<io::event_loop> loop;
@@ -272,7 +274,18 @@ void register_publish(CLI::App& app, int& exit_status) {
   cmd->add_option("--update-weight-mode", opt->mode, "delta: changed elements only; full: every element")
       ->check(CLI::IsMember({"delta", "full"}))
       ->capture_default_str();
-  cmd->add_option("--update-weight-transport", opt->transport, "disk (nccl is not built yet)")
+  cmd->add_option("--nccl-device", opt->nccl.device, "nccl transport: this sender's CUDA device (rank 0)")
+      ->capture_default_str();
+  cmd->add_option("--nccl-receiver-device", opt->nccl.receiver_devices,
+                  "nccl transport: each --push receiver's CUDA device, in order (default: its serve --device)");
+  cmd->add_option("--nccl-group", opt->nccl.group, "nccl transport: the group's name")->capture_default_str();
+  cmd->add_option("--nccl-chunk-bytes", opt->nccl.chunk_bytes, "nccl transport: largest ncclBroadcast")
+      ->transform(CLI::AsSizeValue(false))
+      ->capture_default_str();
+  cmd->add_option("--nccl-timeout-ms", opt->nccl.timeout_ms, "nccl transport: longest wait without progress")
+      ->capture_default_str();
+  cmd->add_option("--update-weight-transport", opt->transport,
+                  "disk (files + one POST /sync) or nccl (each flush broadcast to receivers: docs/nccl.md)")
       ->check(CLI::IsMember({"disk", "nccl"}))
       ->capture_default_str();
   cmd->add_option("--rank", opt->rank, "Source rank in the file names")->capture_default_str();

@@ -12,12 +12,14 @@
 #include "cli/commands.h"
 #include "cli/file_util.h"
 #include "gpu/gpu.h"
+#include "gpu/nccl_channel.h"
 #include "http/receiver_routes.h"
 #include "http/server.h"
 #include "io/buffer_pool.h"
 #include "io/event_loop.h"
 #include "io/io_backend.h"
 #include "io/worker_pool.h"
+#include "sync/nccl_member.h"
 #include "sync/receiver.h"
 #include "sync/cuda_weight_store.h"
 #include "sync/weight_store.h"
@@ -33,7 +35,6 @@ struct serve_options {
   uint64_t seed = 1;
   uint64_t base_version = 0;
   std::string store = "host";
-  int device = 0;  // --store cuda: the CUDA device
   std::string token_file;
   uint64_t chunk_bytes = 4ull << 20;
   uint32_t read_workers = 8;
@@ -44,6 +45,8 @@ struct serve_options {
   uint64_t max_file_bytes = 8ull << 30;
   std::string port_file;
   std::string log_level = "info";
+  int device = 0;                   // CUDA device (NCCL transport; the device store)
+  uint32_t nccl_timeout_ms = 60'000;
 };
 
 result<std::pair<std::string, uint16_t>> split_listen(const std::string& listen) {
@@ -114,6 +117,13 @@ int run_serve(const serve_options& opt) {
   io::buffer_pool_options popts;
   popts.buffer_bytes = opt.chunk_bytes;
   popts.max_total_bytes = std::max<uint64_t>(opt.chunk_bytes * opt.read_workers * 2, 64ull << 20);
+  // The NCCL transport copies received bytes from the GPU straight into these buffers: page-lock them.
+  const bool nccl_built = gpu::nccl_available().ok();
+  auto gpus = gpu::cuda_device_count();
+  if (nccl_built && gpus && *gpus > 0) {
+    popts.pin = [device = opt.device](void* addr, size_t bytes) { return gpu::cuda_host_register(addr, bytes, device); };
+    popts.unpin = [](void* addr, size_t) { gpu::cuda_host_unregister(addr); };
+  }
   auto pool = io::buffer_pool::create(loop, backend->get(), popts);
   if (!pool) return fail(pool.err());
   unsigned threads = opt.workers ? opt.workers : std::max(1u, std::thread::hardware_concurrency());
@@ -130,6 +140,19 @@ int run_serve(const serve_options& opt) {
            ropts.test_apply_delay_ms);
   }
   auto rx = std::make_unique<receiver>(loop, **backend, **pool, *workers, **store, ropts, &metrics);
+  // The NCCL transport: the group membership (POST /nccl/init) and its sync source (docs/nccl.md).
+  std::unique_ptr<nccl_member> nccl;
+  if (nccl_built) {
+    nccl_member_options nopts;
+    nopts.device = opt.device;
+    nopts.timeout_ms = opt.nccl_timeout_ms;
+    if (const char* delay = std::getenv("DELTASYNC_TEST_NCCL_RECEIVE_DELAY_MS")) {
+      nopts.test_receive_delay_ms = static_cast<uint32_t>(std::strtoul(delay, nullptr, 10));
+      DS_LOG(warn, "serve", "test fault injection: each NCCL file receive waits %u ms", nopts.test_receive_delay_ms);
+    }
+    nccl = std::make_unique<nccl_member>(loop, nopts);
+    rx->set_transport("nccl", [m = nccl.get()](const sync_request& req, io::buffer_pool& p) { return m->source(req, p); });
+  }
 
   http::server_options sopts;
   sopts.host = listen->first;
@@ -137,7 +160,7 @@ int run_serve(const serve_options& opt) {
   sopts.bearer_token = token;
   sopts.max_body_bytes = opt.max_body_bytes;
   sopts.read_timeout_ms = opt.read_timeout_ms;
-  auto server = http::http_server::start(loop, sopts, http::make_receiver_routes(*rx, *workers, metrics));
+  auto server = http::http_server::start(loop, sopts, http::make_receiver_routes(*rx, *workers, metrics, nccl.get()));
   if (!server) return fail(server.err());
   const uint16_t port = (*server)->port();
   if (!opt.port_file.empty()) {
@@ -162,6 +185,7 @@ int run_serve(const serve_options& opt) {
     if (!busy) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
+  nccl.reset();  // leaves the group (aborting a communicator still in use), joins its thread
   rx.reset();
   workers.reset();
   pool->reset();
@@ -181,7 +205,7 @@ void register_serve(CLI::App& app, int& exit_status) {
   cmd->add_option("--seed", opt->seed, "Seed of the synthetic model")->capture_default_str();
   cmd->add_option("--base-version", opt->base_version, "Version of the base weights")->capture_default_str();
   cmd->add_option("--store", opt->store, "Weight store: host or cuda")->capture_default_str();
-  cmd->add_option("--device", opt->device, "CUDA device of --store cuda")->capture_default_str();
+  cmd->add_option("--device", opt->device, "CUDA device of --store cuda and of the NCCL transport")->capture_default_str();
   cmd->add_option("--token-file", opt->token_file, "Require 'Authorization: Bearer <first line of this file>'");
   cmd->add_option("--update-weight-delta-chunk-bytes", opt->chunk_bytes, "Read pieces of this many bytes")->capture_default_str();
   cmd->add_option("--update-weight-delta-read-workers", opt->read_workers, "Reads in flight")->capture_default_str();
@@ -192,6 +216,8 @@ void register_serve(CLI::App& app, int& exit_status) {
   cmd->add_option("--max-file-bytes", opt->max_file_bytes, "Largest delta file (and decompressed payload)")->capture_default_str();
   cmd->add_option("--port-file", opt->port_file, "Write the bound port to this file once listening");
   cmd->add_option("--log-level", opt->log_level, "debug, info, warn, error")->capture_default_str();
+  cmd->add_option("--nccl-timeout-ms", opt->nccl_timeout_ms, "NCCL transport: longest wait without progress")
+      ->capture_default_str();
   cmd->callback([opt, &exit_status] { exit_status = run_serve(*opt); });
 }
 

@@ -6,6 +6,7 @@
 #include "base/log.h"
 #include "codec/digest.h"
 #include "io/worker_pool.h"
+#include "sync/nccl_member.h"
 
 namespace deltasync::http {
 namespace {
@@ -55,6 +56,7 @@ struct route_state {
   io::worker_pool& workers;
   metrics_registry& metrics;
   bool checksums_running = false;
+  nccl_member* nccl = nullptr;
 };
 
 void start_sync_route(const std::shared_ptr<route_state>& st, result<sync_request> req, responder respond,
@@ -85,11 +87,51 @@ void start_sync_route(const std::shared_ptr<route_state>& st, result<sync_reques
   });
 }
 
+json::object nccl_json(const nccl_member_info& i) {
+  json::object o;
+  o["state"] = std::string(nccl_state_name(i.state));
+  o["group"] = i.group;
+  o["rank"] = i.rank;
+  o["nranks"] = i.nranks;
+  o["device"] = i.device;
+  o["syncs_received"] = i.syncs_received;
+  o["bytes_received"] = i.bytes_received;
+  if (!i.last_error.empty()) o["last_error"] = i.last_error;
+  return o;
+}
+
+// POST /nccl/init joins the sender's group (answered once this rank is in: the sender joins rank 0 at the
+// same time, so the call cannot deadlock); DELETE /nccl/init leaves it. The join runs on the group's own
+// thread, never on the loop.
+void add_nccl_routes(router& r, const std::shared_ptr<route_state>& st) {
+  r.add("POST", "/nccl/init", [st](const request& req, responder respond) {
+    const uint64_t cur = st->rx.store().version();
+    if (!st->nccl) return respond(sync_error(error(errc::unsupported, "NCCL transport not built"), cur));
+    auto join = parse_nccl_join(req.body);
+    if (!join) return respond(sync_error(join.err(), cur));
+    if (st->rx.busy()) return respond(sync_error(error(errc::busy, "a sync is in progress"), cur));
+    st->nccl->join(std::move(join).value(), [st, respond](status s) {
+      if (!s) return respond(sync_error(s.err(), st->rx.store().version()));
+      respond(json_ok(json::object{{"ok", true}, {"nccl", nccl_json(st->nccl->info())}}));
+    });
+  });
+  r.add("DELETE", "/nccl/init", [st](const request&, responder respond) {
+    const uint64_t cur = st->rx.store().version();
+    if (!st->nccl) return respond(sync_error(error(errc::unsupported, "NCCL transport not built"), cur));
+    st->nccl->leave([st, respond](status s) {
+      if (!s) return respond(sync_error(s.err(), st->rx.store().version()));
+      respond(json_ok(json::object{{"ok", true}, {"nccl", nccl_json(st->nccl->info())}}));
+    });
+  });
+}
+
 }  // namespace
 
-router make_receiver_routes(receiver& rx, io::worker_pool& workers, metrics_registry& metrics) {
+router make_receiver_routes(receiver& rx, io::worker_pool& workers, metrics_registry& metrics, nccl_member* nccl) {
   auto st = std::make_shared<route_state>(route_state{rx, workers, metrics});
+  st->nccl = nccl;
   router r;
+  add_nccl_routes(r, st);
   r.add("POST", "/sync", [st](const request& req, responder respond) {
     start_sync_route(st, parse_sync_request(req.body, st->rx.options().limits), std::move(respond), false);
   });
@@ -106,6 +148,7 @@ router make_receiver_routes(receiver& rx, io::worker_pool& workers, metrics_regi
     o["store"] = json::object{{"kind", std::string(store.kind())}, {"tensors", store.size()}, {"bytes", store.total_bytes()}};
     if (st->rx.last_sync()) o["last_sync"] = stats_json(*st->rx.last_sync());
     if (st->rx.last_error()) o["last_error"] = st->rx.last_error()->describe();
+    if (st->nccl) o["nccl"] = nccl_json(st->nccl->info());
     respond(json_ok(o));
   });
   r.add("GET", "/metrics", [st](const request&, responder respond) {

@@ -11,10 +11,16 @@
 namespace deltasync::io {
 class worker_pool;
 }
+namespace deltasync {
+class nccl_member;
+}
 
 namespace deltasync::http {
 
 // The returned router's handlers reference `rx`, `workers` and `metrics`: keep them alive while it serves.
-router make_receiver_routes(receiver& rx, io::worker_pool& workers, metrics_registry& metrics);
+// With `nccl` (the NCCL transport, docs/nccl.md) it also serves POST/DELETE /nccl/init and reports the
+// group in /status; without it POST /nccl/init answers 400 "NCCL transport not built".
+router make_receiver_routes(receiver& rx, io::worker_pool& workers, metrics_registry& metrics,
+                            nccl_member* nccl = nullptr);
 
 }  // namespace deltasync::http

@@ -47,7 +47,7 @@ struct receiver::run {
   std::function<void(result<sync_stats>)> done;
   std::vector<std::string> paths;
   std::vector<uint64_t> sizes;
-  std::unique_ptr<io::chunked_reader> reader;
+  std::unique_ptr<piece_source> reader;
   std::vector<byte_buffer> assembling;  // per file, allocated at its first piece
   std::deque<io::read_piece> held;      // pieces waiting for assembly budget, in arrival order
   uint64_t assembled_bytes = 0;
@@ -167,38 +167,63 @@ void receiver::start_sync(sync_request req, std::function<void(result<sync_stats
     done(std::move(e));
   };
   if (current_) return done(error(errc::busy, "another sync is in progress"));
-  if (req.transport != "disk")
+  const bool disk = req.transport == "disk";
+  auto transport = transports_.find(req.transport);
+  if (!disk && transport == transports_.end())
     return refuse(error(errc::unsupported, "transport '" + req.transport + "' is not built in this receiver"));
+  std::unique_ptr<piece_source> source;
+  if (!disk) {
+    // The bytes are already on their way: from here on a refusal drains them first (see refuse_draining).
+    auto made = transport->second(req, pool_);
+    if (!made) return refuse(std::move(made).err());
+    source = std::move(made).value();
+  }
+  auto refuse_any = [&](error e) {
+    if (disk) return refuse(std::move(e));
+    refuse_draining(std::move(source), std::move(e), std::move(done));
+  };
   const uint64_t cur = store_.version();
   if (req.base_version && *req.base_version != cur)
-    return refuse(error(errc::version_conflict, "base_version " + std::to_string(*req.base_version) +
-                                                    " does not match the current version " + std::to_string(cur)));
+    return refuse_any(error(errc::version_conflict, "base_version " + std::to_string(*req.base_version) +
+                                                        " does not match the current version " + std::to_string(cur)));
   if (req.version <= cur)
-    return refuse(error(errc::version_conflict, "version " + std::to_string(req.version) +
-                                                    " is not newer than the current version " + std::to_string(cur)));
-  auto paths = resolve_sync_files(options_.delta_dir, req);
-  if (!paths) return refuse(std::move(paths).err());
+    return refuse_any(error(errc::version_conflict, "version " + std::to_string(req.version) +
+                                                        " is not newer than the current version " + std::to_string(cur)));
+  std::vector<std::string> paths;
+  if (disk) {
+    auto resolved = resolve_sync_files(options_.delta_dir, req);
+    if (!resolved) return refuse(std::move(resolved).err());
+    paths = std::move(resolved).value();
+  } else {
+    for (const auto& f : req.files) paths.push_back(req.transport + ":" + req.dir + "/" + f);
+  }
 
   auto r = std::make_shared<run>(options_.max_undo_bytes);
   uint64_t total_bytes = 0;
   std::vector<io::read_file_spec> specs;
-  for (const auto& p : *paths) {
-    struct stat st {};
-    if (::stat(p.c_str(), &st) != 0) return refuse(errno_error(errno, "stat " + p));
-    auto size = static_cast<uint64_t>(st.st_size);
+  for (size_t i = 0; i < paths.size(); ++i) {
+    const auto& p = paths[i];
+    uint64_t size = 0;
+    if (disk) {
+      struct stat st {};
+      if (::stat(p.c_str(), &st) != 0) return refuse(errno_error(errno, "stat " + p));
+      size = static_cast<uint64_t>(st.st_size);
+    } else {
+      size = req.sizes.at(i);
+    }
     if (size > options_.max_file_bytes)
-      return refuse(error(errc::limit_exceeded, p + " holds " + std::to_string(size) + " bytes; the limit is " +
-                                                    std::to_string(options_.max_file_bytes)));
+      return refuse_any(error(errc::limit_exceeded, p + " holds " + std::to_string(size) + " bytes; the limit is " +
+                                                        std::to_string(options_.max_file_bytes)));
     total_bytes += size;
     r->sizes.push_back(size);
     specs.push_back({p, size});
   }
   if (total_bytes > options_.max_sync_bytes)
-    return refuse(error(errc::limit_exceeded, "the sync's files hold " + std::to_string(total_bytes) + " bytes; the limit is " +
-                                                  std::to_string(options_.max_sync_bytes)));
+    return refuse_any(error(errc::limit_exceeded, "the sync's files hold " + std::to_string(total_bytes) +
+                                                      " bytes; the limit is " + std::to_string(options_.max_sync_bytes)));
   r->req = std::move(req);
   r->done = std::move(done);
-  r->paths = *paths;
+  r->paths = std::move(paths);
   r->assembling.resize(r->paths.size());
   r->stats.version = r->req.version;
   r->stats.base_version = cur;
@@ -208,7 +233,7 @@ void receiver::start_sync(sync_request req, std::function<void(result<sync_stats
   io::chunked_reader_options ro;
   ro.chunk_bytes = options_.chunk_bytes;
   ro.read_workers = options_.read_workers;
-  r->reader = std::make_unique<io::chunked_reader>(backend_, pool_, std::move(specs), ro);
+  r->reader = disk ? std::make_unique<file_source>(backend_, pool_, std::move(specs), ro) : std::move(source);
   auto read_sw = std::make_shared<stopwatch>();
 
   // Forward declarations of the stages as lambdas sharing `r` (all run on the loop thread).
@@ -409,6 +434,29 @@ void receiver::start_sync(sync_request req, std::function<void(result<sync_stats
         if (!s && !r->failure) return (*fail)(s.err());
         (*maybe_finish)();
       });
+}
+
+void receiver::set_transport(std::string name, transport_source_factory factory) {
+  transports_[std::move(name)] = std::move(factory);
+}
+
+void receiver::refuse_draining(std::unique_ptr<piece_source> source, error e,
+                               std::function<void(result<sync_stats>)> done) {
+  if (m_->syncs_failed) m_->syncs_failed->add();
+  DS_LOG(warn, "sync", "refused a sync (draining its announced bytes first): %s", e.describe().c_str());
+  last_error_ = e;
+  // Busy until the bytes are off the wire: the transport carries one sync at a time.
+  auto r = std::make_shared<run>(0);
+  r->reader = std::move(source);
+  current_ = r;
+  piece_source* src = r->reader.get();
+  src->start([](io::read_piece) {},
+             [this, r, e = std::move(e), done = std::move(done)](status) mutable {
+               current_.reset();
+               loop_.post([r] { r->reader.reset(); });
+               done(std::move(e));
+             });
+  src->cancel();
 }
 
 void receiver::finish(std::shared_ptr<run> r) {

@@ -14,12 +14,14 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
 
 #include "base/metrics.h"
 #include "base/result.h"
+#include "sync/piece_source.h"
 #include "sync/sync_request.h"
 #include "sync/weight_store.h"
 
@@ -70,6 +72,9 @@ class receiver {
   receiver& operator=(const receiver&) = delete;
 
   void start_sync(sync_request req, std::function<void(result<sync_stats>)> done);
+  // Serves syncs of transport `name` (e.g. "nccl") from sources made by `factory` (docs/nccl.md). Such a
+  // sync announces its files' sizes; one refused after its source exists still drains the announced bytes.
+  void set_transport(std::string name, transport_source_factory factory);
   bool busy() const noexcept;
   const std::optional<sync_stats>& last_sync() const noexcept { return last_; }
   const std::optional<error>& last_error() const noexcept { return last_error_; }
@@ -80,6 +85,7 @@ class receiver {
 
  private:
   void finish(std::shared_ptr<run> r);
+  void refuse_draining(std::unique_ptr<piece_source> source, error e, std::function<void(result<sync_stats>)> done);
 
   io::event_loop& loop_;
   io::io_backend& backend_;
@@ -88,6 +94,7 @@ class receiver {
   weight_store& store_;
   receiver_options options_;
   std::shared_ptr<run> current_;
+  std::map<std::string, transport_source_factory> transports_;
   std::optional<sync_stats> last_;
   std::optional<error> last_error_;
   struct counters;

@@ -148,6 +148,10 @@ struct sender::impl {
   std::unordered_map<std::string, pending_change> pending;
   sync_report report;
   sync_report last;
+  // transport "nccl": the flushes of the sync in progress (broadcast at finish) and the group's owner.
+  std::vector<nccl_file> nccl_files;
+  std::unique_ptr<nccl_pusher> pusher;
+  bool nccl() const noexcept { return options.transport == "nccl"; }
 
   // Scratch reused across add() calls.
   std::vector<uint32_t> positions;
@@ -173,6 +177,13 @@ struct sender::impl {
 
     t0 = steady::now();
     const std::string name = file_name(options.rank, flushes);
+    if (nccl()) {
+      report.wire_bytes += file.size();
+      nccl_files.push_back({name, std::move(file)});
+      ++flushes;
+      report.files.push_back(name);
+      return {};
+    }
     DS_TRY_STATUS(io::write_file_atomic(dir + "/" + name, file));
     report.write_s += seconds_since(t0);
     ++flushes;
@@ -196,6 +207,7 @@ struct sender::impl {
     buckets.clear();
     added.clear();
     pending.clear();
+    nccl_files.clear();
   }
 
   void commit() {
@@ -275,24 +287,27 @@ status sender::begin(uint64_t version) {
   impl& s = *impl_;
   if (s.active) return error(errc::invalid_argument, "begin(" + std::to_string(version) + "): sync " +
                                                         std::to_string(s.version) + " is still in progress");
-  if (s.options.transport == "nccl") return error(errc::unsupported, "NCCL transport not built yet");
-  if (s.options.transport != "disk")
+  if (s.options.transport != "disk" && s.options.transport != "nccl")
     return error(errc::unsupported, "unknown transport '" + s.options.transport + "' (disk or nccl)");
   if (version <= snapshot_version_)
     return error(errc::invalid_argument, "sync version " + std::to_string(version) +
                                              " is not above the snapshot's version " +
                                              std::to_string(snapshot_version_));
-  if (s.options.delta_dir.empty()) return error(errc::invalid_argument, "sender: no delta dir");
+  if (s.options.delta_dir.empty() && !s.nccl()) return error(errc::invalid_argument, "sender: no delta dir");
+  if (s.nccl() && s.options.receivers.empty())
+    return error(errc::invalid_argument, "sender: the nccl transport needs receivers (it writes no files)");
   if (!s.options.receivers.empty() && s.transport == nullptr)
     return error(errc::invalid_argument, "sender: receivers given but no push transport");
   if (s.options.buffer_bytes == 0) return error(errc::invalid_argument, "sender: buffer size 0");
 
-  const std::string dir = s.options.delta_dir + "/" + version_dir_name(version);
-  std::error_code ec;
-  fs::remove_all(dir, ec);  // a stale dir of the same version (a crashed or refused earlier attempt)
-  if (ec) return error(errc::io_error, "remove stale " + dir + ": " + ec.message());
-  fs::create_directories(dir, ec);
-  if (ec) return error(errc::io_error, "create " + dir + ": " + ec.message());
+  const std::string dir = s.nccl() ? std::string() : s.options.delta_dir + "/" + version_dir_name(version);
+  if (!s.nccl()) {
+    std::error_code ec;
+    fs::remove_all(dir, ec);  // a stale dir of the same version (a crashed or refused earlier attempt)
+    if (ec) return error(errc::io_error, "remove stale " + dir + ": " + ec.message());
+    fs::create_directories(dir, ec);
+    if (ec) return error(errc::io_error, "create " + dir + ": " + ec.message());
+  }
 
   s.active = true;
   s.version = version;
@@ -460,7 +475,25 @@ result<sync_report> sender::finish() {
                                             std::to_string(s.version) + ")"));
   }
 
-  if (!s.options.receivers.empty()) {
+  if (s.nccl()) {
+    if (!s.pusher) s.pusher = std::make_unique<nccl_pusher>(s.options.nccl, *s.transport, s.options.receivers);
+    const auto t0 = steady::now();
+    if (auto g = s.pusher->ensure_group(); !g) {
+      s.report.push_s = seconds_since(t0);
+      return fail(error(g.err().code, "sync " + std::to_string(s.version) + " not sent (snapshot kept at " +
+                                          std::to_string(snapshot_version_) + "): " + g.err().message));
+    }
+    std::string body = "{\"version\": " + std::to_string(s.version) +
+                       ", \"base_version\": " + std::to_string(s.report.base_version) +
+                       ", \"transport\": \"nccl\", \"group\": " + json_quote(s.options.nccl.group) +
+                       ", \"dir\": " + json_quote(version_dir_name(s.version)) + ", \"files\": [";
+    for (size_t i = 0; i < s.nccl_files.size(); ++i) body += (i ? ", " : "") + json_quote(s.nccl_files[i].name);
+    body += "], \"sizes\": [";
+    for (size_t i = 0; i < s.nccl_files.size(); ++i) body += (i ? ", " : "") + std::to_string(s.nccl_files[i].bytes.size());
+    body += "]}";
+    s.report.receivers = s.pusher->push(body, s.nccl_files);
+    s.report.push_s = seconds_since(t0);
+  } else if (!s.options.receivers.empty()) {
     std::string body = "{\"version\": " + std::to_string(s.version) +
                        ", \"base_version\": " + std::to_string(s.report.base_version) +
                        ", \"transport\": \"disk\", \"dir\": " + json_quote(version_dir_name(s.version)) +
@@ -470,7 +503,8 @@ result<sync_report> sender::finish() {
     const auto t0 = steady::now();
     s.report.receivers = s.transport->post_all(s.options.receivers, "/sync", body);
     s.report.push_s = seconds_since(t0);
-
+  }
+  if (!s.options.receivers.empty()) {
     std::string failures;
     size_t failed = 0;
     for (size_t i = 0; i < s.options.receivers.size(); ++i) {

@@ -34,6 +34,7 @@
 #include "base/result.h"
 #include "codec/delta_format.h"
 #include "codec/dtype.h"
+#include "sync/nccl_push.h"
 #include "sync/push_transport.h"
 
 namespace deltasync {
@@ -42,7 +43,7 @@ enum class wire_format : uint8_t { slime, native };
 enum class update_mode : uint8_t { delta, full };
 
 struct sender_options {
-  std::string transport = "disk";  // "disk" (nccl lands with the NCCL issue: refused with a clear error)
+  std::string transport = "disk";  // "disk" or "nccl" (buckets broadcast to receivers: docs/nccl.md)
   update_mode mode = update_mode::delta;
   encoding enc = encoding::deltas;
   wire_format format = wire_format::native;
@@ -56,6 +57,7 @@ struct sender_options {
   // Device tensors (tensor_view device "cuda[:N]"): snapshot bytes kept in GPU memory; past this (or when
   // the device is short of memory) snapshots go to pinned host memory.
   uint64_t gpu_snapshot_budget_bytes = ~uint64_t{0};
+  nccl_sender_options nccl;              // transport "nccl" only
 };
 
 struct tensor_view {
@@ -91,8 +93,9 @@ class sender {
 
   // Starts sync `version` (> snapshot_version()): creates {delta_dir}/weight_v{N:06d}/, removing a stale
   // one first. Errors: errc::invalid_argument (a sync already begun, a version not above the snapshot's, no
-  // delta_dir, receivers without a transport), errc::unsupported (transport "nccl" or anything but
-  // "disk"), errc::io_error (the directory).
+  // delta_dir, receivers without a transport; nccl without receivers), errc::unsupported (a transport other
+  // than "disk" or "nccl"), errc::io_error (the directory). The nccl transport writes no files: each flush is
+  // kept in memory and broadcast by finish() (delta_dir is then only the name space of the version).
   status begin(uint64_t version);
   // Adds the current value of a tensor. Unknown names (not seeded) are refused in delta mode; in full mode
   // they join the snapshot when the sync commits. Errors (errc::invalid_argument): no sync begun, a name

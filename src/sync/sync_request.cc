@@ -55,6 +55,26 @@ result<std::vector<std::string>> get_files(const json::object& o, const request_
   return out;
 }
 
+// The NCCL transport's announcement: the byte size of every file (the receiver posts matching broadcasts).
+status get_nccl_fields(const json::object& o, sync_request& r) {
+  const json::value* v = o.if_contains("sizes");
+  if (!v || !v->is_array()) return error(errc::bad_request, "transport nccl needs 'sizes' (bytes of each file)");
+  const auto& arr = v->as_array();
+  if (arr.size() != r.files.size())
+    return error(errc::bad_request, "'sizes' lists " + std::to_string(arr.size()) + " sizes for " +
+                                        std::to_string(r.files.size()) + " files");
+  for (const auto& x : arr) {
+    if (!x.is_uint64() && !(x.is_int64() && x.as_int64() >= 0))
+      return error(errc::bad_request, "'sizes' must hold non-negative integers");
+    r.sizes.push_back(x.is_uint64() ? x.as_uint64() : static_cast<uint64_t>(x.as_int64()));
+  }
+  if (const json::value* g = o.if_contains("group")) {
+    if (!g->is_string()) return error(errc::bad_request, "'group' must be a string");
+    r.group = std::string(g->as_string());
+  }
+  return {};
+}
+
 }  // namespace
 
 result<sync_request> parse_sync_request(std::string_view text, const request_limits& limits) {
@@ -75,6 +95,7 @@ result<sync_request> parse_sync_request(std::string_view text, const request_lim
   if (!d || !d->is_string()) return error(errc::bad_request, "missing field 'dir' (the version directory)");
   r.dir = std::string(d->as_string());
   DS_ASSIGN_OR_RETURN(r.files, get_files(o, limits));
+  if (r.transport == "nccl") DS_TRY_STATUS(get_nccl_fields(o, r));
   return r;
 }
 

@@ -18,6 +18,9 @@ struct sync_request {
   std::string transport = "disk";
   std::string dir;                 // relative to the delta dir, e.g. "weight_v000012"
   std::vector<std::string> files;  // names inside dir
+  // transport "nccl" only (docs/nccl.md): each file's byte size, in broadcast order, and the group's name.
+  std::vector<uint64_t> sizes;
+  std::string group;
 };
 
 struct request_limits {
@@ -26,6 +29,7 @@ struct request_limits {
 };
 
 // POST /sync: {"version": N, "base_version": M, "transport": "disk"|"nccl", "dir": "...", "files": [...]}.
+// With "transport": "nccl" also "sizes": [bytes per file] (required, one per file) and "group" (optional).
 // Errors: errc::bad_request naming the field.
 result<sync_request> parse_sync_request(std::string_view json, const request_limits& limits = {});
 

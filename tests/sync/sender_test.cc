@@ -453,11 +453,18 @@ TEST_F(Sender, VersionMustIncreaseAndOtherRefusals) {
 
   sender_options o = options();
   o.transport = "nccl";
+  o.receivers.clear();
   sender n(o, &net);
   auto st = n.begin(1);
   ASSERT_FALSE(st.ok());
-  EXPECT_TRUE(st.err().is(errc::unsupported));
-  EXPECT_NE(st.err().message.find("NCCL transport not built yet"), std::string::npos);
+  EXPECT_TRUE(st.err().is(errc::invalid_argument));  // nccl writes no files: receivers are required
+  EXPECT_NE(st.err().message.find("needs receivers"), std::string::npos) << st.err().message;
+  o.transport = "pigeon";
+  sender p(o, &net);
+  auto unknown = p.begin(1);
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_TRUE(unknown.err().is(errc::unsupported));
+  EXPECT_NE(unknown.err().message.find("unknown transport 'pigeon'"), std::string::npos);
 }
 
 TEST_F(Sender, AbortRemovesTheSync) {
