@@ -19,6 +19,7 @@
 #include "io/io_backend.h"
 #include "io/worker_pool.h"
 #include "sync/receiver.h"
+#include "sync/recovery.h"
 #include "sync/weight_store.h"
 
 namespace deltasync::cli {
@@ -42,6 +43,15 @@ struct serve_options {
   uint64_t max_file_bytes = 8ull << 30;
   std::string port_file;
   std::string log_level = "info";
+  // Crash recovery and request limits (docs/reliability.md).
+  bool recover = false;
+  uint64_t max_header_bytes = 16ull << 10;
+  uint64_t max_files_per_sync = 4096;
+  uint64_t max_tensors_per_file = 1u << 20;
+  uint64_t max_manifest_bytes = 64ull << 20;
+  uint64_t max_decompressed_bytes = 8ull << 30;
+  uint64_t max_sync_bytes = 64ull << 30;
+  uint32_t write_timeout_ms = 30'000;
 };
 
 result<std::pair<std::string, uint16_t>> split_listen(const std::string& listen) {
@@ -113,12 +123,24 @@ int run_serve(const serve_options& opt) {
   ropts.chunk_bytes = opt.chunk_bytes;
   ropts.read_workers = opt.read_workers;
   ropts.max_file_bytes = opt.max_file_bytes;
+  ropts.max_sync_bytes = opt.max_sync_bytes;
+  ropts.max_decompressed_bytes = opt.max_decompressed_bytes;
+  ropts.max_params_per_file = opt.max_tensors_per_file;
+  ropts.max_manifest_bytes = opt.max_manifest_bytes;
+  ropts.limits.max_files = opt.max_files_per_sync;
   if (const char* delay = std::getenv("DELTASYNC_TEST_APPLY_DELAY_MS")) {
     ropts.test_apply_delay_ms = static_cast<uint32_t>(std::strtoul(delay, nullptr, 10));
     DS_LOG(warn, "serve", "test fault injection: every apply waits %u ms (DELTASYNC_TEST_APPLY_DELAY_MS)",
            ropts.test_apply_delay_ms);
   }
   auto rx = std::make_unique<receiver>(loop, **backend, **pool, *workers, **store, ropts, &metrics);
+  recovery_report recovered;
+  if (opt.recover) {
+    recovery_options rec;
+    rec.delta_dir = opt.delta_dir;
+    rec.max_file_bytes = opt.max_file_bytes;
+    recovered = recover(*rx, loop, rec);
+  }
 
   http::server_options sopts;
   sopts.host = listen->first;
@@ -126,7 +148,9 @@ int run_serve(const serve_options& opt) {
   sopts.bearer_token = token;
   sopts.max_body_bytes = opt.max_body_bytes;
   sopts.read_timeout_ms = opt.read_timeout_ms;
-  auto server = http::http_server::start(loop, sopts, http::make_receiver_routes(*rx, *workers, metrics));
+  sopts.max_header_bytes = opt.max_header_bytes;
+  sopts.write_timeout_ms = opt.write_timeout_ms;
+  auto server = http::http_server::start(loop, sopts, http::make_receiver_routes(*rx, *workers, metrics, &recovered));
   if (!server) return fail(server.err());
   const uint16_t port = (*server)->port();
   if (!opt.port_file.empty()) {
@@ -180,6 +204,15 @@ void register_serve(CLI::App& app, int& exit_status) {
   cmd->add_option("--max-file-bytes", opt->max_file_bytes, "Largest delta file (and decompressed payload)")->capture_default_str();
   cmd->add_option("--port-file", opt->port_file, "Write the bound port to this file once listening");
   cmd->add_option("--log-level", opt->log_level, "debug, info, warn, error")->capture_default_str();
+  cmd->add_flag("--recover", opt->recover,
+                "Before serving, replay the fully published version dirs kept in --delta-dir from the base version");
+  cmd->add_option("--max-header-bytes", opt->max_header_bytes, "Largest HTTP header block")->capture_default_str();
+  cmd->add_option("--max-files-per-sync", opt->max_files_per_sync, "Most files one sync may list")->capture_default_str();
+  cmd->add_option("--max-tensors-per-file", opt->max_tensors_per_file, "Most params in one delta file")->capture_default_str();
+  cmd->add_option("--max-manifest-bytes", opt->max_manifest_bytes, "Largest delta file header (manifest)")->capture_default_str();
+  cmd->add_option("--max-decompressed-bytes", opt->max_decompressed_bytes, "Largest decompressed deltas_zstd file")->capture_default_str();
+  cmd->add_option("--max-sync-bytes", opt->max_sync_bytes, "Largest total of one sync's files")->capture_default_str();
+  cmd->add_option("--write-timeout-ms", opt->write_timeout_ms, "Disconnect a client that does not read an answer for this long")->capture_default_str();
   cmd->callback([opt, &exit_status] { exit_status = run_serve(*opt); });
 }
 

@@ -54,8 +54,25 @@ struct route_state {
   receiver& rx;
   io::worker_pool& workers;
   metrics_registry& metrics;
+  const recovery_report* recovery = nullptr;
   bool checksums_running = false;
 };
+
+json::object recovery_json(const recovery_report& rep) {
+  json::array replayed, skipped;
+  for (const auto& s : rep.replayed)
+    replayed.push_back(json::object{{"dir", s.dir},
+                                    {"base_version", s.base_version},
+                                    {"version", s.version},
+                                    {"files", s.files},
+                                    {"changed_elements", s.changed_elements},
+                                    {"ms", s.ms}});
+  for (const auto& s : rep.skipped) skipped.push_back(json::object{{"dir", s.dir}, {"reason", s.reason}});
+  return json::object{{"from_version", rep.from_version},
+                      {"to_version", rep.to_version},
+                      {"replayed", std::move(replayed)},
+                      {"skipped", std::move(skipped)}};
+}
 
 void start_sync_route(const std::shared_ptr<route_state>& st, result<sync_request> req, responder respond,
                       bool sglang) {
@@ -87,8 +104,9 @@ void start_sync_route(const std::shared_ptr<route_state>& st, result<sync_reques
 
 }  // namespace
 
-router make_receiver_routes(receiver& rx, io::worker_pool& workers, metrics_registry& metrics) {
-  auto st = std::make_shared<route_state>(route_state{rx, workers, metrics});
+router make_receiver_routes(receiver& rx, io::worker_pool& workers, metrics_registry& metrics,
+                            const recovery_report* recovery) {
+  auto st = std::make_shared<route_state>(route_state{rx, workers, metrics, recovery});
   router r;
   r.add("POST", "/sync", [st](const request& req, responder respond) {
     start_sync_route(st, parse_sync_request(req.body, st->rx.options().limits), std::move(respond), false);
@@ -106,6 +124,7 @@ router make_receiver_routes(receiver& rx, io::worker_pool& workers, metrics_regi
     o["store"] = json::object{{"kind", std::string(store.kind())}, {"tensors", store.size()}, {"bytes", store.total_bytes()}};
     if (st->rx.last_sync()) o["last_sync"] = stats_json(*st->rx.last_sync());
     if (st->rx.last_error()) o["last_error"] = st->rx.last_error()->describe();
+    if (st->recovery && st->recovery->ran) o["recovery"] = recovery_json(*st->recovery);
     respond(json_ok(o));
   });
   r.add("GET", "/metrics", [st](const request&, responder respond) {

@@ -16,7 +16,11 @@
 // Full mode ships every element of every added tensor as a delta against nothing (positions 0..n-1);
 // receivers apply it like any delta. Tensors not added in a sync are unchanged and not diffed.
 // Cleanup: the version dir is deleted after the push, whatever its outcome, unless keep_files; with no
-// receivers (files only) it is always kept, since nobody has read it yet.
+// receivers (files only) it is always kept, since nobody has read it yet. A sync that failed while writing
+// (ENOSPC, an I/O error) removes its version dir whatever keep_files says: it is not a usable version.
+// Publish marker: after the last file is written and durable, and before the hook and the push, finish()
+// writes {dir}/published.json (sync/publish_marker.h) atomically. A dir without it was never fully
+// published; crash recovery (sync/recovery.h) never applies one.
 //
 // Usage:   sender s(options, transport);  s.seed(name, view) for each tensor of the base checkpoint;
 //          per sync: s.begin(N); s.add(name, view)...; auto report = s.finish();
@@ -53,6 +57,9 @@ struct sender_options {
   std::string pre_push_hook;             // shell command; non-zero exit aborts the push
   uint32_t rank = 0;
   uint64_t data_alignment = 4096;        // data section alignment of written files (O_DIRECT)
+  // Fault injection for tests only (publish reads env DELTASYNC_TEST_FLUSH_DELAY_MS): sleep this long after
+  // each file is written, so a test can kill the writer between two files deterministically.
+  uint32_t test_flush_delay_ms = 0;
 };
 
 struct tensor_view {
