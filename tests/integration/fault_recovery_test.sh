@@ -64,7 +64,9 @@ grep -q "unreachable\|receivers failed" "$work/p4.log" || fail "publish should n
 [ -f "$D/$(vdir 2)/published.json" ] || fail "v2 was fully written: its marker should be there"
 ok "receiver killed by SIGKILL in the middle of applying v2; the sender reports it"
 
-start_serve r3 --base "$ck_base" --delta-dir "$D" --recover
+# Recovery switched on by the config file this time (recover = true in [serve]).
+printf '[serve]\nrecover = true\n' > "$work/recover.toml"
+start_serve r3 --base "$ck_base" --delta-dir "$D" --config "$work/recover.toml"
 R3=$(url_of r3)
 [ "$(status_field "$R3" 'd["version"]')" = 2 ] || fail "recovery should reach v2: $(curl -s "$R3/status")"
 [ "$(status_field "$R3" '[s["version"] for s in d["recovery"]["replayed"]]')" = "[1, 2]" ] || fail "v1 then v2 replayed"
