@@ -1,6 +1,7 @@
 // `deltasync serve`: the receiver service. Loads the base weights into a store, then serves the HTTP API on
 // one event loop until SIGINT/SIGTERM. Every flag can also come from the [serve] section of --config.
 #include <CLI/CLI.hpp>
+#include <sys/resource.h>
 #include <csignal>
 #include <cstdlib>
 #include <cstdio>
@@ -92,6 +93,13 @@ int run_serve(const serve_options& opt) {
     auto t = read_token_file(opt.token_file);
     if (!t) return fail(t.err());
     token = *t;
+  }
+
+  // A sync holds its files open (O_PATH) while it runs: up to max-files-per-sync fds besides sockets and
+  // reads. Raise the soft fd limit to the hard one, as servers do.
+  if (struct rlimit fds {}; ::getrlimit(RLIMIT_NOFILE, &fds) == 0 && fds.rlim_cur < fds.rlim_max) {
+    fds.rlim_cur = fds.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &fds);
   }
 
   // Block the shutdown signals before any thread starts, so only sigwait below sees them.

@@ -64,11 +64,18 @@ ok "client disconnects mid-body -> no sync, store unchanged"
 # 2b. Client disconnects while its sync is being applied: the sync still completes whole (or not at all);
 #     the answer is dropped, the receiver keeps serving and the store is the trainer's v2.
 python3 - "$(cat "$work/rx.port")" "$b" <<'PY'
-import socket, sys, time
+import json, socket, sys, time, urllib.request
 port, body = int(sys.argv[1]), sys.argv[2].encode()
 s = socket.create_connection(("127.0.0.1", port))
 s.sendall(b"POST /sync HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
-time.sleep(0.2)  # the sync is in flight (each apply waits 800 ms)
+deadline = time.time() + 20
+while time.time() < deadline:  # until the sync is in flight (each apply waits 800 ms)
+    st = json.load(urllib.request.urlopen("http://127.0.0.1:%d/status" % port))
+    if st["sync_in_flight"]:
+        break
+    time.sleep(0.01)
+else:
+    sys.exit("the sync never started")
 s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # close with RST
 s.close()
 PY
