@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cinttypes>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <memory>
 #include <string>
@@ -182,6 +183,11 @@ int run_publish(const publish_options& opt, bool version_given) {
   so.pre_push_hook = opt.pre_push_hook;
   so.rank = opt.rank;
   so.nccl = opt.nccl;
+  if (const char* delay = std::getenv("DELTASYNC_TEST_FLUSH_DELAY_MS")) {
+    so.test_flush_delay_ms = static_cast<uint32_t>(std::strtoul(delay, nullptr, 10));
+    std::fprintf(stderr, "deltasync publish: test fault injection: each file write is followed by a %u ms pause "
+                 "(DELTASYNC_TEST_FLUSH_DELAY_MS)\n", so.test_flush_delay_ms);
+  }
 
   // The loop and the client exist only when pushing; the client is destroyed before the loop.
   std::unique_ptr<io::event_loop> loop;

@@ -1,6 +1,7 @@
 // `deltasync serve`: the receiver service. Loads the base weights into a store, then serves the HTTP API on
 // one event loop until SIGINT/SIGTERM. Every flag can also come from the [serve] section of --config.
 #include <CLI/CLI.hpp>
+#include <sys/resource.h>
 #include <csignal>
 #include <cstdlib>
 #include <cstdio>
@@ -22,6 +23,7 @@
 #include "sync/nccl_member.h"
 #include "sync/receiver.h"
 #include "sync/cuda_weight_store.h"
+#include "sync/recovery.h"
 #include "sync/weight_store.h"
 
 namespace deltasync::cli {
@@ -47,6 +49,15 @@ struct serve_options {
   std::string log_level = "info";
   int device = 0;                   // CUDA device (NCCL transport; the device store)
   uint32_t nccl_timeout_ms = 60'000;
+  // Crash recovery and request limits (docs/reliability.md).
+  bool recover = false;
+  uint64_t max_header_bytes = 16ull << 10;
+  uint64_t max_files_per_sync = 4096;
+  uint64_t max_tensors_per_file = 1u << 20;
+  uint64_t max_manifest_bytes = 64ull << 20;
+  uint64_t max_decompressed_bytes = 8ull << 30;
+  uint64_t max_sync_bytes = 64ull << 30;
+  uint32_t write_timeout_ms = 30'000;
 };
 
 result<std::pair<std::string, uint16_t>> split_listen(const std::string& listen) {
@@ -87,6 +98,13 @@ int run_serve(const serve_options& opt) {
     auto t = read_token_file(opt.token_file);
     if (!t) return fail(t.err());
     token = *t;
+  }
+
+  // A sync holds its files open (O_PATH) while it runs: up to max-files-per-sync fds besides sockets and
+  // reads. Raise the soft fd limit to the hard one, as servers do.
+  if (struct rlimit fds {}; ::getrlimit(RLIMIT_NOFILE, &fds) == 0 && fds.rlim_cur < fds.rlim_max) {
+    fds.rlim_cur = fds.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &fds);
   }
 
   // Block the shutdown signals before any thread starts, so only sigwait below sees them.
@@ -134,6 +152,11 @@ int run_serve(const serve_options& opt) {
   ropts.chunk_bytes = opt.chunk_bytes;
   ropts.read_workers = opt.read_workers;
   ropts.max_file_bytes = opt.max_file_bytes;
+  ropts.max_sync_bytes = opt.max_sync_bytes;
+  ropts.max_decompressed_bytes = opt.max_decompressed_bytes;
+  ropts.max_params_per_file = opt.max_tensors_per_file;
+  ropts.max_manifest_bytes = opt.max_manifest_bytes;
+  ropts.limits.max_files = opt.max_files_per_sync;
   if (const char* delay = std::getenv("DELTASYNC_TEST_APPLY_DELAY_MS")) {
     ropts.test_apply_delay_ms = static_cast<uint32_t>(std::strtoul(delay, nullptr, 10));
     DS_LOG(warn, "serve", "test fault injection: every apply waits %u ms (DELTASYNC_TEST_APPLY_DELAY_MS)",
@@ -153,6 +176,13 @@ int run_serve(const serve_options& opt) {
     nccl = std::make_unique<nccl_member>(loop, nopts);
     rx->set_transport("nccl", [m = nccl.get()](const sync_request& req, io::buffer_pool& p) { return m->source(req, p); });
   }
+  recovery_report recovered;
+  if (opt.recover) {
+    recovery_options rec;
+    rec.delta_dir = opt.delta_dir;
+    rec.max_file_bytes = opt.max_file_bytes;
+    recovered = recover(*rx, loop, rec);
+  }
 
   http::server_options sopts;
   sopts.host = listen->first;
@@ -160,7 +190,9 @@ int run_serve(const serve_options& opt) {
   sopts.bearer_token = token;
   sopts.max_body_bytes = opt.max_body_bytes;
   sopts.read_timeout_ms = opt.read_timeout_ms;
-  auto server = http::http_server::start(loop, sopts, http::make_receiver_routes(*rx, *workers, metrics, nccl.get()));
+  sopts.max_header_bytes = opt.max_header_bytes;
+  sopts.write_timeout_ms = opt.write_timeout_ms;
+  auto server = http::http_server::start(loop, sopts, http::make_receiver_routes(*rx, *workers, metrics, nccl.get(), &recovered));
   if (!server) return fail(server.err());
   const uint16_t port = (*server)->port();
   if (!opt.port_file.empty()) {
@@ -218,6 +250,15 @@ void register_serve(CLI::App& app, int& exit_status) {
   cmd->add_option("--log-level", opt->log_level, "debug, info, warn, error")->capture_default_str();
   cmd->add_option("--nccl-timeout-ms", opt->nccl_timeout_ms, "NCCL transport: longest wait without progress")
       ->capture_default_str();
+  cmd->add_flag("--recover", opt->recover,
+                "Before serving, replay the fully published version dirs kept in --delta-dir from the base version");
+  cmd->add_option("--max-header-bytes", opt->max_header_bytes, "Largest HTTP header block")->capture_default_str();
+  cmd->add_option("--max-files-per-sync", opt->max_files_per_sync, "Most files one sync may list")->capture_default_str();
+  cmd->add_option("--max-tensors-per-file", opt->max_tensors_per_file, "Most params in one delta file")->capture_default_str();
+  cmd->add_option("--max-manifest-bytes", opt->max_manifest_bytes, "Largest delta file header (manifest)")->capture_default_str();
+  cmd->add_option("--max-decompressed-bytes", opt->max_decompressed_bytes, "Largest decompressed deltas_zstd file")->capture_default_str();
+  cmd->add_option("--max-sync-bytes", opt->max_sync_bytes, "Largest total of one sync's files")->capture_default_str();
+  cmd->add_option("--write-timeout-ms", opt->write_timeout_ms, "Disconnect a client that does not read an answer for this long")->capture_default_str();
   cmd->callback([opt, &exit_status] { exit_status = run_serve(*opt); });
 }
 

@@ -55,9 +55,26 @@ struct route_state {
   receiver& rx;
   io::worker_pool& workers;
   metrics_registry& metrics;
+  const recovery_report* recovery = nullptr;
   bool checksums_running = false;
   nccl_member* nccl = nullptr;
 };
+
+json::object recovery_json(const recovery_report& rep) {
+  json::array replayed, skipped;
+  for (const auto& s : rep.replayed)
+    replayed.push_back(json::object{{"dir", s.dir},
+                                    {"base_version", s.base_version},
+                                    {"version", s.version},
+                                    {"files", s.files},
+                                    {"changed_elements", s.changed_elements},
+                                    {"ms", s.ms}});
+  for (const auto& s : rep.skipped) skipped.push_back(json::object{{"dir", s.dir}, {"reason", s.reason}});
+  return json::object{{"from_version", rep.from_version},
+                      {"to_version", rep.to_version},
+                      {"replayed", std::move(replayed)},
+                      {"skipped", std::move(skipped)}};
+}
 
 void start_sync_route(const std::shared_ptr<route_state>& st, result<sync_request> req, responder respond,
                       bool sglang) {
@@ -127,8 +144,9 @@ void add_nccl_routes(router& r, const std::shared_ptr<route_state>& st) {
 
 }  // namespace
 
-router make_receiver_routes(receiver& rx, io::worker_pool& workers, metrics_registry& metrics, nccl_member* nccl) {
-  auto st = std::make_shared<route_state>(route_state{rx, workers, metrics});
+router make_receiver_routes(receiver& rx, io::worker_pool& workers, metrics_registry& metrics, nccl_member* nccl,
+                            const recovery_report* recovery) {
+  auto st = std::make_shared<route_state>(route_state{rx, workers, metrics, recovery});
   st->nccl = nccl;
   router r;
   add_nccl_routes(r, st);
@@ -149,6 +167,7 @@ router make_receiver_routes(receiver& rx, io::worker_pool& workers, metrics_regi
     if (st->rx.last_sync()) o["last_sync"] = stats_json(*st->rx.last_sync());
     if (st->rx.last_error()) o["last_error"] = st->rx.last_error()->describe();
     if (st->nccl) o["nccl"] = nccl_json(st->nccl->info());
+    if (st->recovery && st->recovery->ran) o["recovery"] = recovery_json(*st->recovery);
     respond(json_ok(o));
   });
   r.add("GET", "/metrics", [st](const request&, responder respond) {

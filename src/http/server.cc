@@ -336,14 +336,14 @@ void session::on_read_error(beast::error_code ec) {
     DS_LOG(warn, "http", "%s: %s %s: body over %llu bytes", remote_.c_str(), log_method_.c_str(), log_target_.c_str(),
            static_cast<unsigned long long>(owner_->options().max_body_bytes));
     return start_write(json_error(413, "request body exceeds " + std::to_string(owner_->options().max_body_bytes) +
-                                           " bytes"),
+                                           " bytes (max-body-bytes)"),
                        true);
   }
   if (ec == bhttp::error::header_limit) {
     DS_LOG(warn, "http", "%s: header block over %llu bytes", remote_.c_str(),
            static_cast<unsigned long long>(owner_->options().max_header_bytes));
     return start_write(json_error(413, "request header block exceeds " +
-                                           std::to_string(owner_->options().max_header_bytes) + " bytes"),
+                                           std::to_string(owner_->options().max_header_bytes) + " bytes (max-header-bytes)"),
                        true);
   }
   if (ec.category() == bhttp::make_error_code(bhttp::error::bad_target).category()) {  // a parse error

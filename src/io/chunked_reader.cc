@@ -91,7 +91,7 @@ void chunked_reader::start_open(size_t index, bool direct) {
   if (!f.opening) ++open_fds_;
   f.opening = true;
   f.direct = direct;
-  f.op.prep_open(f.spec.path, O_RDONLY | (direct ? O_DIRECT : 0));
+  f.op.prep_open(f.spec.open_path.empty() ? f.spec.path : f.spec.open_path, O_RDONLY | (direct ? O_DIRECT : 0));
   f.op.on_complete = [this, index](io_op&) { on_open(index); };
   ++ops_in_flight_;
   backend_.submit(f.op);

@@ -36,6 +36,7 @@ class io_backend;
 struct read_file_spec {
   std::string path;
   std::optional<uint64_t> expected_bytes;  // when set, any other size is an error
+  std::string open_path = {};  // when set, opened instead of `path` (e.g. /proc/self/fd/N); `path` names it in errors
 };
 
 struct read_piece {

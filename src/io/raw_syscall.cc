@@ -2,6 +2,8 @@
 #include "io/raw_syscall.h"
 
 #include <fcntl.h>
+#include <linux/openat2.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -36,3 +38,27 @@ int64_t run_raw_syscall(const io_op& op) noexcept {
 }
 
 }  // namespace deltasync::io::detail
+
+namespace deltasync::io {
+
+int open_beneath(int dirfd, const char* path, int flags) noexcept {
+#ifdef SYS_openat2
+  struct open_how how {};
+  how.flags = static_cast<uint64_t>(flags | O_CLOEXEC);
+  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS;
+  long rc;
+  do {
+    rc = ::syscall(SYS_openat2, dirfd, path, &how, sizeof how);
+  } while (rc < 0 && errno == EINTR);  // RESOLVE_* lookups may also return EAGAIN under rename races
+  if (rc < 0 && errno == EAGAIN) rc = ::syscall(SYS_openat2, dirfd, path, &how, sizeof how);
+  if (rc < 0) return -errno;
+  return static_cast<int>(rc);
+#else
+  (void)dirfd;
+  (void)path;
+  (void)flags;
+  return -ENOSYS;
+#endif
+}
+
+}  // namespace deltasync::io

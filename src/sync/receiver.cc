@@ -45,6 +45,7 @@ struct decoded_file {
 struct receiver::run {
   sync_request req;
   std::function<void(result<sync_stats>)> done;
+  sync_files opened;  // held open for the whole sync: what was checked is what is read
   std::vector<std::string> paths;
   std::vector<uint64_t> sizes;
   std::unique_ptr<piece_source> reader;
@@ -92,7 +93,8 @@ unsigned http_status_for(const error& e) noexcept {
     case errc::not_found: return 404;
     case errc::version_conflict: return 409;
     case errc::body_too_large:
-    case errc::limit_exceeded: return 413;
+    case errc::limit_exceeded:
+    case errc::zstd_too_large: return 413;
     case errc::busy: return 503;
     default: break;
   }
@@ -131,6 +133,22 @@ receiver::~receiver() { DS_CHECK(!current_, "receiver destroyed with a sync in f
 bool receiver::busy() const noexcept { return current_ != nullptr; }
 
 namespace {
+
+// The safetensors header (where the manifest lives) is length-prefixed: refuse a long one before parsing it.
+uint64_t header_length(byte_span file) {
+  uint64_t n = 0;
+  if (file.size() >= 8) std::memcpy(&n, file.data(), 8);  // little-endian, like every host we build for
+  return n;
+}
+bool check_manifest_size(byte_span file, uint64_t max_bytes) {
+  static constexpr std::byte kZstdMagic[4] = {std::byte{0x28}, std::byte{0xB5}, std::byte{0x2F}, std::byte{0xFD}};
+  if (file.size() >= 4 && std::memcmp(file.data(), kZstdMagic, 4) == 0) return true;  // checked once unwrapped
+  return header_length(file) <= max_bytes;
+}
+error manifest_too_large(byte_span file, uint64_t max_bytes) {
+  return error(errc::limit_exceeded, "the file's header (manifest) holds " + std::to_string(header_length(file)) +
+                                         " bytes, over max-manifest-bytes = " + std::to_string(max_bytes));
+}
 
 // Everything about one decoded file that can be checked against the store without writing it.
 status check_against_store(const weight_store& store, const sync_request& req, uint64_t current_version,
@@ -189,38 +207,36 @@ void receiver::start_sync(sync_request req, std::function<void(result<sync_stats
   if (req.version <= cur)
     return refuse_any(error(errc::version_conflict, "version " + std::to_string(req.version) +
                                                         " is not newer than the current version " + std::to_string(cur)));
-  std::vector<std::string> paths;
+  // Disk: each file opened beneath the delta dir and held open (what was checked is what is read). Other
+  // transports: the announced names and sizes.
+  sync_files opened;
   if (disk) {
-    auto resolved = resolve_sync_files(options_.delta_dir, req);
-    if (!resolved) return refuse(std::move(resolved).err());
-    paths = std::move(resolved).value();
+    auto o = open_sync_files(options_.delta_dir, req);
+    if (!o) return refuse(std::move(o).err());
+    opened = std::move(o).value();
   } else {
-    for (const auto& f : req.files) paths.push_back(req.transport + ":" + req.dir + "/" + f);
+    for (size_t i = 0; i < req.files.size(); ++i)
+      opened.files().push_back({req.transport + ":" + req.dir + "/" + req.files[i], {}, req.sizes.at(i), -1});
   }
 
   auto r = std::make_shared<run>(options_.max_undo_bytes);
   uint64_t total_bytes = 0;
   std::vector<io::read_file_spec> specs;
-  for (size_t i = 0; i < paths.size(); ++i) {
-    const auto& p = paths[i];
-    uint64_t size = 0;
-    if (disk) {
-      struct stat st {};
-      if (::stat(p.c_str(), &st) != 0) return refuse(errno_error(errno, "stat " + p));
-      size = static_cast<uint64_t>(st.st_size);
-    } else {
-      size = req.sizes.at(i);
-    }
+  std::vector<std::string> paths;
+  for (const auto& f : opened.files()) {
+    const uint64_t size = f.bytes;
     if (size > options_.max_file_bytes)
-      return refuse_any(error(errc::limit_exceeded, p + " holds " + std::to_string(size) + " bytes; the limit is " +
-                                                        std::to_string(options_.max_file_bytes)));
+      return refuse_any(error(errc::limit_exceeded, f.path + " holds " + std::to_string(size) +
+                                                        " bytes, over max-file-bytes = " + std::to_string(options_.max_file_bytes)));
     total_bytes += size;
     r->sizes.push_back(size);
-    specs.push_back({p, size});
+    paths.push_back(f.path);
+    specs.push_back({f.path, size, f.open_path});
   }
   if (total_bytes > options_.max_sync_bytes)
     return refuse_any(error(errc::limit_exceeded, "the sync's files hold " + std::to_string(total_bytes) +
-                                                      " bytes; the limit is " + std::to_string(options_.max_sync_bytes)));
+                                                      " bytes, over max-sync-bytes = " + std::to_string(options_.max_sync_bytes)));
+  r->opened = std::move(opened);
   r->req = std::move(req);
   r->done = std::move(done);
   r->paths = std::move(paths);
@@ -380,10 +396,19 @@ void receiver::start_sync(sync_request req, std::function<void(result<sync_stats
     auto work = [self, r, d, outcome, cur] {
       stopwatch sw;
       delta_read_limits limits;
-      limits.max_decompressed_bytes = self->options_.max_file_bytes;
-      auto f = parse_delta_file(d->bytes, limits);
+      limits.max_decompressed_bytes = self->options_.max_decompressed_bytes;
+      limits.max_params = self->options_.max_params_per_file;
+      auto f = check_manifest_size(d->bytes, self->options_.max_manifest_bytes)
+                   ? parse_delta_file(d->bytes, limits)
+                   : result<delta_file>(manifest_too_large(d->bytes, self->options_.max_manifest_bytes));
+      if (f && !f->storage.empty() && !check_manifest_size(f->storage, self->options_.max_manifest_bytes))
+        f = manifest_too_large(f->storage, self->options_.max_manifest_bytes);  // the header inside a zstd frame
       if (!f) {
-        *outcome = error(f.err().code, r->paths[d->index] + ": " + f.err().message);
+        std::string why = f.err().message;
+        // Name the setting that bounds it, so the sender's operator knows what to raise.
+        if (f.err().is(errc::zstd_too_large)) why += " (max-decompressed-bytes)";
+        if (f.err().is(errc::limit_exceeded) && why.find("max-") == std::string::npos) why += " (max-tensors-per-file)";
+        *outcome = error(f.err().code, r->paths[d->index] + ": " + why);
       } else {
         d->file.emplace(std::move(f).value());
         *outcome = check_against_store(self->store_, r->req, cur, r->paths[d->index], *d);

@@ -40,6 +40,9 @@ struct receiver_options {
   uint32_t read_workers = 8;              // --update-weight-delta-read-workers
   uint64_t max_file_bytes = 8ull << 30;   // one delta file (and its decompressed payload)
   uint64_t max_sync_bytes = 64ull << 30;  // all files of one sync
+  uint64_t max_decompressed_bytes = 8ull << 30;  // a deltas_zstd file's decompressed payload
+  uint64_t max_params_per_file = 1u << 20;       // tensors (manifest params) in one delta file
+  uint64_t max_manifest_bytes = 64ull << 20;     // a delta file's safetensors header (the manifest lives there)
   uint64_t max_undo_bytes = 16ull << 30;  // overwritten bytes kept for rollback
   uint64_t max_assembled_bytes = 4ull << 30;  // file bytes held between read and apply (back-pressure)
   request_limits limits;

@@ -26,6 +26,7 @@
 #include "codec/digest.h"
 #include "io/sync_io.h"
 #include "sync/gpu_sender_path.h"
+#include "sync/publish_marker.h"
 
 extern char** environ;  // NOLINT: POSIX declares it nowhere in a header
 
@@ -146,6 +147,8 @@ struct sender::impl {
   uint32_t flushes = 0;
   std::set<std::string> added;
   std::unordered_map<std::string, pending_change> pending;
+  std::vector<publish_marker::file> written;  // what the publish marker will list
+  bool write_failed = false;  // a file could not be written: the dir is removed whatever keep_files says
   sync_report report;
   sync_report last;
   // transport "nccl": the flushes of the sync in progress (broadcast at finish) and the group's owner.
@@ -184,11 +187,34 @@ struct sender::impl {
       report.files.push_back(name);
       return {};
     }
-    DS_TRY_STATUS(io::write_file_atomic(dir + "/" + name, file));
+    if (auto st = io::write_file_atomic(dir + "/" + name, file); !st) {
+      write_failed = true;
+      return st;
+    }
     report.write_s += seconds_since(t0);
     ++flushes;
     report.files.push_back(name);
     report.wire_bytes += file.size();
+    written.push_back(publish_marker::file{name, file.size(), xxh3_64(file)});
+    if (options.test_flush_delay_ms)
+      std::this_thread::sleep_for(std::chrono::milliseconds(options.test_flush_delay_ms));
+    return {};
+  }
+
+  // The publish marker, last: every file it lists is already durable under its final name.
+  status write_marker() {
+    publish_marker m;
+    m.version = version;
+    m.base_version = report.base_version;
+    m.wire_format = options.format == wire_format::native ? "native" : "slime";
+    m.encoding = std::string(encoding_name(options.enc));
+    m.files = written;
+    const std::string text = serialize_publish_marker(m);
+    const byte_span bytes(reinterpret_cast<const std::byte*>(text.data()), text.size());
+    if (auto st = io::write_file_atomic(dir + "/" + std::string(kPublishMarkerName), bytes); !st) {
+      write_failed = true;
+      return st;
+    }
     return {};
   }
 
@@ -201,7 +227,9 @@ struct sender::impl {
   // Ends the sync: drops the files unless asked to keep them (or nobody was pushed to), forgets pending
   // changes.
   void end_sync(bool keep) {
-    if (!keep) remove_dir();
+    if (!keep || write_failed) remove_dir();
+    write_failed = false;
+    written.clear();
     active = false;
     dir.clear();
     buckets.clear();
@@ -316,6 +344,8 @@ status sender::begin(uint64_t version) {
   s.buckets.clear();
   s.added.clear();
   s.pending.clear();
+  s.written.clear();
+  s.write_failed = false;
   s.report = {};
   s.report.version = version;
   s.report.base_version = snapshot_version_;
@@ -462,6 +492,9 @@ result<sync_report> sender::finish() {
     impl::bucket empty(s.options.enc);
     auto st = s.flush(empty);
     if (!st.ok()) return fail(std::move(st).err());
+  }
+  if (!s.nccl()) {  // NCCL syncs write no files, so no marker
+    if (auto st = s.write_marker(); !st.ok()) return fail(std::move(st).err());
   }
 
   if (!s.options.pre_push_hook.empty()) {

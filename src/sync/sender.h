@@ -16,7 +16,11 @@
 // Full mode ships every element of every added tensor as a delta against nothing (positions 0..n-1);
 // receivers apply it like any delta. Tensors not added in a sync are unchanged and not diffed.
 // Cleanup: the version dir is deleted after the push, whatever its outcome, unless keep_files; with no
-// receivers (files only) it is always kept, since nobody has read it yet.
+// receivers (files only) it is always kept, since nobody has read it yet. A sync that failed while writing
+// (ENOSPC, an I/O error) removes its version dir whatever keep_files says: it is not a usable version.
+// Publish marker: after the last file is written and durable, and before the hook and the push, finish()
+// writes {dir}/published.json (sync/publish_marker.h) atomically. A dir without it was never fully
+// published; crash recovery (sync/recovery.h) never applies one.
 //
 // Usage:   sender s(options, transport);  s.seed(name, view) for each tensor of the base checkpoint;
 //          per sync: s.begin(N); s.add(name, view)...; auto report = s.finish();
@@ -58,6 +62,9 @@ struct sender_options {
   // the device is short of memory) snapshots go to pinned host memory.
   uint64_t gpu_snapshot_budget_bytes = ~uint64_t{0};
   nccl_sender_options nccl;              // transport "nccl" only
+  // Fault injection for tests only (publish reads env DELTASYNC_TEST_FLUSH_DELAY_MS): sleep this long after
+  // each file is written, so a test can kill the writer between two files deterministically.
+  uint32_t test_flush_delay_ms = 0;
 };
 
 struct tensor_view {

@@ -1,11 +1,18 @@
 // JSON parsing of both sync routes and the confinement of file paths to the delta dir.
 #include "sync/sync_request.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <climits>
 #include <cstdlib>
 #include <filesystem>
 
 #include <boost/json.hpp>
+
+#include "io/raw_syscall.h"
 
 namespace deltasync {
 namespace {
@@ -44,8 +51,8 @@ result<std::vector<std::string>> get_files(const json::object& o, const request_
   const auto& arr = v->as_array();
   if (arr.empty()) return error(errc::bad_request, "'files' is empty");
   if (arr.size() > limits.max_files)
-    return error(errc::bad_request, "'files' lists " + std::to_string(arr.size()) + " files; the limit is " +
-                                        std::to_string(limits.max_files));
+    return error(errc::limit_exceeded, "'files' lists " + std::to_string(arr.size()) +
+                                           " files, over max-files-per-sync = " + std::to_string(limits.max_files));
   std::vector<std::string> out;
   for (const auto& f : arr) {
     if (!f.is_string()) return error(errc::bad_request, "'files' must hold strings");
@@ -150,6 +157,93 @@ result<std::vector<std::string>> resolve_sync_files(const std::string& delta_dir
       return error(errc::forbidden_path, "file " + req.dir + "/" + f + " resolves outside the delta dir (symlink?)");
     out.push_back(std::move(resolved));
   }
+  return out;
+}
+
+sync_files& sync_files::operator=(sync_files&& o) noexcept {
+  if (this != &o) {
+    for (auto& f : files_)
+      if (f.fd >= 0) ::close(f.fd);
+    files_ = std::move(o.files_);
+    o.files_.clear();
+  }
+  return *this;
+}
+
+sync_files::~sync_files() {
+  for (auto& f : files_)
+    if (f.fd >= 0) ::close(f.fd);
+}
+
+namespace {
+
+bool bad_component(const std::string& s) {
+  std::filesystem::path p(s);
+  if (s.empty() || p.is_absolute() || s.find('\0') != std::string::npos) return true;
+  for (const auto& c : p)
+    if (c == "..") return true;
+  return false;
+}
+
+// The fallback of open_sync_files where openat2 is missing: realpath must land exactly where the names say.
+int open_checked_realpath(const std::string& root_real, const std::string& joined, const std::string& rel) {
+  char buf[PATH_MAX];
+  if (!::realpath(joined.c_str(), buf)) return -errno;
+  const std::string want = (std::filesystem::path(root_real) / std::filesystem::path(rel).lexically_normal()).string();
+  if (std::string(buf) != want) return -ELOOP;  // a symlink (inside or outside) somewhere on the way
+  const int fd = ::open(buf, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  return fd < 0 ? -errno : fd;
+}
+
+}  // namespace
+
+result<sync_files> open_sync_files(const std::string& delta_dir, const sync_request& req, bool use_openat2) {
+  if (bad_component(req.dir)) return error(errc::forbidden_path, "dir '" + req.dir + "' escapes the delta dir");
+  const int root = ::open(delta_dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (root < 0) return errno_error(errno, "delta dir " + delta_dir);
+  char root_buf[PATH_MAX];
+  std::string root_real;
+  if (::realpath(delta_dir.c_str(), root_buf)) root_real = root_buf;
+  static const bool have_proc_fd = ::access("/proc/self/fd", X_OK) == 0;
+  sync_files out;
+  bool openat2_ok = use_openat2;
+  auto fail = [&](error e) -> result<sync_files> {
+    ::close(root);
+    return e;
+  };
+  for (const auto& f : req.files) {
+    if (bad_component(f) || f.find('/') != std::string::npos)
+      return fail(error(errc::forbidden_path, "file '" + f + "' must be a plain name inside the version dir"));
+    const std::string rel = req.dir + "/" + f;
+    const std::string shown = delta_dir + "/" + rel;
+    int fd = -ENOSYS;
+    if (openat2_ok) {
+      fd = io::open_beneath(root, rel.c_str(), O_PATH);
+      if (fd == -ENOSYS) openat2_ok = false;
+    }
+    if (fd == -ENOSYS) {
+      if (root_real.empty()) return fail(errno_error(errno, "realpath of the delta dir " + delta_dir));
+      fd = open_checked_realpath(root_real, shown, rel);
+    }
+    if (fd < 0) {
+      const int err = -fd;
+      if (err == ENOENT || err == ENOTDIR) return fail(error(errc::not_found, "missing file " + rel));
+      if (err == ELOOP)
+        return fail(error(errc::forbidden_path, "file " + rel + " crosses a symlink below the delta dir (refused)"));
+      if (err == EXDEV) return fail(error(errc::forbidden_path, "file " + rel + " resolves outside the delta dir"));
+      return fail(errno_error(err, "open " + shown));
+    }
+    sync_file sf;
+    sf.path = shown;
+    sf.fd = fd;
+    out.files().push_back(sf);  // owned from here on
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) return fail(errno_error(errno, "stat " + shown));
+    if (!S_ISREG(st.st_mode)) return fail(error(errc::bad_request, rel + " is not a regular file"));
+    out.files().back().bytes = static_cast<uint64_t>(st.st_size);
+    out.files().back().open_path = have_proc_fd ? "/proc/self/fd/" + std::to_string(fd) : shown;
+  }
+  ::close(root);
   return out;
 }
 

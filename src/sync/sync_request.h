@@ -44,4 +44,38 @@ result<sync_request> parse_sglang_request(std::string_view json, const std::stri
 // not exist is errc::not_found naming it.
 result<std::vector<std::string>> resolve_sync_files(const std::string& delta_dir, const sync_request& req);
 
+// One file of a sync, opened (O_PATH) and confined to the delta dir.
+struct sync_file {
+  std::string path;       // delta_dir/dir/file, for messages
+  std::string open_path;  // "/proc/self/fd/N": re-opens exactly the inode checked here (with O_DIRECT if wanted)
+  uint64_t bytes = 0;     // from fstat of that inode
+  int fd = -1;            // the O_PATH fd, owned by sync_files
+};
+
+// The files of one sync, held open for its duration so that nothing swapped into the delta dir after the
+// check (a symlink, a rename) is read instead. Move-only; closes the fds.
+class sync_files {
+ public:
+  sync_files() = default;
+  sync_files(sync_files&& o) noexcept : files_(std::move(o.files_)) { o.files_.clear(); }
+  sync_files& operator=(sync_files&& o) noexcept;
+  sync_files(const sync_files&) = delete;
+  sync_files& operator=(const sync_files&) = delete;
+  ~sync_files();
+  std::vector<sync_file>& files() noexcept { return files_; }
+  const std::vector<sync_file>& files() const noexcept { return files_; }
+
+ private:
+  std::vector<sync_file> files_;
+};
+
+// Opens dir/file of every listed file relative to the delta dir's fd with openat2(RESOLVE_BENEATH |
+// RESOLVE_NO_SYMLINKS) (io::open_beneath). Where openat2 is ENOSYS (kernel < 5.6, seccomp), or when
+// use_openat2 is false (tests), falls back to a checked realpath with the same rule: the resolved path must
+// equal delta_dir's real path joined with dir/file, i.e. no symlink anywhere below the delta dir.
+// Errors: errc::forbidden_path for absolute names, "..", a file name with '/', a path escaping the delta dir
+// or crossing a symlink below it; errc::not_found naming a missing file; errc::bad_request for something that
+// is not a regular file; an errno error otherwise (EMFILE, EACCES).
+result<sync_files> open_sync_files(const std::string& delta_dir, const sync_request& req, bool use_openat2 = true);
+
 }  // namespace deltasync

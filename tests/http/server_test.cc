@@ -357,6 +357,60 @@ TEST_F(server_test, read_timeout_closes_an_idle_connection) {
   }
 }
 
+// Slow clients that keep sending (one byte at a time, each well inside the timeout) are still cut off: the
+// read timeout bounds the whole header block, then the whole body, not the gap between two bytes.
+TEST_F(server_test, trickling_client_is_disconnected_after_the_read_timeout) {
+  server_options o;
+  o.read_timeout_ms = 300;
+  start(o);
+  auto trickle = [&](const std::string& prefix, const std::string& slow_part) {
+    test_client c(port());
+    if (!prefix.empty()) {
+      EXPECT_FALSE(c.write_raw(prefix));
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    bool cut_off = false;
+    for (char ch : slow_part) {
+      std::this_thread::sleep_for(50ms);
+      if (c.write_raw(std::string(1, ch))) {
+        cut_off = true;
+        break;
+      }
+      if (std::chrono::steady_clock::now() - t0 > 3s) break;
+    }
+    std::string got;
+    const auto ec = c.read_until_closed(got, 3s);
+    const auto waited = std::chrono::steady_clock::now() - t0;
+    EXPECT_TRUE(cut_off || is_closed_error(ec)) << ec.message();
+    EXPECT_TRUE(got.empty()) << "no answer to a request that never completed: " << got;
+    EXPECT_LT(waited, 3s) << "the trickle should be cut off near read_timeout_ms";
+  };
+  // Header block trickled byte by byte (60 bytes x 50 ms = 3 s, ten times the timeout).
+  trickle("", "GET /hello HTTP/1.1\r\nHost: x\r\nX-Pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n");
+  // Body trickled after a complete header.
+  trickle("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 60\r\n\r\n", std::string(60, 'b'));
+}
+
+// A client that sends a request and then does not read the (large) answer is cut off after write_timeout_ms:
+// it cannot pin a session and its buffers forever.
+TEST_F(server_test, client_not_reading_its_answer_is_disconnected_after_the_write_timeout) {
+  server_options o;
+  o.write_timeout_ms = 300;
+  o.max_body_bytes = 64 << 20;
+  start(o);
+  test_client c(port());
+  const size_t n = 32 << 20;  // more than the loopback socket buffers of both ends can hold
+  bhttp::request<bhttp::string_body> req{bhttp::verb::post, "/echo", 11};
+  req.set(bhttp::field::host, "127.0.0.1");
+  req.body() = std::string(n, 'z');
+  ASSERT_FALSE(c.send(std::move(req)));
+  std::this_thread::sleep_for(1500ms);  // not reading: the server's write stalls, then times out
+  std::string got;
+  const auto ec = c.read_until_closed(got, 10s);
+  EXPECT_TRUE(is_closed_error(ec)) << "the server should have closed the connection: " << ec.message();
+  EXPECT_LT(got.size(), n) << "the answer cannot have been written whole";
+}
+
 TEST_F(server_test, handler_answering_later_is_not_subject_to_read_timeout) {
   server_options o;
   o.read_timeout_ms = 200;

@@ -8,6 +8,7 @@
 #include <boost/json.hpp>
 #include <cstring>
 #include <filesystem>
+#include <set>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -344,11 +345,15 @@ TEST_F(Sender, PrePushHookSeesTheFilesAndItsExitStatusGates) {
     seed_all(s, base);
     ASSERT_TRUE(sync_to(s, 1, v1).ok());
     std::ifstream in(out);
-    std::string version, hook_dir, first_file;
-    in >> version >> hook_dir >> first_file;
+    std::string version, hook_dir, file;
+    in >> version >> hook_dir;
+    std::set<std::string> listed;
+    while (in >> file) listed.insert(file);
     EXPECT_EQ(version, "1");
     EXPECT_EQ(hook_dir, (dir_ / "weight_v000001").string());
-    EXPECT_EQ(first_file, "rank0000_flush000000.safetensors");
+    // The hook sees the files and the publish marker (written before the hook, after the last file).
+    EXPECT_TRUE(listed.count("rank0000_flush000000.safetensors"));
+    EXPECT_TRUE(listed.count("published.json"));
     EXPECT_EQ(net.pushes.size(), 1u);
   }
   {

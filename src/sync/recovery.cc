@@ -1,0 +1,184 @@
+// Crash recovery (see recovery.h): scan the kept version dirs, follow the marker chain, verify, replay.
+#include "sync/recovery.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cinttypes>
+#include <cstdio>
+#include <filesystem>
+#include <future>
+#include <map>
+#include <optional>
+#include <system_error>
+
+#include "base/clock.h"
+#include "base/log.h"
+#include "codec/digest.h"
+#include "io/event_loop.h"
+#include "io/sync_io.h"
+#include "sync/publish_marker.h"
+
+namespace deltasync {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct candidate {
+  std::string dir;  // weight_vNNNNNN
+  uint64_t name_version = 0;
+  std::optional<publish_marker> marker;
+  std::string invalid;  // why it cannot be applied; empty while it still may be
+  bool verified = false;
+};
+
+// "weight_v000012" -> 12; nullopt for any other name.
+std::optional<uint64_t> version_of_dir(const std::string& name) {
+  constexpr std::string_view prefix = "weight_v";
+  if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) return std::nullopt;
+  const std::string digits = name.substr(prefix.size());
+  if (digits.size() > 19 || digits.find_first_not_of("0123456789") != std::string::npos) return std::nullopt;
+  return std::stoull(digits);
+}
+
+void read_marker(const std::string& delta_dir, candidate& c, const recovery_options& o) {
+  const std::string path = delta_dir + "/" + c.dir + "/" + std::string(kPublishMarkerName);
+  std::error_code ec;
+  if (!fs::is_regular_file(fs::symlink_status(path, ec))) {
+    c.invalid = "no publish marker (never fully published, or written by a slime trainer)";
+    return;
+  }
+  auto bytes = io::read_file_all(path, o.max_marker_bytes);
+  if (!bytes) {
+    c.invalid = "publish marker unreadable: " + bytes.err().describe();
+    return;
+  }
+  auto m = parse_publish_marker(std::string_view(reinterpret_cast<const char*>(bytes->data()), bytes->size()));
+  if (!m) {
+    c.invalid = m.err().describe();
+    return;
+  }
+  if (m->version != c.name_version) {
+    c.invalid = "publish marker says version " + std::to_string(m->version) + " in dir " + c.dir;
+    return;
+  }
+  c.marker = std::move(m).value();
+}
+
+// Every listed file, as a plain file (no symlink) of the listed size and whole-file XXH3-64.
+std::string verify_files(const std::string& delta_dir, const candidate& c, const recovery_options& o) {
+  for (const auto& f : c.marker->files) {
+    const std::string path = delta_dir + "/" + c.dir + "/" + f.name;
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) != 0) return "file " + f.name + " listed by the marker is missing";
+    if (!S_ISREG(st.st_mode)) return "file " + f.name + " is not a regular file";
+    if (static_cast<uint64_t>(st.st_size) != f.bytes)
+      return "file " + f.name + " holds " + std::to_string(st.st_size) + " bytes, the marker says " + std::to_string(f.bytes);
+    if (f.bytes > o.max_file_bytes) return "file " + f.name + " is over max-file-bytes";
+    auto bytes = io::read_file_all(path, o.max_file_bytes);
+    if (!bytes) return "file " + f.name + ": " + bytes.err().describe();
+    if (bytes->size() != f.bytes || xxh3_64(*bytes) != f.xxh3_64)
+      return "file " + f.name + " does not match the marker's XXH3-64 (changed or incomplete)";
+  }
+  return {};
+}
+
+// The path from `from` to the highest version reachable over candidates that may still apply.
+std::vector<candidate*> best_chain(std::vector<candidate>& all, uint64_t from) {
+  std::vector<candidate*> usable;
+  for (auto& c : all)
+    if (c.invalid.empty() && c.marker && c.marker->version > from) usable.push_back(&c);
+  std::sort(usable.begin(), usable.end(), [](auto* a, auto* b) { return a->marker->version < b->marker->version; });
+  std::map<uint64_t, candidate*> reached;  // version -> the step that reaches it (nullptr: the start)
+  reached[from] = nullptr;
+  for (auto* c : usable)
+    if (reached.count(c->marker->base_version) && !reached.count(c->marker->version)) reached[c->marker->version] = c;
+  std::vector<candidate*> path;
+  for (candidate* c = reached.rbegin()->second; c != nullptr; c = reached[c->marker->base_version]) path.push_back(c);
+  std::reverse(path.begin(), path.end());
+  return path;
+}
+
+result<sync_stats> replay(receiver& rx, io::event_loop& loop, const candidate& c) {
+  sync_request req;
+  req.version = c.marker->version;
+  req.base_version = c.marker->base_version;
+  req.transport = "disk";
+  req.dir = c.dir;
+  for (const auto& f : c.marker->files) req.files.push_back(f.name);
+  std::promise<result<sync_stats>> done;
+  auto outcome = done.get_future();
+  loop.post([&rx, &done, req = std::move(req)]() mutable {
+    rx.start_sync(std::move(req), [&done](result<sync_stats> r) { done.set_value(std::move(r)); });
+  });
+  return outcome.get();
+}
+
+}  // namespace
+
+recovery_report recover(receiver& rx, io::event_loop& loop, const recovery_options& options) {
+  DS_CHECK(!loop.in_loop_thread(), "recover() blocks: call it off the loop thread");
+  recovery_report report;
+  report.ran = true;
+  uint64_t cur = 0;
+  loop.run_sync([&] { cur = rx.store().version(); });
+  report.from_version = cur;
+
+  std::vector<candidate> all;
+  std::error_code ec;
+  fs::directory_iterator it(options.delta_dir, ec);
+  if (ec) {
+    report.skipped.push_back({options.delta_dir, "cannot list the delta dir: " + ec.message()});
+  } else {
+    for (const auto& entry : it) {
+      const std::string name = entry.path().filename().string();
+      auto v = version_of_dir(name);
+      if (!v || !entry.is_directory(ec) || entry.is_symlink(ec)) continue;
+      candidate c;
+      c.dir = name;
+      c.name_version = *v;
+      read_marker(options.delta_dir, c, options);
+      all.push_back(std::move(c));
+    }
+  }
+  DS_LOG(info, "recover", "recovering from version %" PRIu64 ": %zu version dirs in %s", cur, all.size(),
+         options.delta_dir.c_str());
+
+  for (;;) {
+    auto chain = best_chain(all, cur);
+    if (chain.empty()) break;
+    candidate& c = *chain.front();
+    if (!c.verified) {
+      c.invalid = verify_files(options.delta_dir, c, options);
+      if (!c.invalid.empty()) continue;  // the chain is recomputed without it
+      c.verified = true;
+    }
+    stopwatch sw;
+    auto r = replay(rx, loop, c);
+    if (!r) {
+      c.invalid = "refused by the receiver: " + r.err().describe();
+      continue;
+    }
+    recovery_report::step s{c.dir, c.marker->base_version, c.marker->version, r->files, r->changed_elements, sw.elapsed_ms()};
+    DS_LOG(info, "recover", "replayed %s: version %" PRIu64 " -> %" PRIu64 " (%" PRIu64 " files, %" PRIu64
+           " changed elements, %.1f ms)", c.dir.c_str(), s.base_version, s.version, s.files, s.changed_elements, s.ms);
+    report.replayed.push_back(std::move(s));
+    cur = c.marker->version;
+  }
+  report.to_version = cur;
+  // Report what was left out above the final version (older dirs are history, not skips).
+  std::sort(all.begin(), all.end(), [](const candidate& a, const candidate& b) { return a.name_version < b.name_version; });
+  for (const auto& c : all) {
+    if (c.name_version <= cur) continue;
+    const std::string reason = !c.invalid.empty() ? c.invalid
+                                                  : "not on a chain from version " + std::to_string(cur) +
+                                                        " (its base is " + std::to_string(c.marker->base_version) + ")";
+    DS_LOG(warn, "recover", "skipped %s: %s", c.dir.c_str(), reason.c_str());
+    report.skipped.push_back({c.dir, reason});
+  }
+  DS_LOG(info, "recover", "recovery done: version %" PRIu64 " -> %" PRIu64 ", %zu replayed, %zu skipped",
+         report.from_version, report.to_version, report.replayed.size(), report.skipped.size());
+  return report;
+}
+
+}  // namespace deltasync

@@ -1,0 +1,66 @@
+// Crash recovery: brings a restarted receiver from its base weights to the newest fully published version by
+// replaying the version directories kept in the delta dir (the senders ran with keep_files), in chain order.
+//
+// What is replayed. Only a version dir with a valid publish marker (sync/publish_marker.h) is a candidate;
+// its marker names its base_version, version and files. Starting at the store's version, recovery follows
+// base_version -> version links to the highest version reachable (a chain always exists when the sender
+// advanced one step per acked sync; after a refused sync the sender's next version has the same base, and
+// the chain takes the higher one). Each step is verified before it is applied:
+//   1. every file the marker lists exists with the listed size and whole-file XXH3-64 (a dir whose files
+//      were cut short, overwritten or only partly copied is never applied);
+//   2. the files then go through the receiver's normal pipeline (receiver::start_sync): native payload
+//      hash and base/version checks, slime checksum, transactional apply, per-tensor XXH3-128 after apply.
+// A candidate that fails either check is skipped (logged, with the reason, in the report) and the chain is
+// recomputed from the current version without it. The store is never left between versions: a refused
+// step is rolled back by the pipeline.
+// Dirs without a marker are never applied: a sender killed mid-flush, a disk that filled up, or a slime
+// #1806 trainer (its format has no marker and no base version, so completeness cannot be checked). They are
+// listed as skipped when their version is above the store's.
+//
+// Threading: blocks the calling thread, which must not be the loop thread; the receiver must be idle and
+// nothing else may start syncs meanwhile (serve runs it before it starts listening).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "sync/receiver.h"
+
+namespace deltasync::io {
+class event_loop;
+}
+
+namespace deltasync {
+
+struct recovery_options {
+  std::string delta_dir;
+  uint64_t max_marker_bytes = 16ull << 20;
+  uint64_t max_file_bytes = 8ull << 30;  // a listed file larger than this is skipped
+};
+
+struct recovery_report {
+  struct step {
+    std::string dir;
+    uint64_t base_version = 0;
+    uint64_t version = 0;
+    uint64_t files = 0;
+    uint64_t changed_elements = 0;
+    double ms = 0;
+  };
+  struct skip {
+    std::string dir;
+    std::string reason;
+  };
+  bool ran = false;
+  uint64_t from_version = 0;
+  uint64_t to_version = 0;
+  std::vector<step> replayed;
+  std::vector<skip> skipped;
+};
+
+// Replays what can be verified; never fails as a whole (a delta dir that cannot be listed is a skip with
+// its reason). See the file comment for the rules.
+recovery_report recover(receiver& rx, io::event_loop& loop, const recovery_options& options);
+
+}  // namespace deltasync
