@@ -13,6 +13,7 @@
 //   step; one delta sync = Sender (transport nccl, GPU 0) -> HTTP + NCCL -> receiver (host store, GPU 1),
 //   timed from begin() to finish() returning (diff, encode, broadcast, D2H, decode, apply, verify, commit),
 //   median of `--syncs`; baseline: a full-weight ncclBroadcast of the same tensors, device resident.
+//   `--gpu-path`: the trainer's tensors on GPU 0 (GPU diff) and a device store on GPU 1 instead.
 // DS_BENCH_SMOKE=1 shrinks everything (CTest smoke run).
 #include <cuda_runtime.h>
 #include <nccl.h>
@@ -38,6 +39,7 @@
 #include "io/event_loop.h"
 #include "io/io_backend.h"
 #include "io/worker_pool.h"
+#include "sync/cuda_weight_store.h"
 #include "sync/nccl_member.h"
 #include "sync/receiver.h"
 #include "sync/sender.h"
@@ -287,10 +289,13 @@ struct tensor {
   ds::byte_buffer bytes;
 };
 
-void e2e_part(double gib, int syncs, double density, uint64_t chunk, uint64_t bucket) {
+// gpu_path: the trainer's tensors live on GPU 0 (the Sender diffs them there) and the receiver holds the
+// weights in a device store on GPU 1; otherwise host tensors and a host store.
+void e2e_part(double gib, int syncs, double density, uint64_t chunk, uint64_t bucket, bool gpu_path) {
   const uint64_t tensor_elems = gib >= 1 ? (128ull << 20) : (8ull << 20);  // 256 MiB (smoke: 16 MiB) of bf16
   const size_t count = std::max<size_t>(1, static_cast<size_t>(gib * (1ull << 30) / static_cast<double>(tensor_elems * 2)));
-  std::printf("== end to end: %zu bf16 tensors of %.0f MiB (%.2f GiB), %.2f%% changed per sync, buckets %.0f MiB ==\n", count,
+  std::printf("== end to end (%s): %zu bf16 tensors of %.0f MiB (%.2f GiB), %.2f%% changed per sync, buckets %.0f MiB ==\n",
+              gpu_path ? "device tensors, GPU diff, device store" : "host tensors, CPU diff, host store", count,
               static_cast<double>(tensor_elems * 2) / (1 << 20), static_cast<double>(count * tensor_elems * 2) / (1 << 30),
               density * 100, static_cast<double>(bucket) / (1 << 20));
   std::vector<tensor> trainer(count);
@@ -352,7 +357,17 @@ void e2e_part(double gib, int syncs, double density, uint64_t chunk, uint64_t bu
   po.unpin = [](void* a, size_t) { ds::gpu::cuda_host_unregister(a); };
   auto pool = std::move(ds::io::buffer_pool::create(rx_loop, backend.get(), po)).value();
   auto workers = std::make_unique<ds::io::worker_pool>(rx_loop, std::max(1u, std::thread::hardware_concurrency()), 1024);
-  auto store = ds::host_weight_store::from_tensors(std::move(base));
+  std::unique_ptr<ds::weight_store> store;
+  if (gpu_path) {
+    auto cs = ds::cuda_weight_store::from_tensors(std::move(base), 1);
+    if (!cs) {
+      std::fprintf(stderr, "device store: %s\n", cs.err().describe().c_str());
+      std::exit(1);
+    }
+    store = std::move(cs).value();
+  } else {
+    store = ds::host_weight_store::from_tensors(std::move(base));
+  }
   ds::receiver_options ro;
   ro.delta_dir = "/nonexistent";
   ds::metrics_registry metrics;
@@ -375,7 +390,23 @@ void e2e_part(double gib, int syncs, double density, uint64_t chunk, uint64_t bu
   so.nccl.device = 0;
   so.nccl.chunk_bytes = chunk;
   auto snd = std::make_unique<ds::sender>(so, client.get());
-  for (auto& t : trainer) check(snd->seed(t.name, {t.bytes.data(), ds::dtype::BF16, t.shape, "cpu"}), "seed");
+  // The trainer's tensors as the Sender sees them: host bytes, or their copies on GPU 0 (refreshed after each
+  // step, outside the timed sync).
+  std::vector<void*> dev(count, nullptr);
+  auto upload = [&] {
+    CK(cudaSetDevice(0));
+    for (size_t i = 0; i < count; ++i) CK(cudaMemcpy(dev[i], trainer[i].bytes.data(), trainer[i].bytes.size(), cudaMemcpyHostToDevice));
+  };
+  if (gpu_path) {
+    CK(cudaSetDevice(0));
+    for (size_t i = 0; i < count; ++i) CK(cudaMalloc(&dev[i], trainer[i].bytes.size()));
+    upload();
+  }
+  auto view = [&](size_t i) -> ds::tensor_view {
+    if (gpu_path) return {dev[i], ds::dtype::BF16, trainer[i].shape, "cuda:0"};
+    return {trainer[i].bytes.data(), ds::dtype::BF16, trainer[i].shape, "cpu"};
+  };
+  for (size_t i = 0; i < count; ++i) check(snd->seed(trainer[i].name, view(i)), "seed");
   base.clear();
 
   std::mt19937_64 rng(5);
@@ -391,9 +422,10 @@ void e2e_part(double gib, int syncs, double density, uint64_t chunk, uint64_t bu
         for (size_t j = 0; j < k; ++j) b[(r() % n) * 2] ^= std::byte(1 + r() % 255);
       }));
     for (auto& f : steps) f.get();
+    if (gpu_path) upload();
     auto t0 = steady::now();
     check(snd->begin(static_cast<uint64_t>(v)), "begin");
-    for (auto& t : trainer) check(snd->add(t.name, {t.bytes.data(), ds::dtype::BF16, t.shape, "cpu"}), "add");
+    for (size_t i = 0; i < count; ++i) check(snd->add(trainer[i].name, view(i)), "add");
     auto rep = snd->finish();
     const double took = secs(t0);
     if (!rep) {
@@ -424,6 +456,8 @@ void e2e_part(double gib, int syncs, double density, uint64_t chunk, uint64_t bu
   std::printf("full bcast  %.4f s (%.1f GB/s, device resident)\n", full_s, dense / 1e9 / full_s);
   std::printf("ratio delta/full %.2f\n", median(times) / full_s);
   snd.reset();
+  for (void* d : dev)
+    if (d) CK(cudaFree(d));
   client.reset();
   server.reset();
   member.reset();
@@ -444,7 +478,7 @@ int main(int argc, char** argv) {
   int syncs = smoke ? 1 : 3;
   uint64_t chunk = 256ull << 20, bucket = 512ull << 20;
   std::vector<uint64_t> bcast_chunks;  // part 1 at each of these chunk sizes (default: --chunk-bytes)
-  bool part1 = true, part2 = true;
+  bool part1 = true, part2 = true, gpu_path = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&] { return i + 1 < argc ? std::string(argv[++i]) : std::string("0"); };
@@ -463,6 +497,7 @@ int main(int argc, char** argv) {
       }
     }
     else if (a == "--bucket-bytes") bucket = std::stoull(next());
+    else if (a == "--gpu-path") gpu_path = true;
     else if (a == "--only") {
       const std::string w = next();
       part1 = w == "broadcast";
@@ -484,6 +519,6 @@ int main(int argc, char** argv) {
   if (bcast_chunks.empty()) bcast_chunks.push_back(chunk);
   if (part1)
     for (uint64_t c : bcast_chunks) broadcast_part(bytes, reps, c);
-  if (part2) e2e_part(gib, syncs, 0.01, chunk, bucket);
+  if (part2) e2e_part(gib, syncs, 0.01, chunk, bucket, gpu_path);
   return 0;
 }

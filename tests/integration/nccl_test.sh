@@ -5,7 +5,7 @@
 #  2. a receiver killed in the middle of a broadcast: publish fails cleanly (bounded) and advances nothing;
 #  3. a receiver killed while applying: the same;
 #  4. after a restart, a full seed then deltas succeed.
-# Needs two GPUs, NCCL and python3 with numpy + xxhash; exits 77 (skip) otherwise.
+# DS_SERVE_EXTRA adds flags to the receiver (e.g. "--store cuda"). Needs two GPUs, NCCL and python3 with numpy + xxhash; exits 77 (skip) otherwise.
 set -uo pipefail
 bin=$1
 here=$(cd "$(dirname "$0")" && pwd)
@@ -24,7 +24,7 @@ python3 "$here/nccl_ckpt.py" make "$work" 3 || fail "making checkpoints"
 start_serve() {  # env for the receiver in $@ (e.g. DELTASYNC_TEST_APPLY_DELAY_MS=3000)
   rm -f "$work/port"
   env "$@" "$bin" serve --base "$work/v0.safetensors" --delta-dir "$work/d" --device 1 --listen 127.0.0.1:0 \
-    --port-file "$work/port" --nccl-timeout-ms 20000 --log-level info >> "$work/serve.log" 2>&1 &
+    --port-file "$work/port" --nccl-timeout-ms 20000 --log-level info ${DS_SERVE_EXTRA:-} >> "$work/serve.log" 2>&1 &
   serve_pid=$!
   for _ in $(seq 300); do [ -s "$work/port" ] && break; sleep 0.1; done
   [ -s "$work/port" ] || fail "serve did not start"
