@@ -312,6 +312,8 @@ struct diff_encoder::impl {
 diff_encoder::diff_encoder(diff_encoder_options options) : impl_(new impl) { impl_->opt = options; }
 diff_encoder::~diff_encoder() { delete impl_; }
 const void* diff_encoder::payload() const noexcept { return impl_->payload.data(); }
+const uint32_t* diff_encoder::positions() const noexcept { return impl_->positions.as<uint32_t>(); }
+const void* diff_encoder::values() const noexcept { return impl_->values.data(); }
 
 
 result<encoded_layout> diff_encoder::encode(std::span<const diff_input> inputs, encoding enc, stream& s) {

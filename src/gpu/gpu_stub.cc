@@ -50,6 +50,8 @@ diff_encoder::diff_encoder(diff_encoder_options) : impl_(nullptr) {}
 diff_encoder::~diff_encoder() = default;
 result<encoded_layout> diff_encoder::encode(std::span<const diff_input>, encoding, stream&) { return not_built(); }
 const void* diff_encoder::payload() const noexcept { return nullptr; }
+const uint32_t* diff_encoder::positions() const noexcept { return nullptr; }
+const void* diff_encoder::values() const noexcept { return nullptr; }
 
 struct digester::impl {};
 digester::digester(uint64_t) : impl_(nullptr) {}

@@ -73,6 +73,10 @@ class diff_encoder {
   result<encoded_layout> encode(std::span<const diff_input> inputs, encoding enc, stream& s);
   // The packed payload of the last encode(): layout.payload_bytes() bytes of device memory.
   const void* payload() const noexcept;
+  // The last encode()'s compact changes before packing (device memory): uint32 element indices (local to each
+  // tensor) and the values, tensor i's at ranks layout.val_offset[i] .. + layout.counts[i].
+  const uint32_t* positions() const noexcept;
+  const void* values() const noexcept;
 
  private:
   struct impl;

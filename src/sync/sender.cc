@@ -2,12 +2,7 @@
 // hook, one /sync push to every receiver, and a snapshot that advances only after every receiver acked.
 #include "sync/sender.h"
 
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
 #include <chrono>
 #include <cinttypes>
 #include <cstdio>
@@ -27,8 +22,7 @@
 #include "io/sync_io.h"
 #include "sync/gpu_sender_path.h"
 #include "sync/publish_marker.h"
-
-extern char** environ;  // NOLINT: POSIX declares it nowhere in a header
+#include "sync/sender_util.h"
 
 namespace deltasync {
 namespace {
@@ -54,57 +48,6 @@ std::string file_name(uint32_t rank, uint32_t flush) {
   char buf[64];
   std::snprintf(buf, sizeof buf, "rank%04" PRIu32 "_flush%06" PRIu32 ".safetensors", rank, flush);
   return buf;
-}
-
-// JSON string escaping for the /sync body; the names we send are our own, but a delta dir may hold anything.
-std::string json_quote(std::string_view s) {
-  std::string out = "\"";
-  for (char c : s) {
-    const auto u = static_cast<unsigned char>(c);
-    if (c == '"' || c == '\\') {
-      out.push_back('\\');
-      out.push_back(c);
-    } else if (u < 0x20) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\u%04x", u);
-      out += buf;
-    } else {
-      out.push_back(c);
-    }
-  }
-  out.push_back('"');
-  return out;
-}
-
-// Runs `command` through /bin/sh -c with extra environment entries and waits for it. Returns the exit status
-// (128 + signal when it was killed, as a shell reports it).
-result<int> run_hook(const std::string& command, const std::vector<std::string>& extra_env) {
-  std::vector<std::string> env_store;
-  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
-    std::string_view entry(*e);
-    bool replaced = false;
-    for (const auto& x : extra_env)
-      if (entry.substr(0, x.find('=') + 1) == std::string_view(x).substr(0, x.find('=') + 1)) replaced = true;
-    if (!replaced) env_store.emplace_back(entry);
-  }
-  for (const auto& x : extra_env) env_store.push_back(x);
-  std::vector<char*> envp;
-  envp.reserve(env_store.size() + 1);
-  for (auto& s : env_store) envp.push_back(s.data());
-  envp.push_back(nullptr);
-
-  std::string sh = "/bin/sh", dash_c = "-c", cmd = command;
-  char* argv[] = {sh.data(), dash_c.data(), cmd.data(), nullptr};
-  pid_t pid = 0;
-  const int rc = posix_spawn(&pid, "/bin/sh", nullptr, nullptr, argv, envp.data());
-  if (rc != 0) return errno_error(rc, "pre-push hook: spawn /bin/sh");
-  int wstatus = 0;
-  while (waitpid(pid, &wstatus, 0) < 0) {
-    if (errno != EINTR) return errno_error(errno, "pre-push hook: waitpid");
-  }
-  if (WIFEXITED(wstatus)) return WEXITSTATUS(wstatus);
-  if (WIFSIGNALED(wstatus)) return 128 + WTERMSIG(wstatus);
-  return 255;
 }
 
 }  // namespace
@@ -142,6 +85,7 @@ struct sender::impl {
     explicit bucket(encoding enc) : builder(enc) {}
     delta_bucket_builder builder;
     native_fields native;
+    bool on_gpu = false;  // its tensors are in the device bucket of its dtype (gpu_sender_path), not in `builder`
   };
   std::map<dtype, bucket> buckets;
   uint32_t flushes = 0;
@@ -162,24 +106,62 @@ struct sender::impl {
 
   uint64_t open_payload_bytes() const noexcept {
     uint64_t n = 0;
-    for (const auto& [type, b] : buckets) n += b.builder.payload_bytes();
+    for (const auto& [type, b] : buckets) n += payload_bytes(type, b);
     return n;
   }
+  uint64_t payload_bytes(dtype type, const bucket& b) const {
+    return b.on_gpu ? gpu->bucket_payload_bytes(type) : b.builder.payload_bytes();
+  }
+  bool bucket_empty(dtype type, const bucket& b) const {
+    return b.on_gpu ? gpu->bucket_empty(type) : b.builder.empty();
+  }
 
-  // Writes one bucket as the next file and empties it.
-  status flush(bucket& b) {
+  // A host tensor joins a device bucket: its tensors move to the host builder (same file either way).
+  status to_host(dtype type, bucket& b) {
+    if (!b.on_gpu) return {};
+    std::vector<uint32_t> pos;
+    byte_buffer vals;
+    for (const auto& p : gpu->bucket_params(type)) {
+      DS_TRY_STATUS(gpu->fetch(p.name, pos, vals));
+      b.builder.add(param_delta{p.name, type, p.shape, pos, vals});
+    }
+    gpu->bucket_clear(type);
+    b.on_gpu = false;
+    return {};
+  }
+
+  // Writes one bucket as the next file and empties it. A device bucket's file is built on the device and
+  // streamed GPU -> pinned -> file (disk), or comes back as host bytes (NCCL, and deltas_zstd to compress).
+  status flush(dtype type, bucket& b) {
     auto t0 = steady::now();
     const native_fields* native = nullptr;
     if (options.format == wire_format::native) {
       b.native.base_version = report.base_version;
       native = &b.native;
     }
-    DS_ASSIGN_OR_RETURN(byte_buffer file, b.builder.finish(version, options.data_alignment, native));
-    b.native.tensor_digests.clear();
-    report.diff_encode_s += seconds_since(t0);
+    const std::string name = file_name(options.rank, flushes);
+    byte_buffer file;
+    if (b.on_gpu) {
+      const bool to_host = nccl() || options.enc == encoding::deltas_zstd;
+      DS_ASSIGN_OR_RETURN(auto built, gpu->finish_bucket(type, options.enc, version, options.data_alignment, native, to_host));
+      b.native.tensor_digests.clear();
+      report.diff_encode_s += seconds_since(t0);
+      if (!to_host) {
+        t0 = steady::now();
+        if (auto st = gpu->write(dir + "/" + name); !st) {
+          write_failed = true;
+          return st;
+        }
+        return flushed(name, built.bytes, built.xxh3_64, t0);
+      }
+      file = std::move(built.host);
+    } else {
+      DS_ASSIGN_OR_RETURN(file, b.builder.finish(version, options.data_alignment, native));
+      b.native.tensor_digests.clear();
+      report.diff_encode_s += seconds_since(t0);
+    }
 
     t0 = steady::now();
-    const std::string name = file_name(options.rank, flushes);
     if (nccl()) {
       report.wire_bytes += file.size();
       nccl_files.push_back({name, std::move(file)});
@@ -191,11 +173,14 @@ struct sender::impl {
       write_failed = true;
       return st;
     }
+    return flushed(name, file.size(), xxh3_64(file), t0);
+  }
+  status flushed(const std::string& name, uint64_t bytes, uint64_t hash, steady::time_point t0) {
     report.write_s += seconds_since(t0);
     ++flushes;
     report.files.push_back(name);
-    report.wire_bytes += file.size();
-    written.push_back(publish_marker::file{name, file.size(), xxh3_64(file)});
+    report.wire_bytes += bytes;
+    written.push_back(publish_marker::file{name, bytes, hash});
     if (options.test_flush_delay_ms)
       std::this_thread::sleep_for(std::chrono::milliseconds(options.test_flush_delay_ms));
     return {};
@@ -236,13 +221,14 @@ struct sender::impl {
     added.clear();
     pending.clear();
     nccl_files.clear();
+    if (gpu) gpu->drop_pending();
   }
 
   void commit() {
     for (auto& [name, c] : pending) {
       auto it = snapshot.find(name);
       if (it != snapshot.end() && it->second.on_gpu) {
-        auto st = gpu->commit(name, c.positions, c.values);
+        auto st = gpu->commit(name);
         DS_CHECK(st.ok(), "sender: a diff of the device snapshot does not apply to it");
         continue;
       }
@@ -352,44 +338,6 @@ status sender::begin(uint64_t version) {
   return {};
 }
 
-namespace {
-
-// diff_tensor over a large tensor split into chunks diffed on several threads (memory-bound scans scale with
-// cores), then concatenated in order, so the result equals one diff_tensor call.
-void parallel_diff(byte_span before, byte_span now, uint32_t eb, std::vector<uint32_t>& positions, byte_buffer& values) {
-  constexpr size_t kMinChunkBytes = size_t{8} << 20;
-  const size_t threads = std::min<size_t>(8, std::max(1u, std::thread::hardware_concurrency()));
-  const size_t chunks = std::min(threads, now.size() / kMinChunkBytes);
-  if (chunks <= 1) {
-    diff_tensor(before, now, eb, positions, values);
-    return;
-  }
-  // Chunk boundaries on 64-byte multiples (a multiple of every element size), so block skipping still applies.
-  const size_t step = (now.size() / chunks) & ~size_t{63};
-  struct part {
-    std::vector<uint32_t> pos;
-    byte_buffer vals;
-  };
-  std::vector<part> parts(chunks);
-  auto run = [&](size_t c) {
-    const size_t begin = c * step;
-    const size_t end = c + 1 == chunks ? now.size() : begin + step;
-    diff_tensor(before.subspan(begin, end - begin), now.subspan(begin, end - begin), eb, parts[c].pos, parts[c].vals);
-    const auto offset = static_cast<uint32_t>(begin / eb);
-    for (auto& p : parts[c].pos) p += offset;
-  };
-  std::vector<std::future<void>> pending;
-  for (size_t c = 1; c < chunks; ++c) pending.push_back(std::async(std::launch::async, run, c));
-  run(0);
-  for (auto& f : pending) f.get();
-  for (auto& p : parts) {
-    positions.insert(positions.end(), p.pos.begin(), p.pos.end());
-    values.insert(values.end(), p.vals.begin(), p.vals.end());
-  }
-}
-
-}  // namespace
-
 status sender::add(const std::string& name, const tensor_view& t) {
   impl& s = *impl_;
   if (!s.active) return error(errc::invalid_argument, "add '" + name + "': no sync begun");
@@ -427,9 +375,10 @@ status sender::add(const std::string& name, const tensor_view& t) {
   digest128 gpu_digest;
   if (native && !on_gpu && now.size() >= (4u << 20))
     digest = std::async(std::launch::async, [now] { return xxh3_128(now); });
+  uint64_t gpu_changed = 0;
   if (on_gpu) {
-    // Diffed on the device; only the changes come back (and the device digest of the new tensor).
-    DS_TRY_STATUS(s.gpu->diff(name, t.data, gpu_sender_path::device_index(t.device), s.positions, s.values,
+    // Diffed and encoded on the device, where the changes stay (and the device digest of the new tensor).
+    DS_TRY_STATUS(s.gpu->diff(name, t.data, gpu_sender_path::device_index(t.device), s.options.enc, gpu_changed,
                               native ? &gpu_digest : nullptr));
   } else if (full) {
     s.positions.resize(numel);
@@ -438,7 +387,7 @@ status sender::add(const std::string& name, const tensor_view& t) {
   } else {
     parallel_diff(snap->second.bytes, now, eb, s.positions, s.values);
   }
-  if (s.positions.empty()) {
+  if (s.positions.empty() && gpu_changed == 0) {
     if (digest.valid()) digest.wait();  // it reads the caller's buffer: finish before returning
     s.report.diff_encode_s += seconds_since(t0);
     return {};  // unchanged: nothing to ship, nothing to advance
@@ -446,11 +395,18 @@ status sender::add(const std::string& name, const tensor_view& t) {
 
   impl::bucket& b = s.buckets.try_emplace(t.type, s.options.enc).first->second;
   DS_CHECK(b.builder.can_add(t.type), "sender: a single-dtype bucket refused its own dtype");
-  const byte_span vals = full ? byte_span(change.values) : byte_span(s.values);
-  b.builder.add(param_delta{name, t.type, t.shape, s.positions, vals});
+  if (on_gpu && b.builder.empty()) {
+    DS_TRY_STATUS(s.gpu->bucket_last(t.type, name, t.shape));  // the bucket is built on the device
+    b.on_gpu = true;
+  } else {
+    if (on_gpu) DS_TRY_STATUS(s.gpu->fetch(name, s.positions, s.values));  // joins a host bucket
+    DS_TRY_STATUS(s.to_host(t.type, b));
+    const byte_span vals = full ? byte_span(change.values) : byte_span(s.values);
+    b.builder.add(param_delta{name, t.type, t.shape, s.positions, vals});
+  }
   if (native) b.native.tensor_digests[name] = on_gpu ? gpu_digest : digest.valid() ? digest.get() : xxh3_128(now);
-  s.report.changed_elements += s.positions.size();
-  if (!full) {
+  s.report.changed_elements += on_gpu ? gpu_changed : s.positions.size();
+  if (!full && !on_gpu) {
     change.positions = s.positions;
     change.values = s.values;
   }
@@ -460,8 +416,8 @@ status sender::add(const std::string& name, const tensor_view& t) {
   while (s.open_payload_bytes() >= s.options.buffer_bytes) {
     auto largest = s.buckets.begin();
     for (auto it = s.buckets.begin(); it != s.buckets.end(); ++it)
-      if (it->second.builder.payload_bytes() > largest->second.builder.payload_bytes()) largest = it;
-    DS_TRY_STATUS(s.flush(largest->second));
+      if (s.payload_bytes(it->first, it->second) > s.payload_bytes(largest->first, largest->second)) largest = it;
+    DS_TRY_STATUS(s.flush(largest->first, largest->second));
   }
   return {};
 }
@@ -484,13 +440,13 @@ result<sync_report> sender::finish() {
 
   // The last bucket; an empty one when nothing changed anywhere, so receivers still advance the version.
   for (auto& [type, b] : s.buckets) {
-    if (b.builder.empty()) continue;
-    auto st = s.flush(b);
+    if (s.bucket_empty(type, b)) continue;
+    auto st = s.flush(type, b);
     if (!st.ok()) return fail(std::move(st).err());
   }
   if (s.report.files.empty()) {
     impl::bucket empty(s.options.enc);
-    auto st = s.flush(empty);
+    auto st = s.flush(dtype::BF16, empty);
     if (!st.ok()) return fail(std::move(st).err());
   }
   if (!s.nccl()) {  // NCCL syncs write no files, so no marker

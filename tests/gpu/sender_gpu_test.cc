@@ -1,6 +1,8 @@
 // The Sender with tensors on the GPU writes the same files as with the same tensors on the host, sync after
 // sync, with the snapshot on the device or in pinned host memory, and keeps its snapshot when a receiver
-// refuses (the next sync carries the changes again, slime #2104).
+// refuses (the next sync carries the changes again, slime #2104). Device buckets are built and written on the
+// device (GPU -> pinned -> file); a bucket that also holds host tensors is built on the host; both give the
+// host Sender's bytes, files split across several flushes, every format and encoding, mixed dtypes.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -54,7 +56,9 @@ class recording_transport final : public push_transport {
   std::string dir_;
 };
 
-void run_pair(uint64_t gpu_budget, wire_format format, encoding enc) {
+void run_pair(uint64_t gpu_budget, wire_format format, encoding enc, bool with_host_tensor) {
+  SCOPED_TRACE(std::string(format == wire_format::native ? "native " : "slime ") + std::string(encoding_name(enc)) +
+               (with_host_tensor ? " + a host tensor" : "") + (gpu_budget == 0 ? ", pinned snapshot" : ""));
   std::mt19937_64 rng(51);
   const fs::path root = fs::temp_directory_path() / ("ds_gpu_sender_" + std::to_string(::getpid()));
   fs::remove_all(root);
@@ -62,7 +66,7 @@ void run_pair(uint64_t gpu_budget, wire_format format, encoding enc) {
   o.format = format;
   o.enc = enc;
   o.receivers = {"http://r0"};
-  o.buffer_bytes = 64 << 10;  // several files per sync
+  o.buffer_bytes = 12 << 10;  // several files per sync
   o.gpu_snapshot_budget_bytes = gpu_budget;
   sender_options oc = o, og = o;
   oc.delta_dir = (root / "cpu").string();
@@ -72,8 +76,11 @@ void run_pair(uint64_t gpu_budget, wire_format format, encoding enc) {
   recording_transport tc(oc.delta_dir), tg(og.delta_dir);
   sender cpu(oc, &tc), dev(og, &tg);
 
-  struct t { std::string name; dtype type; std::vector<uint64_t> shape; byte_buffer host; };
-  std::vector<t> ts = {{"a", dtype::BF16, {300, 1000}, {}}, {"b", dtype::F32, {4097}, {}}, {"c", dtype::BF16, {5}, {}}};
+  struct t { std::string name; dtype type; std::vector<uint64_t> shape; byte_buffer host; bool on_host = false; };
+  std::vector<t> ts = {{"a", dtype::BF16, {300, 1000}, {}}, {"b", dtype::F32, {4097}, {}},
+                       {"d", dtype::F32, {200, 1000}, {}}, {"c", dtype::BF16, {5}, {}}};
+  // A host tensor between device tensors of its dtype: the open device bucket moves to the host builder.
+  if (with_host_tensor) ts.insert(ts.begin() + 1, t{"h", dtype::BF16, {50000}, {}, true});
   gpu::stream s;
   std::vector<gpu::device_buffer> dbuf;
   for (auto& x : ts) {
@@ -82,7 +89,8 @@ void run_pair(uint64_t gpu_budget, wire_format format, encoding enc) {
     x.host = random_bytes(n * element_bytes(x.type), rng);
     dbuf.push_back(upload(x.host, s));
     ASSERT_TRUE(cpu.seed(x.name, {x.host.data(), x.type, x.shape, "cpu"}).ok());
-    auto st = dev.seed(x.name, {dbuf.back().data(), x.type, x.shape, "cuda:0"});
+    auto st = x.on_host ? dev.seed(x.name, {x.host.data(), x.type, x.shape, "cpu"})
+                        : dev.seed(x.name, {dbuf.back().data(), x.type, x.shape, "cuda:0"});
     ASSERT_TRUE(st.ok()) << st.err().message;
   }
   for (uint64_t v = 1; v <= 4; ++v) {
@@ -100,7 +108,8 @@ void run_pair(uint64_t gpu_budget, wire_format format, encoding enc) {
     ASSERT_TRUE(dev.begin(v).ok());
     for (size_t i = 0; i < ts.size(); ++i) {
       ASSERT_TRUE(cpu.add(ts[i].name, {ts[i].host.data(), ts[i].type, ts[i].shape, "cpu"}).ok());
-      auto st = dev.add(ts[i].name, {dbuf[i].data(), ts[i].type, ts[i].shape, "cuda:0"});
+      auto st = ts[i].on_host ? dev.add(ts[i].name, {ts[i].host.data(), ts[i].type, ts[i].shape, "cpu"})
+                              : dev.add(ts[i].name, {dbuf[i].data(), ts[i].type, ts[i].shape, "cuda:0"});
       ASSERT_TRUE(st.ok()) << st.err().message;
     }
     auto rc = cpu.finish();
@@ -111,6 +120,9 @@ void run_pair(uint64_t gpu_budget, wire_format format, encoding enc) {
     EXPECT_EQ(dev.last_report().changed_elements, cpu.last_report().changed_elements) << "sync " << v;
     ASSERT_EQ(tg.pushes.size(), tc.pushes.size());
     EXPECT_TRUE(tg.pushes.back() == tc.pushes.back()) << "sync " << v << ": the GPU sender's files differ";
+    EXPECT_EQ(dev.last_report().files, cpu.last_report().files) << "sync " << v;
+    EXPECT_GE(dev.last_report().files.size(), 3u) << "sync " << v << ": the buckets should split";
+    EXPECT_EQ(dev.last_report().wire_bytes, cpu.last_report().wire_bytes) << "sync " << v;
     EXPECT_EQ(dev.snapshot_version(), v == 2 ? 1u : v);
   }
   fs::remove_all(root);
@@ -118,13 +130,21 @@ void run_pair(uint64_t gpu_budget, wire_format format, encoding enc) {
 
 TEST(gpu_sender, files_equal_the_host_senders_with_the_snapshot_on_the_device) {
   DS_REQUIRE_GPU();
-  run_pair(~uint64_t{0}, wire_format::native, encoding::deltas);
-  run_pair(~uint64_t{0}, wire_format::slime, encoding::indices);
+  for (auto format : {wire_format::native, wire_format::slime})
+    for (auto enc : {encoding::indices, encoding::deltas, encoding::deltas_zstd}) run_pair(~uint64_t{0}, format, enc, false);
+}
+
+TEST(gpu_sender, a_bucket_with_host_and_device_tensors_is_built_on_the_host_with_the_same_bytes) {
+  DS_REQUIRE_GPU();
+  run_pair(~uint64_t{0}, wire_format::native, encoding::deltas, true);
+  run_pair(~uint64_t{0}, wire_format::slime, encoding::deltas_zstd, true);
+  run_pair(0, wire_format::slime, encoding::indices, true);
 }
 
 TEST(gpu_sender, files_equal_the_host_senders_with_the_snapshot_in_pinned_memory) {
   DS_REQUIRE_GPU();
-  run_pair(0, wire_format::native, encoding::deltas_zstd);
+  run_pair(0, wire_format::native, encoding::deltas_zstd, false);
+  run_pair(0, wire_format::slime, encoding::deltas, false);
 }
 
 TEST(gpu_sender, refuses_a_device_tensor_seeded_on_the_host) {
