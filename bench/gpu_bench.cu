@@ -32,6 +32,7 @@
 #include "io/sync_io.h"
 #include "sync/cuda_weight_store.h"
 #include "sync/gpu_delta_writer.h"
+#include "sync/sender.h"
 
 using namespace deltasync;
 
@@ -327,6 +328,75 @@ int main(int argc, char** argv) {
     return t;
   });
 
+  // ---- the Sender: device tensors (buckets built on the device, GPU -> pinned -> file) vs host tensors ----
+  // One sync = begin, add the 32 tensors, finish (native, deltas, default 512 MiB buckets, no receivers: the
+  // files stay), the snapshot re-seeded from `snap` before each (not timed), so every sync has the changes.
+  sync_report srep;
+  uint64_t sversion = 0;
+  byte_buffer host_cur;
+  auto sender_sync = [&](sender& snd, bool device) {
+    for (int t = 0; t < tensors; ++t) {
+      const uint64_t off = uint64_t(t) * per * 2;
+      const std::vector<uint64_t> shape = {per / 4096, 4096};
+      CK(device ? snd.seed("w" + std::to_string(t), {snap.as<std::byte>() + off, dtype::BF16, shape, "cuda:0"})
+                : snd.seed("w" + std::to_string(t), {pinned.as<std::byte>() + off, dtype::BF16, shape, "cpu"}));
+    }
+    std::filesystem::remove_all(dir + "/sender");
+    std::filesystem::create_directories(dir + "/sender");
+    const double t0 = now_s();
+    CK(snd.begin(++sversion));
+    for (int t = 0; t < tensors; ++t) {
+      const uint64_t off = uint64_t(t) * per * 2;
+      const std::vector<uint64_t> shape = {per / 4096, 4096};
+      CK(device ? snd.add("w" + std::to_string(t), {cur.as<std::byte>() + off, dtype::BF16, shape, "cuda:0"})
+                : snd.add("w" + std::to_string(t), {host_cur.data() + off, dtype::BF16, shape, "cpu"}));
+    }
+    srep = std::move(snd.finish()).value();
+    return now_s() - t0;
+  };
+  sender_options sopt;
+  sopt.delta_dir = dir + "/sender";
+  sopt.enc = encoding::deltas;
+  sopt.format = wire_format::native;
+  std::vector<double> s_enc, s_write;
+  figure sender_dev, sender_host;
+  sync_report rep_dev, rep_host;
+  {
+    sender snd(sopt, nullptr);
+    sender_dev = measure(reps, double(nbytes), [&] {
+      const double t = sender_sync(snd, true);
+      s_enc.push_back(srep.diff_encode_s);
+      s_write.push_back(srep.write_s);
+      return t;
+    });
+    rep_dev = srep;
+  }
+  const double sdev_enc = median(s_enc), sdev_write = median(s_write);
+  s_enc.clear();
+  s_write.clear();
+  host_cur.resize(nbytes);
+  CK(gpu::copy_d2h(host_cur.data(), cur.data(), nbytes, s));
+  CK(s.synchronize());
+  {
+    sender snd(sopt, nullptr);
+    sender_host = measure(std::min(reps, 3), double(nbytes), [&] {
+      const double t = sender_sync(snd, false);
+      s_enc.push_back(srep.diff_encode_s);
+      s_write.push_back(srep.write_s);
+      return t;
+    });
+    rep_host = srep;
+  }
+  const double shost_enc = median(s_enc), shost_write = median(s_write);
+  host_cur = byte_buffer();
+  std::filesystem::remove_all(dir + "/sender");
+  if (rep_dev.changed_elements != changed || rep_host.changed_elements != changed || rep_dev.wire_bytes != rep_host.wire_bytes) {
+    std::fprintf(stderr, "FAILED: the Sender's syncs disagree (changed %llu / %llu / %llu, bytes %llu / %llu)\n",
+                 (unsigned long long)rep_dev.changed_elements, (unsigned long long)rep_host.changed_elements,
+                 (unsigned long long)changed, (unsigned long long)rep_dev.wire_bytes, (unsigned long long)rep_host.wire_bytes);
+    return 1;
+  }
+
   auto row = [&](const char* what, const figure& f, const char* unit_note) {
     std::printf("  %-44s %9.3f ms  (min %.3f, max %.3f)  %8.2f GB/s  %s\n", what, f.median_s * 1e3, f.min_s * 1e3,
                 f.max_s * 1e3, f.gbps(), unit_note);
@@ -363,6 +433,21 @@ int main(int argc, char** argv) {
   const double r_h2d = diff_pinned.gbps() / h2d.gbps();
   const double r_write = write_gpu.gbps() / write_host.gbps();
   const double r_apply = apply_f.gbps() / read_f.gbps();
+  std::printf("Sender sync (begin .. finish, 32 adds, native deltas, %.1f MB in %zu file(s)):\n", rep_dev.wire_bytes / 1e6,
+              rep_dev.files.size());
+  row("device tensors (device buckets, GPU->file)", sender_dev, "");
+  std::printf("    diff+encode %.3f ms, write %.3f ms (medians)\n", sdev_enc * 1e3, sdev_write * 1e3);
+  row("host tensors (CPU diff, host builder)", sender_host, "");
+  std::printf("    diff+encode %.3f ms, write %.3f ms (medians)\n", shost_enc * 1e3, shost_write * 1e3);
+  const double s_limit = diff_dev.median_s + digest_f.median_s + write_gpu.median_s;
+  std::printf("  limit: diff+encode %.3f + digest all %.3f + GPU->file %.3f = %.3f ms; sender / limit %.2fx; host / device %.2fx\n",
+              diff_dev.median_s * 1e3, digest_f.median_s * 1e3, write_gpu.median_s * 1e3, s_limit * 1e3,
+              sender_dev.median_s / s_limit, sender_host.median_s / sender_dev.median_s);
+  out["sender_device_s"] = sender_dev.median_s;
+  out["sender_device_encode_s"] = sdev_enc;
+  out["sender_device_write_s"] = sdev_write;
+  out["sender_host_s"] = sender_host.median_s;
+  out["sender_limit_s"] = s_limit;
   std::printf("ratios (target):\n");
   std::printf("  diff+encode device snapshot / HBM copy      %.3f  (>= 0.70)\n", r_hbm);
   std::printf("  diff+encode pinned snapshot / pinned H2D    %.3f  (>= 0.85)\n", r_h2d);
