@@ -43,7 +43,16 @@ result<byte_buffer> device_delta_header(encoding enc, uint64_t version, const st
   if (b.params.empty()) b.values_type = dtype::BF16;  // as the CPU writer spells an empty bucket
   const auto* payload = static_cast<const std::byte*>(device_payload);
   DS_ASSIGN_OR_RETURN(uint64_t hp, gpu::xor_hash(payload, layout.positions_bytes, dtype::U8, s));
-  DS_ASSIGN_OR_RETURN(uint64_t hv, gpu::xor_hash(payload + layout.positions_bytes, layout.values_bytes, b.values_type, s));
+  // The hash kernel loads whole elements: values that do not start on an element boundary (F32/F64 after
+  // an odd number of uint16 positions) are hashed from an aligned copy.
+  const std::byte* values = payload + layout.positions_bytes;
+  gpu::device_buffer aligned;
+  if (eb > 1 && layout.positions_bytes % eb != 0 && layout.values_bytes > 0) {
+    DS_ASSIGN_OR_RETURN(aligned, gpu::device_buffer::allocate(layout.values_bytes));
+    DS_TRY_STATUS(gpu::copy_d2d(aligned.data(), values, layout.values_bytes, s));
+    values = aligned.as<std::byte>();
+  }
+  DS_ASSIGN_OR_RETURN(uint64_t hv, gpu::xor_hash(values, layout.values_bytes, b.values_type, s));
   b.checksum = checksum128(hp) ^ (checksum128(hv) << 1);
   uint64_t payload_hash = 0;
   if (native != nullptr) {
