@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cinttypes>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -36,18 +35,6 @@ using steady = std::chrono::steady_clock;
 
 double seconds_since(steady::time_point t0) {
   return std::chrono::duration<double>(steady::now() - t0).count();
-}
-
-std::string version_dir_name(uint64_t version) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "weight_v%06" PRIu64, version);
-  return buf;
-}
-
-std::string file_name(uint32_t rank, uint32_t flush) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "rank%04" PRIu32 "_flush%06" PRIu32 ".safetensors", rank, flush);
-  return buf;
 }
 
 }  // namespace
@@ -272,12 +259,6 @@ result<uint64_t> checked_numel(const std::string& name, const tensor_view& t) {
                                            " elements exceed 32-bit positions");
   if (n > 0 && t.data == nullptr) return error(errc::invalid_argument, "tensor '" + name + "': no data");
   return n;
-}
-
-std::string shape_text(const std::vector<uint64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
 }
 
 }  // namespace

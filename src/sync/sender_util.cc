@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cinttypes>
 #include <cstdio>
 #include <future>
 #include <thread>
@@ -16,6 +17,24 @@
 extern char** environ;  // NOLINT: POSIX declares it nowhere in a header
 
 namespace deltasync {
+
+std::string version_dir_name(uint64_t version) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "weight_v%06" PRIu64, version);
+  return buf;
+}
+
+std::string file_name(uint32_t rank, uint32_t flush) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "rank%04" PRIu32 "_flush%06" PRIu32 ".safetensors", rank, flush);
+  return buf;
+}
+
+std::string shape_text(const std::vector<uint64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
 
 std::string json_quote(std::string_view s) {
   std::string out = "\"";

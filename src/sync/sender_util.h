@@ -1,4 +1,4 @@
-// Helpers of the Sender (sender.cc): JSON quoting for the /sync body, the pre-push hook's spawn, and the
+// Helpers of the Sender (sender.cc): names, JSON quoting for the /sync body, the pre-push hook's spawn, and the
 // multi-threaded host diff.
 #pragma once
 
@@ -11,6 +11,11 @@
 #include "base/result.h"
 
 namespace deltasync {
+
+// "weight_v000012", "rank0000_flush000003.safetensors", "[3, 4]".
+std::string version_dir_name(uint64_t version);
+std::string file_name(uint32_t rank, uint32_t flush);
+std::string shape_text(const std::vector<uint64_t>& shape);
 
 // JSON string escaping for the /sync body; the names we send are our own, but a delta dir may hold anything.
 std::string json_quote(std::string_view s);
