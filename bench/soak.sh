@@ -8,15 +8,17 @@
 # Environment: SOAK_OUT=DIR keeps the server log, the per-sync CSV and wrk's reports there (default: a
 # scratch dir, removed); SOAK_SEED (default 1); SOAK_WRK=0 runs without the HTTP load. Without wrk installed
 # (scripts/install-deps.sh installs it) the script exits 77, which CTest reports as a skip.
-# Exits 1 if any sync is refused or any store differs from the trainer, or if wrk saw a non-2xx answer or a
-# socket error.
+# Exits 1 if any sync is refused or any store differs from the trainer, if wrk saw a non-2xx answer or a
+# socket error, or if the receiver does not exit 0 on SIGTERM at the end.
 set -euo pipefail
 build=${1:-build}
 syncs=${2:-1000}
 seed=${SOAK_SEED:-1}
 bin=$build/src/cli/deltasync
 driver=$build/tests/soak/soak_driver
-[ -x "$bin" ] && [ -x "$driver" ] || { echo "soak: build $bin and $driver first (cmake --build $build --target deltasync soak_driver)"; exit 1; }
+if [ ! -x "$bin" ] || [ ! -x "$driver" ]; then
+  echo "soak: build $bin and $driver first (cmake --build $build --target deltasync soak_driver)"; exit 1
+fi
 use_wrk=${SOAK_WRK:-1}
 if [ "$use_wrk" = 1 ] && ! command -v wrk > /dev/null; then
   echo "SKIP: wrk is not installed (scripts/install-deps.sh installs it; SOAK_WRK=0 runs the soak without the load)"
@@ -60,8 +62,10 @@ else
 fi
 
 status=0
+rc=0
 "$driver" run --url "$url" --delta-dir "$work/deltas" --syncs "$syncs" --seed "$seed" --server-pid "$server" \
-  --csv "$work/syncs.csv" || status=1
+  --csv "$work/syncs.csv" || rc=$?
+if [ "$rc" != 0 ]; then echo "soak: FAIL: soak_driver exited $rc"; status=1; fi
 
 # wrk prints its report on SIGINT.
 for p in "${wrk_pids[@]}"; do kill -INT "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
@@ -72,11 +76,25 @@ if [ "$use_wrk" = 1 ]; then
     rps=$(grep -Eo 'Requests/sec: *[0-9.]+' "$f" || echo "Requests/sec: ?")
     p99=$(grep -E '^ +99%' "$f" | awk '{print $2}' || true)
     echo "soak: wrk /$route:$reqs, $rps, p99 ${p99:-?}"
-    if grep -q 'Non-2xx' "$f"; then echo "soak: FAIL: wrk /$route got non-2xx answers: $(grep 'Non-2xx' "$f")"; status=1; fi
+    if grep -q 'Non-2xx' "$f"; then
+      echo "soak: FAIL: wrk /$route got non-2xx answers: $(grep 'Non-2xx' "$f")"; status=1
+    fi
     if grep -q 'Socket errors' "$f"; then echo "soak: FAIL: wrk /$route: $(grep 'Socket errors' "$f")"; status=1; fi
     grep -q 'requests in' "$f" || { echo "soak: FAIL: wrk /$route printed no report: $(tail -5 "$f")"; status=1; }
   done
 fi
-if ! kill -0 "$server" 2>/dev/null; then echo "soak: FAIL: the receiver exited: $(tail -20 "$work/serve.log")"; status=1; fi
+# The receiver must still be up, and must shut down cleanly on SIGTERM (exit 0: under ASan/LSan or TSan a
+# report at exit makes it non-zero).
+if ! kill -0 "$server" 2>/dev/null; then
+  echo "soak: FAIL: the receiver exited during the run: $(tail -20 "$work/serve.log")"; status=1
+else
+  kill -TERM "$server"
+  src=0
+  wait "$server" || src=$?
+  if [ "$src" != 0 ]; then
+    echo "soak: FAIL: the receiver exited $src on SIGTERM: $(tail -30 "$work/serve.log")"; status=1
+  fi
+fi
+pids=("${wrk_pids[@]}")
 [ "$status" = 0 ] && echo "soak: PASS" || echo "soak: FAILED (logs in $work)"
 exit $status

@@ -5,16 +5,16 @@
 //   soak_driver write-base --out base.safetensors [--seed S]
 //   soak_driver run --url http://127.0.0.1:P --delta-dir D [--syncs N] [--seed S] [--server-pid PID] [--csv F]
 //
-// Each sync draws a density (0%, 100%, log-uniform 1e-5..1e-1, or uniform 0..1), an encoding (indices,
-// deltas, deltas_zstd), a wire format (native, slime) and a bucket size (64 KiB: many files; 1 MiB; 512 MiB: one
-// file per dtype), flips the bits of that fraction of every tensor's elements (random bit patterns: NaN
-// payloads, infinities and subnormals included), pushes one sync and then compares the receiver's
-// GET /checksums (version and the XXH3-128 of every tensor) with the driver's own digests. Any refused sync or
-// any difference ends the run with exit status 1. After each sync it samples the receiver's VmRSS.
+// Each sync draws a density (0%, 100%, log-uniform 1e-5..1e-1, or uniform 0..1); about one sync in three also
+// draws a new encoding (indices, deltas, deltas_zstd), wire format (native, slime) and bucket size (64 KiB: many
+// files; 1 MiB; 512 MiB: one file per dtype), for which a fresh Sender is seeded with the current weights.
+// It flips the bits of that fraction of every tensor's elements (random bit patterns: NaN payloads,
+// infinities and subnormals included), pushes one sync and then compares the receiver's GET /checksums
+// (version and the XXH3-128 of every tensor) with the driver's own digests. Any refused sync or any
+// difference ends the run with exit status 1. After each sync it samples the receiver's VmRSS.
 // At the end it prints syncs/min, p50/p99/max sync latency (begin() to finish(): diff, write, push, receiver
 // read+decode+apply), and the receiver's RSS over time and VmHWM.
 #include <CLI/CLI.hpp>
-
 #include <algorithm>
 #include <boost/json.hpp>
 #include <chrono>
@@ -84,8 +84,7 @@ uint64_t mutate(soak_tensor& t, double density, std::mt19937_64& rng) {
     if (density < 1 && u(rng) >= density) continue;
     uint64_t flip = 0;
     while ((flip & ((eb == 8 ? 0 : (1ull << (eb * 8))) - 1)) == 0) flip = rng();
-    for (uint32_t b = 0; b < eb; ++b)
-      t.bytes[i * eb + b] ^= static_cast<std::byte>(flip >> (8 * b));
+    for (uint32_t b = 0; b < eb; ++b) t.bytes[i * eb + b] ^= static_cast<std::byte>(flip >> (8 * b));
     ++changed;
   }
   return changed;
@@ -113,8 +112,7 @@ std::optional<uint64_t> read_status_kb(int pid, const char* key) {
 std::string verify(http::push_client& client, const std::string& url, const std::vector<soak_tensor>& model,
                    uint64_t version) {
   push_outcome got = client.get(url, "/checksums");
-  if (!got.ok())
-    return "GET /checksums: " + std::to_string(got.http_status) + " " + got.transport_error + got.body;
+  if (!got.ok()) return "GET /checksums: " + std::to_string(got.http_status) + " " + got.transport_error + got.body;
   boost::system::error_code ec;
   json::value doc = json::parse(got.body, ec);
   if (ec || !doc.is_object() || !doc.as_object().contains("tensors")) return "GET /checksums: not the expected JSON";
@@ -169,9 +167,9 @@ struct run_options {
 };
 
 struct sync_plan {
-  encoding enc;
-  wire_format format;
-  uint64_t bucket;
+  encoding enc = encoding::deltas;
+  wire_format format = wire_format::native;
+  uint64_t bucket = 0;
   bool operator==(const sync_plan&) const = default;
 };
 
@@ -185,7 +183,10 @@ int run_soak(const run_options& opt) {
     return 1;
   }
   std::FILE* csv = opt.csv.empty() ? nullptr : std::fopen(opt.csv.c_str(), "w");
-  if (csv) std::fprintf(csv, "sync,density,encoding,format,bucket,files,changed,wire_bytes,latency_ms,diff_ms,write_ms,push_ms,receiver_ms,rss_kb\n");
+  if (csv)
+    std::fprintf(csv,
+                 "sync,density,encoding,format,bucket,files,changed,wire_bytes,latency_ms,diff_ms,write_ms,push_ms,"
+                 "receiver_ms,rss_kb\n");
 
   constexpr encoding kEncodings[] = {encoding::indices, encoding::deltas, encoding::deltas_zstd};
   constexpr uint64_t kBuckets[] = {64ull << 10, 1ull << 20, 512ull << 20};
@@ -196,7 +197,11 @@ int run_soak(const run_options& opt) {
   uint64_t changed_total = 0, wire_total = 0, dense_total = 0;
   const auto t0 = clock_type::now();
   for (uint64_t v = 1; v <= opt.syncs; ++v) {
-    const sync_plan plan{kEncodings[rng() % 3], rng() % 2 ? wire_format::slime : wire_format::native, kBuckets[rng() % 3]};
+    // A new plan (encoding, format, bucket) for about one sync in three, so a Sender also runs several syncs in
+    // a row (its snapshot advancing after each) before it is replaced.
+    sync_plan plan = current.value_or(sync_plan{});
+    if (!current || rng() % 3 == 0)
+      plan = {kEncodings[rng() % 3], rng() % 2 ? wire_format::slime : wire_format::native, kBuckets[rng() % 3]};
     if (!current || !(*current == plan)) {
       // A fresh Sender whose snapshot is what the receiver holds now (the model before this sync's changes).
       sender_options so;
@@ -232,14 +237,15 @@ int run_soak(const run_options& opt) {
       return 1;
     }
     if (rep->changed_elements != changed) {
-      std::fprintf(stderr, "soak_driver: sync %" PRIu64 ": sender reports %" PRIu64 " changed, driver changed %" PRIu64 "\n",
-                   v, rep->changed_elements, changed);
+      std::fprintf(stderr,
+                   "soak_driver: sync %" PRIu64 ": sender reports %" PRIu64 " changed, driver changed %" PRIu64 "\n", v,
+                   rep->changed_elements, changed);
       return 1;
     }
     if (std::string d = verify(client, opt.url, model, v); !d.empty()) {
-      std::fprintf(stderr, "soak_driver: sync %" PRIu64 " (%s/%s, density %.6f): store differs from the trainer: %s\n", v,
-                   std::string(encoding_name(plan.enc)).c_str(), plan.format == wire_format::slime ? "slime" : "native",
-                   density, d.c_str());
+      std::fprintf(stderr, "soak_driver: sync %" PRIu64 " (%s/%s, density %.6f): store differs from the trainer: %s\n",
+                   v, std::string(encoding_name(plan.enc)).c_str(),
+                   plan.format == wire_format::slime ? "slime" : "native", density, d.c_str());
       return 1;
     }
     latencies_ms.push_back(ms);
@@ -262,10 +268,11 @@ int run_soak(const run_options& opt) {
     const uint64_t rss = opt.server_pid ? read_status_kb(opt.server_pid, "VmRSS").value_or(0) : 0;
     rss_kb.push_back(rss);
     if (csv)
-      std::fprintf(csv, "%" PRIu64 ",%.6f,%s,%s,%" PRIu64 ",%zu,%" PRIu64 ",%" PRIu64 ",%.3f,%.3f,%.3f,%.3f,%.3f,%" PRIu64 "\n", v, density,
-                   std::string(encoding_name(plan.enc)).c_str(), plan.format == wire_format::slime ? "slime" : "native",
-                   plan.bucket, rep->files.size(), changed, rep->wire_bytes, ms, rep->diff_encode_s * 1e3,
-                   rep->write_s * 1e3, rep->push_s * 1e3, receiver_ms, rss);
+      std::fprintf(
+          csv, "%" PRIu64 ",%.6f,%s,%s,%" PRIu64 ",%zu,%" PRIu64 ",%" PRIu64 ",%.3f,%.3f,%.3f,%.3f,%.3f,%" PRIu64 "\n",
+          v, density, std::string(encoding_name(plan.enc)).c_str(),
+          plan.format == wire_format::slime ? "slime" : "native", plan.bucket, rep->files.size(), changed,
+          rep->wire_bytes, ms, rep->diff_encode_s * 1e3, rep->write_s * 1e3, rep->push_s * 1e3, receiver_ms, rss);
     if (v % 100 == 0 || v == opt.syncs)
       std::printf("soak: %" PRIu64 "/%" PRIu64 " syncs verified, p50 %.1f ms, receiver RSS %" PRIu64 " KiB\n", v,
                   opt.syncs, percentile(latencies_ms, 0.5), rss);
@@ -273,16 +280,19 @@ int run_soak(const run_options& opt) {
   }
   if (csv) std::fclose(csv);
   const double wall_s = std::chrono::duration<double>(clock_type::now() - t0).count();
-  std::printf("soak: %" PRIu64 " syncs, every one byte-identical after apply (GET /checksums vs the trainer's XXH3-128)\n",
+  std::printf("soak: %" PRIu64
+              " syncs, every one byte-identical after apply (GET /checksums vs the trainer's XXH3-128)\n",
               opt.syncs);
-  std::printf("soak: wall %.1f s, %.1f syncs/min (incl. verification), changed %" PRIu64 " elements, wire %.1f MB for %.1f MB dense\n",
-              wall_s, static_cast<double>(opt.syncs) * 60.0 / wall_s, changed_total, static_cast<double>(wire_total) / 1e6,
-              static_cast<double>(dense_total) / 1e6);
+  std::printf("soak: wall %.1f s, %.1f syncs/min (incl. verification), changed %" PRIu64
+              " elements, wire %.1f MB for %.1f MB dense\n",
+              wall_s, static_cast<double>(opt.syncs) * 60.0 / wall_s, changed_total,
+              static_cast<double>(wire_total) / 1e6, static_cast<double>(dense_total) / 1e6);
   std::printf("soak: sync latency p50 %.1f ms, p99 %.1f ms, max %.1f ms\n", percentile(latencies_ms, 0.5),
               percentile(latencies_ms, 0.99), percentile(latencies_ms, 1.0));
-  std::printf("soak: p50 of its parts: diff+encode %.1f ms, write %.1f ms, push %.1f ms (receiver's own total %.1f ms)\n",
-              percentile(diff_ms, 0.5), percentile(write_ms, 0.5), percentile(push_ms, 0.5),
-              percentile(receiver_total_ms, 0.5));
+  std::printf(
+      "soak: p50 of its parts: diff+encode %.1f ms, write %.1f ms, push %.1f ms (receiver's own total %.1f ms)\n",
+      percentile(diff_ms, 0.5), percentile(write_ms, 0.5), percentile(push_ms, 0.5),
+      percentile(receiver_total_ms, 0.5));
   if (opt.server_pid && !rss_kb.empty()) {
     // RSS over time: the median of each tenth of the run, then early (2nd tenth) vs late (last tenth).
     std::ostringstream deciles;

@@ -78,7 +78,8 @@ if [ "$status" -eq 0 ] && [ "${FUZZ_MERGE:-0}" = 1 ]; then
       "$root/tests/fuzz/corpus/$name" "$out/$name" > "$out/$name.merge.log" 2>&1 || {
       echo "fuzz: merge of $name FAILED"; tail -20 "$out/$name.merge.log"; status=1; continue; }
     after=$(ls "$root/tests/fuzz/corpus/$name" | wc -l)
-    echo "fuzz: $name corpus $before -> $after files ($(grep -o 'MERGE-OUTER: [0-9]* new files.*' "$out/$name.merge.log" || true))"
+    added=$(grep -o 'MERGE-OUTER: [0-9]* new files.*' "$out/$name.merge.log" || true)
+    echo "fuzz: $name corpus $before -> $after files ($added)"
   done
 fi
 exit $status
