@@ -9,6 +9,7 @@
 #   FUZZ_JOBS=N      targets run N at a time (default 1)
 #   FUZZ_NICE=N      run the fuzzers under `nice -n N` (default: not niced)
 #   FUZZ_TARGETS="a b"  only these targets (default: every tests/fuzz/fuzz_* binary)
+#   FUZZ_ARGS="..."  extra libFuzzer flags for every target (e.g. -max_len=65536)
 #   FUZZ_OUT=DIR     keep logs, new inputs and reproducers in DIR (default: a scratch dir removed at exit)
 #   FUZZ_MERGE=1     after a clean run, merge the new inputs into the committed corpus with -merge=1: only inputs
 #                    that add coverage are copied in (named by their SHA-1); existing seeds stay.
@@ -41,7 +42,7 @@ run_one() {
   name=$(basename "$bin")
   mkdir -p "$out/$name" "$out/$name.artifacts"
   "${nice_cmd[@]}" "$bin" -max_total_time="$seconds" -rss_limit_mb=2048 -malloc_limit_mb=1024 -timeout=25 \
-    -print_final_stats=1 -artifact_prefix="$out/$name.artifacts/" \
+    -print_final_stats=1 -artifact_prefix="$out/$name.artifacts/" ${FUZZ_ARGS:-} \
     "$out/$name" "$root/tests/fuzz/corpus/$name" > "$out/$name.log" 2>&1
 }
 
