@@ -1,16 +1,17 @@
 # The two quick-start commands (each installs what is missing, configures and builds first):
 #   make demo   - the end-to-end demo on an embedded synthetic model
 #   make test   - the whole test suite (CTest), printing its summary
-# Also: make build, make asan-test (tests under ASan+UBSan+LSan), make bench, make fuzz (libFuzzer, clang),
-# make clean.
+# Also: make build, make asan-test (tests under ASan+UBSan+LSan), make tsan-test (loop/worker hand-off under TSan),
+# make bench, make fuzz (libFuzzer, clang), make clean.
 
 BUILD_DIR ?= build
 FUZZ_DIR  ?= build-fuzz
 ASAN_DIR  ?= build-asan
+TSAN_DIR  ?= build-tsan
 JOBS      ?= $(shell nproc)
 CMAKE_ARGS ?=
 
-.PHONY: all deps configure build demo test asan-test bench fuzz clean
+.PHONY: all deps configure build demo test asan-test tsan-test bench fuzz clean
 
 all: build
 
@@ -39,6 +40,14 @@ asan-test: deps
 	cmake --build $(ASAN_DIR) -j $(JOBS)
 	cd $(ASAN_DIR) && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j $(JOBS) --timeout 900 -L 'unit|integration'
 
+# The loop/worker hand-off under ThreadSanitizer (build-tsan/): io, sync and http unit tests, the service
+# integration test on both I/O backends and a short soak under wrk load (scripts/tsan-test.sh).
+tsan-test: deps
+	cmake -S . -B $(TSAN_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDELTASYNC_SANITIZE=thread \
+	  -DDELTASYNC_BUILD_BENCH=OFF -DDELTASYNC_WITH_CUDA=OFF -DDELTASYNC_WITH_NCCL=OFF
+	cmake --build $(TSAN_DIR) -j $(JOBS) --target io_tests sync_tests http_tests deltasync soak_driver
+	scripts/tsan-test.sh $(TSAN_DIR)
+
 bench: build
 	scripts/run-benchmarks.sh $(BUILD_DIR)
 
@@ -49,4 +58,4 @@ fuzz: deps
 	scripts/run-fuzz.sh $(FUZZ_DIR) $${FUZZ_SECONDS:-30}
 
 clean:
-	rm -rf $(BUILD_DIR) $(FUZZ_DIR) $(ASAN_DIR)
+	rm -rf $(BUILD_DIR) $(FUZZ_DIR) $(ASAN_DIR) $(TSAN_DIR)

@@ -15,6 +15,7 @@ PACKAGES=(
   libbenchmark-dev            # micro-benchmarks
   clang libclang-rt-14-dev    # libFuzzer targets and sanitizers
   curl                        # integration tests push with curl too
+  wrk                         # HTTP load on /status and /metrics during the soak (bench/soak.sh)
 )
 
 missing=()
