@@ -12,6 +12,7 @@
 #include "cli/commands.h"
 #include "cli/file_util.h"
 #include "gpu/gpu.h"
+#include "http/pull_source.h"
 #include "http/receiver_routes.h"
 #include "http/server.h"
 #include "io/buffer_pool.h"
@@ -119,6 +120,8 @@ int run_serve(const serve_options& opt) {
            ropts.test_apply_delay_ms);
   }
   auto rx = std::make_unique<receiver>(loop, **backend, **pool, *workers, **store, ropts, &metrics);
+  http::pull_opener puller(loop);  // "transport": "http" syncs (docs/bench.md)
+  rx->set_remote_opener(&puller);
 
   http::server_options sopts;
   sopts.host = listen->first;

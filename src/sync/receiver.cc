@@ -18,6 +18,7 @@
 #include "io/chunked_reader.h"
 #include "io/event_loop.h"
 #include "io/worker_pool.h"
+#include "sync/file_source.h"
 
 namespace deltasync {
 
@@ -47,7 +48,7 @@ struct receiver::run {
   std::function<void(result<sync_stats>)> done;
   std::vector<std::string> paths;
   std::vector<uint64_t> sizes;
-  std::unique_ptr<io::chunked_reader> reader;
+  std::unique_ptr<file_source> reader;  // disk (chunked_reader) or HTTP pull
   std::vector<byte_buffer> assembling;  // per file, allocated at its first piece
   std::deque<io::read_piece> held;      // pieces waiting for assembly budget, in arrival order
   uint64_t assembled_bytes = 0;
@@ -94,6 +95,7 @@ unsigned http_status_for(const error& e) noexcept {
     case errc::body_too_large:
     case errc::limit_exceeded: return 413;
     case errc::busy: return 503;
+    case errc::upstream_error: return 502;
     default: break;
   }
   // Every container, zstd and delta-format rule: the file is invalid.
@@ -167,7 +169,7 @@ void receiver::start_sync(sync_request req, std::function<void(result<sync_stats
     done(std::move(e));
   };
   if (current_) return done(error(errc::busy, "another sync is in progress"));
-  if (req.transport != "disk")
+  if (req.transport != "disk" && !(req.transport == "http" && remote_))
     return refuse(error(errc::unsupported, "transport '" + req.transport + "' is not built in this receiver"));
   const uint64_t cur = store_.version();
   if (req.base_version && *req.base_version != cur)
@@ -176,6 +178,7 @@ void receiver::start_sync(sync_request req, std::function<void(result<sync_stats
   if (req.version <= cur)
     return refuse(error(errc::version_conflict, "version " + std::to_string(req.version) +
                                                     " is not newer than the current version " + std::to_string(cur)));
+  if (req.transport == "http") return start_pull(std::move(req), std::move(done), cur);  // receiver_pull.cc
   auto paths = resolve_sync_files(options_.delta_dir, req);
   if (!paths) return refuse(std::move(paths).err());
 
@@ -208,7 +211,11 @@ void receiver::start_sync(sync_request req, std::function<void(result<sync_stats
   io::chunked_reader_options ro;
   ro.chunk_bytes = options_.chunk_bytes;
   ro.read_workers = options_.read_workers;
-  r->reader = std::make_unique<io::chunked_reader>(backend_, pool_, std::move(specs), ro);
+  r->reader = make_disk_file_source(backend_, pool_, std::move(specs), ro);
+  start_pipeline(r, cur);
+}
+
+void receiver::start_pipeline(std::shared_ptr<run> r, uint64_t cur) {
   auto read_sw = std::make_shared<stopwatch>();
 
   // Forward declarations of the stages as lambdas sharing `r` (all run on the loop thread).
@@ -504,6 +511,43 @@ void receiver::finish(std::shared_ptr<run> r) {
       on_done();
     }
   }
+}
+
+// The HTTP pull transport: the opener learns the files' sizes (the receiver counts as busy meanwhile), then
+// the same pipeline as the disk transport runs on its source.
+void receiver::start_pull(sync_request req, std::function<void(result<sync_stats>)> done, uint64_t cur) {
+  auto r = std::make_shared<run>(options_.max_undo_bytes);
+  r->req = std::move(req);
+  r->done = std::move(done);
+  auto refuse = [this, r](error e) {
+    current_.reset();
+    if (m_->syncs_failed) m_->syncs_failed->add();
+    DS_LOG(warn, "sync", "refused version %llu (pull from %s): %s", static_cast<unsigned long long>(r->req.version),
+           r->req.base_url.c_str(), e.describe().c_str());
+    last_error_ = e;
+    auto d = std::move(r->done);
+    d(std::move(e));
+  };
+  current_ = r;
+  if (auto names = check_remote_names(r->req.dir, r->req.files); !names) return refuse(names.err());
+  remote_fetch what{r->req.base_url, r->req.dir, r->req.files, options_.chunk_bytes, options_.read_workers,
+                    options_.max_file_bytes};
+  remote_->open(what, pool_, [this, r, cur, refuse](result<remote_files> opened) {
+    if (!opened) return refuse(std::move(opened).err());
+    uint64_t total_bytes = 0;
+    for (uint64_t size : opened->sizes) total_bytes += size;
+    if (total_bytes > options_.max_sync_bytes)
+      return refuse(error(errc::limit_exceeded, "the sync's files hold " + std::to_string(total_bytes) +
+                                                    " bytes; the limit is " + std::to_string(options_.max_sync_bytes)));
+    r->paths = opened->urls;
+    r->sizes = opened->sizes;
+    r->assembling.resize(r->paths.size());
+    r->stats.version = r->req.version;
+    r->stats.base_version = cur;
+    r->stats.files = r->paths.size();
+    r->reader = std::move(opened->source);
+    start_pipeline(r, cur);
+  });
 }
 
 }  // namespace deltasync

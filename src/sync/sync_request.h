@@ -18,6 +18,7 @@ struct sync_request {
   std::string transport = "disk";
   std::string dir;                 // relative to the delta dir, e.g. "weight_v000012"
   std::vector<std::string> files;  // names inside dir
+  std::string base_url;            // transport "http": the file server ("http://host:port[/prefix]")
 };
 
 struct request_limits {
@@ -26,6 +27,7 @@ struct request_limits {
 };
 
 // POST /sync: {"version": N, "base_version": M, "transport": "disk"|"nccl", "dir": "...", "files": [...]}.
+// "transport": "http" adds "base_url": the receiver pulls base_url/dir/file (docs/bench.md).
 // Errors: errc::bad_request naming the field.
 result<sync_request> parse_sync_request(std::string_view json, const request_limits& limits = {});
 
