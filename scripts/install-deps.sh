@@ -15,6 +15,8 @@ PACKAGES=(
   libbenchmark-dev            # micro-benchmarks
   clang libclang-rt-14-dev    # libFuzzer targets and sanitizers
   curl                        # integration tests push with curl too
+  nginx-light                 # pull transport: nginx as the sender-side file server (tests/integration/pull_test.sh)
+  iproute2                    # scripts/netns-link.sh: ip netns, veth, tc tbf
 )
 
 missing=()
