@@ -31,6 +31,7 @@ namespace bhttp = boost::beast::http;
 using tcp = asio::ip::tcp;
 
 constexpr uint32_t k_max_header_bytes = 64 << 10;
+constexpr size_t k_read_buffer_bytes = 1 << 20;
 
 struct piece_plan {
   size_t file = 0;
@@ -108,7 +109,9 @@ class pull_job : public std::enable_shared_from_this<pull_job> {
 
  private:
   struct slot {
-    explicit slot(asio::io_context& ctx) : stream(ctx) {}
+    // Beast reads at most (capacity - size) of the buffer per call (512 bytes when it is small): a large
+    // capacity makes each read up to 64 KiB instead of hundreds of bytes.
+    explicit slot(asio::io_context& ctx) : stream(ctx) { buf.reserve(k_read_buffer_bytes); }
     beast::tcp_stream stream;
     beast::flat_buffer buf;
     bool connected = false;
@@ -232,6 +235,7 @@ class pull_job : public std::enable_shared_from_this<pull_job> {
       if (ec) return self->slot_error(s, head, "connect " + self->url_.host + ":" + self->url_.port, ec, false);
       s.connected = true;
       s.buf.clear();
+      s.buf.reserve(k_read_buffer_bytes);
       self->write(s, head);
     });
   }
@@ -461,7 +465,7 @@ result<fetch_result> fetch_discard(io::event_loop& loop, const std::string& url_
   DS_CHECK(!loop.in_loop_thread(), "fetch_discard blocks; never call it on the loop thread");
   DS_ASSIGN_OR_RETURN(url_parts url, parse_http_url(url_text));
   struct state {
-    explicit state(asio::io_context& ctx) : resolver(ctx), stream(ctx) {}
+    explicit state(asio::io_context& ctx) : resolver(ctx), stream(ctx) { buf.reserve(k_read_buffer_bytes); }
     tcp::resolver resolver;
     beast::tcp_stream stream;
     beast::flat_buffer buf;
