@@ -312,16 +312,13 @@ int run_bench(bench_options opt) {
         so.delta_dir = path.delta_dir;
         so.buffer_bytes = opt.bucket_bytes;
         so.keep_files = true;
-        std::vector<byte_buffer> init;
-        for (size_t i = 0; i < sim.tensor_count(); ++i) init.emplace_back(sim.bf16(i).begin(), sim.bf16(i).end());
-        for (int s = 0; s < opt.warmup_steps; ++s) sim.step(opt.lrs.front());
-        // The catch-up sync diffs against the initial weights: a sender seeded with them.
+        // The catch-up sync diffs against the initial weights: a sender seeded with them (its snapshot is the
+        // only copy kept: memory is tight with a 1B trainer next to a receiver).
         sender snd(so, nullptr);
         for (size_t i = 0; i < sim.tensor_count(); ++i)
-          if (auto st = snd.seed(layout.tensors[i].name, {init[i].data(), layout.tensors[i].type, layout.tensors[i].shape, "cpu"}); !st)
+          if (auto st = snd.seed(layout.tensors[i].name, {sim.bf16(i).data(), layout.tensors[i].type, layout.tensors[i].shape, "cpu"}); !st)
             return fail(st.err().describe());
-        init.clear();
-        init.shrink_to_fit();
+        for (int s = 0; s < opt.warmup_steps; ++s) sim.step(opt.lrs.front());
         if (auto st = snd.begin(version); !st) return fail(st.err().describe());
         for (size_t i = 0; i < sim.tensor_count(); ++i)
           if (auto st = snd.add(layout.tensors[i].name, {sim.bf16(i).data(), layout.tensors[i].type, layout.tensors[i].shape, "cpu"}); !st)
