@@ -144,3 +144,12 @@ start_files ok
 expect_pull 200 "pull v2 after refusals" "$(pull_body 2 1 "$v2" "$FS")"
 [ "$(tensors_of "$RX")" = "$want_base" ] || fail "after the v2 pull the store differs from the base"
 echo "ok: v2 pulled after the refusals, bit-identical"
+
+# 4. `deltasync publish --pull-base-url`: the sender writes v3 and pushes a pull request for it.
+start_files deltasync
+"$bin" publish --from "$base" --to "$new" --delta-dir "$work/served" --version 3 --base-version 2 \
+  --update-weight-buffer-size 8192 --push "$RX" --pull-base-url "$FS" > "$work/pub3.txt" 2>&1 \
+  || fail "publish --pull-base-url: $(cat "$work/pub3.txt")"
+[ "$(tensors_of "$RX")" = "$want_new" ] || fail "after publish --pull-base-url the store differs from the reference"
+[ "$(version_of "$RX")" = 3 ] || fail "publish --pull-base-url: version not 3"
+echo "ok: deltasync publish --pull-base-url pushed v3; the receiver pulled it bit-identical"
