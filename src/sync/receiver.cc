@@ -178,7 +178,7 @@ void receiver::start_sync(sync_request req, std::function<void(result<sync_stats
   if (req.version <= cur)
     return refuse(error(errc::version_conflict, "version " + std::to_string(req.version) +
                                                     " is not newer than the current version " + std::to_string(cur)));
-  if (req.transport == "http") return start_pull(std::move(req), std::move(done), cur);  // receiver_pull.cc
+  if (req.transport == "http") return start_pull(std::move(req), std::move(done), cur);  // at the end of this file
   auto paths = resolve_sync_files(options_.delta_dir, req);
   if (!paths) return refuse(std::move(paths).err());
 
