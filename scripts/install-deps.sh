@@ -16,6 +16,8 @@ PACKAGES=(
   clang libclang-rt-14-dev    # libFuzzer targets and sanitizers
   curl                        # integration tests push with curl too
   wrk                         # HTTP load on /status and /metrics during the soak (bench/soak.sh)
+  nginx-light                 # pull transport: nginx as the sender-side file server (tests/integration/pull_test.sh)
+  iproute2                    # scripts/netns-link.sh: ip netns, veth, tc tbf
 )
 
 missing=()

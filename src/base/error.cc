@@ -89,6 +89,7 @@ std::string_view errc_name(errc e) noexcept {
     DS_NAME(body_too_large)
     DS_NAME(busy)
     DS_NAME(receiver_failed)
+    DS_NAME(upstream_error)
 #undef DS_NAME
   }
   return "unknown_error";

@@ -71,6 +71,7 @@ enum class errc : int {
   body_too_large,         // request body over the limit: 413
   busy,                   // another sync in progress: 503
   receiver_failed,        // a receiver answered with an error (sender side)
+  upstream_error,         // pull transport: the file server failed or answered an error: 502
 };
 
 const std::error_category& deltasync_category() noexcept;

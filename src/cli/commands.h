@@ -13,5 +13,7 @@ void register_inspect(CLI::App& app, int& exit_status);
 void register_demo(CLI::App& app, int& exit_status);
 void register_publish(CLI::App& app, int& exit_status);
 void register_serve(CLI::App& app, int& exit_status);
+void register_serve_files(CLI::App& app, int& exit_status);  // serve_files_command.cc
+void register_bench(CLI::App& app, int& exit_status);        // bench_command.cc
 
 }  // namespace deltasync::cli

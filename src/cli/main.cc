@@ -20,6 +20,8 @@ int main(int argc, char** argv) {
   deltasync::cli::register_demo(app, exit_status);
   deltasync::cli::register_serve(app, exit_status);
   deltasync::cli::register_publish(app, exit_status);
+  deltasync::cli::register_serve_files(app, exit_status);
+  deltasync::cli::register_bench(app, exit_status);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

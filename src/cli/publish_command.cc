@@ -32,6 +32,7 @@ struct publish_options {
   std::string enc = "deltas";
   std::string format = "native";
   std::vector<std::string> push;
+  std::string pull_base_url;
   std::string token_file;
   bool keep_files = false;
   std::string pre_push_hook;
@@ -178,6 +179,7 @@ int run_publish(const publish_options& opt, bool version_given) {
   so.format = opt.format == "slime" ? wire_format::slime : wire_format::native;
   so.delta_dir = opt.delta_dir;
   so.receivers = opt.push;
+  so.pull_base_url = opt.pull_base_url;
   so.buffer_bytes = opt.buffer_bytes;
   so.keep_files = opt.keep_files;
   so.pre_push_hook = opt.pre_push_hook;
@@ -268,6 +270,9 @@ void register_publish(CLI::App& app, int& exit_status) {
       ->capture_default_str();
   cmd->add_option("--push", opt->push, "Receiver base URL (http://host:port); repeat for several");
   cmd->add_option("--token-file", opt->token_file, "File holding the receivers' bearer token");
+  cmd->add_option("--pull-base-url", opt->pull_base_url,
+                  "Receivers pull the files over HTTP from this file server (deltasync serve-files, nginx) "
+                  "serving --delta-dir; docs/bench.md");
   cmd->add_option("--push-timeout-ms", opt->push_timeout_ms, "Per-receiver limit for one /sync")
       ->capture_default_str();
   cmd->add_flag("--keep-files,--update-weight-delta-keep-files", opt->keep_files,

@@ -14,6 +14,7 @@
 #include "cli/file_util.h"
 #include "gpu/gpu.h"
 #include "gpu/nccl_channel.h"
+#include "http/pull_source.h"
 #include "http/receiver_routes.h"
 #include "http/server.h"
 #include "io/buffer_pool.h"
@@ -183,6 +184,8 @@ int run_serve(const serve_options& opt) {
     rec.max_file_bytes = opt.max_file_bytes;
     recovered = recover(*rx, loop, rec);
   }
+  http::pull_opener puller(loop);  // "transport": "http" syncs (docs/bench.md)
+  rx->set_remote_opener(&puller);
 
   http::server_options sopts;
   sopts.host = listen->first;

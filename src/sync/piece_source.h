@@ -1,7 +1,8 @@
 // Where a sync's file bytes come from: the receiver pipeline consumes read_pieces (file index, offset, bytes in
-// a pool buffer) from a piece_source. The disk transport's source is io::chunked_reader (file_source below);
-// the NCCL transport's is nccl_member's broadcast receiver (sync/nccl_member.h). Everything after the pieces
-// (assembly, decode, apply, verify, commit or rollback) is the same for both.
+// a pool buffer) from a piece_source. The disk transport's source is io::chunked_reader (make_disk_file_source in sync/file_source.h);
+// the NCCL transport's is nccl_member's broadcast receiver (sync/nccl_member.h). The HTTP pull transport's is
+// http::pull_opener's (sync/file_source.h). Everything after the pieces (assembly, decode, apply, verify,
+// commit or rollback) is the same for all of them.
 //
 // Contract (as chunked_reader's): start() and cancel() on the loop thread; on_piece and on_done run there;
 // pieces of one file arrive in order; on_done runs once, after the last piece or the first error; cancel()
@@ -24,21 +25,6 @@ class piece_source {
   virtual ~piece_source() = default;
   virtual void start(std::function<void(io::read_piece)> on_piece, std::function<void(status)> on_done) = 0;
   virtual void cancel() = 0;
-};
-
-// The disk transport: files read in pieces through the I/O backend.
-class file_source final : public piece_source {
- public:
-  file_source(io::io_backend& backend, io::buffer_pool& pool, std::vector<io::read_file_spec> files,
-              const io::chunked_reader_options& options)
-      : reader_(backend, pool, std::move(files), options) {}
-  void start(std::function<void(io::read_piece)> on_piece, std::function<void(status)> on_done) override {
-    reader_.start(std::move(on_piece), std::move(on_done));
-  }
-  void cancel() override { reader_.cancel(); }
-
- private:
-  io::chunked_reader reader_;
 };
 
 // A transport other than disk: the receiver asks it for each sync's source. When the receiver refuses a sync

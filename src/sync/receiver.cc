@@ -18,6 +18,7 @@
 #include "io/chunked_reader.h"
 #include "io/event_loop.h"
 #include "io/worker_pool.h"
+#include "sync/file_source.h"
 
 namespace deltasync {
 
@@ -48,7 +49,7 @@ struct receiver::run {
   sync_files opened;  // held open for the whole sync: what was checked is what is read
   std::vector<std::string> paths;
   std::vector<uint64_t> sizes;
-  std::unique_ptr<piece_source> reader;
+  std::unique_ptr<piece_source> reader;  // disk (chunked_reader), HTTP pull or NCCL
   std::vector<byte_buffer> assembling;  // per file, allocated at its first piece
   std::deque<io::read_piece> held;      // pieces waiting for assembly budget, in arrival order
   uint64_t assembled_bytes = 0;
@@ -96,6 +97,7 @@ unsigned http_status_for(const error& e) noexcept {
     case errc::limit_exceeded:
     case errc::zstd_too_large: return 413;
     case errc::busy: return 503;
+    case errc::upstream_error: return 502;
     default: break;
   }
   // Every container, zstd and delta-format rule: the file is invalid.
@@ -186,18 +188,19 @@ void receiver::start_sync(sync_request req, std::function<void(result<sync_stats
   };
   if (current_) return done(error(errc::busy, "another sync is in progress"));
   const bool disk = req.transport == "disk";
+  const bool pull = req.transport == "http";
   auto transport = transports_.find(req.transport);
-  if (!disk && transport == transports_.end())
+  if ((pull && !remote_) || (!disk && !pull && transport == transports_.end()))
     return refuse(error(errc::unsupported, "transport '" + req.transport + "' is not built in this receiver"));
   std::unique_ptr<piece_source> source;
-  if (!disk) {
+  if (!disk && !pull) {
     // The bytes are already on their way: from here on a refusal drains them first (see refuse_draining).
     auto made = transport->second(req, pool_);
     if (!made) return refuse(std::move(made).err());
     source = std::move(made).value();
   }
   auto refuse_any = [&](error e) {
-    if (disk) return refuse(std::move(e));
+    if (!source) return refuse(std::move(e));
     refuse_draining(std::move(source), std::move(e), std::move(done));
   };
   const uint64_t cur = store_.version();
@@ -207,6 +210,7 @@ void receiver::start_sync(sync_request req, std::function<void(result<sync_stats
   if (req.version <= cur)
     return refuse_any(error(errc::version_conflict, "version " + std::to_string(req.version) +
                                                         " is not newer than the current version " + std::to_string(cur)));
+  if (pull) return start_pull(std::move(req), std::move(done), cur);  // at the end of this file
   // Disk: each file opened beneath the delta dir and held open (what was checked is what is read). Other
   // transports: the announced names and sizes.
   sync_files opened;
@@ -249,7 +253,11 @@ void receiver::start_sync(sync_request req, std::function<void(result<sync_stats
   io::chunked_reader_options ro;
   ro.chunk_bytes = options_.chunk_bytes;
   ro.read_workers = options_.read_workers;
-  r->reader = disk ? std::make_unique<file_source>(backend_, pool_, std::move(specs), ro) : std::move(source);
+  r->reader = disk ? make_disk_file_source(backend_, pool_, std::move(specs), ro) : std::move(source);
+  start_pipeline(r, cur);
+}
+
+void receiver::start_pipeline(std::shared_ptr<run> r, uint64_t cur) {
   auto read_sw = std::make_shared<stopwatch>();
 
   // Forward declarations of the stages as lambdas sharing `r` (all run on the loop thread).
@@ -577,6 +585,43 @@ void receiver::finish(std::shared_ptr<run> r) {
       on_done();
     }
   }
+}
+
+// The HTTP pull transport: the opener learns the files' sizes (the receiver counts as busy meanwhile), then
+// the same pipeline as the disk transport runs on its source.
+void receiver::start_pull(sync_request req, std::function<void(result<sync_stats>)> done, uint64_t cur) {
+  auto r = std::make_shared<run>(options_.max_undo_bytes);
+  r->req = std::move(req);
+  r->done = std::move(done);
+  auto refuse = [this, r](error e) {
+    current_.reset();
+    if (m_->syncs_failed) m_->syncs_failed->add();
+    DS_LOG(warn, "sync", "refused version %llu (pull from %s): %s", static_cast<unsigned long long>(r->req.version),
+           r->req.base_url.c_str(), e.describe().c_str());
+    last_error_ = e;
+    auto d = std::move(r->done);
+    d(std::move(e));
+  };
+  current_ = r;
+  if (auto names = check_remote_names(r->req.dir, r->req.files); !names) return refuse(names.err());
+  remote_fetch what{r->req.base_url, r->req.dir, r->req.files, options_.chunk_bytes, options_.read_workers,
+                    options_.max_file_bytes};
+  remote_->open(what, pool_, [this, r, cur, refuse](result<remote_files> opened) {
+    if (!opened) return refuse(std::move(opened).err());
+    uint64_t total_bytes = 0;
+    for (uint64_t size : opened->sizes) total_bytes += size;
+    if (total_bytes > options_.max_sync_bytes)
+      return refuse(error(errc::limit_exceeded, "the sync's files hold " + std::to_string(total_bytes) +
+                                                    " bytes; the limit is " + std::to_string(options_.max_sync_bytes)));
+    r->paths = opened->urls;
+    r->sizes = opened->sizes;
+    r->assembling.resize(r->paths.size());
+    r->stats.version = r->req.version;
+    r->stats.base_version = cur;
+    r->stats.files = r->paths.size();
+    r->reader = std::move(opened->source);
+    start_pipeline(r, cur);
+  });
 }
 
 }  // namespace deltasync

@@ -34,6 +34,8 @@ class worker_pool;
 
 namespace deltasync {
 
+class remote_file_opener;
+
 struct receiver_options {
   std::string delta_dir;
   uint64_t chunk_bytes = 4ull << 20;      // --update-weight-delta-chunk-bytes
@@ -82,6 +84,9 @@ class receiver {
   const std::optional<sync_stats>& last_sync() const noexcept { return last_; }
   const std::optional<error>& last_error() const noexcept { return last_error_; }
   weight_store& store() noexcept { return store_; }
+  // Enables the HTTP pull transport ("transport": "http"): the opener fetches the files (src/http's
+  // pull_opener). Null (the default) refuses such syncs as unsupported. Must outlive the receiver.
+  void set_remote_opener(remote_file_opener* opener) noexcept { remote_ = opener; }
   const receiver_options& options() const noexcept { return options_; }
 
   struct run;  // one sync in flight (receiver.cc)
@@ -89,6 +94,8 @@ class receiver {
  private:
   void finish(std::shared_ptr<run> r);
   void refuse_draining(std::unique_ptr<piece_source> source, error e, std::function<void(result<sync_stats>)> done);
+  void start_pipeline(std::shared_ptr<run> r, uint64_t cur);  // read -> decode -> apply, once r->reader is set
+  void start_pull(sync_request req, std::function<void(result<sync_stats>)> done, uint64_t cur);
 
   io::event_loop& loop_;
   io::io_backend& backend_;
@@ -96,6 +103,7 @@ class receiver {
   io::worker_pool& workers_;
   weight_store& store_;
   receiver_options options_;
+  remote_file_opener* remote_ = nullptr;
   std::shared_ptr<run> current_;
   std::map<std::string, transport_source_factory> transports_;
   std::optional<sync_stats> last_;

@@ -466,7 +466,10 @@ result<sync_report> sender::finish() {
   } else if (!s.options.receivers.empty()) {
     std::string body = "{\"version\": " + std::to_string(s.version) +
                        ", \"base_version\": " + std::to_string(s.report.base_version) +
-                       ", \"transport\": \"disk\", \"dir\": " + json_quote(version_dir_name(s.version)) +
+                       (s.options.pull_base_url.empty()
+                            ? std::string(", \"transport\": \"disk\"")
+                            : ", \"transport\": \"http\", \"base_url\": " + json_quote(s.options.pull_base_url)) +
+                       ", \"dir\": " + json_quote(version_dir_name(s.version)) +
                        ", \"files\": [";
     for (size_t i = 0; i < s.report.files.size(); ++i) body += (i ? ", " : "") + json_quote(s.report.files[i]);
     body += "]}";

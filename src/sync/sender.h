@@ -56,6 +56,7 @@ struct sender_options {
   uint64_t buffer_bytes = 512ull << 20;  // --update-weight-buffer-size
   bool keep_files = false;               // --update-weight-delta-keep-files
   std::string pre_push_hook;             // shell command; non-zero exit aborts the push
+  std::string pull_base_url;             // set: receivers pull the files from this file server ("transport": "http")
   uint32_t rank = 0;
   uint64_t data_alignment = 4096;        // data section alignment of written files (O_DIRECT)
   // Device tensors (tensor_view device "cuda[:N]"): snapshot bytes kept in GPU memory; past this (or when

@@ -93,10 +93,16 @@ result<sync_request> parse_sync_request(std::string_view text, const request_lim
     r.base_version = b;
   }
   if (const json::value* t = o.if_contains("transport")) {
-    if (!t->is_string()) return error(errc::bad_request, "'transport' must be \"disk\" or \"nccl\"");
+    if (!t->is_string()) return error(errc::bad_request, "'transport' must be \"disk\", \"nccl\" or \"http\"");
     r.transport = std::string(t->as_string());
-    if (r.transport != "disk" && r.transport != "nccl")
-      return error(errc::bad_request, "unknown transport '" + r.transport + "' (disk, nccl)");
+    if (r.transport != "disk" && r.transport != "nccl" && r.transport != "http")
+      return error(errc::bad_request, "unknown transport '" + r.transport + "' (disk, nccl, http)");
+  }
+  if (r.transport == "http") {
+    const json::value* u = o.if_contains("base_url");
+    if (!u || !u->is_string() || u->as_string().empty())
+      return error(errc::bad_request, "transport \"http\" needs 'base_url' (the file server's http://host:port)");
+    r.base_url = std::string(u->as_string());
   }
   const json::value* d = o.if_contains("dir");
   if (!d || !d->is_string()) return error(errc::bad_request, "missing field 'dir' (the version directory)");

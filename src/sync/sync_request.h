@@ -21,6 +21,7 @@ struct sync_request {
   // transport "nccl" only (docs/nccl.md): each file's byte size, in broadcast order, and the group's name.
   std::vector<uint64_t> sizes;
   std::string group;
+  std::string base_url;            // transport "http": the file server ("http://host:port[/prefix]")
 };
 
 struct request_limits {
@@ -28,8 +29,9 @@ struct request_limits {
   size_t max_name_bytes = 255;
 };
 
-// POST /sync: {"version": N, "base_version": M, "transport": "disk"|"nccl", "dir": "...", "files": [...]}.
+// POST /sync: {"version": N, "base_version": M, "transport": "disk"|"nccl"|"http", "dir": "...", "files": [...]}.
 // With "transport": "nccl" also "sizes": [bytes per file] (required, one per file) and "group" (optional).
+// "transport": "http" adds "base_url": the receiver pulls base_url/dir/file (docs/bench.md).
 // Errors: errc::bad_request naming the field.
 result<sync_request> parse_sync_request(std::string_view json, const request_limits& limits = {});
 

@@ -1,0 +1,51 @@
+// The HTTP pull transport (receiver side): fetches a sync's files from a plain HTTP file server (deltasync
+// serve-files, nginx, ...) with Range requests of chunk_bytes over up to read_workers keep-alive connections,
+// straight into the receiver's pool buffers, and hands the pieces to the receiver's apply queue like the disk
+// reader does. Implements sync::remote_file_opener; Boost stays inside pull_source.cc.
+//
+// Protocol, per sync: one HEAD per file (its Content-Length is the file's size), then GETs with
+// "Range: bytes=a-b". Every answer is checked: 206 with a Content-Range naming exactly the range asked and the
+// announced size (a 200 is accepted only for a whole file asked in one range), a Content-Length equal to the
+// range's length, and the whole body. Anything else fails the sync with a message naming the URL:
+// 404 -> errc::not_found; an unreachable server, another status, a short body, a wrong length or range, a
+// timeout -> errc::upstream_error (HTTP 502 from /sync); a file over max_file_bytes -> errc::limit_exceeded.
+//
+// Threading: everything runs on the event loop's thread (open() is called there, by the receiver).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "base/result.h"
+#include "sync/file_source.h"
+
+namespace deltasync::io {
+class event_loop;
+}
+
+namespace deltasync::http {
+
+struct pull_options {
+  uint32_t timeout_ms = 60'000;  // each step of a request: connect, send, header, body
+};
+
+class pull_opener final : public remote_file_opener {
+ public:
+  pull_opener(io::event_loop& loop, pull_options options = {});
+  void open(const remote_fetch& what, io::buffer_pool& pool, std::function<void(result<remote_files>)> done) override;
+
+ private:
+  io::event_loop& loop_;
+  pull_options options_;
+};
+
+// One GET of `url` over one connection, its body read and dropped: the raw link throughput measurement of
+// `deltasync bench`. Blocks the calling thread (never the loop thread). Returns the body bytes and the
+// seconds from the request to the last byte (connection set-up excluded).
+struct fetch_result {
+  uint64_t bytes = 0;
+  double seconds = 0;
+};
+result<fetch_result> fetch_discard(io::event_loop& loop, const std::string& url, uint32_t timeout_ms = 600'000);
+
+}  // namespace deltasync::http
