@@ -112,6 +112,7 @@ int main(int argc, char** argv) {
   int tensors = 32, reps = 5;
   std::string dir = "/tmp/deltasync-gpu-bench", json_path;
   bool smoke = std::getenv("DS_BENCH_SMOKE") != nullptr;
+  bool diff_only = false;  // --diff-only: the copy limit and the device-snapshot diff variants, then exit
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&] { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
@@ -122,6 +123,7 @@ int main(int argc, char** argv) {
     else if (a == "--dir") dir = next();
     else if (a == "--json") json_path = next();
     else if (a == "--smoke") smoke = true;
+    else if (a == "--diff-only") diff_only = true;
     else if (a.rfind("--benchmark", 0) == 0) {}  // tolerated: the smoke test passes Google Benchmark flags
     else { std::fprintf(stderr, "unknown argument %s\n", a.c_str()); return 2; }
   }
@@ -196,6 +198,24 @@ int main(int argc, char** argv) {
     (void)std::move(enc256.encode(dev_in, encoding::deltas, s)).value();
     return now_s() - t0;
   });
+  gpu::diff_encoder_options o2p;
+  o2p.two_pass = true;
+  o2p.blocks_per_sm = 3;
+  gpu::diff_encoder enc2p(o2p);
+  gpu::diff_encoder_options o2p4 = o2p;
+  o2p4.blocks_per_sm = 4;
+  gpu::diff_encoder enc2p4(o2p4);
+  gpu::encoded_layout layout2p;
+  const figure diff_dev2p = measure(reps, 0, [&] {
+    const double t0 = now_s();
+    layout2p = std::move(enc2p.encode(dev_in, encoding::deltas, s)).value();
+    return now_s() - t0;
+  });
+  const figure diff_dev2p4 = measure(reps, 0, [&] {
+    const double t0 = now_s();
+    (void)std::move(enc2p4.encode(dev_in, encoding::deltas, s)).value();
+    return now_s() - t0;
+  });
   const figure diff_idx = measure(reps, 0, [&] {
     const double t0 = now_s();
     (void)std::move(enc.encode(dev_in, encoding::indices, s)).value();
@@ -206,6 +226,37 @@ int main(int argc, char** argv) {
   const double diff_bytes = 2.0 * nbytes + changed * 6.0 + changed * 4.0 + changed * 6.0 + double(layout.payload_bytes());
   figure diff_dev_f = diff_dev;
   diff_dev_f.bytes = diff_bytes;
+  {
+    // Both variants' payloads must be identical (the tests check each against the CPU encoder).
+    auto download_bytes = [&](const void* src, uint64_t n) {
+      std::vector<std::byte> v(n);
+      CK(gpu::copy_d2h(v.data(), src, n, s));
+      CK(s.synchronize());
+      return v;
+    };
+    const std::vector<std::byte> p1 = download_bytes(enc.payload(), layout.payload_bytes());
+    const std::vector<std::byte> p2 = download_bytes(enc2p.payload(), layout2p.payload_bytes());
+    if (layout2p.payload_bytes() != layout.payload_bytes() || p1 != p2) {
+      std::fprintf(stderr, "FAILED: the two-pass payload differs from the single-pass one\n");
+      return 1;
+    }
+  }
+  auto diff_row = [&](const char* what, figure f) {
+    f.bytes = diff_bytes;
+    std::printf("  %-44s %9.3f ms  (min %.3f, max %.3f)  %8.2f GB/s  ratio to D2D copy %.3f\n", what, f.median_s * 1e3,
+                f.min_s * 1e3, f.max_s * 1e3, f.gbps(), f.gbps() / hbm.gbps());
+  };
+  if (diff_only) {
+    std::printf("changed elements: %llu; D2D copy %.3f ms, %.2f GB/s\n", (unsigned long long)changed,
+                hbm.median_s * 1e3, hbm.gbps());
+    diff_row("diff+encode, single pass (default)", diff_dev);
+    diff_row("diff+encode, single pass 512 x 3", diff_dev256);
+    diff_row("diff+encode, single pass 256 x 8", diff_dev8);
+    diff_row("diff+encode, two-pass (3 blocks/SM in pass 1)", diff_dev2p);
+    diff_row("diff+encode, two-pass (4 blocks/SM in pass 1)", diff_dev2p4);
+    diff_row("diff+encode, single pass, indices", diff_idx);
+    return 0;
+  }
   gpu::diff_encoder enc_host;
   const figure diff_pinned = measure(reps, double(nbytes), [&] {
     const double t0 = now_s();
@@ -421,6 +472,9 @@ int main(int argc, char** argv) {
     f = diff_idx;
     f.bytes = diff_bytes;
     row("  same, indices encoding", f, "");
+    f = diff_dev2p;
+    f.bytes = diff_bytes;
+    row("  same, two-pass variant", f, "");
   }
   row("diff+encode, snapshot in pinned host (snap)", diff_pinned, "");
   row("XXH3-128 on device, all tensors", digest_f, "");
