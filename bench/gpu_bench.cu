@@ -227,7 +227,9 @@ int main(int argc, char** argv) {
   figure diff_dev_f = diff_dev;
   diff_dev_f.bytes = diff_bytes;
   {
-    // Both variants' payloads must be identical (the tests check each against the CPU encoder).
+    // Both variants' payloads must be identical (the tests check each against the CPU encoder). `enc`
+    // last encoded with indices: encode the deltas again.
+    layout = std::move(enc.encode(dev_in, encoding::deltas, s)).value();
     auto download_bytes = [&](const void* src, uint64_t n) {
       std::vector<std::byte> v(n);
       CK(gpu::copy_d2h(v.data(), src, n, s));
