@@ -10,6 +10,11 @@
 // (uint32, tensor-relative) and values at their final ranks: the bucket's values come out compact, in
 // manifest order. No mask is ever written to memory.
 //
+// The default is the two-pass variant (diff_encoder_options::two_pass, below the single-pass kernel): the
+// same tiles are only streamed (change bits per 16-byte vector written, nothing waited for), then a second
+// kernel ranks the bits of 8 tiles per block with the same look-back and gathers the changed values. It
+// writes and reads back 1/16 of the input (bf16) but keeps the loads flowing: 6.72 vs 7.46 ms for 8 GiB.
+//
 // Small kernels (diff_pack.cu) finish the bucket without a host round trip; then one device-to-host copy of
 // the layout.
 //

@@ -139,9 +139,9 @@ TEST(gpu_diff, wide_gaps_choose_uint32_deltas) {
   for (uint64_t i : {uint64_t{5}, uint64_t{70000}, uint64_t{70001}, uint64_t{299999}}) t.now[2 * i] ^= std::byte{1};
   case_tensor narrow = make_tensor(200000, 2, 0.001, rng);
   check_bucket({t, narrow}, 2, encoding::deltas, false, {}, "wide gaps");
-  diff_encoder_options two;
-  two.two_pass = true;
-  check_bucket({t, narrow}, 2, encoding::deltas, false, two, "wide gaps two-pass");
+  diff_encoder_options one;
+  one.two_pass = false;
+  check_bucket({t, narrow}, 2, encoding::deltas, false, one, "wide gaps single-pass");
 }
 
 TEST(gpu_diff, two_pass_ranks_across_many_super_tiles) {
@@ -165,9 +165,9 @@ TEST(gpu_diff, snapshot_staged_from_pinned_host_memory) {
     for (uint64_t numel : {uint64_t{(1u << 20) / eb + 5}, uint64_t{17}, uint64_t{300000}})
       ts.push_back(make_tensor(numel, eb, 0.02, rng));
     check_bucket(ts, eb, encoding::deltas, true, opt, "staged width " + std::to_string(eb));
-    diff_encoder_options two = opt;
-    two.two_pass = true;
-    check_bucket(ts, eb, encoding::deltas, true, two, "staged two-pass width " + std::to_string(eb));
+    diff_encoder_options one = opt;
+    one.two_pass = false;
+    check_bucket(ts, eb, encoding::deltas, true, one, "staged single-pass width " + std::to_string(eb));
   }
 }
 
@@ -178,8 +178,8 @@ TEST(gpu_diff, scratch_overflow_reruns_with_a_larger_capacity) {
   opt.initial_capacity = 1024;
   std::vector<case_tensor> ts = {make_tensor(500000, 2, 0.2, rng), make_tensor(1000, 2, 1.0, rng)};
   check_bucket(ts, 2, encoding::indices, false, opt, "overflow");
-  opt.two_pass = true;
-  check_bucket(ts, 2, encoding::indices, false, opt, "overflow two-pass");
+  opt.two_pass = false;
+  check_bucket(ts, 2, encoding::indices, false, opt, "overflow single-pass");
 }
 
 TEST(gpu_diff, mixed_widths_are_refused) {
