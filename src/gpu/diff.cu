@@ -26,11 +26,11 @@
 #include <algorithm>
 #include <cstring>
 #include <string>
-#include <type_traits>
 
 #include "base/check.h"
 #include "gpu/cuda_check.h"
 #include "gpu/diff_internal.h"
+#include "gpu/diff_tile.cuh"
 #include "gpu/kernels.h"
 
 using deltasync::gpu::detail::ensure;
@@ -42,156 +42,7 @@ namespace {
 using detail::bucket_totals;
 using detail::tstate;
 
-constexpr int kRounds = 4;
-constexpr uint64_t tile_bytes(int threads) { return uint64_t(threads) * kRounds * 16; }
-constexpr uint64_t kFlagAggregate = 1ull << 62;
-constexpr uint64_t kFlagInclusive = 2ull << 62;
-constexpr uint64_t kValueMask = (1ull << 62) - 1;
-
-struct tdesc {
-  const unsigned char* cur;
-  const unsigned char* snap;  // null for a tensor staged from the host (the launch gives its chunk)
-  uint64_t nbytes;
-  uint64_t first_tile;
-  uint64_t ntiles;
-};
-
-__device__ __forceinline__ int find_tensor_by_tile(const tdesc* d, int n, uint64_t tile) {
-  int lo = 0, hi = n - 1;
-  while (lo < hi) {
-    int mid = (lo + hi + 1) / 2;
-    if (d[mid].first_tile <= tile) lo = mid; else hi = mid - 1;
-  }
-  return lo;
-}
-
-__device__ __forceinline__ uint64_t load_status(const uint64_t* p) {
-  return *reinterpret_cast<const volatile uint64_t*>(p);
-}
-__device__ __forceinline__ void store_status(uint64_t* p, uint64_t v) {
-  __threadfence();
-  *reinterpret_cast<volatile uint64_t*>(p) = v;
-}
-
-// Warp-wide (all 32 lanes of one warp): publishes `agg` as `tile`'s aggregate, looks back over the
-// predecessors 32 at a time until the nearest inclusive prefix, publishes the tile's inclusive prefix and
-// returns its exclusive prefix (on every lane).
-__device__ __forceinline__ uint64_t warp_lookback(uint64_t* status, uint64_t tile, uint64_t agg, int lane) {
-  uint64_t prefix = 0;
-  if (tile == 0) {
-    if (lane == 0) store_status(status + tile, kFlagInclusive | agg);
-    return 0;
-  }
-  if (lane == 0) store_status(status + tile, kFlagAggregate | agg);
-  int64_t j = static_cast<int64_t>(tile) - 1 - lane;
-  while (true) {
-    uint64_t st = kFlagInclusive;
-    if (j >= 0) {
-      do {
-        st = load_status(status + j);
-      } while ((st >> 62) == 0);
-    }
-    const unsigned incl = __ballot_sync(0xFFFFFFFFu, (st >> 62) == 2);
-    uint64_t val = st & kValueMask;
-    if (incl != 0 && lane > __ffs(incl) - 1) val = 0;
-#pragma unroll
-    for (int off = 16; off >= 1; off >>= 1) val += __shfl_xor_sync(0xFFFFFFFFu, val, off);
-    prefix += val;
-    if (incl != 0) break;
-    j -= 32;
-  }
-  if (lane == 0) store_status(status + tile, kFlagInclusive | (prefix + agg));
-  return prefix;
-}
-
-template <int EB>
-__device__ __forceinline__ uint32_t change_mask(uint4 a, uint4 b) {
-  const uint32_t w[4] = {a.x ^ b.x, a.y ^ b.y, a.z ^ b.z, a.w ^ b.w};
-  uint32_t m = 0;
-#pragma unroll
-  for (int e = 0; e < 16 / EB; ++e) {
-    bool c;
-    if constexpr (EB == 1) c = ((w[e / 4] >> (8 * (e % 4))) & 0xFFu) != 0;
-    else if constexpr (EB == 2) c = ((w[e / 2] >> (16 * (e % 2))) & 0xFFFFu) != 0;
-    else if constexpr (EB == 4) c = w[e] != 0;
-    else c = (w[2 * e] | w[2 * e + 1]) != 0;
-    m |= uint32_t{c} << e;
-  }
-  return m;
-}
-
-template <int EB>
-__device__ __forceinline__ void store_value(unsigned char* values, uint64_t rank, uint4 a, int e) {
-  const uint32_t w[4] = {a.x, a.y, a.z, a.w};
-  if constexpr (EB == 1) values[rank] = static_cast<unsigned char>(w[e / 4] >> (8 * (e % 4)));
-  else if constexpr (EB == 2) reinterpret_cast<uint16_t*>(values)[rank] = static_cast<uint16_t>(w[e / 2] >> (16 * (e % 2)));
-  else if constexpr (EB == 4) reinterpret_cast<uint32_t*>(values)[rank] = w[e];
-  else reinterpret_cast<uint2*>(values)[rank] = make_uint2(w[2 * e], w[2 * e + 1]);
-}
-
-__device__ __forceinline__ uint4 load16(const unsigned char* p, uint64_t off, uint64_t nbytes, bool vec) {
-  if (vec && off + 16 <= nbytes) return __ldcs(reinterpret_cast<const uint4*>(p + off));
-  uint32_t w[4] = {0, 0, 0, 0};
-  for (int i = 0; i < 16; ++i)
-    if (off + i < nbytes) w[i / 4] |= uint32_t{p[off + i]} << (8 * (i % 4));
-  return make_uint4(w[0], w[1], w[2], w[3]);
-}
-
-// ---- the pieces of a tile's work, shared by both kernels ----
-
-// A tile's place: its tensor, where its bytes start, and where its snapshot bytes are.
-struct tile_ref {
-  int ti;
-  tdesc d;
-  uint64_t local, byte0;
-  const unsigned char* snap;
-  bool fast;  // whole tile, 16-byte aligned: vector loads only
-};
-
-template <uint64_t kTileBytes>
-__device__ __forceinline__ tile_ref locate(const tdesc* descs, int ndesc, uint64_t tile, const unsigned char* staged,
-                                           uint64_t staged_byte_begin) {
-  tile_ref r;
-  r.ti = find_tensor_by_tile(descs, ndesc, tile);
-  r.d = descs[r.ti];
-  r.local = tile - r.d.first_tile;
-  r.byte0 = r.local * kTileBytes;
-  // A staged chunk's bytes sit at staged[byte - staged_byte_begin].
-  r.snap = r.d.snap != nullptr ? r.d.snap : staged - staged_byte_begin;
-  const bool vec = ((reinterpret_cast<uintptr_t>(r.d.cur) | reinterpret_cast<uintptr_t>(r.snap + r.byte0)) & 15) == 0;
-  r.fast = vec && r.byte0 + kTileBytes <= r.d.nbytes;
-  return r;
-}
-
-// Loads a tile's vectors straight from device memory (every load issued before the first use when fast).
-template <int EB, int kThreads>
-__device__ __forceinline__ void load_tile_global(const tile_ref& r, int t, uint4* a, uint32_t* m) {
-  if (r.fast) {
-    uint4 b[kRounds];
-#pragma unroll
-    for (int v = 0; v < kRounds; ++v) {
-      const uint64_t off = r.byte0 + (uint64_t(v) * kThreads + t) * 16;
-      a[v] = __ldcs(reinterpret_cast<const uint4*>(r.d.cur + off));
-      b[v] = __ldcs(reinterpret_cast<const uint4*>(r.snap + off));
-    }
-#pragma unroll
-    for (int v = 0; v < kRounds; ++v) m[v] = change_mask<EB>(a[v], b[v]);
-    return;
-  }
-  const bool vec = ((reinterpret_cast<uintptr_t>(r.d.cur) | reinterpret_cast<uintptr_t>(r.snap + r.byte0)) & 15) == 0;
-#pragma unroll
-  for (int v = 0; v < kRounds; ++v) {
-    const uint64_t off = r.byte0 + (uint64_t(v) * kThreads + t) * 16;
-    uint4 b;
-    if (off < r.d.nbytes) {
-      a[v] = load16(r.d.cur, off, r.d.nbytes, vec);
-      b = load16(r.snap, off, r.d.nbytes, vec);
-    } else {
-      a[v] = b = make_uint4(0, 0, 0, 0);
-    }
-    m[v] = change_mask<EB>(a[v], b);
-  }
-}
+using namespace detail;  // the tile pieces of diff_tile.cuh
 
 // Scans, looks back, writes: everything after a tile's vectors and change masks are in registers. Contains
 // __syncthreads(); `between` runs on thread 0 after the scan (all threads are past reading shared state
@@ -285,132 +136,6 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) diff_kernel(const tdesc*
   finish_tile<EB, kThreads>(r, tile, a, m, status, positions, values, capacity, states, s_warp, &s_prefix, [] {});
 }
 
-// ---- two-pass variant (diff_encoder_options::two_pass) ----
-// Pass 1 (mask_kernel) only streams: one tile per block, both inputs read once, each 16-byte vector's
-// change bits written (in vector order) to a mask array, no scan and no waiting. Pass 2 (compact_kernel)
-// reads the masks (1/16 of the input for bf16), ranks them per super-tile of kSuperTiles tiles with the
-// same decoupled look-back, and gathers the changed elements' values from the current tensor.
-constexpr int kVecsPerTile = 512 * kRounds;  // the 32 KiB tile of the 512-thread kernels
-constexpr int kSuperTiles = 8;
-constexpr int kCompactThreads = 256;
-constexpr int kRun = kSuperTiles * kVecsPerTile / kCompactThreads;  // vectors per thread, inside one tile
-static_assert(kVecsPerTile % kRun == 0, "a thread's run of vectors stays in one tile");
-template <int EB>
-using mask_t = std::conditional_t<EB == 1, uint16_t, uint8_t>;
-
-template <int EB, int kMinBlocks>
-__global__ void __launch_bounds__(512, kMinBlocks) mask_kernel(const tdesc* descs, int ndesc, uint64_t tile_begin,
-                                                       mask_t<EB>* masks, const unsigned char* staged,
-                                                       uint64_t staged_byte_begin) {
-  const uint64_t tile = tile_begin + blockIdx.x;
-  const tile_ref r = locate<tile_bytes(512)>(descs, ndesc, tile, staged, staged_byte_begin);
-  uint4 a[kRounds];
-  uint32_t m[kRounds];
-  load_tile_global<EB, 512>(r, threadIdx.x, a, m);
-#pragma unroll
-  for (int v = 0; v < kRounds; ++v)
-    masks[tile * kVecsPerTile + uint64_t(v) * 512 + threadIdx.x] = static_cast<mask_t<EB>>(m[v]);
-}
-
-template <int EB>
-__global__ void __launch_bounds__(kCompactThreads) compact_kernel(const tdesc* descs, int ndesc, uint64_t tiles,
-                                                                  const mask_t<EB>* masks, uint64_t* status,
-                                                                  uint32_t* positions, unsigned char* values,
-                                                                  uint64_t capacity, tstate* states) {
-  __shared__ uint32_t s_warp[kCompactThreads / 32];
-  __shared__ uint64_t s_prefix;
-  const int t = threadIdx.x, lane = t & 31, warp = t >> 5;
-  constexpr int kBits = 8 * sizeof(mask_t<EB>);
-  constexpr int kWords = kRun * sizeof(mask_t<EB>) / 16;
-  const uint64_t vec0 = uint64_t{blockIdx.x} * kSuperTiles * kVecsPerTile + uint64_t(t) * kRun;
-  const uint64_t tile = vec0 / kVecsPerTile;
-  const bool live = tile < tiles;
-  uint4 w[kWords];
-  uint32_t cnt = 0;
-#pragma unroll
-  for (int i = 0; i < kWords; ++i) {
-    w[i] = live ? __ldcs(reinterpret_cast<const uint4*>(masks + vec0) + i) : make_uint4(0, 0, 0, 0);
-    cnt += __popc(w[i].x) + __popc(w[i].y) + __popc(w[i].z) + __popc(w[i].w);
-  }
-  uint32_t x = cnt;
-#pragma unroll
-  for (int off = 1; off < 32; off <<= 1) {
-    const uint32_t y = __shfl_up_sync(0xFFFFFFFFu, x, off);
-    if (lane >= off) x += y;
-  }
-  if (lane == 31) s_warp[warp] = x;
-  __syncthreads();
-  if (warp == 0) {
-    uint32_t v = lane < kCompactThreads / 32 ? s_warp[lane] : 0;
-#pragma unroll
-    for (int off = 1; off < kCompactThreads / 32; off <<= 1) {
-      const uint32_t y = __shfl_up_sync(0xFFFFFFFFu, v, off);
-      if (lane >= off) v += y;
-    }
-    const uint64_t total = __shfl_sync(0xFFFFFFFFu, v, kCompactThreads / 32 - 1);
-    if (lane < kCompactThreads / 32) s_warp[lane] = v;
-    const uint64_t prefix = warp_lookback(status, blockIdx.x, total, lane);
-    if (lane == 0) s_prefix = prefix;
-  }
-  __syncthreads();
-  if (!live) return;
-  uint64_t rank = s_prefix + (x - cnt) + (warp > 0 ? s_warp[warp - 1] : 0);
-  const int ti = find_tensor_by_tile(descs, ndesc, tile);
-  const tdesc d = descs[ti];
-  const uint64_t local = tile - d.first_tile;
-  const uint64_t vin = vec0 % kVecsPerTile;
-  if (local == 0 && vin == 0) states[ti].start = rank;
-  if (local + 1 == d.ntiles && vin + kRun == kVecsPerTile) states[ti].end = rank + cnt;
-  const bool vec = (reinterpret_cast<uintptr_t>(d.cur) & 15) == 0;
-  const uint64_t byte_base = (local * kVecsPerTile + vin) * 16;  // first byte of the run in the tensor
-#pragma unroll
-  for (int i = 0; i < kWords; ++i) {
-    const uint32_t comp[4] = {w[i].x, w[i].y, w[i].z, w[i].w};
-#pragma unroll
-    for (int c = 0; c < 4; ++c) {
-      uint32_t bits = comp[c];
-      while (bits != 0) {
-        const int b = __ffs(bits) - 1;
-        bits &= bits - 1;
-        const int j = (i * 16 + c * 4) * 8 / kBits + b / kBits;  // vector in the run
-        const int e = b % kBits;
-        const uint64_t off = byte_base + uint64_t(j) * 16;
-        if (rank < capacity) {
-          const uint4 a = load16(d.cur, off, d.nbytes, vec);
-          positions[rank] = static_cast<uint32_t>(off / EB + e);
-          store_value<EB>(values, rank, a, e);
-        }
-        ++rank;
-      }
-    }
-  }
-}
-
-template <int EB>
-status launch_mask(cudaStream_t s, int blocks_per_sm, const tdesc* descs, int ndesc, uint64_t tile_begin, uint64_t tiles, void* masks,
-                   const unsigned char* staged, uint64_t staged_byte_begin) {
-  if (tiles == 0) return {};
-  if (blocks_per_sm == 4)
-    mask_kernel<EB, 4><<<static_cast<unsigned>(tiles), 512, 0, s>>>(descs, ndesc, tile_begin,
-                                                                    static_cast<mask_t<EB>*>(masks), staged, staged_byte_begin);
-  else
-    mask_kernel<EB, 3><<<static_cast<unsigned>(tiles), 512, 0, s>>>(descs, ndesc, tile_begin,
-                                                                    static_cast<mask_t<EB>*>(masks), staged, staged_byte_begin);
-  DS_CUDA_TRY(cudaGetLastError());
-  return {};
-}
-
-template <int EB>
-status launch_compact(cudaStream_t s, const tdesc* descs, int ndesc, uint64_t tiles, const void* masks,
-                      uint64_t* status_words, uint32_t* positions, unsigned char* values, uint64_t capacity,
-                      tstate* states) {
-  const unsigned grid = static_cast<unsigned>((tiles + kSuperTiles - 1) / kSuperTiles);
-  compact_kernel<EB><<<grid, kCompactThreads, 0, s>>>(descs, ndesc, tiles, static_cast<const mask_t<EB>*>(masks),
-                                                      status_words, positions, values, capacity, states);
-  DS_CUDA_TRY(cudaGetLastError());
-  return {};
-}
-
 template <int EB>
 status launch_diff(cudaStream_t s, int threads, const tdesc* descs, int ndesc, uint64_t tile_begin, uint64_t tiles,
                    uint64_t* status_words, uint32_t* positions, unsigned char* values, uint64_t capacity,
@@ -501,7 +226,7 @@ result<encoded_layout> diff_encoder::encode(std::span<const diff_input> inputs, 
   DS_TRY_STATUS(ensure(m.totals_dev, sizeof(bucket_totals)));
   DS_TRY_STATUS(ensure(m.status_words, tiles * 8));
   if (two_pass)
-    DS_TRY_STATUS(ensure(m.masks, (tiles + kSuperTiles - 1) / kSuperTiles * kSuperTiles * kVecsPerTile * (eb == 1 ? 2 : 1)));
+    DS_TRY_STATUS(ensure(m.masks, detail::mask_scratch_bytes(tiles, eb)));
   tdesc* hd = m.descs_host.as<tdesc>();
   uint64_t first = 0;
   for (int k = 0; k < n; ++k) {
@@ -558,13 +283,8 @@ result<encoded_layout> diff_encoder::encode(std::span<const diff_input> inputs, 
       uint32_t* pos = m.positions.as<uint32_t>();
       unsigned char* val = m.values.as<unsigned char>();
       if (two_pass) {
-        void* mk = m.masks.data();
-        switch (eb) {
-          case 1: return launch_mask<1>(cs, m.opt.blocks_per_sm, dd, n, l.tile_begin, l.tiles, mk, staged, l.byte_begin);
-          case 2: return launch_mask<2>(cs, m.opt.blocks_per_sm, dd, n, l.tile_begin, l.tiles, mk, staged, l.byte_begin);
-          case 4: return launch_mask<4>(cs, m.opt.blocks_per_sm, dd, n, l.tile_begin, l.tiles, mk, staged, l.byte_begin);
-          default: return launch_mask<8>(cs, m.opt.blocks_per_sm, dd, n, l.tile_begin, l.tiles, mk, staged, l.byte_begin);
-        }
+        return detail::launch_mask_pass(cs, eb, m.opt.blocks_per_sm, dd, n, l.tile_begin, l.tiles, m.masks.data(),
+                                        staged, l.byte_begin);
       }
       switch (eb) {
         case 1: return launch_diff<1>(cs, variant, dd, n, l.tile_begin, l.tiles, sw, pos, val, m.capacity, st, staged, l.byte_begin);
@@ -596,16 +316,9 @@ result<encoded_layout> diff_encoder::encode(std::span<const diff_input> inputs, 
       DS_TRY_STATUS(run(l, nullptr));
     }
     if (two_pass) {
-      const void* mk = m.masks.data();
-      uint64_t* sw = m.status_words.as<uint64_t>();
-      uint32_t* pos = m.positions.as<uint32_t>();
-      unsigned char* val = m.values.as<unsigned char>();
-      switch (eb) {
-        case 1: DS_TRY_STATUS(launch_compact<1>(cs, dd, n, tiles, mk, sw, pos, val, m.capacity, st)); break;
-        case 2: DS_TRY_STATUS(launch_compact<2>(cs, dd, n, tiles, mk, sw, pos, val, m.capacity, st)); break;
-        case 4: DS_TRY_STATUS(launch_compact<4>(cs, dd, n, tiles, mk, sw, pos, val, m.capacity, st)); break;
-        default: DS_TRY_STATUS(launch_compact<8>(cs, dd, n, tiles, mk, sw, pos, val, m.capacity, st)); break;
-      }
+      DS_TRY_STATUS(detail::launch_compact_pass(cs, eb, dd, n, tiles, m.masks.data(), m.status_words.as<uint64_t>(),
+                                                m.positions.as<uint32_t>(), m.values.as<unsigned char>(), m.capacity,
+                                                st));
     }
     bucket_totals* tot = m.totals_dev.as<bucket_totals>();
     DS_TRY_STATUS(ensure(m.payload, m.capacity * (4 + eb)));
