@@ -112,6 +112,7 @@ int main(int argc, char** argv) {
   int tensors = 32, reps = 5;
   std::string dir = "/tmp/deltasync-gpu-bench", json_path;
   bool smoke = std::getenv("DS_BENCH_SMOKE") != nullptr;
+  bool diff_only = false;  // --diff-only: the copy limit and the device-snapshot diff variants, then exit
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&] { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
@@ -122,6 +123,7 @@ int main(int argc, char** argv) {
     else if (a == "--dir") dir = next();
     else if (a == "--json") json_path = next();
     else if (a == "--smoke") smoke = true;
+    else if (a == "--diff-only") diff_only = true;
     else if (a.rfind("--benchmark", 0) == 0) {}  // tolerated: the smoke test passes Google Benchmark flags
     else { std::fprintf(stderr, "unknown argument %s\n", a.c_str()); return 2; }
   }
@@ -180,10 +182,12 @@ int main(int argc, char** argv) {
   uint64_t changed = 0;
   for (uint64_t c : layout.counts) changed += c;
   gpu::diff_encoder_options o256;
-  o256.block_threads = 512;  // 3 blocks a SM (40 registers), for comparison with the default 4
+  o256.two_pass = false;
+  o256.block_threads = 512;  // 3 blocks a SM (40 registers), for comparison with 4
   o256.blocks_per_sm = 3;
   gpu::diff_encoder enc256(o256);
   gpu::diff_encoder_options o8;
+  o8.two_pass = false;
   o8.block_threads = 256;
   gpu::diff_encoder enc8(o8);
   const figure diff_dev8 = measure(reps, 0, [&] {
@@ -196,6 +200,24 @@ int main(int argc, char** argv) {
     (void)std::move(enc256.encode(dev_in, encoding::deltas, s)).value();
     return now_s() - t0;
   });
+  // The single-pass kernel (the default before the two-pass one; 512 x 4) and two-pass with 3 blocks a SM.
+  gpu::diff_encoder_options o1p;
+  o1p.two_pass = false;
+  gpu::diff_encoder enc1p(o1p);
+  gpu::diff_encoder_options o2p3;
+  o2p3.blocks_per_sm = 3;
+  gpu::diff_encoder enc2p3(o2p3);
+  gpu::encoded_layout layout1p;
+  const figure diff_dev1p = measure(reps, 0, [&] {
+    const double t0 = now_s();
+    layout1p = std::move(enc1p.encode(dev_in, encoding::deltas, s)).value();
+    return now_s() - t0;
+  });
+  const figure diff_dev2p3 = measure(reps, 0, [&] {
+    const double t0 = now_s();
+    (void)std::move(enc2p3.encode(dev_in, encoding::deltas, s)).value();
+    return now_s() - t0;
+  });
   const figure diff_idx = measure(reps, 0, [&] {
     const double t0 = now_s();
     (void)std::move(enc.encode(dev_in, encoding::indices, s)).value();
@@ -206,6 +228,39 @@ int main(int argc, char** argv) {
   const double diff_bytes = 2.0 * nbytes + changed * 6.0 + changed * 4.0 + changed * 6.0 + double(layout.payload_bytes());
   figure diff_dev_f = diff_dev;
   diff_dev_f.bytes = diff_bytes;
+  {
+    // The single- and two-pass payloads must be identical (the tests check each against the CPU encoder). `enc`
+    // last encoded with indices: encode the deltas again.
+    layout = std::move(enc.encode(dev_in, encoding::deltas, s)).value();
+    auto download_bytes = [&](const void* src, uint64_t n) {
+      std::vector<std::byte> v(n);
+      CK(gpu::copy_d2h(v.data(), src, n, s));
+      CK(s.synchronize());
+      return v;
+    };
+    const std::vector<std::byte> p1 = download_bytes(enc.payload(), layout.payload_bytes());
+    const std::vector<std::byte> p2 = download_bytes(enc1p.payload(), layout1p.payload_bytes());
+    if (layout1p.payload_bytes() != layout.payload_bytes() || p1 != p2) {
+      std::fprintf(stderr, "FAILED: the single-pass payload differs from the two-pass one\n");
+      return 1;
+    }
+  }
+  auto diff_row = [&](const char* what, figure f) {
+    f.bytes = diff_bytes;
+    std::printf("  %-44s %9.3f ms  (min %.3f, max %.3f)  %8.2f GB/s  ratio to D2D copy %.3f\n", what, f.median_s * 1e3,
+                f.min_s * 1e3, f.max_s * 1e3, f.gbps(), f.gbps() / hbm.gbps());
+  };
+  if (diff_only) {
+    std::printf("changed elements: %llu; D2D copy %.3f ms, %.2f GB/s\n", (unsigned long long)changed,
+                hbm.median_s * 1e3, hbm.gbps());
+    diff_row("diff+encode, two-pass (default, 4 blocks/SM)", diff_dev);
+    diff_row("diff+encode, two-pass, 3 blocks/SM in pass 1", diff_dev2p3);
+    diff_row("diff+encode, single pass 512 x 4", diff_dev1p);
+    diff_row("diff+encode, single pass 512 x 3", diff_dev256);
+    diff_row("diff+encode, single pass 256 x 8", diff_dev8);
+    diff_row("diff+encode, two-pass, indices", diff_idx);
+    return 0;
+  }
   gpu::diff_encoder enc_host;
   const figure diff_pinned = measure(reps, double(nbytes), [&] {
     const double t0 = now_s();
@@ -414,13 +469,19 @@ int main(int argc, char** argv) {
   {
     figure f = diff_dev256;
     f.bytes = diff_bytes;
-    row("  same, 512 threads x 3 blocks/SM", f, "");
+    row("  same, single pass 512 threads x 3 blocks/SM", f, "");
     f = diff_dev8;
     f.bytes = diff_bytes;
-    row("  same, 256 threads x 8 blocks/SM", f, "");
+    row("  same, single pass 256 threads x 8 blocks/SM", f, "");
     f = diff_idx;
     f.bytes = diff_bytes;
     row("  same, indices encoding", f, "");
+    f = diff_dev1p;
+    f.bytes = diff_bytes;
+    row("  same, single pass 512 threads x 4 blocks/SM", f, "");
+    f = diff_dev2p3;
+    f.bytes = diff_bytes;
+    row("  same, two-pass, 3 blocks/SM in pass 1", f, "");
   }
   row("diff+encode, snapshot in pinned host (snap)", diff_pinned, "");
   row("XXH3-128 on device, all tensors", digest_f, "");
@@ -457,6 +518,7 @@ int main(int argc, char** argv) {
   out["changed"] = double(changed);
   out["diff_device_s"] = diff_dev_f.median_s;
   out["diff_device_bytes"] = diff_bytes;
+  out["diff_device_single_pass_s"] = diff_dev1p.median_s;
   out["diff_pinned_s"] = diff_pinned.median_s;
   out["hbm_gbps"] = hbm.gbps();
   out["h2d_gbps"] = h2d.gbps();

@@ -113,14 +113,16 @@ TEST(gpu_diff, matches_cpu_encoder_for_every_width_density_and_encoding) {
         std::vector<case_tensor> ts;
         for (uint64_t numel : {uint64_t{1}, uint64_t{1000}, uint64_t{0}, uint64_t{(1u << 20) / eb + 3}, uint64_t{8191}})
           ts.push_back(make_tensor(numel, eb, density, rng));
-        for (int variant : {256, 512 * 3, 512 * 4}) {
+        for (int variant : {256, 512 * 3, 512 * 4, -3, -4}) {  // -k: two-pass, k blocks a SM
           diff_encoder_options opt;
           opt.block_threads = variant == 256 ? 256 : 512;
-          opt.blocks_per_sm = variant == 256 ? 8 : variant / 512;
+          opt.blocks_per_sm = variant == 256 ? 8 : variant < 0 ? -variant : variant / 512;
+          opt.two_pass = variant < 0;
           const int threads = variant;
           check_bucket(ts, eb, enc, false, opt,
                        "width " + std::to_string(eb) + " density " + std::to_string(density) + " " +
-                           std::string(encoding_name(enc)) + " threads " + std::to_string(threads));
+                           std::string(encoding_name(enc)) + " threads " + std::to_string(threads) +
+                           (opt.two_pass ? " two-pass" : ""));
         }
       }
     }
@@ -137,6 +139,20 @@ TEST(gpu_diff, wide_gaps_choose_uint32_deltas) {
   for (uint64_t i : {uint64_t{5}, uint64_t{70000}, uint64_t{70001}, uint64_t{299999}}) t.now[2 * i] ^= std::byte{1};
   case_tensor narrow = make_tensor(200000, 2, 0.001, rng);
   check_bucket({t, narrow}, 2, encoding::deltas, false, {}, "wide gaps");
+  diff_encoder_options one;
+  one.two_pass = false;
+  check_bucket({t, narrow}, 2, encoding::deltas, false, one, "wide gaps single-pass");
+}
+
+TEST(gpu_diff, two_pass_ranks_across_many_super_tiles) {
+  DS_REQUIRE_GPU();
+  std::mt19937_64 rng(25);
+  // 40 MiB + 3 elements of bf16 (1281 tiles, 161 super-tiles: look-backs past 32 predecessors) and a small tail.
+  std::vector<case_tensor> ts = {make_tensor((uint64_t{20} << 20) + 3, 2, 0.01, rng), make_tensor(5000, 2, 0.5, rng)};
+  diff_encoder_options opt;
+  opt.two_pass = true;
+  check_bucket(ts, 2, encoding::deltas, false, opt, "two-pass many super-tiles");
+  check_bucket(ts, 2, encoding::indices, false, opt, "two-pass many super-tiles, indices");
 }
 
 TEST(gpu_diff, snapshot_staged_from_pinned_host_memory) {
@@ -149,6 +165,9 @@ TEST(gpu_diff, snapshot_staged_from_pinned_host_memory) {
     for (uint64_t numel : {uint64_t{(1u << 20) / eb + 5}, uint64_t{17}, uint64_t{300000}})
       ts.push_back(make_tensor(numel, eb, 0.02, rng));
     check_bucket(ts, eb, encoding::deltas, true, opt, "staged width " + std::to_string(eb));
+    diff_encoder_options one = opt;
+    one.two_pass = false;
+    check_bucket(ts, eb, encoding::deltas, true, one, "staged single-pass width " + std::to_string(eb));
   }
 }
 
@@ -159,6 +178,8 @@ TEST(gpu_diff, scratch_overflow_reruns_with_a_larger_capacity) {
   opt.initial_capacity = 1024;
   std::vector<case_tensor> ts = {make_tensor(500000, 2, 0.2, rng), make_tensor(1000, 2, 1.0, rng)};
   check_bucket(ts, 2, encoding::indices, false, opt, "overflow");
+  opt.two_pass = false;
+  check_bucket(ts, 2, encoding::indices, false, opt, "overflow single-pass");
 }
 
 TEST(gpu_diff, mixed_widths_are_refused) {
