@@ -47,7 +47,13 @@ class cuda_weight_store::lane_lease {
   lane* l_;
 };
 
-cuda_weight_store::cuda_weight_store(int device) : device_(device) {}
+// Called with `device` current: each lane's stream belongs to it.
+cuda_weight_store::cuda_weight_store(int device) : device_(device) {
+  for (size_t i = 0; i < kLanes; ++i) {
+    lanes_.push_back(std::make_unique<lane>());
+    free_lanes_.push_back(lanes_.back().get());
+  }
+}
 cuda_weight_store::~cuda_weight_store() {
   (void)gpu::set_device(device_);
   lanes_.clear();
@@ -68,10 +74,6 @@ result<std::unique_ptr<cuda_weight_store>> cuda_weight_store::from_tensors(loade
   DS_TRY_STATUS(gpu::available());
   DS_TRY_STATUS(gpu::set_device(device));
   std::unique_ptr<cuda_weight_store> store(new cuda_weight_store(device));
-  for (size_t i = 0; i < kLanes; ++i) {
-    store->lanes_.push_back(std::make_unique<lane>());
-    store->free_lanes_.push_back(store->lanes_.back().get());
-  }
   auto l = store->take_lane();
   store->tensors_.reserve(t.size());
   store->data_.reserve(t.size());
@@ -96,10 +98,6 @@ result<std::unique_ptr<cuda_weight_store>> cuda_weight_store::from_device(std::v
   DS_TRY_STATUS(gpu::available());
   DS_TRY_STATUS(gpu::set_device(device));
   std::unique_ptr<cuda_weight_store> store(new cuda_weight_store(device));
-  for (size_t i = 0; i < kLanes; ++i) {
-    store->lanes_.push_back(std::make_unique<lane>());
-    store->free_lanes_.push_back(store->lanes_.back().get());
-  }
   auto l = store->take_lane();
   for (size_t i = 0; i < t.size(); ++i) {
     auto buf = gpu::device_buffer::allocate(t[i].nbytes);
