@@ -69,6 +69,24 @@ __global__ void fill_kernel(uint16_t* snap, uint16_t* cur, uint64_t n, uint32_t 
   }
 }
 
+// Streams both inputs and keeps only an XOR of them (the read limit of a kernel that writes next to nothing).
+__global__ void read_kernel(const uint4* a, const uint4* b, uint64_t n, unsigned long long* sink) {
+  uint32_t x = 0;
+  const uint64_t stride = uint64_t{gridDim.x} * blockDim.x;
+  for (uint64_t i = uint64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < n; i += 4 * stride) {
+    uint4 u[4], v[4];
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const uint64_t j = i + k * stride;
+      u[k] = j < n ? __ldcs(a + j) : make_uint4(0, 0, 0, 0);
+      v[k] = j < n ? __ldcs(b + j) : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int k = 0; k < 4; ++k) x |= (u[k].x ^ v[k].x) | (u[k].y ^ v[k].y) | (u[k].z ^ v[k].z) | (u[k].w ^ v[k].w);
+  }
+  if (x == 0xFFFFFFFFu) sink[0] = x;  // never true in practice; keeps the loads
+}
+
 double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
@@ -113,6 +131,8 @@ int main(int argc, char** argv) {
   std::string dir = "/tmp/deltasync-gpu-bench", json_path;
   bool smoke = std::getenv("DS_BENCH_SMOKE") != nullptr;
   bool diff_only = false;  // --diff-only: the copy limit and the device-snapshot diff variants, then exit
+  std::string sizes_path;  // --sizes FILE: also diff a real model's tensors (one element count per line)
+  uint64_t bucket_mib = 512;  // ... in buckets of at least this many MiB, as the Sender and slime cut them
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&] { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
@@ -124,6 +144,8 @@ int main(int argc, char** argv) {
     else if (a == "--json") json_path = next();
     else if (a == "--smoke") smoke = true;
     else if (a == "--diff-only") diff_only = true;
+    else if (a == "--sizes") sizes_path = next();
+    else if (a == "--bucket-mib") bucket_mib = std::stoull(next());
     else if (a.rfind("--benchmark", 0) == 0) {}  // tolerated: the smoke test passes Google Benchmark flags
     else { std::fprintf(stderr, "unknown argument %s\n", a.c_str()); return 2; }
   }
@@ -172,7 +194,7 @@ int main(int argc, char** argv) {
     dev_in.push_back({cur.as<std::byte>() + off, snap.as<std::byte>() + off, per, 2, false});
     host_in.push_back({cur.as<std::byte>() + off, pinned.as<std::byte>() + off, per, 2, true});
   }
-  gpu::diff_encoder enc;
+  gpu::diff_encoder enc;  // the default: tile_compact
   gpu::encoded_layout layout;
   const figure diff_dev = measure(reps, 0, [&] {
     const double t0 = now_s();
@@ -181,84 +203,138 @@ int main(int argc, char** argv) {
   });
   uint64_t changed = 0;
   for (uint64_t c : layout.counts) changed += c;
-  gpu::diff_encoder_options o256;
-  o256.two_pass = false;
-  o256.block_threads = 512;  // 3 blocks a SM (40 registers), for comparison with 4
-  o256.blocks_per_sm = 3;
-  gpu::diff_encoder enc256(o256);
-  gpu::diff_encoder_options o8;
-  o8.two_pass = false;
-  o8.block_threads = 256;
-  gpu::diff_encoder enc8(o8);
-  const figure diff_dev8 = measure(reps, 0, [&] {
-    const double t0 = now_s();
-    (void)std::move(enc8.encode(dev_in, encoding::deltas, s)).value();
-    return now_s() - t0;
-  });
-  const figure diff_dev256 = measure(reps, 0, [&] {
-    const double t0 = now_s();
-    (void)std::move(enc256.encode(dev_in, encoding::deltas, s)).value();
-    return now_s() - t0;
-  });
-  // The single-pass kernel (the default before the two-pass one; 512 x 4) and two-pass with 3 blocks a SM.
-  gpu::diff_encoder_options o1p;
-  o1p.two_pass = false;
-  gpu::diff_encoder enc1p(o1p);
-  gpu::diff_encoder_options o2p3;
-  o2p3.blocks_per_sm = 3;
-  gpu::diff_encoder enc2p3(o2p3);
-  gpu::encoded_layout layout1p;
-  const figure diff_dev1p = measure(reps, 0, [&] {
-    const double t0 = now_s();
-    layout1p = std::move(enc1p.encode(dev_in, encoding::deltas, s)).value();
-    return now_s() - t0;
-  });
-  const figure diff_dev2p3 = measure(reps, 0, [&] {
-    const double t0 = now_s();
-    (void)std::move(enc2p3.encode(dev_in, encoding::deltas, s)).value();
-    return now_s() - t0;
-  });
+  auto download_bytes = [&](const void* src, uint64_t n) {
+    std::vector<std::byte> v(n);
+    CK(gpu::copy_d2h(v.data(), src, n, s));
+    CK(s.synchronize());
+    return v;
+  };
+  const std::vector<std::byte> want_payload = download_bytes(enc.payload(), layout.payload_bytes());
+  // The other kernel shapes, for comparison; each payload must equal the default's byte for byte (the tests
+  // check every shape against the CPU encoder).
+  struct variant_figure {
+    std::string name;
+    figure f;
+  };
+  std::vector<variant_figure> variants;
+  auto variant = [&](const std::string& name, gpu::diff_method method, int threads, int bpsm) {
+    gpu::diff_encoder_options o;
+    o.method = method;
+    o.block_threads = threads;
+    o.blocks_per_sm = bpsm;
+    gpu::diff_encoder e(o);
+    gpu::encoded_layout l;
+    const figure f = measure(reps, 0, [&] {
+      const double t0 = now_s();
+      l = std::move(e.encode(dev_in, encoding::deltas, s)).value();
+      return now_s() - t0;
+    });
+    if (l.payload_bytes() != layout.payload_bytes() || download_bytes(e.payload(), l.payload_bytes()) != want_payload) {
+      std::fprintf(stderr, "FAILED: the %s payload differs from the default's\n", name.c_str());
+      std::exit(1);
+    }
+    variants.push_back({name, f});
+    return f;
+  };
+  variant("tile-compact, 3 blocks/SM", gpu::diff_method::tile_compact, 512, 3);
+  const figure diff_mask = variant("mask two-pass, 4 blocks/SM", gpu::diff_method::mask_two_pass, 512, 4);
+  variant("mask two-pass, 3 blocks/SM", gpu::diff_method::mask_two_pass, 512, 3);
+  const figure diff_dev1p = variant("single pass 512 x 4", gpu::diff_method::single_pass, 512, 4);
+  variant("single pass 512 x 3", gpu::diff_method::single_pass, 512, 3);
+  variant("single pass 256 x 8", gpu::diff_method::single_pass, 256, 8);
   const figure diff_idx = measure(reps, 0, [&] {
     const double t0 = now_s();
     (void)std::move(enc.encode(dev_in, encoding::indices, s)).value();
     return now_s() - t0;
   });
+  variants.push_back({"tile-compact, indices encoding", diff_idx});
+  layout = std::move(enc.encode(dev_in, encoding::deltas, s)).value();
   // Bytes through device memory: both inputs read; compacted positions (4) + values (2) written; the
   // gaps pass reads positions; pack reads positions + values and writes the payload.
   const double diff_bytes = 2.0 * nbytes + changed * 6.0 + changed * 4.0 + changed * 6.0 + double(layout.payload_bytes());
   figure diff_dev_f = diff_dev;
   diff_dev_f.bytes = diff_bytes;
-  {
-    // The single- and two-pass payloads must be identical (the tests check each against the CPU encoder). `enc`
-    // last encoded with indices: encode the deltas again.
-    layout = std::move(enc.encode(dev_in, encoding::deltas, s)).value();
-    auto download_bytes = [&](const void* src, uint64_t n) {
-      std::vector<std::byte> v(n);
-      CK(gpu::copy_d2h(v.data(), src, n, s));
-      CK(s.synchronize());
-      return v;
-    };
-    const std::vector<std::byte> p1 = download_bytes(enc.payload(), layout.payload_bytes());
-    const std::vector<std::byte> p2 = download_bytes(enc1p.payload(), layout1p.payload_bytes());
-    if (layout1p.payload_bytes() != layout.payload_bytes() || p1 != p2) {
-      std::fprintf(stderr, "FAILED: the single-pass payload differs from the two-pass one\n");
-      return 1;
+  // A second limit for reading: a kernel that only streams both inputs (XOR-reduced), nothing written.
+  const figure hbm_read = measure(reps, 2.0 * nbytes, [&] {
+    return time_events([&] {
+      read_kernel<<<132 * 8, 512, 0, cs>>>(reinterpret_cast<const uint4*>(cur.data()),
+                                            reinterpret_cast<const uint4*>(snap.data()), nbytes / 16,
+                                            copy.as<unsigned long long>());
+    });
+  });
+  // A real model's tensors (--sizes), laid out 256-byte aligned in the same buffers, diffed bucket by bucket.
+  figure diff_layout;
+  size_t layout_tensors = 0, layout_buckets = 0;
+  uint64_t layout_bytes = 0, layout_changed = 0;
+  if (!sizes_path.empty()) {
+    std::ifstream f(sizes_path);
+    std::vector<std::vector<gpu::diff_input>> buckets(1);
+    uint64_t off = 0, in_bucket = 0, numel = 0;
+    while (f >> numel) {
+      if (off + numel * 2 > nbytes) {
+        std::fprintf(stderr, "FAILED: the layout in %s needs more than --gib %.2f\n", sizes_path.c_str(), gib);
+        return 2;
+      }
+      buckets.back().push_back({cur.as<std::byte>() + off, snap.as<std::byte>() + off, numel, 2, false});
+      off += (numel * 2 + 255) / 256 * 256;
+      layout_bytes += numel * 2;
+      ++layout_tensors;
+      in_bucket += numel * 2;
+      if (in_bucket >= (bucket_mib << 20)) {
+        buckets.emplace_back();
+        in_bucket = 0;
+      }
     }
+    if (buckets.back().empty()) buckets.pop_back();
+    layout_buckets = buckets.size();
+    diff_layout = measure(reps, 2.0 * layout_bytes, [&] {
+      const double t0 = now_s();
+      layout_changed = 0;
+      for (const auto& b : buckets) {
+        const gpu::encoded_layout l = std::move(enc.encode(b, encoding::deltas, s)).value();
+        for (uint64_t c : l.counts) layout_changed += c;
+      }
+      return now_s() - t0;
+    });
   }
-  auto diff_row = [&](const char* what, figure f) {
+  if (!sizes_path.empty()) {
+    out["diff_layout_s"] = diff_layout.median_s;
+    out["layout_buckets"] = double(layout_buckets);
+    out["layout_tensors"] = double(layout_tensors);
+    out["layout_changed"] = double(layout_changed);
+  }
+  auto print_layout = [&] {
+    if (sizes_path.empty()) return;
+    std::printf("  diff+encode of %s: %zu tensors, %.2f GB, %zu buckets of >= %llu MiB: %.3f ms (min %.3f, max %.3f), "
+                "%llu changed, %.1f GB/s of inputs read\n", sizes_path.c_str(), layout_tensors, layout_bytes / 1e9,
+                layout_buckets, (unsigned long long)bucket_mib, diff_layout.median_s * 1e3, diff_layout.min_s * 1e3,
+                diff_layout.max_s * 1e3, (unsigned long long)layout_changed, diff_layout.gbps());
+  };
+  auto diff_row = [&](const std::string& what, figure f) {
     f.bytes = diff_bytes;
-    std::printf("  %-44s %9.3f ms  (min %.3f, max %.3f)  %8.2f GB/s  ratio to D2D copy %.3f\n", what, f.median_s * 1e3,
-                f.min_s * 1e3, f.max_s * 1e3, f.gbps(), f.gbps() / hbm.gbps());
+    std::printf("  %-44s %9.3f ms  (min %.3f, max %.3f)  %8.2f GB/s  ratio to D2D copy %.3f\n", what.c_str(),
+                f.median_s * 1e3, f.min_s * 1e3, f.max_s * 1e3, f.gbps(), f.gbps() / hbm.gbps());
+  };
+  auto write_json = [&] {
+    if (json_path.empty()) return;
+    std::ofstream j(json_path);
+    j << "{";
+    bool first = true;
+    for (auto& [k, v] : out) { j << (first ? "" : ", ") << "\"" << k << "\": " << v; first = false; }
+    j << ", \"tensors\": " << tensors << ", \"density\": " << density << "}\n";
   };
   if (diff_only) {
-    std::printf("changed elements: %llu; D2D copy %.3f ms, %.2f GB/s\n", (unsigned long long)changed,
-                hbm.median_s * 1e3, hbm.gbps());
-    diff_row("diff+encode, two-pass (default, 4 blocks/SM)", diff_dev);
-    diff_row("diff+encode, two-pass, 3 blocks/SM in pass 1", diff_dev2p3);
-    diff_row("diff+encode, single pass 512 x 4", diff_dev1p);
-    diff_row("diff+encode, single pass 512 x 3", diff_dev256);
-    diff_row("diff+encode, single pass 256 x 8", diff_dev8);
-    diff_row("diff+encode, two-pass, indices", diff_idx);
+    std::printf("changed elements: %llu; D2D copy %.3f ms, %.2f GB/s; read-only stream of both inputs %.3f ms, %.2f GB/s\n",
+                (unsigned long long)changed, hbm.median_s * 1e3, hbm.gbps(), hbm_read.median_s * 1e3, hbm_read.gbps());
+    diff_row("diff+encode, tile-compact (default)", diff_dev);
+    for (const auto& v : variants) diff_row("diff+encode, " + v.name, v.f);
+    print_layout();
+    out["diff_device_s"] = diff_dev.median_s;
+    out["diff_device_mask_two_pass_s"] = diff_mask.median_s;
+    out["diff_device_single_pass_s"] = diff_dev1p.median_s;
+    out["hbm_gbps"] = hbm.gbps();
+    out["hbm_read_gbps"] = hbm_read.gbps();
+    write_json();
     return 0;
   }
   gpu::diff_encoder enc_host;
@@ -460,29 +536,19 @@ int main(int argc, char** argv) {
               100.0 * double(changed) / double(total_elems), layout.payload_bytes() / 1e6, file_bytes / 1e6);
   std::printf("limits:\n");
   row("HBM copy D2D (read + written)", hbm, "");
+  row("HBM read-only stream of both inputs", hbm_read, "");
   row("pinned H2D", h2d, "");
   row("pinned D2H", d2h, "");
   row("file write, host bytes (io engine, fdatasync)", write_host, "");
   row("file read (io engine)", read_f, dropped ? "(page cache dropped)" : "(page cache NOT dropped)");
   std::printf("GPU path:\n");
   row("diff+encode, snapshot on device (all bytes)", diff_dev_f, "");
-  {
-    figure f = diff_dev256;
+  for (const auto& v : variants) {
+    figure f = v.f;
     f.bytes = diff_bytes;
-    row("  same, single pass 512 threads x 3 blocks/SM", f, "");
-    f = diff_dev8;
-    f.bytes = diff_bytes;
-    row("  same, single pass 256 threads x 8 blocks/SM", f, "");
-    f = diff_idx;
-    f.bytes = diff_bytes;
-    row("  same, indices encoding", f, "");
-    f = diff_dev1p;
-    f.bytes = diff_bytes;
-    row("  same, single pass 512 threads x 4 blocks/SM", f, "");
-    f = diff_dev2p3;
-    f.bytes = diff_bytes;
-    row("  same, two-pass, 3 blocks/SM in pass 1", f, "");
+    row(("  same, " + v.name).c_str(), f, "");
   }
+  print_layout();
   row("diff+encode, snapshot in pinned host (snap)", diff_pinned, "");
   row("XXH3-128 on device, all tensors", digest_f, "");
   row("XXH3-128 on device, one tensor", digest_one, "");
@@ -519,6 +585,8 @@ int main(int argc, char** argv) {
   out["diff_device_s"] = diff_dev_f.median_s;
   out["diff_device_bytes"] = diff_bytes;
   out["diff_device_single_pass_s"] = diff_dev1p.median_s;
+  out["diff_device_mask_two_pass_s"] = diff_mask.median_s;
+  out["hbm_read_gbps"] = hbm_read.gbps();
   out["diff_pinned_s"] = diff_pinned.median_s;
   out["hbm_gbps"] = hbm.gbps();
   out["h2d_gbps"] = h2d.gbps();
@@ -533,13 +601,7 @@ int main(int argc, char** argv) {
   out["ratio_h2d"] = r_h2d;
   out["ratio_write"] = r_write;
   out["ratio_apply"] = r_apply;
-  if (!json_path.empty()) {
-    std::ofstream j(json_path);
-    j << "{";
-    bool first = true;
-    for (auto& [k, v] : out) { j << (first ? "" : ", ") << "\"" << k << "\": " << v; first = false; }
-    j << ", \"tensors\": " << tensors << ", \"density\": " << density << "}\n";
-  }
+  write_json();
   store.reset();
   pool.reset();
   backend.reset();

@@ -25,11 +25,16 @@ DS_SERVE_EXTRA="--store cuda" timeout 300 bash tests/integration/service_test.sh
 echo "service_test --store cuda rc=$?" | tee -a "$out/summary.txt"
 tail -5 "$out/service_cuda.log"
 echo "== gpu_bench"
-./gpu_bench --gib "$gib" --json "$out/gpu_bench.json" --dir /tmp/deltasync-gpu-bench > "$out/gpu_bench.log" 2>&1
+python3 torch_baseline.py --layout qwen3-4b --write-sizes "$out/qwen3-4b.sizes"
+./gpu_bench --gib "$gib" --sizes "$out/qwen3-4b.sizes" --json "$out/gpu_bench.json" --dir /tmp/deltasync-gpu-bench \
+  > "$out/gpu_bench.log" 2>&1
 echo "gpu_bench rc=$?" | tee -a "$out/summary.txt"
 cat "$out/gpu_bench.log"
 echo "== torch baseline"
-PYTHONUNBUFFERED=1 python3 torch_baseline.py --gib "$gib" --ours "$out/gpu_bench.json" > "$out/torch.log" 2>&1
+{
+  PYTHONUNBUFFERED=1 python3 torch_baseline.py --gib "$gib" --ours "$out/gpu_bench.json"
+  PYTHONUNBUFFERED=1 python3 torch_baseline.py --layout qwen3-4b --positions-to-host --ours "$out/gpu_bench.json"
+} > "$out/torch.log" 2>&1
 echo "torch_baseline rc=$?" | tee -a "$out/summary.txt"
 cat "$out/torch.log"
 if [ "${DS_SANITIZE:-1}" = 1 ] && command -v compute-sanitizer > /dev/null; then

@@ -1,6 +1,7 @@
-// Internal to src/gpu: the pieces of a diff tile's work shared by the single-pass kernel (diff.cu) and the
-// two-pass kernels (diff_twopass.cu): tensor descriptors, 16-byte loads and change bits, the decoupled
-// look-back over tile statuses; and the two-pass launches.
+// Internal to src/gpu: the pieces of a diff tile's work shared by the single-pass kernel (diff.cu), the mask
+// two-pass kernels (diff_twopass.cu) and the tile-compact ones (diff_compact.cu): tensor descriptors, 16-byte
+// loads and change bits, the block scan of a tile's changes, the decoupled look-back over tile statuses; and
+// the launches of the two other variants.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -163,7 +164,100 @@ __device__ __forceinline__ void load_tile_global(const tile_ref& r, int t, uint4
   }
 }
 
-// ---- two-pass variant (diff_encoder_options::two_pass), diff_twopass.cu ----
+// A tile's change counts ranked across the block (contains __syncthreads; every thread of the block calls it).
+// The kRounds per-thread counts travel packed in 16-bit fields of one 64-bit scan (a field never carries: at
+// most 512 threads x 16 elements). excl: this thread's exclusive prefix, field by field; total: the block's
+// totals, field by field; agg: all of the tile's changed elements.
+struct tile_scan {
+  uint64_t excl, total, agg;
+};
+template <int kThreads>
+__device__ __forceinline__ tile_scan block_scan_rounds(const uint32_t* m, uint64_t* s_warp) {
+  const int t = threadIdx.x, lane = t & 31, warp = t >> 5;
+  uint64_t packed = 0;
+#pragma unroll
+  for (int v = 0; v < kRounds; ++v) packed += uint64_t(__popc(m[v])) << (16 * v);
+  uint64_t x = packed;
+#pragma unroll
+  for (int off = 1; off < 32; off <<= 1) {
+    const uint64_t y = __shfl_up_sync(0xFFFFFFFFu, x, off);
+    if (lane >= off) x += y;
+  }
+  if (lane == 31) s_warp[warp] = x;
+  __syncthreads();
+  if (warp == 0) {
+    uint64_t w = lane < kThreads / 32 ? s_warp[lane] : 0;
+#pragma unroll
+    for (int off = 1; off < kThreads / 32; off <<= 1) {
+      const uint64_t y = __shfl_up_sync(0xFFFFFFFFu, w, off);
+      if (lane >= off) w += y;
+    }
+    if (lane < kThreads / 32) s_warp[lane] = w;
+  }
+  __syncthreads();
+  tile_scan r;
+  r.excl = x - packed + (warp > 0 ? s_warp[warp - 1] : 0);
+  r.total = s_warp[kThreads / 32 - 1];
+  r.agg = 0;
+#pragma unroll
+  for (int v = 0; v < kRounds; ++v) r.agg += (r.total >> (16 * v)) & 0xFFFF;
+  return r;
+}
+
+// Writes a tile's changed elements (positions local to the tensor, values) at base + their rank in the tile;
+// ranks at or past `capacity` are not stored (the caller re-runs with a larger scratch).
+template <int EB, int kThreads>
+__device__ __forceinline__ void store_tile_changes(const tile_ref& r, const uint4* a, const uint32_t* m,
+                                                   const tile_scan& sc, uint64_t base, uint32_t* positions,
+                                                   unsigned char* values, uint64_t capacity) {
+  const int t = threadIdx.x;
+  const uint64_t elem_base = r.byte0 / EB;
+#pragma unroll
+  for (int v = 0; v < kRounds; ++v) {
+    uint64_t rank = base + ((sc.excl >> (16 * v)) & 0xFFFF);
+    const uint32_t mask = m[v];
+    if (mask != 0) {
+      const uint32_t e0 = static_cast<uint32_t>(elem_base + (uint64_t(v) * kThreads + t) * (16 / EB));
+#pragma unroll
+      for (int e = 0; e < 16 / EB; ++e) {
+        if ((mask >> e) & 1u) {
+          if (rank < capacity) {
+            positions[rank] = e0 + e;
+            store_value<EB>(values, rank, a[v], e);
+          }
+          ++rank;
+        }
+      }
+    }
+    base += (sc.total >> (16 * v)) & 0xFFFF;
+  }
+}
+
+// ---- tile-compact variant (diff_method::tile_compact, the default), diff_compact.cu ----
+// Scratch the encoder keeps per bucket of `tiles` tiles: each tile's change count, its place in the unordered
+// scratch and its rank in the bucket; and one counter handing out scratch places.
+struct compact_scratch {
+  uint64_t* counter;      // 1 word, zeroed before pass 1
+  uint64_t* tile_count;   // tiles words
+  uint64_t* tile_place;   // tiles words
+  uint64_t* tile_rank;    // tiles words (written by the scan)
+  uint32_t* positions;    // capacity: the tiles' changes in the order their tiles took places
+  unsigned char* values;  // capacity x element width
+  void* scan_temp;        // CUB's scan scratch
+  size_t scan_temp_bytes;
+};
+// Bytes of CUB's scan scratch for `tiles` tiles.
+size_t compact_scan_temp_bytes(uint64_t tiles);
+// Pass 1 over tiles [tile_begin, tile_begin + tiles), as launch_mask_pass.
+status launch_compact_tiles(cudaStream_t s, uint32_t eb, int blocks_per_sm, const tdesc* descs, int ndesc,
+                            uint64_t tile_begin, uint64_t tiles, const compact_scratch& cs_, uint64_t capacity,
+                            const unsigned char* staged, uint64_t staged_byte_begin);
+// The scan of the tile counts and the ordered copy into positions/values, with each tensor's bounds.
+status launch_compact_place(cudaStream_t s, uint32_t eb, const tdesc* descs, int ndesc, uint64_t tiles,
+                            const compact_scratch& cs_, uint32_t* positions, unsigned char* values,
+                            uint64_t capacity, tstate* states);
+
+// ---- mask two-pass variant (diff_method::mask_two_pass), diff_twopass.cu ----
 constexpr int kVecsPerTile = 512 * kRounds;  // the 32 KiB tile of the 512-thread kernels
 constexpr int kSuperTiles = 8;
 constexpr int kCompactThreads = 256;

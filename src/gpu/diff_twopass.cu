@@ -1,4 +1,4 @@
-// The two-pass diff (diff_encoder_options::two_pass, the default). Pass 1 (mask_kernel) only streams: one
+// The mask two-pass diff (diff_method::mask_two_pass). Pass 1 (mask_kernel) only streams: one
 // tile per block, both inputs read once, each 16-byte vector's change bits written (in vector order) to a
 // mask array, no scan and no waiting. Pass 2 (compact_kernel) reads the masks (1/16 of the input for bf16),
 // ranks them per super-tile of kSuperTiles tiles with the same decoupled look-back, and gathers the changed
@@ -109,7 +109,7 @@ template <int EB>
 status launch_mask_t(cudaStream_t s, int blocks_per_sm, const tdesc* descs, int ndesc, uint64_t tile_begin, uint64_t tiles, void* masks,
                    const unsigned char* staged, uint64_t staged_byte_begin) {
   if (tiles == 0) return {};
-  if (blocks_per_sm == 4)
+  if (blocks_per_sm != 3)
     mask_kernel<EB, 4><<<static_cast<unsigned>(tiles), 512, 0, s>>>(descs, ndesc, tile_begin,
                                                                     static_cast<mask_t<EB>*>(masks), staged, staged_byte_begin);
   else

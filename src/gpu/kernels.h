@@ -1,8 +1,8 @@
 // The GPU path's kernels, behind a CUDA-free interface (device pointers are plain `void*`).
 //
 //   diff_encoder     bitwise diff of current vs snapshot tensors (element widths 1/2/4/8), stream-compacted in
-//                    one pass into ascending positions + values (block scan + decoupled look-back, no dense
-//                    mask), then `indices` / `deltas` position encoding (uint16/uint32 per tensor from the
+//                    one pass over the data into ascending positions + values (per-tile block scans, no dense
+//                    mask; see diff_method), then `indices` / `deltas` position encoding (uint16/uint32 per tensor from the
 //                    largest gap) packed into a delta file's data section [__positions__ | __values__] on the
 //                    device. One device-to-host copy of the per-tensor layout per bucket.
 //   digester         XXH3-128 of device memory, equal to deltasync::xxh3_128 (libxxhash) bit for bit.
@@ -47,6 +47,8 @@ struct encoded_layout {
   uint64_t payload_bytes() const noexcept { return positions_bytes + values_bytes; }
 };
 
+enum class diff_method { tile_compact, mask_two_pass, single_pass };
+
 struct diff_encoder_options {
   // Changed elements the scratch holds per bucket before the encoder re-runs with a larger one.
   uint64_t initial_capacity = 1ull << 24;
@@ -56,12 +58,17 @@ struct diff_encoder_options {
   // resident per SM (registers capped to 32), or 3 (blocks_per_sm = 3); or 256 threads, 8 per SM.
   int block_threads = 512;
   int blocks_per_sm = 4;
-  // Two passes (the default; measured 6.72 ms vs 7.46 ms single-pass for 8 GiB of bf16 at 1% on an H200): a
-  // streaming pass writes each 16-byte vector's change bits (1/16 of the input's bytes for bf16, 1/8 for
-  // 1-byte elements, in a scratch the encoder keeps), then a compaction pass ranks those bits and gathers the
-  // changed values. false: the single-pass kernel above. With two_pass, block_threads is ignored and
-  // blocks_per_sm 4 caps the streaming pass's registers for 4 blocks of 512 a SM, any other value for 3.
-  bool two_pass = true;
+  // How changes are compacted (all three give the same bytes):
+  //   tile_compact   (default) one pass over the data: each tile ranks its changes with a block scan and
+  //                  writes them to a place taken with one atomicAdd; then a scan of the per-tile counts and
+  //                  a copy of each tile's changes to its rank. No mask, no block waits for another.
+  //   mask_two_pass  a streaming pass writes each 16-byte vector's change bits (1/16 of the input's bytes for
+  //                  bf16, 1/8 for 1-byte elements), then a second kernel ranks the bits and gathers the values.
+  //   single_pass    one kernel: block scan, decoupled look-back over the tiles' prefixes, writes at the final
+  //                  ranks (block_threads and blocks_per_sm pick its shape).
+  // With tile_compact and mask_two_pass, blocks are 512 threads and blocks_per_sm 3 caps registers for 3 blocks
+  // a SM, any other value for 4.
+  diff_method method = diff_method::tile_compact;
 };
 
 // Reusable scratch for diffing buckets on one stream. Not thread-safe.

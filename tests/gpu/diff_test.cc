@@ -103,6 +103,31 @@ void check_bucket(const std::vector<case_tensor>& ts, uint32_t eb, encoding enc,
   }
 }
 
+// Every kernel shape the encoder offers; each must give the CPU encoder's bytes.
+struct variant {
+  std::string name;
+  diff_encoder_options opt;
+};
+std::vector<variant> all_variants() {
+  std::vector<variant> v;
+  for (int bpsm : {3, 4}) {
+    diff_encoder_options o;
+    o.blocks_per_sm = bpsm;
+    o.method = diff_method::tile_compact;
+    v.push_back({"tile-compact " + std::to_string(bpsm) + "/SM", o});
+    o.method = diff_method::mask_two_pass;
+    v.push_back({"mask two-pass " + std::to_string(bpsm) + "/SM", o});
+    o.method = diff_method::single_pass;
+    v.push_back({"single pass 512 x " + std::to_string(bpsm), o});
+  }
+  diff_encoder_options o;
+  o.method = diff_method::single_pass;
+  o.block_threads = 256;
+  o.blocks_per_sm = 8;
+  v.push_back({"single pass 256 x 8", o});
+  return v;
+}
+
 TEST(gpu_diff, matches_cpu_encoder_for_every_width_density_and_encoding) {
   DS_REQUIRE_GPU();
   std::mt19937_64 rng(21);
@@ -113,16 +138,10 @@ TEST(gpu_diff, matches_cpu_encoder_for_every_width_density_and_encoding) {
         std::vector<case_tensor> ts;
         for (uint64_t numel : {uint64_t{1}, uint64_t{1000}, uint64_t{0}, uint64_t{(1u << 20) / eb + 3}, uint64_t{8191}})
           ts.push_back(make_tensor(numel, eb, density, rng));
-        for (int variant : {256, 512 * 3, 512 * 4, -3, -4}) {  // -k: two-pass, k blocks a SM
-          diff_encoder_options opt;
-          opt.block_threads = variant == 256 ? 256 : 512;
-          opt.blocks_per_sm = variant == 256 ? 8 : variant < 0 ? -variant : variant / 512;
-          opt.two_pass = variant < 0;
-          const int threads = variant;
-          check_bucket(ts, eb, enc, false, opt,
+        for (const variant& v : all_variants()) {
+          check_bucket(ts, eb, enc, false, v.opt,
                        "width " + std::to_string(eb) + " density " + std::to_string(density) + " " +
-                           std::string(encoding_name(enc)) + " threads " + std::to_string(threads) +
-                           (opt.two_pass ? " two-pass" : ""));
+                           std::string(encoding_name(enc)) + " " + v.name);
         }
       }
     }
@@ -138,21 +157,19 @@ TEST(gpu_diff, wide_gaps_choose_uint32_deltas) {
   t.now = t.before;
   for (uint64_t i : {uint64_t{5}, uint64_t{70000}, uint64_t{70001}, uint64_t{299999}}) t.now[2 * i] ^= std::byte{1};
   case_tensor narrow = make_tensor(200000, 2, 0.001, rng);
-  check_bucket({t, narrow}, 2, encoding::deltas, false, {}, "wide gaps");
-  diff_encoder_options one;
-  one.two_pass = false;
-  check_bucket({t, narrow}, 2, encoding::deltas, false, one, "wide gaps single-pass");
+  for (const variant& v : all_variants()) check_bucket({t, narrow}, 2, encoding::deltas, false, v.opt, "wide gaps " + v.name);
 }
 
-TEST(gpu_diff, two_pass_ranks_across_many_super_tiles) {
+TEST(gpu_diff, ranks_across_many_tiles) {
   DS_REQUIRE_GPU();
   std::mt19937_64 rng(25);
-  // 40 MiB + 3 elements of bf16 (1281 tiles, 161 super-tiles: look-backs past 32 predecessors) and a small tail.
+  // 40 MiB + 3 elements of bf16 (1281 tiles, 161 super-tiles of the mask variant: look-backs past 32
+  // predecessors; tile-compact: places taken out of tile order) and a small tail.
   std::vector<case_tensor> ts = {make_tensor((uint64_t{20} << 20) + 3, 2, 0.01, rng), make_tensor(5000, 2, 0.5, rng)};
-  diff_encoder_options opt;
-  opt.two_pass = true;
-  check_bucket(ts, 2, encoding::deltas, false, opt, "two-pass many super-tiles");
-  check_bucket(ts, 2, encoding::indices, false, opt, "two-pass many super-tiles, indices");
+  for (const variant& v : all_variants()) {
+    check_bucket(ts, 2, encoding::deltas, false, v.opt, "many tiles " + v.name);
+    check_bucket(ts, 2, encoding::indices, false, v.opt, "many tiles, indices, " + v.name);
+  }
 }
 
 TEST(gpu_diff, snapshot_staged_from_pinned_host_memory) {
@@ -164,10 +181,11 @@ TEST(gpu_diff, snapshot_staged_from_pinned_host_memory) {
     std::vector<case_tensor> ts;
     for (uint64_t numel : {uint64_t{(1u << 20) / eb + 5}, uint64_t{17}, uint64_t{300000}})
       ts.push_back(make_tensor(numel, eb, 0.02, rng));
-    check_bucket(ts, eb, encoding::deltas, true, opt, "staged width " + std::to_string(eb));
-    diff_encoder_options one = opt;
-    one.two_pass = false;
-    check_bucket(ts, eb, encoding::deltas, true, one, "staged single-pass width " + std::to_string(eb));
+    for (const variant& v : all_variants()) {
+      diff_encoder_options o = v.opt;
+      o.staging_chunk_bytes = opt.staging_chunk_bytes;
+      check_bucket(ts, eb, encoding::deltas, true, o, "staged width " + std::to_string(eb) + " " + v.name);
+    }
   }
 }
 
@@ -177,9 +195,11 @@ TEST(gpu_diff, scratch_overflow_reruns_with_a_larger_capacity) {
   diff_encoder_options opt;
   opt.initial_capacity = 1024;
   std::vector<case_tensor> ts = {make_tensor(500000, 2, 0.2, rng), make_tensor(1000, 2, 1.0, rng)};
-  check_bucket(ts, 2, encoding::indices, false, opt, "overflow");
-  opt.two_pass = false;
-  check_bucket(ts, 2, encoding::indices, false, opt, "overflow single-pass");
+  for (const variant& v : all_variants()) {
+    diff_encoder_options o = v.opt;
+    o.initial_capacity = opt.initial_capacity;
+    check_bucket(ts, 2, encoding::indices, false, o, "overflow " + v.name);
+  }
 }
 
 TEST(gpu_diff, mixed_widths_are_refused) {
