@@ -146,7 +146,8 @@ result<encoded_layout> diff_encoder::encode(std::span<const diff_input> inputs, 
   const uint32_t eb = inputs.empty() ? 2 : inputs[0].elem_bytes;
   const bool two_pass = m.opt.method == diff_method::mask_two_pass;
   const bool compact = m.opt.method == diff_method::tile_compact;
-  const int variant = two_pass || compact ? 512 : m.opt.block_threads == 256 ? 256 : m.opt.blocks_per_sm == 3 ? 512 * 3 : 512;
+  const int bpsm = m.opt.blocks_per_sm != 0 ? m.opt.blocks_per_sm : compact ? 3 : 4;
+  const int variant = two_pass || compact ? 512 : m.opt.block_threads == 256 ? 256 : bpsm == 3 ? 512 * 3 : 512;
   const uint64_t kTileBytes = tile_bytes(variant == 256 ? 256 : 512);
   if (eb != 1 && eb != 2 && eb != 4 && eb != 8)
     return error(errc::invalid_argument, "diff_encoder: element width " + std::to_string(eb) + " is not 1, 2, 4 or 8");
@@ -256,10 +257,10 @@ result<encoded_layout> diff_encoder::encode(std::span<const diff_input> inputs, 
       uint32_t* pos = m.positions.as<uint32_t>();
       unsigned char* val = m.values.as<unsigned char>();
       if (compact)
-        return detail::launch_compact_tiles(cs, eb, m.opt.blocks_per_sm, dd, n, l.tile_begin, l.tiles, csc, m.capacity,
+        return detail::launch_compact_tiles(cs, eb, bpsm, dd, n, l.tile_begin, l.tiles, csc, m.capacity,
                                             staged, l.byte_begin);
       if (two_pass) {
-        return detail::launch_mask_pass(cs, eb, m.opt.blocks_per_sm, dd, n, l.tile_begin, l.tiles, m.masks.data(),
+        return detail::launch_mask_pass(cs, eb, bpsm, dd, n, l.tile_begin, l.tiles, m.masks.data(),
                                         staged, l.byte_begin);
       }
       switch (eb) {

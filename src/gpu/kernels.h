@@ -54,10 +54,11 @@ struct diff_encoder_options {
   uint64_t initial_capacity = 1ull << 24;
   // Chunk size for snapshots held in pinned host memory (two device staging buffers of this size).
   uint64_t staging_chunk_bytes = 64ull << 20;
-  // The diff kernel's shape: one tile (64 bytes per thread of each input) per block of 512 threads, 4 blocks
-  // resident per SM (registers capped to 32), or 3 (blocks_per_sm = 3); or 256 threads, 8 per SM.
+  // The kernels' shape: one 32 KiB tile (64 bytes per thread of each input) per block of 512 threads, with
+  // registers capped for blocks_per_sm resident blocks a SM (3 or 4; 0: the method's best, 3 for tile_compact,
+  // 4 for the others); single_pass also offers 256 threads x 8 blocks (block_threads = 256).
   int block_threads = 512;
-  int blocks_per_sm = 4;
+  int blocks_per_sm = 0;
   // How changes are compacted (all three give the same bytes):
   //   tile_compact   (default) one pass over the data: each tile ranks its changes with a block scan and
   //                  writes them to a place taken with one atomicAdd; then a scan of the per-tile counts and
@@ -66,8 +67,6 @@ struct diff_encoder_options {
   //                  bf16, 1/8 for 1-byte elements), then a second kernel ranks the bits and gathers the values.
   //   single_pass    one kernel: block scan, decoupled look-back over the tiles' prefixes, writes at the final
   //                  ranks (block_threads and blocks_per_sm pick its shape).
-  // With tile_compact and mask_two_pass, blocks are 512 threads and blocks_per_sm 3 caps registers for 3 blocks
-  // a SM, any other value for 4.
   diff_method method = diff_method::tile_compact;
 };
 
