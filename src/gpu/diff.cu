@@ -121,7 +121,7 @@ status launch_diff(cudaStream_t s, int threads, const tdesc* descs, int ndesc, u
 struct diff_encoder::impl {
   diff_encoder_options opt;
   uint64_t capacity = 0;
-  device_buffer positions, values, payload, status_words, descs_dev, states_dev, totals_dev;
+  device_buffer positions, values, payload, status_words, descs_dev, states_dev;
   device_buffer staging[2];
   device_buffer masks;  // mask_two_pass: change bits per 16-byte vector
   // tile_compact: the counter + three words per tile, the unordered changes, CUB's scan scratch.
@@ -181,10 +181,10 @@ result<encoded_layout> diff_encoder::encode(std::span<const diff_input> inputs, 
 
   DS_TRY_STATUS(ensure_pinned(m.descs_host, n * sizeof(tdesc)));
   DS_TRY_STATUS(ensure(m.descs_dev, n * sizeof(tdesc)));
-  DS_TRY_STATUS(ensure(m.states_dev, n * sizeof(tstate)));
+  // The states and the bucket's totals right after them: one device-to-host copy brings both back.
+  DS_TRY_STATUS(ensure(m.states_dev, n * sizeof(tstate) + sizeof(bucket_totals)));
   DS_TRY_STATUS(ensure_pinned(m.states_host, n * sizeof(tstate) + sizeof(bucket_totals)));
-  DS_TRY_STATUS(ensure(m.totals_dev, sizeof(bucket_totals)));
-  DS_TRY_STATUS(ensure(m.status_words, tiles * 8));
+  if (!compact) DS_TRY_STATUS(ensure(m.status_words, tiles * 8));  // the look-backs' tile statuses
   if (two_pass)
     DS_TRY_STATUS(ensure(m.masks, detail::mask_scratch_bytes(tiles, eb)));
   if (compact) {
@@ -247,7 +247,7 @@ result<encoded_layout> diff_encoder::encode(std::span<const diff_input> inputs, 
       DS_CUDA_TRY(cudaMemsetAsync(w, 0, 8, cs));
     }
     DS_CUDA_TRY(cudaMemcpyAsync(m.descs_dev.data(), hd, n * sizeof(tdesc), cudaMemcpyHostToDevice, cs));
-    DS_CUDA_TRY(cudaMemsetAsync(m.status_words.data(), 0, tiles * 8, cs));
+    if (!compact) DS_CUDA_TRY(cudaMemsetAsync(m.status_words.data(), 0, tiles * 8, cs));
     DS_CUDA_TRY(cudaMemsetAsync(m.states_dev.data(), 0, n * sizeof(tstate), cs));
     const tdesc* dd = m.descs_dev.as<tdesc>();
     tstate* st = m.states_dev.as<tstate>();
@@ -300,13 +300,13 @@ result<encoded_layout> diff_encoder::encode(std::span<const diff_input> inputs, 
                                                 m.positions.as<uint32_t>(), m.values.as<unsigned char>(), m.capacity,
                                                 st));
     }
-    bucket_totals* tot = m.totals_dev.as<bucket_totals>();
+    bucket_totals* tot = reinterpret_cast<bucket_totals*>(m.states_dev.as<unsigned char>() + n * sizeof(tstate));
     DS_TRY_STATUS(ensure(m.payload, m.capacity * (4 + eb)));
     DS_TRY_STATUS(detail::finish_bucket(cs, m.positions.as<uint32_t>(), m.values.as<unsigned char>(), st, n, tot,
                                         m.capacity, enc == encoding::indices, eb, m.payload.as<unsigned char>()));
-    DS_CUDA_TRY(cudaMemcpyAsync(m.states_host.data(), st, n * sizeof(tstate), cudaMemcpyDeviceToHost, cs));
+    DS_CUDA_TRY(cudaMemcpyAsync(m.states_host.data(), st, n * sizeof(tstate) + sizeof(bucket_totals),
+                                cudaMemcpyDeviceToHost, cs));
     bucket_totals* htot = reinterpret_cast<bucket_totals*>(m.states_host.as<unsigned char>() + n * sizeof(tstate));
-    DS_CUDA_TRY(cudaMemcpyAsync(htot, tot, sizeof(bucket_totals), cudaMemcpyDeviceToHost, cs));
     DS_TRY_STATUS(s.synchronize());
     if (htot->count > m.capacity) {
       // More changes than the scratch holds: grow to what this bucket needs and diff it again.

@@ -20,10 +20,9 @@ __device__ __forceinline__ int find_tensor_by_rank(const tstate* st, int n, uint
 
 // Marks tensors whose deltas need uint32 gaps. Ranks past the capacity were not stored: skipped (the host
 // re-runs the bucket with a larger capacity).
-__global__ void gaps_kernel(const uint32_t* positions, tstate* states, int n, const bucket_totals* totals,
-                            uint64_t capacity) {
-  if (totals->count > capacity) return;  // overflowed: the host re-runs the bucket
-  const uint64_t count = totals->count;
+__global__ void gaps_kernel(const uint32_t* positions, tstate* states, int n, uint64_t capacity) {
+  const uint64_t count = states[n - 1].end;  // the bucket's total
+  if (count > capacity) return;  // overflowed: the host re-runs the bucket
   for (uint64_t k = uint64_t{blockIdx.x} * blockDim.x + threadIdx.x; k < count; k += uint64_t{gridDim.x} * blockDim.x) {
     const int ti = find_tensor_by_rank(states, n, k);
     const uint64_t prev = k == states[ti].start ? 0 : uint64_t{positions[k - 1]} + 1;
@@ -31,8 +30,10 @@ __global__ void gaps_kernel(const uint32_t* positions, tstate* states, int n, co
   }
 }
 
+// Also records the bucket's total count (the end of the last tensor).
 __global__ void layout_kernel(tstate* states, int n, bucket_totals* totals, int indices) {
   if (threadIdx.x != 0 || blockIdx.x != 0) return;
+  totals->count = states[n - 1].end;
   uint64_t off = 0;
   for (int i = 0; i < n; ++i) {
     const uint64_t c = states[i].end - states[i].start;
@@ -78,19 +79,13 @@ __global__ void pack_kernel(const uint32_t* positions, const unsigned char* valu
   }
 }
 
-// The last tile of the bucket also records the total (the end of the last non-empty tensor).
-__global__ void totals_kernel(const tstate* states, int n, bucket_totals* totals) {
-  if (threadIdx.x == 0 && blockIdx.x == 0) totals->count = n > 0 ? states[n - 1].end : 0;
-}
-
 }  // namespace
 
 status finish_bucket(cudaStream_t cs, const uint32_t* positions, const unsigned char* values, tstate* st, int n,
                      bucket_totals* tot, uint64_t capacity, bool indices_enc, uint32_t eb, unsigned char* payload) {
   const int indices = indices_enc ? 1 : 0;
   const unsigned grid = 132 * 8;
-  totals_kernel<<<1, 32, 0, cs>>>(st, n, tot);
-  if (!indices) gaps_kernel<<<grid, 256, 0, cs>>>(positions, st, n, tot, capacity);
+  if (!indices) gaps_kernel<<<grid, 256, 0, cs>>>(positions, st, n, capacity);
   layout_kernel<<<1, 32, 0, cs>>>(st, n, tot, indices);
   switch (eb) {
     case 1: pack_kernel<1><<<grid, 256, 0, cs>>>(positions, values, st, n, tot, capacity, indices, payload); break;
