@@ -22,6 +22,9 @@ namespace deltasync {
 
 inline constexpr std::string_view kPublishMarkerName = "published.json";
 inline constexpr std::string_view kPublishMarkerFormat = "deltasync-publish/1";
+// In the delta dir: locked (flock) by the sender for the duration of a sync, so two senders never write into
+// one delta dir at once (the marker assumes one sender per version dir). Holds the holder's pid.
+inline constexpr std::string_view kSenderLockName = ".deltasync-sender.lock";
 
 struct publish_marker {
   struct file {

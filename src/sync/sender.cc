@@ -18,6 +18,7 @@
 #include "base/check.h"
 #include "codec/diff.h"
 #include "codec/digest.h"
+#include "io/file_lock.h"
 #include "io/sync_io.h"
 #include "sync/gpu_sender_path.h"
 #include "sync/publish_marker.h"
@@ -58,6 +59,9 @@ struct sender::impl {
 
   sender_options options;
   push_transport* transport = nullptr;
+  // Held from begin() to the end of the sync (disk transport): one sender at a time writes into a delta dir,
+  // so a second trainer publishing there cannot replace this sync's version dir or its marker.
+  io::file_lock dir_lock;
   std::unique_ptr<gpu_sender_path> gpu;  // created by the first device tensor
   std::unordered_map<std::string, snapshot_tensor> snapshot;
 
@@ -200,6 +204,7 @@ struct sender::impl {
   // changes.
   void end_sync(bool keep) {
     if (!keep || write_failed) remove_dir();
+    dir_lock.release();
     write_failed = false;
     written.clear();
     active = false;
@@ -298,10 +303,17 @@ status sender::begin(uint64_t version) {
   const std::string dir = s.nccl() ? std::string() : s.options.delta_dir + "/" + version_dir_name(version);
   if (!s.nccl()) {
     std::error_code ec;
+    fs::create_directories(s.options.delta_dir, ec);
+    if (ec) return error(errc::io_error, "create " + s.options.delta_dir + ": " + ec.message());
+    DS_ASSIGN_OR_RETURN(s.dir_lock, io::file_lock::acquire(s.options.delta_dir + "/" + std::string(kSenderLockName),
+                                                           "sync " + std::to_string(version) +
+                                                               ": another sender is publishing into the delta dir"));
     fs::remove_all(dir, ec);  // a stale dir of the same version (a crashed or refused earlier attempt)
-    if (ec) return error(errc::io_error, "remove stale " + dir + ": " + ec.message());
-    fs::create_directories(dir, ec);
-    if (ec) return error(errc::io_error, "create " + dir + ": " + ec.message());
+    if (!ec) fs::create_directories(dir, ec);
+    if (ec) {
+      s.dir_lock.release();
+      return error(errc::io_error, "prepare " + dir + ": " + ec.message());
+    }
   }
 
   s.active = true;

@@ -486,6 +486,41 @@ TEST_F(Sender, AbortRemovesTheSync) {
   EXPECT_TRUE(net.pushes.empty());
 }
 
+// Two senders publishing into one delta dir (two trainers, or two `publish` runs of the same version) used to
+// replace each other's version dir and marker. The second is refused while the first's sync runs, and the
+// first's files come out whole.
+TEST_F(Sender, SecondSenderIntoTheSameDeltaDirIsRefusedWhileASyncRuns) {
+  const model base = make_model(31);
+  const model next = step(base, 32, 0.05);
+  sender a(options({}), nullptr), b(options({}), nullptr);
+  seed_all(a, base);
+  seed_all(b, base);
+  ASSERT_TRUE(a.begin(1).ok());
+  for (const auto& t : next.tensors) ASSERT_TRUE(a.add(t.name, view_of(t)).ok());
+  auto refused = b.begin(1);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.err().code, errc::busy);
+  EXPECT_NE(refused.err().message.find("another sender is publishing"), std::string::npos) << refused.err().message;
+  EXPECT_NE(refused.err().message.find("pid " + std::to_string(::getpid())), std::string::npos)
+      << refused.err().message;
+  EXPECT_FALSE(b.in_sync());
+  EXPECT_FALSE(b.begin(2).ok()) << "any version: the lock is the delta dir's";
+  auto done = a.finish();
+  ASSERT_TRUE(done.ok()) << done.err().message;
+  // a's files are intact and decode to `next`.
+  model got = base;
+  seen_push p;
+  p.body["version"] = 1;
+  p.body["base_version"] = 0;
+  for (const auto& f : done->files) p.files.emplace_back(f, read_bytes(dir_ / "weight_v000001" / f));
+  ASSERT_FALSE(p.files.empty());
+  apply_push(p, got, true);  // native by default: the tensor digests are checked too
+  expect_equal(got, next);
+  EXPECT_TRUE(fs::exists(dir_ / "weight_v000001" / "published.json"));
+  // Once a's sync ended, b may publish (a later version).
+  EXPECT_TRUE(sync_to(b, 2, step(next, 33, 0.01)).ok());
+}
+
 // A tensor large enough to be diffed in parallel chunks: the files must still carry exactly the changed
 // elements, in order, with the chunk offsets applied (changes sit at chunk boundaries too).
 TEST_F(Sender, LargeTensorsDiffedInParallelChunksRoundTrip) {
