@@ -10,6 +10,9 @@
 
 #include <algorithm>
 #include <cstring>
+#include <deque>
+#include <map>
+#include <memory>
 #include <vector>
 
 #include "base/check.h"
@@ -139,12 +142,9 @@ __device__ uint64_t merge_accs(const uint64_t* acc, int secret_off, uint64_t sta
 // dependent integer operations, so it must not wait on device-memory latency).
 constexpr int kChainChunk = 256;  // blocks per shared-memory chunk: 16 KiB, double-buffered
 
-__global__ void __launch_bounds__(64) chain_kernel(const job* jobs, int njobs, const uint64_t* sums, uint64_t* accs,
-                                                   uint64_t* out) {
+__device__ __forceinline__ void chain_job(const job jb, const uint64_t* sums, uint64_t* accs, uint64_t* out) {
   __shared__ __align__(16) uint64_t buf[2][kChainChunk * 8];
   __shared__ uint64_t tail_acc[8];
-  if (static_cast<int>(blockIdx.x) >= njobs) return;
-  const job jb = jobs[blockIdx.x];
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
   const uint64_t n = jb.block_end - jb.block_begin;
@@ -207,9 +207,39 @@ __global__ void __launch_bounds__(64) chain_kernel(const job* jobs, int njobs, c
   out[2 * jb.acc_slot + 1] = low;
 }
 
+__global__ void __launch_bounds__(64) chain_kernel(const job* jobs, int njobs, const uint64_t* sums, uint64_t* accs,
+                                                   uint64_t* out) {
+  if (static_cast<int>(blockIdx.x) >= njobs) return;
+  chain_job(jobs[blockIdx.x], sums, accs, out);
+}
+
+// One whole region (first and last), its job by value: the chain of digester::start, queued on a side stream
+// after the region's bytes were read (jb.data then points at a copy of the region's tail).
+__global__ void __launch_bounds__(64) chain_one_kernel(const job jb, const uint64_t* sums, uint64_t* out) {
+  chain_job(jb, sums, nullptr, out);
+}
+
 }  // namespace
 
 struct digester::impl {
+  // One start()ed digest: its own sums and tail copy (reused from `spare` when large enough), its result.
+  struct pending {
+    device_buffer sums;  // the region's S_b, then the tail copy, then 16 bytes of result
+    pinned_buffer result;
+    std::unique_ptr<event> done;
+    uint64_t sums_bytes = 0;
+    bool ready = false;  // `value` holds the digest (hashed on the host or synchronously, or retired)
+    digest128 value{};
+  };
+  std::map<uint64_t, pending> started;
+  std::deque<uint64_t> order;   // tickets whose chains may still run, oldest first
+  std::vector<device_buffer> spare;
+  std::vector<pinned_buffer> spare_results;
+  std::vector<std::unique_ptr<stream>> chain_streams;
+  uint64_t next_ticket = 1, pending_sums = 0;
+  uint64_t max_pending_bytes = 1ull << 30;
+  status retire_oldest();
+
   device_buffer sums;      // S_b of one launch
   device_buffer accs;      // 8 lanes per region, carried between launches
   device_buffer out;       // 2 words per region
@@ -220,8 +250,9 @@ struct digester::impl {
   uint64_t max_blocks_per_launch = (256ull << 20) / 64;  // 256 MiB of sums: 4 GiB of input per launch
 };
 
-digester::digester(uint64_t max_sums_bytes) : impl_(new impl) {
+digester::digester(uint64_t max_sums_bytes, uint64_t max_pending_bytes) : impl_(new impl) {
   impl_->max_blocks_per_launch = std::max<uint64_t>(1, max_sums_bytes / 64);
+  impl_->max_pending_bytes = max_pending_bytes;
 }
 digester::~digester() { delete impl_; }
 
@@ -331,6 +362,122 @@ status digester::digest_many(std::span<const std::pair<const void*, uint64_t>> r
   const uint64_t* o = m.out_host.as<uint64_t>();
   for (size_t k = 0; k < nreg; ++k) out[longs[k]] = digest128{o[2 * k], o[2 * k + 1]};
   return {};
+}
+
+namespace {
+constexpr uint64_t kTailCopy = kBlockBytes + 64;  // covers the last partial block and the last stripe
+constexpr int kChainStreams = 8;
+}  // namespace
+
+status digester::impl::retire_oldest() {
+  while (!order.empty()) {
+    auto it = started.find(order.front());
+    if (it == started.end() || it->second.ready) {
+      order.pop_front();
+      continue;
+    }
+    pending& p = it->second;
+    DS_TRY_STATUS(p.done->synchronize());
+    order.pop_front();
+    const uint64_t* o = p.result.as<uint64_t>();
+    p.value = digest128{o[0], o[1]};  // out[0] = high, out[1] = low, as digest_many reads them
+    p.ready = true;
+    pending_sums -= p.sums_bytes;
+    spare.push_back(std::move(p.sums));
+    spare_results.push_back(std::move(p.result));
+    return {};
+  }
+  return error(errc::internal, "digester: no started chain left to wait for");
+}
+
+result<uint64_t> digester::start(const void* data, uint64_t bytes, stream& s) {
+  impl& m = *impl_;
+  const uint64_t ticket = m.next_ticket++;
+  impl::pending p;
+  const uint64_t nb = bytes > kMidSizeMax ? (bytes - 1) / kBlockBytes : 0;
+  if (bytes <= kMidSizeMax || nb > m.max_blocks_per_launch) {
+    // Short (hashed on the host) or longer than one launch: synchronously, as digest() does.
+    DS_ASSIGN_OR_RETURN(p.value, digest(data, bytes, s));
+    p.ready = true;
+    m.started.emplace(ticket, std::move(p));
+    return ticket;
+  }
+  if (!m.secret_loaded) {
+    DS_CHECK(detail::xxh3_default_secret_size() == 192, "libxxhash's default secret is not 192 bytes");
+    DS_CUDA_TRY(cudaMemcpyToSymbol(c_secret, detail::xxh3_default_secret(), 192));
+    m.secret_loaded = true;
+  }
+  while (m.pending_sums > 0 && m.pending_sums + nb * 64 > m.max_pending_bytes) DS_TRY_STATUS(m.retire_oldest());
+  if (m.chain_streams.empty())
+    for (int i = 0; i < kChainStreams; ++i) m.chain_streams.push_back(std::make_unique<stream>());
+  // Scratch: sums | tail copy | 16-byte result, from a spare buffer when one is large enough.
+  const uint64_t tail = std::min<uint64_t>(bytes, kTailCopy);
+  const uint64_t need = nb * 64 + kTailCopy + 16;
+  for (size_t i = 0; i < m.spare.size(); ++i)
+    if (m.spare[i].size() >= need) {
+      p.sums = std::move(m.spare[i]);
+      m.spare.erase(m.spare.begin() + static_cast<std::ptrdiff_t>(i));
+      break;
+    }
+  if (p.sums.size() < need) {
+    DS_ASSIGN_OR_RETURN(p.sums, device_buffer::allocate(need));
+  }
+  if (!m.spare_results.empty()) {
+    p.result = std::move(m.spare_results.back());
+    m.spare_results.pop_back();
+  } else {
+    DS_ASSIGN_OR_RETURN(p.result, pinned_buffer::allocate(16));
+  }
+  p.done = std::make_unique<event>();
+  p.sums_bytes = nb * 64;
+  unsigned char* base = p.sums.as<unsigned char>();
+  unsigned char* tail_copy = base + nb * 64;
+  uint64_t* out = reinterpret_cast<uint64_t*>(tail_copy + kTailCopy);
+  cudaStream_t cs = static_cast<cudaStream_t>(s.native());
+  // The sums read the region; the job goes in by value (kernel parameter), so nothing else is staged.
+  job jb{static_cast<const unsigned char*>(data), bytes, 0, nb, 0, 0, 1u, 1u};
+  DS_TRY_STATUS(detail::ensure(m.jobs_dev, sizeof(job)));
+  DS_TRY_STATUS(detail::ensure_pinned(m.jobs_host, sizeof(job)));
+  *m.jobs_host.as<job>() = jb;
+  DS_CUDA_TRY(cudaMemcpyAsync(m.jobs_dev.data(), m.jobs_host.data(), sizeof(job), cudaMemcpyHostToDevice, cs));
+  const uint64_t want = (nb * 16 + 255) / 256;
+  const unsigned grid = static_cast<unsigned>(std::min<uint64_t>(want, 132ull * 16));
+  sums_kernel<<<grid, 256, 0, cs>>>(m.jobs_dev.as<job>(), 1, nb, reinterpret_cast<uint64_t*>(base));
+  DS_CUDA_TRY(cudaGetLastError());
+  DS_CUDA_TRY(cudaMemcpyAsync(tail_copy, static_cast<const unsigned char*>(data) + (bytes - tail), tail,
+                              cudaMemcpyDeviceToDevice, cs));
+  DS_CUDA_TRY(cudaStreamSynchronize(cs));  // the region is read: the caller may change it
+  // The chain's finishing step reads jb.data + (len - tail ..): point it at the copy.
+  jb.data = reinterpret_cast<const unsigned char*>(reinterpret_cast<uintptr_t>(tail_copy) - (bytes - tail));
+  stream& cstream = *m.chain_streams[ticket % kChainStreams];
+  cudaStream_t chs = static_cast<cudaStream_t>(cstream.native());
+  chain_one_kernel<<<1, 64, 0, chs>>>(jb, reinterpret_cast<const uint64_t*>(base), out);
+  DS_CUDA_TRY(cudaGetLastError());
+  DS_CUDA_TRY(cudaMemcpyAsync(p.result.data(), out, 16, cudaMemcpyDeviceToHost, chs));
+  DS_TRY_STATUS(p.done->record(cstream));
+  m.pending_sums += p.sums_bytes;
+  m.started.emplace(ticket, std::move(p));
+  m.order.push_back(ticket);
+  return ticket;
+}
+
+result<digest128> digester::collect(uint64_t ticket) {
+  impl& m = *impl_;
+  auto it = m.started.find(ticket);
+  if (it == m.started.end())
+    return error(errc::invalid_argument, "digester: ticket " + std::to_string(ticket) + " was never started or was collected");
+  while (!it->second.ready) DS_TRY_STATUS(m.retire_oldest());
+  const digest128 d = it->second.value;
+  m.started.erase(it);
+  return d;
+}
+
+void digester::drop_pending() noexcept {
+  impl& m = *impl_;
+  while (!m.order.empty())
+    if (!m.retire_oldest()) m.order.clear();  // a failed chain: its buffers go with `started`
+  m.started.clear();
+  m.pending_sums = 0;
 }
 
 }  // namespace deltasync::gpu

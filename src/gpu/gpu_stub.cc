@@ -54,10 +54,13 @@ const uint32_t* diff_encoder::positions() const noexcept { return nullptr; }
 const void* diff_encoder::values() const noexcept { return nullptr; }
 
 struct digester::impl {};
-digester::digester(uint64_t) : impl_(nullptr) {}
+digester::digester(uint64_t, uint64_t) : impl_(nullptr) {}
 digester::~digester() = default;
 result<digest128> digester::digest(const void*, uint64_t, stream&) { return not_built(); }
 result<uint64_t> digester::digest64(const void*, uint64_t, stream&) { return not_built(); }
+result<uint64_t> digester::start(const void*, uint64_t, stream&) { return not_built(); }
+result<digest128> digester::collect(uint64_t) { return not_built(); }
+void digester::drop_pending() noexcept {}
 status digester::digest_many(std::span<const std::pair<const void*, uint64_t>>, std::span<digest128>, stream&) {
   return not_built();
 }

@@ -102,7 +102,8 @@ class digester {
  public:
   // max_sums_bytes bounds the scratch (64 bytes per KiB of input); longer inputs are hashed in several
   // launches, the chains carried between them.
-  explicit digester(uint64_t max_sums_bytes = 256ull << 20);
+  // max_pending_bytes bounds the sums of start()ed digests still in flight (64 bytes per KiB of input).
+  explicit digester(uint64_t max_sums_bytes = 256ull << 20, uint64_t max_pending_bytes = 1ull << 30);
   ~digester();
   digester(const digester&) = delete;
   digester& operator=(const digester&) = delete;
@@ -111,6 +112,18 @@ class digester {
   result<uint64_t> digest64(const void* data, uint64_t bytes, stream& s);
   // Several regions at once (their chains run in parallel): out[i] = digest of regions[i].
   status digest_many(std::span<const std::pair<const void*, uint64_t>> regions, std::span<digest128> out, stream& s);
+
+  // Asynchronous form, for digests needed later (the Sender's per-tensor digests, needed at the bucket's
+  // flush). start() reads the region now: the per-block sums and a copy of its last 1088 bytes are done when
+  // it returns (it synchronizes `s`), so the caller may change the memory right after. Only the sequential
+  // chain, over the digester's own copy, is left; it runs on one of the digester's streams, concurrently with
+  // later start()s' chains. collect(ticket) waits for it and returns the digest (once per ticket). Regions
+  // longer than one launch's sums (max_sums_bytes x 16) are hashed synchronously by start(). At most
+  // max_pending_bytes of sums stay in flight: past that, start() first waits for the oldest chain.
+  result<uint64_t> start(const void* data, uint64_t bytes, stream& s);
+  result<digest128> collect(uint64_t ticket);
+  // Waits for every started chain and forgets them (their results are not needed).
+  void drop_pending() noexcept;
 
  private:
   struct impl;

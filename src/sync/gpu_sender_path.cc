@@ -64,6 +64,7 @@ struct gpu_sender_path::state {
   std::unique_ptr<gpu::stream> s;
   gpu::diff_encoder enc;
   gpu::digester dig;
+  std::vector<std::pair<uint64_t, digest128*>> digests;  // started: ticket -> where its digest goes
   gpu::pinned_buffer out;
   gpu::device_buffer scratch;
   // The last diff(), for bucket_last().
@@ -144,8 +145,36 @@ status gpu_sender_path::seed(const std::string& name, const void* data, int devi
   return {};
 }
 
-status gpu_sender_path::diff(const std::string& name, const void* data, int device, encoding enc, uint64_t& changed,
-                             digest128* digest) {
+status gpu_sender_path::start_digest(const std::string& name, const void* data, digest128* dest) {
+  state& m = *st_;
+  auto it = snaps_.find(name);
+  if (it == snaps_.end()) return error(errc::invalid_argument, "tensor '" + name + "': no device snapshot");
+  const snapshot& sn = *it->second;
+  DS_ASSIGN_OR_RETURN(uint64_t ticket, m.dig.start(data, sn.numel * element_bytes(sn.type), *m.s));
+  m.digests.emplace_back(ticket, dest);
+  return {};
+}
+
+status gpu_sender_path::await_digests() {
+  state& m = *st_;
+  for (auto& [ticket, dest] : m.digests) {
+    auto d = m.dig.collect(ticket);
+    if (!d.ok()) {
+      drop_digests();
+      return std::move(d).err();
+    }
+    *dest = *d;
+  }
+  m.digests.clear();
+  return {};
+}
+
+void gpu_sender_path::drop_digests() noexcept {
+  st_->dig.drop_pending();
+  st_->digests.clear();
+}
+
+status gpu_sender_path::diff(const std::string& name, const void* data, int device, encoding enc, uint64_t& changed) {
   state& m = *st_;
   auto it = snaps_.find(name);
   if (it == snaps_.end()) return error(errc::invalid_argument, "tensor '" + name + "': no device snapshot");
@@ -160,9 +189,6 @@ status gpu_sender_path::diff(const std::string& name, const void* data, int devi
   in.elem_bytes = eb;
   DS_ASSIGN_OR_RETURN(gpu::encoded_layout layout, m.enc.encode({&in, 1}, enc, *m.s));
   const uint64_t count = layout.counts[0];
-  if (digest != nullptr) {
-    DS_ASSIGN_OR_RETURN(*digest, m.dig.digest(data, sn.numel * eb, *m.s));
-  }
   changed = count;
   m.last_name = name;
   m.last_count = count;

@@ -125,6 +125,7 @@ struct sender::impl {
   // streamed GPU -> pinned -> file (disk), or comes back as host bytes (NCCL, and deltas_zstd to compress).
   status flush(dtype type, bucket& b) {
     auto t0 = steady::now();
+    if (gpu) DS_TRY_STATUS(gpu->await_digests());  // device tensors' digests, started in add()
     const native_fields* native = nullptr;
     if (options.format == wire_format::native) {
       b.native.base_version = report.base_version;
@@ -203,6 +204,7 @@ struct sender::impl {
   // Ends the sync: drops the files unless asked to keep them (or nobody was pushed to), forgets pending
   // changes.
   void end_sync(bool keep) {
+    if (gpu) gpu->drop_digests();  // an aborted sync's (a finished one awaited them all)
     if (!keep || write_failed) remove_dir();
     dir_lock.release();
     write_failed = false;
@@ -365,14 +367,12 @@ status sender::add(const std::string& name, const tensor_view& t) {
   // while this one diffs (both are memory-bound scans; on two or more cores they overlap).
   const bool native = s.options.format == wire_format::native;
   std::future<digest128> digest;
-  digest128 gpu_digest;
   if (native && !on_gpu && now.size() >= (4u << 20))
     digest = std::async(std::launch::async, [now] { return xxh3_128(now); });
   uint64_t gpu_changed = 0;
   if (on_gpu) {
-    // Diffed and encoded on the device, where the changes stay (and the device digest of the new tensor).
-    DS_TRY_STATUS(s.gpu->diff(name, t.data, gpu_sender_path::device_index(t.device), s.options.enc, gpu_changed,
-                              native ? &gpu_digest : nullptr));
+    // Diffed and encoded on the device, where the changes stay.
+    DS_TRY_STATUS(s.gpu->diff(name, t.data, gpu_sender_path::device_index(t.device), s.options.enc, gpu_changed));
   } else if (full) {
     s.positions.resize(numel);
     for (uint64_t i = 0; i < numel; ++i) s.positions[i] = static_cast<uint32_t>(i);
@@ -397,7 +397,12 @@ status sender::add(const std::string& name, const tensor_view& t) {
     const byte_span vals = full ? byte_span(change.values) : byte_span(s.values);
     b.builder.add(param_delta{name, t.type, t.shape, s.positions, vals});
   }
-  if (native) b.native.tensor_digests[name] = on_gpu ? gpu_digest : digest.valid() ? digest.get() : xxh3_128(now);
+  if (native && on_gpu) {
+    // The device digest of the new tensor: read now, finished before the bucket's file is built (flush).
+    DS_TRY_STATUS(s.gpu->start_digest(name, t.data, &b.native.tensor_digests[name]));
+  } else if (native) {
+    b.native.tensor_digests[name] = digest.valid() ? digest.get() : xxh3_128(now);
+  }
   s.report.changed_elements += on_gpu ? gpu_changed : s.positions.size();
   if (!full && !on_gpu) {
     change.positions = s.positions;

@@ -72,6 +72,51 @@ TEST(gpu_digest, many_regions_and_chains_carried_across_launches) {
   }
 }
 
+// start() reads the region before it returns: overwriting it afterwards must not change the digest; chains
+// run on side streams and are collected in any order; a small in-flight budget makes start() retire older
+// chains first; regions longer than one launch are hashed synchronously; short ones on the host.
+TEST(gpu_digest, started_digests_read_the_region_before_start_returns) {
+  DS_REQUIRE_GPU();
+  std::mt19937_64 rng(15);
+  stream s;
+  for (uint64_t pending_budget : {uint64_t{1} << 30, uint64_t{64} << 10}) {
+    digester d(16 << 10, pending_budget);  // 256 KiB of input per launch: the 3 MiB region falls back
+    std::vector<byte_buffer> hosts;
+    std::vector<uint64_t> tickets;
+    device_buffer scratch = upload(random_bytes(8u << 20, rng), s);
+    for (size_t n : {100u, 241u, 5000u, 262145u, 1025u, (3u << 20) + 77, 200000u, 240u, 65536u + 7}) {
+      hosts.push_back(random_bytes(n, rng));
+      ASSERT_TRUE(copy_h2d(scratch.data(), hosts.back().data(), n, s).ok());
+      auto t = d.start(scratch.data(), n, s);
+      ASSERT_TRUE(t.ok()) << t.err().message;
+      tickets.push_back(*t);
+      // The same memory is reused for the next region at once (and finally overwritten with zeros).
+    }
+    const byte_buffer zeros(8u << 20);
+    ASSERT_TRUE(copy_h2d(scratch.data(), zeros.data(), zeros.size(), s).ok());
+    ASSERT_TRUE(s.synchronize().ok());
+    for (size_t k = tickets.size(); k-- > 0;) {  // newest first
+      auto got = d.collect(tickets[k]);
+      ASSERT_TRUE(got.ok()) << got.err().message;
+      EXPECT_EQ(*got, xxh3_128(hosts[k])) << "region " << k << " of " << hosts[k].size() << " bytes, budget "
+                                          << pending_budget;
+    }
+    auto again = d.collect(tickets[0]);
+    ASSERT_FALSE(again.ok());
+    EXPECT_EQ(again.err().code, errc::invalid_argument);
+    // drop_pending forgets started chains; the digester stays usable.
+    ASSERT_TRUE(d.start(scratch.data(), 300000, s).ok());
+    d.drop_pending();
+    const byte_buffer last = random_bytes(300001, rng);
+    device_buffer dev = upload(last, s);
+    auto t = d.start(dev.data(), last.size(), s);
+    ASSERT_TRUE(t.ok());
+    auto got = d.collect(*t);
+    ASSERT_TRUE(got.ok());
+    EXPECT_EQ(*got, xxh3_128(last));
+  }
+}
+
 TEST(gpu_digest, large_random) {
   DS_REQUIRE_GPU();
   std::mt19937_64 rng(14);
