@@ -440,10 +440,12 @@ result<uint64_t> digester::start(const void* data, uint64_t bytes, stream& s) {
   DS_TRY_STATUS(detail::ensure_pinned(m.jobs_host, sizeof(job)));
   *m.jobs_host.as<job>() = jb;
   DS_CUDA_TRY(cudaMemcpyAsync(m.jobs_dev.data(), m.jobs_host.data(), sizeof(job), cudaMemcpyHostToDevice, cs));
-  const uint64_t want = (nb * 16 + 255) / 256;
-  const unsigned grid = static_cast<unsigned>(std::min<uint64_t>(want, 132ull * 16));
-  sums_kernel<<<grid, 256, 0, cs>>>(m.jobs_dev.as<job>(), 1, nb, reinterpret_cast<uint64_t*>(base));
-  DS_CUDA_TRY(cudaGetLastError());
+  if (nb > 0) {  // 241..1024 bytes: no whole block before the last one, only the tail
+    const uint64_t want = (nb * 16 + 255) / 256;
+    const unsigned grid = static_cast<unsigned>(std::min<uint64_t>(want, 132ull * 16));
+    sums_kernel<<<grid, 256, 0, cs>>>(m.jobs_dev.as<job>(), 1, nb, reinterpret_cast<uint64_t*>(base));
+    DS_CUDA_TRY(cudaGetLastError());
+  }
   DS_CUDA_TRY(cudaMemcpyAsync(tail_copy, static_cast<const unsigned char*>(data) + (bytes - tail), tail,
                               cudaMemcpyDeviceToDevice, cs));
   DS_CUDA_TRY(cudaStreamSynchronize(cs));  // the region is read: the caller may change it
