@@ -90,7 +90,8 @@ unsigned http_status_for(const error& e) noexcept {
     case errc::invalid_argument:
     case errc::unsupported: return 400;
     case errc::unauthorized: return 401;
-    case errc::forbidden_path: return 403;
+    case errc::forbidden_path:
+    case errc::forbidden_url: return 403;
     case errc::not_found: return 404;
     case errc::version_conflict: return 409;
     case errc::body_too_large:
