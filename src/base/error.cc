@@ -90,6 +90,7 @@ std::string_view errc_name(errc e) noexcept {
     DS_NAME(busy)
     DS_NAME(receiver_failed)
     DS_NAME(upstream_error)
+    DS_NAME(forbidden_url)
 #undef DS_NAME
   }
   return "unknown_error";

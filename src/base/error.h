@@ -72,6 +72,7 @@ enum class errc : int {
   busy,                   // another sync in progress: 503
   receiver_failed,        // a receiver answered with an error (sender side)
   upstream_error,         // pull transport: the file server failed or answered an error: 502
+  forbidden_url,          // pull transport: a base_url that no pull-allow entry covers: 403
 };
 
 const std::error_category& deltasync_category() noexcept;

@@ -300,6 +300,7 @@ int run_bench(bench_options opt) {
                                     "--update-weight-delta-chunk-bytes", std::to_string(opt.chunk_bytes),
                                     "--update-weight-delta-read-workers", std::to_string(opt.read_workers)};
       if (opt.workers) args.insert(args.end(), {"--workers", std::to_string(opt.workers)});
+      if (path.name == "http") args.insert(args.end(), {"--pull-allow", files_url});  // the only server it pulls from
       auto port = rx.start(args, work + "/rx.port", "", 900);
       if (!port) return fail(port.err().describe());
       const std::string rx_url = "http://127.0.0.1:" + std::to_string(*port);

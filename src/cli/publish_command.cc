@@ -272,7 +272,7 @@ void register_publish(CLI::App& app, int& exit_status) {
   cmd->add_option("--token-file", opt->token_file, "File holding the receivers' bearer token");
   cmd->add_option("--pull-base-url", opt->pull_base_url,
                   "Receivers pull the files over HTTP from this file server (deltasync serve-files, nginx) "
-                  "serving --delta-dir; docs/bench.md");
+                  "serving --delta-dir; each receiver must allow it (serve --pull-allow); docs/bench.md");
   cmd->add_option("--push-timeout-ms", opt->push_timeout_ms, "Per-receiver limit for one /sync")
       ->capture_default_str();
   cmd->add_flag("--keep-files,--update-weight-delta-keep-files", opt->keep_files,

@@ -59,6 +59,8 @@ struct serve_options {
   uint64_t max_decompressed_bytes = 8ull << 30;
   uint64_t max_sync_bytes = 64ull << 30;
   uint32_t write_timeout_ms = 30'000;
+  // The HTTP pull transport's allow list (http/pull_allow.h): URL prefixes a sync's base_url must lie under.
+  std::vector<std::string> pull_allow;
 };
 
 result<std::pair<std::string, uint16_t>> split_listen(const std::string& listen) {
@@ -94,6 +96,8 @@ int run_serve(const serve_options& opt) {
     return fail(error(errc::invalid_argument, "give exactly one of --base PATH or --model NAME (a built-in synthetic model)"));
   auto listen = split_listen(opt.listen);
   if (!listen) return fail(listen.err());
+  auto pull_allow = http::pull_allowlist::parse(opt.pull_allow);
+  if (!pull_allow) return fail(pull_allow.err());
   std::string token;
   if (!opt.token_file.empty()) {
     auto t = read_token_file(opt.token_file);
@@ -184,7 +188,15 @@ int run_serve(const serve_options& opt) {
     rec.max_file_bytes = opt.max_file_bytes;
     recovered = recover(*rx, loop, rec);
   }
-  http::pull_opener puller(loop);  // "transport": "http" syncs (docs/bench.md)
+  // "transport": "http" syncs (docs/service.md), from the servers pull-allow names only (none by default).
+  http::pull_options pull_opts;
+  pull_opts.allow = std::move(pull_allow).value();
+  if (pull_opts.allow.empty()) {
+    DS_LOG(info, "serve", "pull transport: no pull-allow entry, every \"transport\": \"http\" sync is refused (403)");
+  } else {
+    for (const auto& a : pull_opts.allow.describe()) DS_LOG(info, "serve", "pull transport: allowed from %s", a.c_str());
+  }
+  http::pull_opener puller(loop, std::move(pull_opts));
   rx->set_remote_opener(&puller);
 
   http::server_options sopts;
@@ -262,6 +274,9 @@ void register_serve(CLI::App& app, int& exit_status) {
   cmd->add_option("--max-decompressed-bytes", opt->max_decompressed_bytes, "Largest decompressed deltas_zstd file")->capture_default_str();
   cmd->add_option("--max-sync-bytes", opt->max_sync_bytes, "Largest total of one sync's files")->capture_default_str();
   cmd->add_option("--write-timeout-ms", opt->write_timeout_ms, "Disconnect a client that does not read an answer for this long")->capture_default_str();
+  cmd->add_option("--pull-allow", opt->pull_allow,
+                  "Allow \"transport\": \"http\" syncs from base URLs under this prefix (http://host:port/path/); "
+                  "repeat for several. None by default: every pull is refused");
   cmd->callback([opt, &exit_status] { exit_status = run_serve(*opt); });
 }
 

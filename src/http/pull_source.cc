@@ -440,14 +440,14 @@ class pull_file_source final : public file_source {
 
 }  // namespace
 
-pull_opener::pull_opener(io::event_loop& loop, pull_options options) : loop_(loop), options_(options) {
+pull_opener::pull_opener(io::event_loop& loop, pull_options options) : loop_(loop), options_(std::move(options)) {
   DS_CHECK(options_.timeout_ms > 0, "pull timeout must be positive");
 }
 
 void pull_opener::open(const remote_fetch& what, io::buffer_pool& pool, std::function<void(result<remote_files>)> done) {
   auto url = parse_http_url(what.base_url);
-  if (!url) {
-    auto e = std::move(url).err();
+  if (auto allowed = options_.allow.check(what.base_url); !url || !allowed) {
+    auto e = !url ? std::move(url).err() : allowed.err();
     return loop_.post([done = std::move(done), e] { done(e); });
   }
   auto job = std::make_shared<pull_job>(io::asio_context(loop_), pool, std::move(url).value(), what, options_);

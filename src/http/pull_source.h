@@ -9,6 +9,8 @@
 // range's length, and the whole body. Anything else fails the sync with a message naming the URL:
 // 404 -> errc::not_found; an unreachable server, another status, a short body, a wrong length or range, a
 // timeout -> errc::upstream_error (HTTP 502 from /sync); a file over max_file_bytes -> errc::limit_exceeded.
+// Before any of that, a base_url that options.allow does not cover is errc::forbidden_url (HTTP 403), and
+// nothing is sent to it.
 //
 // Threading: everything runs on the event loop's thread (open() is called there, by the receiver).
 #pragma once
@@ -17,6 +19,7 @@
 #include <string>
 
 #include "base/result.h"
+#include "http/pull_allow.h"
 #include "sync/file_source.h"
 
 namespace deltasync::io {
@@ -27,6 +30,9 @@ namespace deltasync::http {
 
 struct pull_options {
   uint32_t timeout_ms = 60'000;  // each step of a request: connect, send, header, body
+  // The servers a sync may name (serve's pull-allow; pull_allow.h). open() refuses any other base_url with
+  // errc::forbidden_url (HTTP 403) before a single request is sent. Empty (the default): every pull is refused.
+  pull_allowlist allow;
 };
 
 class pull_opener final : public remote_file_opener {

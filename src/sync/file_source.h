@@ -56,7 +56,8 @@ struct remote_files {
 // Opens a remote sync: learns every file's size, then returns a source that fetches them into `pool`'s
 // buffers. Threading: open() on the loop thread; done runs on the loop thread (never inline). Errors:
 // errc::invalid_argument (a bad base URL), errc::not_found (a missing file), errc::upstream_error (a
-// server that cannot be reached or answers an error), errc::limit_exceeded (a file over max_file_bytes).
+// server that cannot be reached or answers an error), errc::limit_exceeded (a file over max_file_bytes),
+// errc::forbidden_url (a base URL the opener is not allowed to fetch from).
 class remote_file_opener {
  public:
   virtual ~remote_file_opener() = default;

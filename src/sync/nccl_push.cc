@@ -13,8 +13,8 @@ namespace deltasync {
 
 namespace {
 
-// Answers after which the receiver is known to have drained every announced byte (receiver.cc drains
-// before refusing once a sync's source exists): they may arrive while rank 0 still broadcasts.
+// Answers after which the receiver is known to have drained every announced byte (receiver_transports.cc
+// drains before refusing once a sync's source exists): they may arrive while rank 0 still broadcasts.
 bool drained_refusal(unsigned http_status) { return http_status == 409 || http_status == 413 || http_status == 422; }
 
 std::string json_string(const std::string& s) {

@@ -19,68 +19,11 @@
 #include "io/event_loop.h"
 #include "io/worker_pool.h"
 #include "sync/file_source.h"
+#include "sync/receiver_internal.h"
 
 namespace deltasync {
 
-struct receiver::counters {
-  metric_counter* syncs_ok = nullptr;
-  metric_counter* syncs_failed = nullptr;
-  metric_counter* bytes_read = nullptr;
-  metric_counter* changed = nullptr;
-  metric_gauge* version = nullptr;
-  metric_histogram *read = nullptr, *decode = nullptr, *apply = nullptr, *verify = nullptr, *total = nullptr;
-};
-
-namespace {
-
-struct decoded_file {
-  size_t index = 0;
-  byte_buffer bytes;  // delta_file views these (or its own storage)
-  std::optional<delta_file> file;
-  std::vector<size_t> tensors;  // store index per manifest param
-  double decode_ms = 0;
-};
-
-}  // namespace
-
-struct receiver::run {
-  sync_request req;
-  std::function<void(result<sync_stats>)> done;
-  sync_files opened;  // held open for the whole sync: what was checked is what is read
-  std::vector<std::string> paths;
-  std::vector<uint64_t> sizes;
-  std::unique_ptr<piece_source> reader;  // disk (chunked_reader), HTTP pull or NCCL
-  std::vector<byte_buffer> assembling;  // per file, allocated at its first piece
-  std::deque<io::read_piece> held;      // pieces waiting for assembly budget, in arrival order
-  uint64_t assembled_bytes = 0;
-  std::deque<std::unique_ptr<decoded_file>> apply_queue;
-  bool applying = false;
-  size_t tasks = 0;  // worker jobs in flight
-  bool reader_done = false;
-  size_t files_applied = 0;
-  std::optional<error> failure;
-  undo_log undo;
-  std::map<size_t, digest128> expected;  // native: digests of the new tensors
-  // Tensors whose digest matched right after their last apply (checked inside the apply job, while the
-  // tensor is hot); finish() re-checks only the others.
-  std::set<size_t> verified;
-  sync_stats stats;
-  stopwatch total;
-  bool finishing = false;
-  // The stages (start_sync) capture the run and each other; release() empties them once the sync is over,
-  // which breaks those reference cycles.
-  std::shared_ptr<std::function<void(error)>> fail;
-  std::shared_ptr<std::function<void()>> maybe_finish, pump_apply;
-  std::shared_ptr<std::function<bool(io::read_piece&)>> accept_piece;
-  void release() {
-    reader.reset();
-    if (fail) *fail = nullptr;
-    if (maybe_finish) *maybe_finish = nullptr;
-    if (pump_apply) *pump_apply = nullptr;
-    if (accept_piece) *accept_piece = nullptr;
-  }
-  explicit run(uint64_t max_undo) : undo(max_undo) {}
-};
+using receiver_detail::decoded_file;
 
 unsigned http_status_for(const error& e) noexcept {
   if (e.code.category() != deltasync_category()) return 500;
@@ -90,7 +33,8 @@ unsigned http_status_for(const error& e) noexcept {
     case errc::invalid_argument:
     case errc::unsupported: return 400;
     case errc::unauthorized: return 401;
-    case errc::forbidden_path: return 403;
+    case errc::forbidden_path:
+    case errc::forbidden_url: return 403;
     case errc::not_found: return 404;
     case errc::version_conflict: return 409;
     case errc::body_too_large:
@@ -210,7 +154,7 @@ void receiver::start_sync(sync_request req, std::function<void(result<sync_stats
   if (req.version <= cur)
     return refuse_any(error(errc::version_conflict, "version " + std::to_string(req.version) +
                                                         " is not newer than the current version " + std::to_string(cur)));
-  if (pull) return start_pull(std::move(req), std::move(done), cur);  // at the end of this file
+  if (pull) return start_pull(std::move(req), std::move(done), cur);  // receiver_transports.cc
   // Disk: each file opened beneath the delta dir and held open (what was checked is what is read). Other
   // transports: the announced names and sizes.
   sync_files opened;
@@ -469,29 +413,6 @@ void receiver::start_pipeline(std::shared_ptr<run> r, uint64_t cur) {
       });
 }
 
-void receiver::set_transport(std::string name, transport_source_factory factory) {
-  transports_[std::move(name)] = std::move(factory);
-}
-
-void receiver::refuse_draining(std::unique_ptr<piece_source> source, error e,
-                               std::function<void(result<sync_stats>)> done) {
-  if (m_->syncs_failed) m_->syncs_failed->add();
-  DS_LOG(warn, "sync", "refused a sync (draining its announced bytes first): %s", e.describe().c_str());
-  last_error_ = e;
-  // Busy until the bytes are off the wire: the transport carries one sync at a time.
-  auto r = std::make_shared<run>(0);
-  r->reader = std::move(source);
-  current_ = r;
-  piece_source* src = r->reader.get();
-  src->start([](io::read_piece) {},
-             [this, r, e = std::move(e), done = std::move(done)](status) mutable {
-               current_.reset();
-               loop_.post([r] { r->reader.reset(); });
-               done(std::move(e));
-             });
-  src->cancel();
-}
-
 void receiver::finish(std::shared_ptr<run> r) {
   auto complete = [this, r] {
     auto done = std::move(r->done);
@@ -585,43 +506,6 @@ void receiver::finish(std::shared_ptr<run> r) {
       on_done();
     }
   }
-}
-
-// The HTTP pull transport: the opener learns the files' sizes (the receiver counts as busy meanwhile), then
-// the same pipeline as the disk transport runs on its source.
-void receiver::start_pull(sync_request req, std::function<void(result<sync_stats>)> done, uint64_t cur) {
-  auto r = std::make_shared<run>(options_.max_undo_bytes);
-  r->req = std::move(req);
-  r->done = std::move(done);
-  auto refuse = [this, r](error e) {
-    current_.reset();
-    if (m_->syncs_failed) m_->syncs_failed->add();
-    DS_LOG(warn, "sync", "refused version %llu (pull from %s): %s", static_cast<unsigned long long>(r->req.version),
-           r->req.base_url.c_str(), e.describe().c_str());
-    last_error_ = e;
-    auto d = std::move(r->done);
-    d(std::move(e));
-  };
-  current_ = r;
-  if (auto names = check_remote_names(r->req.dir, r->req.files); !names) return refuse(names.err());
-  remote_fetch what{r->req.base_url, r->req.dir, r->req.files, options_.chunk_bytes, options_.read_workers,
-                    options_.max_file_bytes};
-  remote_->open(what, pool_, [this, r, cur, refuse](result<remote_files> opened) {
-    if (!opened) return refuse(std::move(opened).err());
-    uint64_t total_bytes = 0;
-    for (uint64_t size : opened->sizes) total_bytes += size;
-    if (total_bytes > options_.max_sync_bytes)
-      return refuse(error(errc::limit_exceeded, "the sync's files hold " + std::to_string(total_bytes) +
-                                                    " bytes; the limit is " + std::to_string(options_.max_sync_bytes)));
-    r->paths = opened->urls;
-    r->sizes = opened->sizes;
-    r->assembling.resize(r->paths.size());
-    r->stats.version = r->req.version;
-    r->stats.base_version = cur;
-    r->stats.files = r->paths.size();
-    r->reader = std::move(opened->source);
-    start_pipeline(r, cur);
-  });
 }
 
 }  // namespace deltasync

@@ -89,7 +89,7 @@ class receiver {
   void set_remote_opener(remote_file_opener* opener) noexcept { remote_ = opener; }
   const receiver_options& options() const noexcept { return options_; }
 
-  struct run;  // one sync in flight (receiver.cc)
+  struct run;  // one sync in flight (receiver_internal.h)
 
  private:
   void finish(std::shared_ptr<run> r);

@@ -1,11 +1,13 @@
 // The pull transport's pieces in process: URL parsing and percent-coding, and pull_opener fetching files from a
 // live file_server in many ranges over several connections (bytes equal, pieces of a file in order), a missing
-// file (not_found), a dead server (upstream_error) and a bad URL (invalid_argument).
+// file (not_found), a dead server (upstream_error), a bad URL (invalid_argument) and a server outside the allow
+// list (forbidden_url, with nothing sent).
 #include "http/pull_source.h"
 
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <optional>
 #include <random>
 
 #include <gtest/gtest.h>
@@ -64,6 +66,7 @@ class pull_test : public ::testing::Test {
     auto s = file_server::start(loop_, o);
     ASSERT_TRUE(s.ok()) << s.err().describe();
     server_ = std::move(s).value();
+    port_ = server_->port();
     io::buffer_pool_options po;
     po.buffer_bytes = 16384;
     po.max_total_bytes = 16384 * 6;  // fewer buffers than pieces: the fetch waits for the consumer
@@ -78,11 +81,18 @@ class pull_test : public ::testing::Test {
     fs::remove_all(root_);
   }
 
-  // Opens and reads `files` from base_url; returns the open error, or the assembled files.
-  result<std::vector<std::string>> pull(const std::string& base_url, std::vector<std::string> files) {
+  // Opens and reads `files` from base_url, allowed by `allow` (by default: 127.0.0.1 on the test server's port,
+  // also once the server is gone); returns the open
+  // error, or the assembled files.
+  result<std::vector<std::string>> pull(const std::string& base_url, std::vector<std::string> files,
+                                        std::optional<std::vector<std::string>> allow = std::nullopt) {
     std::promise<result<std::vector<std::string>>> done;
     auto fut = done.get_future();
-    pull_opener opener(loop_);
+    pull_options po;
+    auto list = pull_allowlist::parse(allow ? *allow : std::vector<std::string>{"http://127.0.0.1:" + std::to_string(port_)});
+    if (!list) return std::move(list).err();
+    po.allow = std::move(list).value();
+    pull_opener opener(loop_, std::move(po));
     std::unique_ptr<file_source> source;
     std::vector<std::string> got(files.size());
     std::vector<uint64_t> next(files.size(), 0);
@@ -117,6 +127,7 @@ class pull_test : public ::testing::Test {
   fs::path root_;
   std::vector<std::string> files_, contents_;
   std::unique_ptr<file_server> server_;
+  uint16_t port_ = 0;
   std::unique_ptr<io::buffer_pool> pool_;
 };
 
@@ -143,6 +154,25 @@ TEST_F(pull_test, DeadServerAndBadUrlAreClearErrors) {
   auto bad = pull("gopher://x", files_);
   ASSERT_FALSE(bad.ok());
   EXPECT_TRUE(bad.err().is(errc::invalid_argument));
+}
+
+TEST_F(pull_test, ServerOutsideTheAllowListIsRefusedBeforeAnyRequest) {
+  const std::string port = std::to_string(server_->port());
+  for (const auto& allow : std::vector<std::vector<std::string>>{
+           {},                                                                  // the default: nothing allowed
+           {"http://127.0.0.1:" + std::to_string(server_->port() == 1 ? 2 : 1)},  // another port
+           {"http://127.0.0.1:" + port + "/other/"},                            // another prefix
+           {"http://localhost:" + port}}) {                                     // another name of the same host
+    auto r = pull(base(), files_, allow);
+    ASSERT_FALSE(r.ok());
+    EXPECT_TRUE(r.err().is(errc::forbidden_url)) << r.err().describe();
+    EXPECT_NE(r.err().message.find(base()), std::string::npos) << r.err().message;
+  }
+  EXPECT_EQ(server_->bytes_sent(), 0u) << "a refused pull reached the file server";
+  // The same server under an allowed prefix: the pull goes through.
+  auto ok = pull(base() + "/", {files_[1]}, std::vector<std::string>{"http://127.0.0.1:" + port + "/"});
+  ASSERT_TRUE(ok.ok()) << ok.err().describe();
+  EXPECT_TRUE((*ok)[0] == contents_[1]);
 }
 
 TEST_F(pull_test, FetchDiscardMeasuresOneBody) {

@@ -6,13 +6,14 @@
   wrong_length  announce a Content-Length 10 bytes longer than the range
   error_mid     answer the first GET, then 500 for every later GET
   head_lies     HEAD announces 100 bytes more than the file holds
-Usage: pull_fault_server.py ROOT PORT_FILE MODE"""
+Usage: pull_fault_server.py ROOT PORT_FILE MODE [PORT]  (PORT 0 or absent: an ephemeral port)"""
 import http.server
 import os
 import socketserver
 import sys
 
 root, port_file, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+listen_port = int(sys.argv[4]) if len(sys.argv) > 4 else 0
 gets = 0
 
 
@@ -93,7 +94,7 @@ class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
 
 
-srv = Server(("127.0.0.1", 0), Handler)
+srv = Server(("127.0.0.1", listen_port), Handler)
 with open(port_file + ".tmp", "w") as f:
     f.write("%d\n" % srv.server_address[1])
 os.rename(port_file + ".tmp", port_file)

@@ -3,8 +3,9 @@
 # ("transport": "http") from `deltasync serve-files` (or nginx: pull_test.sh BIN nginx, skipped with exit 77
 # when nginx is not installed), in several files of several ranges each, and every bad input — a truncated
 # body, a wrong Content-Length, a server error mid-transfer, a HEAD that lies about the size, a missing file,
-# an unreachable server, a bad URL, an escaping dir — is refused with a clear 4xx/5xx while the store stays
-# bit-identical (compared through GET /checksums).
+# an unreachable server, a bad URL, an escaping dir, a server outside the receiver's pull-allow list — is refused
+# with a clear 4xx/5xx while the store stays bit-identical (compared through GET /checksums). Every file server
+# of the test listens on one port, the only one the receiver's pull-allow (set in a --config file) names.
 set -euo pipefail
 bin=$1
 server_kind=${2:-deltasync}
@@ -42,8 +43,17 @@ files_of() { python3 -c 'import json,sys; print(json.dumps(json.load(open(sys.ar
 nfiles=$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["files"]))' "$work/pub1.json")
 [ "$nfiles" -ge 2 ] || fail "expected several files per sync, got $nfiles"
 
+# The file servers' port (each kind in turn, one at a time) and the receiver's allow list, from a config file.
+fs_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+FS=http://127.0.0.1:$fs_port
+printf '[serve]\npull-allow = ["%s/"]\n' "$FS" > "$work/rx.toml"
+# A bad pull-allow entry stops serve at start-up, naming the entry.
+if "$bin" serve --model tiny --delta-dir "$work/rx_dir" --listen 127.0.0.1:0 --pull-allow "http://u@$fs_port:1/" \
+  > "$work/bad_allow.txt" 2>&1; then fail "serve accepted a bad pull-allow entry"; fi
+grep -q "pull-allow entry 'http://u@$fs_port:1/'" "$work/bad_allow.txt" || fail "bad pull-allow: $(cat "$work/bad_allow.txt")"
+
 # Receiver: 4 KiB pieces, 4 requests in flight, so a file takes several ranges.
-"$bin" serve --listen 127.0.0.1:0 --port-file "$work/rx.port" --base "$base" --delta-dir "$work/rx_dir" \
+"$bin" serve --config "$work/rx.toml" --listen 127.0.0.1:0 --port-file "$work/rx.port" --base "$base" --delta-dir "$work/rx_dir" \
   --update-weight-delta-chunk-bytes 4096 --update-weight-delta-read-workers 4 --log-level warn 2> "$work/rx.log" &
 pids+=($!)
 "$bin" serve --listen 127.0.0.1:0 --port-file "$work/ref.port" --base "$new" --delta-dir "$work/ref_dir" --log-level warn &
@@ -57,14 +67,20 @@ want_base=$(tensors_of "$RX")
 want_new=$(tensors_of "$REF")
 [ "$want_base" != "$want_new" ] || fail "the checkpoints should differ"
 
-start_files() {  # kind -> sets FS (base URL)
+fs_pid=
+stop_files() {
+  [ -n "$fs_pid" ] || return 0
+  kill "$fs_pid" 2>/dev/null || true; wait "$fs_pid" 2>/dev/null || true; fs_pid=
+}
+start_files() {  # kind: a file server of that kind on $fs_port (FS), instead of the one running
+  stop_files
   rm -f "$work/fs.port"
+  local port=$fs_port
   case $1 in
     deltasync)
-      "$bin" serve-files --dir "$work/served" --listen 127.0.0.1:0 --port-file "$work/fs.port" --log-level warn &
-      pids+=($!); wait_port "$work/fs.port"; FS=http://127.0.0.1:$(cat "$work/fs.port") ;;
+      "$bin" serve-files --dir "$work/served" --listen 127.0.0.1:$port --port-file "$work/fs.port" --log-level warn &
+      fs_pid=$!; pids+=($!); wait_port "$work/fs.port" ;;
     nginx)
-      port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
       mkdir -p "$work/nginx"
       cat > "$work/nginx/nginx.conf" <<CONF
 daemon off;
@@ -81,12 +97,11 @@ http {
 }
 CONF
       nginx -c "$work/nginx/nginx.conf" -e "$work/nginx/error.log" &
-      pids+=($!)
-      for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
-      FS=http://127.0.0.1:$port ;;
+      fs_pid=$!; pids+=($!)
+      for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done ;;
     *)
-      python3 "$here/pull_fault_server.py" "$work/served" "$work/fs.port" "$1" &
-      pids+=($!); wait_port "$work/fs.port"; FS=http://127.0.0.1:$(cat "$work/fs.port") ;;
+      python3 "$here/pull_fault_server.py" "$work/served" "$work/fs.port" "$1" "$port" &
+      fs_pid=$!; pids+=($!); wait_port "$work/fs.port" ;;
   esac
 }
 pull_body() {  # version base_version files base_url [dir]
@@ -127,8 +142,33 @@ expect_pull 403 "escaping dir" "$(pull_body 2 1 "$v2" "$FS" ../etc)"
 expect_unchanged "escaping dir" "$want_new" 1
 expect_pull 400 "bad URL" "$(pull_body 2 1 "$v2" "ftp://example.com")"
 expect_pull 400 "missing base_url" '{"version": 2, "base_version": 1, "transport": "http", "dir": "weight_v000002", "files": ["x"]}'
-dead_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-expect_pull 502 "unreachable server" "$(pull_body 2 1 "$v2" "http://127.0.0.1:$dead_port")"
+
+# Servers outside pull-allow: 403 naming the URL and the key, before any request; the store stays at v1. One
+# of them is a live listener on another port that records every connection; others are tricks on the allowed
+# server's URL.
+python3 - "$work/other.port" "$work/other.hits" <<'PY' &
+import os, socket, sys
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(16)
+open(sys.argv[1] + ".tmp", "w").write("%d\n" % s.getsockname()[1]); os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+while True:
+    c, _ = s.accept(); open(sys.argv[2], "a").write("connection\n"); c.close()
+PY
+other_pid=$!; pids+=($!); wait_port "$work/other.port"
+OTHER=http://127.0.0.1:$(cat "$work/other.port")
+for url in "http://127.0.0.1:$fs_port@evil/" "$FS.evil.com/" "http://localhost:$fs_port" "$FS/../x" "$FS/%2e%2e/x" "$OTHER"; do
+  code=403
+  case $url in *@*|*.evil.com/) code=400 ;; esac  # not a plain http://host:port URL at all
+  expect_pull $code "pull from $url" "$(pull_body 2 1 "$v2" "$url")"
+  grep -qF "$url" "$work/resp.json" || fail "the refusal of $url does not name it: $(cat "$work/resp.json")"
+  [ $code = 400 ] || grep -q 'pull-allow' "$work/resp.json" || fail "the 403 does not name pull-allow: $(cat "$work/resp.json")"
+  expect_unchanged "pull from $url" "$want_new" 1
+done
+kill "$other_pid"; wait "$other_pid" 2>/dev/null || true
+[ ! -e "$work/other.hits" ] || fail "a refused pull connected to the other server"
+echo "ok: servers outside pull-allow refused with 403 ($(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["error"][:120])' "$work/resp.json")...); store unchanged"
+
+stop_files  # the allowed server, down: unreachable
+expect_pull 502 "unreachable server" "$(pull_body 2 1 "$v2" "$FS")"
 expect_unchanged "unreachable server" "$want_new" 1
 echo "ok: missing file 404, escaping dir 403, bad URL 400, unreachable server 502; store unchanged"
 
