@@ -3,7 +3,9 @@
 #include "io/file_lock.h"
 
 #include <gtest/gtest.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -65,8 +67,17 @@ TEST_F(FileLock, AnotherProcessHoldsItUntilItDies) {
   const pid_t child = ::fork();
   ASSERT_GE(child, 0);
   if (child == 0) {
-    auto l = file_lock::acquire(path_, "child");
-    const char c = l.ok() ? 'y' : 'n';
+    // Only async-signal-safe calls after fork (the test process may have threads): lock the file the way
+    // file_lock does (flock on the path, the pid written in it) and hold it until killed.
+    const int fd = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    char c = fd >= 0 && ::flock(fd, LOCK_EX | LOCK_NB) == 0 ? 'y' : 'n';
+    char digits[24];
+    int n = 0;
+    for (pid_t p = ::getpid(); p > 0; p /= 10) digits[n++] = static_cast<char>('0' + p % 10);
+    char text[24];
+    for (int i = 0; i < n; ++i) text[i] = digits[n - 1 - i];
+    text[n] = '\n';
+    if (c == 'y' && ::pwrite(fd, text, n + 1, 0) != n + 1) c = 'n';
     (void)!::write(ready[1], &c, 1);
     ::pause();  // holds the lock until killed
     ::_exit(0);
