@@ -1,6 +1,6 @@
 // The HTTP/1.1 server (Boost.Beast) that runs on the single event loop: async accept/read/write, keep-alive,
 // per-connection read timeouts, header and body limits, optional bearer-token auth, and a router of exact
-// (method, path) routes. Boost stays inside server.cc.
+// (method, path) routes. Boost stays inside server.cc, server_session.cc and their internal server_internal.h.
 //
 // Threading: handlers run on the loop thread. A handler may answer later (after posting work elsewhere) by
 // calling its responder exactly once, from the loop thread (a call from another thread is posted to the

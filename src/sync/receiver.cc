@@ -1,5 +1,6 @@
 // The receiver pipeline. The loop thread owns all run state; workers only touch the file they decode, and
-// the store during the single apply (or verify / rollback) in flight, so no locks are needed.
+// the store during the single apply (or verify / rollback) in flight, so no locks are needed. Verification,
+// rollback and commit (finish) are in receiver_commit.cc.
 #include "sync/receiver.h"
 
 #include <sys/stat.h>
@@ -411,101 +412,6 @@ void receiver::start_pipeline(std::shared_ptr<run> r, uint64_t cur) {
         if (!s && !r->failure) return (*fail)(s.err());
         (*maybe_finish)();
       });
-}
-
-void receiver::finish(std::shared_ptr<run> r) {
-  auto complete = [this, r] {
-    auto done = std::move(r->done);
-    r->stats.total_ms = r->total.elapsed_ms();
-    current_.reset();
-    // complete() may run inside one of the stages: empty them only after this turn of the loop.
-    loop_.post([r] { r->release(); });
-    if (r->failure) {
-      if (m_->syncs_failed) m_->syncs_failed->add();
-      last_error_ = r->failure;
-      DS_LOG(warn, "sync", "version %llu failed, store unchanged at %llu: %s",
-             static_cast<unsigned long long>(r->req.version), static_cast<unsigned long long>(store_.version()),
-             r->failure->describe().c_str());
-      done(*r->failure);
-      return;
-    }
-    store_.set_version(r->req.version);
-    last_ = r->stats;
-    last_error_.reset();
-    const auto& s = r->stats;
-    if (m_->syncs_ok) {
-      m_->syncs_ok->add();
-      m_->bytes_read->add(s.bytes_read);
-      m_->changed->add(s.changed_elements);
-      m_->version->set(static_cast<double>(s.version));
-      m_->read->observe(s.read_ms / 1e3);
-      m_->decode->observe(s.decode_ms / 1e3);
-      m_->apply->observe(s.apply_ms / 1e3);
-      m_->verify->observe(s.verify_ms / 1e3);
-      m_->total->observe(s.total_ms / 1e3);
-    }
-    DS_LOG(info, "sync",
-           "committed version=%llu base=%llu files=%llu params=%llu changed=%llu bytes_read=%llu read_ms=%.1f "
-           "decode_ms=%.1f apply_ms=%.1f verify_ms=%.1f total_ms=%.1f format=%s",
-           static_cast<unsigned long long>(s.version), static_cast<unsigned long long>(s.base_version),
-           static_cast<unsigned long long>(s.files), static_cast<unsigned long long>(s.params),
-           static_cast<unsigned long long>(s.changed_elements), static_cast<unsigned long long>(s.bytes_read),
-           s.read_ms, s.decode_ms, s.apply_ms, s.verify_ms, s.total_ms, s.native ? "native" : "slime");
-    done(r->stats);
-  };
-  // Verification and rollback touch the store: they run on workers (nothing else is in flight now). The
-  // digests of the touched tensors are computed in parallel, one job per worker.
-  auto rollback_then_complete = [this, r, complete] {
-    auto work = [this, r] {
-      store_.rollback(r->undo);
-      r->undo.clear();
-    };
-    if (!workers_.try_submit(work, complete)) {
-      work();  // no room (unexpected: the pool is otherwise idle): still correct, just on the loop thread
-      complete();
-    }
-  };
-  if (r->failure) return rollback_then_complete();
-  auto expected = std::make_shared<std::vector<std::pair<size_t, digest128>>>();
-  for (const auto& e : r->expected)
-    if (!r->verified.count(e.first)) expected->push_back(e);
-  if (expected->empty()) {
-    r->undo.clear();
-    return complete();
-  }
-  const size_t jobs = std::max<size_t>(1, std::min(expected->size(), workers_.threads()));
-  auto mismatches = std::make_shared<std::vector<std::optional<error>>>(jobs);
-  auto remaining = std::make_shared<size_t>(jobs);
-  auto sw = std::make_shared<stopwatch>();
-  auto all_verified = [this, r, mismatches, sw, complete, rollback_then_complete] {
-    r->stats.verify_ms = sw->elapsed_ms();
-    for (auto& m : *mismatches)
-      if (m && !r->failure) r->failure = *m;
-    if (r->failure) return rollback_then_complete();
-    r->undo.clear();
-    complete();
-  };
-  for (size_t j = 0; j < jobs; ++j) {
-    auto work = [this, expected, mismatches, j, jobs] {
-      for (size_t k = j; k < expected->size(); k += jobs) {
-        const auto& [idx, want] = (*expected)[k];
-        digest128 got = store_.digest(idx);
-        if (got != want) {
-          (*mismatches)[j] = error(errc::delta_tensor_digest_mismatch,
-                                   "tensor '" + store_.tensor(idx).name + "' hashes to " + to_hex(got) +
-                                       " after apply; the sender's digest is " + to_hex(want));
-          return;
-        }
-      }
-    };
-    auto on_done = [remaining, all_verified] {
-      if (--*remaining == 0) all_verified();
-    };
-    if (!workers_.try_submit(work, on_done)) {
-      work();
-      on_done();
-    }
-  }
 }
 
 }  // namespace deltasync

@@ -1,6 +1,6 @@
-// The receiver's run state, shared by its source files (receiver.cc: the pipeline and commit;
-// receiver_transports.cc: the pull transport's open step and the draining refusal of pushed transports). Not a
-// public header: nothing outside src/sync/receiver*.cc includes it.
+// The receiver's run state, shared by its source files (receiver.cc: the pipeline; receiver_commit.cc:
+// verification, rollback and commit; receiver_transports.cc: the pull transport's open step and the draining
+// refusal of pushed transports). Not a public header: nothing outside src/sync/receiver*.cc includes it.
 //
 // Threading: like the receiver, every field is owned by the loop thread; workers only touch the file they
 // decode and the store during the single apply (or verify / rollback) in flight.

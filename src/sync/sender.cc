@@ -1,5 +1,6 @@
 // The Sender: bitwise diff against a host snapshot, bucketed delta files written atomically, the pre-push
-// hook, one /sync push to every receiver, and a snapshot that advances only after every receiver acked.
+// hook, one /sync push to every receiver, and a snapshot that advances only after every receiver acked. Its
+// state and bucket machinery (flush, publish marker, end of sync, commit) are in sync/sender_impl.{h,cc}.
 #include "sync/sender.h"
 
 #include <algorithm>
@@ -11,7 +12,6 @@
 #include <map>
 #include <set>
 #include <system_error>
-#include <thread>
 #include <unordered_map>
 #include <utility>
 
@@ -19,9 +19,9 @@
 #include "codec/diff.h"
 #include "codec/digest.h"
 #include "io/file_lock.h"
-#include "io/sync_io.h"
 #include "sync/gpu_sender_path.h"
 #include "sync/publish_marker.h"
+#include "sync/sender_impl.h"
 #include "sync/sender_util.h"
 
 namespace deltasync {
@@ -32,209 +32,10 @@ namespace fs = std::filesystem;
 // Positions are uint32 element indices.
 constexpr uint64_t kMaxNumel = (uint64_t{1} << 32) - 1;
 
-using steady = std::chrono::steady_clock;
-
-double seconds_since(steady::time_point t0) {
-  return std::chrono::duration<double>(steady::now() - t0).count();
-}
+using sender_detail::seconds_since;
+using sender_detail::steady;
 
 }  // namespace
-
-struct sender::impl {
-  struct snapshot_tensor {
-    dtype type = dtype::BF16;
-    std::vector<uint64_t> shape;
-    byte_buffer bytes;
-    bool on_gpu = false;  // the bytes live in `gpu` (device or pinned host memory)
-  };
-  // What a sync changed in one tensor, kept until the push is acknowledged. Full mode keeps the whole new
-  // tensor in `values` (whole = true) instead of positions 0..n-1.
-  struct pending_change {
-    dtype type = dtype::BF16;
-    std::vector<uint64_t> shape;
-    bool whole = false;
-    std::vector<uint32_t> positions;
-    byte_buffer values;
-  };
-
-  sender_options options;
-  push_transport* transport = nullptr;
-  // Held from begin() to the end of the sync (disk transport): one sender at a time writes into a delta dir,
-  // so a second trainer publishing there cannot replace this sync's version dir or its marker.
-  io::file_lock dir_lock;
-  std::unique_ptr<gpu_sender_path> gpu;  // created by the first device tensor
-  std::unordered_map<std::string, snapshot_tensor> snapshot;
-
-  // The sync in progress.
-  bool active = false;
-  uint64_t version = 0;
-  std::string dir;  // {delta_dir}/weight_v{N:06d}
-  // One open bucket per dtype: a bucket mixing BF16 and F32 would promote every BF16 value to F32 and double
-  // its value bytes. Together the open buckets stay under buffer_bytes (plus one tensor): when they reach
-  // it, the largest is flushed.
-  struct bucket {
-    explicit bucket(encoding enc) : builder(enc) {}
-    delta_bucket_builder builder;
-    native_fields native;
-    bool on_gpu = false;  // its tensors are in the device bucket of its dtype (gpu_sender_path), not in `builder`
-  };
-  std::map<dtype, bucket> buckets;
-  uint32_t flushes = 0;
-  std::set<std::string> added;
-  std::unordered_map<std::string, pending_change> pending;
-  std::vector<publish_marker::file> written;  // what the publish marker will list
-  bool write_failed = false;  // a file could not be written: the dir is removed whatever keep_files says
-  sync_report report;
-  sync_report last;
-  // transport "nccl": the flushes of the sync in progress (broadcast at finish) and the group's owner.
-  std::vector<nccl_file> nccl_files;
-  std::unique_ptr<nccl_pusher> pusher;
-  bool nccl() const noexcept { return options.transport == "nccl"; }
-
-  // Scratch reused across add() calls.
-  std::vector<uint32_t> positions;
-  byte_buffer values;
-
-  uint64_t open_payload_bytes() const noexcept {
-    uint64_t n = 0;
-    for (const auto& [type, b] : buckets) n += payload_bytes(type, b);
-    return n;
-  }
-  uint64_t payload_bytes(dtype type, const bucket& b) const {
-    return b.on_gpu ? gpu->bucket_payload_bytes(type) : b.builder.payload_bytes();
-  }
-  bool bucket_empty(dtype type, const bucket& b) const {
-    return b.on_gpu ? gpu->bucket_empty(type) : b.builder.empty();
-  }
-
-  // A host tensor joins a device bucket: its tensors move to the host builder (same file either way).
-  status to_host(dtype type, bucket& b) {
-    if (!b.on_gpu) return {};
-    std::vector<uint32_t> pos;
-    byte_buffer vals;
-    for (const auto& p : gpu->bucket_params(type)) {
-      DS_TRY_STATUS(gpu->fetch(p.name, pos, vals));
-      b.builder.add(param_delta{p.name, type, p.shape, pos, vals});
-    }
-    gpu->bucket_clear(type);
-    b.on_gpu = false;
-    return {};
-  }
-
-  // Writes one bucket as the next file and empties it. A device bucket's file is built on the device and
-  // streamed GPU -> pinned -> file (disk), or comes back as host bytes (NCCL, and deltas_zstd to compress).
-  status flush(dtype type, bucket& b) {
-    auto t0 = steady::now();
-    if (gpu) DS_TRY_STATUS(gpu->await_digests());  // device tensors' digests, started in add()
-    const native_fields* native = nullptr;
-    if (options.format == wire_format::native) {
-      b.native.base_version = report.base_version;
-      native = &b.native;
-    }
-    const std::string name = file_name(options.rank, flushes);
-    byte_buffer file;
-    if (b.on_gpu) {
-      const bool to_host = nccl() || options.enc == encoding::deltas_zstd;
-      DS_ASSIGN_OR_RETURN(auto built, gpu->finish_bucket(type, options.enc, version, options.data_alignment, native, to_host));
-      b.native.tensor_digests.clear();
-      report.diff_encode_s += seconds_since(t0);
-      if (!to_host) {
-        t0 = steady::now();
-        if (auto st = gpu->write(dir + "/" + name); !st) {
-          write_failed = true;
-          return st;
-        }
-        return flushed(name, built.bytes, built.xxh3_64, t0);
-      }
-      file = std::move(built.host);
-    } else {
-      DS_ASSIGN_OR_RETURN(file, b.builder.finish(version, options.data_alignment, native));
-      b.native.tensor_digests.clear();
-      report.diff_encode_s += seconds_since(t0);
-    }
-
-    t0 = steady::now();
-    if (nccl()) {
-      report.wire_bytes += file.size();
-      nccl_files.push_back({name, std::move(file)});
-      ++flushes;
-      report.files.push_back(name);
-      return {};
-    }
-    if (auto st = io::write_file_atomic(dir + "/" + name, file); !st) {
-      write_failed = true;
-      return st;
-    }
-    return flushed(name, file.size(), xxh3_64(file), t0);
-  }
-  status flushed(const std::string& name, uint64_t bytes, uint64_t hash, steady::time_point t0) {
-    report.write_s += seconds_since(t0);
-    ++flushes;
-    report.files.push_back(name);
-    report.wire_bytes += bytes;
-    written.push_back(publish_marker::file{name, bytes, hash});
-    if (options.test_flush_delay_ms)
-      std::this_thread::sleep_for(std::chrono::milliseconds(options.test_flush_delay_ms));
-    return {};
-  }
-
-  // The publish marker, last: every file it lists is already durable under its final name.
-  status write_marker() {
-    publish_marker m;
-    m.version = version;
-    m.base_version = report.base_version;
-    m.wire_format = options.format == wire_format::native ? "native" : "slime";
-    m.encoding = std::string(encoding_name(options.enc));
-    m.files = written;
-    const std::string text = serialize_publish_marker(m);
-    const byte_span bytes(reinterpret_cast<const std::byte*>(text.data()), text.size());
-    if (auto st = io::write_file_atomic(dir + "/" + std::string(kPublishMarkerName), bytes); !st) {
-      write_failed = true;
-      return st;
-    }
-    return {};
-  }
-
-  void remove_dir() {
-    if (dir.empty()) return;
-    std::error_code ec;
-    fs::remove_all(dir, ec);  // best effort: a leftover dir is replaced by the next begin() of its version
-  }
-
-  // Ends the sync: drops the files unless asked to keep them (or nobody was pushed to), forgets pending
-  // changes.
-  void end_sync(bool keep) {
-    if (gpu) gpu->drop_digests();  // an aborted sync's (a finished one awaited them all)
-    if (!keep || write_failed) remove_dir();
-    dir_lock.release();
-    write_failed = false;
-    written.clear();
-    active = false;
-    dir.clear();
-    buckets.clear();
-    added.clear();
-    pending.clear();
-    nccl_files.clear();
-    if (gpu) gpu->drop_pending();
-  }
-
-  void commit() {
-    for (auto& [name, c] : pending) {
-      auto it = snapshot.find(name);
-      if (it != snapshot.end() && it->second.on_gpu) {
-        auto st = gpu->commit(name);
-        DS_CHECK(st.ok(), "sender: a diff of the device snapshot does not apply to it");
-        continue;
-      }
-      if (c.whole || it == snapshot.end()) {
-        snapshot[name] = snapshot_tensor{c.type, std::move(c.shape), std::move(c.values)};
-        continue;
-      }
-      auto st = scatter_apply(it->second.bytes, c.type, c.positions, c.values, c.type);
-      DS_CHECK(st.ok(), "sender: a diff of the snapshot does not apply to it");
-    }
-  }
-};
 
 sender::sender(sender_options options, push_transport* transport) : impl_(std::make_unique<impl>()) {
   impl_->options = std::move(options);

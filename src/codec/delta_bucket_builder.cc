@@ -1,0 +1,113 @@
+// delta_bucket_builder: collects the params of one bucket flush and writes the whole delta file (positions
+// encoded as they are added, values cast to the bucket's promoted dtype at finish). The header keys and the
+// reader are in codec/delta_format.cc.
+#include <cstring>
+#include <string>
+#include <utility>
+
+#include "base/check.h"
+#include "codec/delta_format.h"
+#include "codec/diff.h"
+#include "codec/positions.h"
+#include "codec/zstd_frame.h"
+
+namespace deltasync {
+
+using detail::kMaxNumel;
+using detail::quoted;
+
+delta_bucket_builder::delta_bucket_builder(encoding enc) : enc_(enc) {}
+
+bool delta_bucket_builder::can_add(dtype type) const noexcept {
+  if (element_bytes(type) == 0 || type == dtype::C64) return false;
+  return !values_type_ || promote(*values_type_, type).has_value();
+}
+
+void delta_bucket_builder::add(const param_delta& p) {
+  DS_CHECK(can_add(p.type), "delta_bucket_builder::add: dtype cannot share this bucket (check can_add)");
+  const uint32_t eb = element_bytes(p.type);
+  DS_CHECK(p.values.size() == p.positions.size() * eb, "delta_bucket_builder::add: values/positions mismatch");
+  param_entry e;
+  e.name = p.name;
+  e.type = p.type;
+  e.shape = p.shape;
+  const uint64_t numel = e.numel();
+  DS_CHECK(numel <= kMaxNumel, "delta_bucket_builder::add: tensor too large for 32-bit positions");
+  // slime lists only params that changed; an unchanged one contributes nothing.
+  if (p.positions.empty()) return;
+  DS_CHECK(p.positions.back() < numel, "delta_bucket_builder::add: position past the tensor");
+
+  values_type_ = values_type_ ? *promote(*values_type_, p.type) : p.type;
+  e.pos_start = positions_.size();
+  e.pos_width = encode_positions(enc_, p.positions, positions_);
+  e.pos_end = positions_.size();
+  e.val_start = value_count_;
+  value_count_ += p.positions.size();
+  e.val_end = value_count_;
+  params_.push_back(std::move(e));
+  values_.emplace_back(p.type, byte_buffer(p.values.begin(), p.values.end()));
+}
+
+uint64_t delta_bucket_builder::payload_bytes() const noexcept {
+  return positions_.size() + (values_type_ ? value_count_ * element_bytes(*values_type_) : 0);
+}
+
+result<byte_buffer> delta_bucket_builder::finish(uint64_t current_version, uint64_t data_alignment,
+                                                 const native_fields* native) {
+  if (native != nullptr) {
+    if (native->base_version >= current_version)
+      return error(errc::invalid_argument, "native delta file: base_version " + std::to_string(native->base_version) +
+                                               " is not below version " + std::to_string(current_version));
+    for (const auto& p : params_)
+      if (!native->tensor_digests.contains(p.name))
+        return error(errc::invalid_argument, "native delta file: no tensor digest for param " + quoted(p.name));
+  }
+  // An empty bucket still makes a well-formed file (no params, empty tensors); its values dtype is BF16.
+  const dtype vt = values_type_.value_or(dtype::BF16);
+  const uint32_t veb = element_bytes(vt);
+  // One buffer holds the whole data section (positions, then values), so the native payload hash is one pass.
+  const size_t pos_bytes = positions_.size();
+  byte_buffer data(pos_bytes + value_count_ * veb);
+  if (pos_bytes > 0) std::memcpy(data.data(), positions_.data(), pos_bytes);
+  const mutable_byte_span values = mutable_byte_span(data).subspan(pos_bytes);
+  const byte_span positions = byte_span(data).first(pos_bytes);
+  size_t at = 0;
+  for (const auto& [type, buf] : values_) {
+    if (type == vt) {
+      std::memcpy(values.data() + at, buf.data(), buf.size());
+      at += buf.size();
+      continue;
+    }
+    const uint32_t eb = element_bytes(type);
+    for (size_t i = 0; i < buf.size(); i += eb, at += veb)
+      DS_CHECK(cast_element(type, buf.data() + i, vt, values.data() + at),
+               "delta_bucket_builder: promote() chose a dtype cast_element cannot produce");
+  }
+  DS_CHECK(at == values.size(), "delta_bucket_builder: values size");
+
+  encoded_bucket bucket;
+  bucket.enc = enc_;
+  bucket.current_version = current_version;
+  bucket.params = params_;
+  bucket.positions_bytes = pos_bytes;
+  bucket.values_type = vt;
+  bucket.value_count = value_count_;
+  bucket.checksum = delta_checksum(positions, vt, values);
+  DS_ASSIGN_OR_RETURN(safetensors_layout layout,
+                      build_delta_header(bucket, data_alignment, native, native != nullptr ? xxh3_64(data) : 0));
+  byte_buffer file;
+  file.reserve(layout.header.size() + data.size());
+  file.insert(file.end(), layout.header.begin(), layout.header.end());
+  file.insert(file.end(), data.begin(), data.end());
+  if (enc_ == encoding::deltas_zstd) {
+    DS_ASSIGN_OR_RETURN(file, zstd_wrap(file, 1));
+  }
+  values_type_.reset();
+  params_.clear();
+  positions_.clear();
+  values_.clear();
+  value_count_ = 0;
+  return file;
+}
+
+}  // namespace deltasync
