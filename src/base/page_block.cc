@@ -1,4 +1,4 @@
-// page_block: mmap, align to 2 MiB for large blocks, advise huge pages; munmap on release.
+// page_block: mmap (2 MiB-aligned for large blocks), prefault with MADV_POPULATE_WRITE; munmap on release.
 #include "base/page_block.h"
 
 #include <sys/mman.h>
@@ -56,8 +56,6 @@ result<page_block> page_block::allocate(size_t bytes, std::string_view what) {
   if (huge) {
     const auto addr = reinterpret_cast<uintptr_t>(start);
     start += (kHugePage - addr % kHugePage) % kHugePage;
-    // Advice only: without THP (or with it disabled) the block uses small pages, and that is fine.
-    (void)::madvise(start, capacity, MADV_HUGEPAGE);
   }
   b.map_ = map;
   b.map_bytes_ = map_bytes;
@@ -65,6 +63,11 @@ result<page_block> page_block::allocate(size_t bytes, std::string_view what) {
   b.size_ = bytes;
   b.capacity_ = capacity;
   return b;
+}
+
+bool page_block::prefault(mutable_byte_span range) noexcept {
+  if (range.empty()) return true;
+  return ::madvise(range.data(), range.size(), MADV_POPULATE_WRITE) == 0;
 }
 
 }  // namespace deltasync

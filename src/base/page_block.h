@@ -1,8 +1,10 @@
 // page_block: one owned block of host memory from an anonymous mapping, for buffers that are about to be
 // overwritten whole (a checkpoint file read straight into memory). Unlike std::vector<std::byte>(n) nothing
 // is zero-filled in user space: the kernel supplies each page on first touch (a read into the block is that
-// touch). Blocks of 2 MiB and more are aligned to 2 MiB and ask for transparent huge pages (MADV_HUGEPAGE),
-// which cuts the page faults of filling them 512-fold; without THP they work the same, with 4 KiB pages.
+// touch), or ahead of it through prefault(). Blocks of 2 MiB and more start on a 2 MiB boundary, so a
+// system whose THP policy is "always" can back them with huge pages; the block does not ask for them
+// (MADV_HUGEPAGE): on the VM these benchmarks run on, which hands freed memory back to its host, huge-page
+// faults on such memory made loads 3-4x slower (bench/RESULTS.md, "Checkpoint loading").
 //
 // Contract
 // * Ownership: move-only; the memory is unmapped when the block is destroyed or reset(). Moving a block does
@@ -38,6 +40,11 @@ class page_block {
   mutable_byte_span span() const noexcept { return {data_, size_}; }
   mutable_byte_span capacity_span() const noexcept { return {data_, capacity_}; }
   void reset() noexcept;
+  // Asks the kernel to back `range` (inside a live block's capacity; page-aligned at its start) with
+  // writable pages now (MADV_POPULATE_WRITE), without changing any byte, so a later read into it takes no
+  // page faults; safe while other threads read into the same pages. False when the kernel cannot (before
+  // Linux 5.14, or no memory at this moment): the pages then fault in on first touch, as they would anyway.
+  static bool prefault(mutable_byte_span range) noexcept;
 
  private:
   std::byte* data_ = nullptr;  // inside the mapping

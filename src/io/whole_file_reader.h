@@ -90,8 +90,9 @@ class whole_file_reader {
   status first_error_;
 };
 
-// Share (0..1) of the file's pages in the page cache, found with mincore over a read-only mapping; 0 for an
-// empty file or when the file cannot be mapped. A hint for whole_file_spec::direct, read synchronously.
+// Share (0..1) of the file's pages in the page cache, estimated with mincore over a read-only mapping from
+// 256 evenly spread runs of 16 pages (every page of a file of up to 16 MiB); 0 for an empty file or when the
+// file cannot be mapped. A hint for whole_file_spec::direct; synchronous, well under a millisecond.
 double page_cache_share(const std::string& path);
 
 }  // namespace deltasync::io
