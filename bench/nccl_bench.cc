@@ -299,14 +299,14 @@ void e2e_part(double gib, int syncs, double density, uint64_t chunk, uint64_t bu
               static_cast<double>(tensor_elems * 2) / (1 << 20), static_cast<double>(count * tensor_elems * 2) / (1 << 30),
               density * 100, static_cast<double>(bucket) / (1 << 20));
   std::vector<tensor> trainer(count);
-  std::vector<std::pair<ds::store_tensor, ds::byte_buffer>> base;
+  ds::loaded_tensors base;
   for (size_t i = 0; i < count; ++i) {
     trainer[i].name = "layers." + std::to_string(i) + ".w";
     trainer[i].shape = {tensor_elems / 4096, 4096};
     trainer[i].bytes.resize(tensor_elems * 2);
     fill_random(trainer[i].bytes.data(), trainer[i].bytes.size(), i + 11);
-    base.push_back({ds::store_tensor{trainer[i].name, ds::dtype::BF16, trainer[i].shape, tensor_elems, tensor_elems * 2},
-                    trainer[i].bytes});
+    base.add(ds::store_tensor{trainer[i].name, ds::dtype::BF16, trainer[i].shape, tensor_elems, tensor_elems * 2},
+             trainer[i].bytes);
   }
 
   // Full-weight baseline: the same tensors, device resident, one ncclBroadcast each in one group call.

@@ -226,7 +226,6 @@ int run_publish(const publish_options& opt, bool version_given) {
   }
   // The sender holds its own copy of OLD now.
   old_t->clear();
-  old_t->shrink_to_fit();
   s.set_snapshot_version(opt.base_version);
 
   if (auto st = s.begin(version); !st) return fail(st.err().describe());

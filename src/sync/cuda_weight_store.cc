@@ -78,15 +78,15 @@ result<std::unique_ptr<cuda_weight_store>> cuda_weight_store::from_tensors(loade
   store->tensors_.reserve(t.size());
   store->data_.reserve(t.size());
   for (auto& [desc, bytes] : t) {
-    DS_CHECK(bytes.size() == desc.nbytes, "cuda_weight_store::from_tensors: buffer size differs from nbytes");
+    DS_CHECK(bytes.size() == desc.nbytes, "cuda_weight_store::from_tensors: span size differs from nbytes");
     auto buf = gpu::device_buffer::allocate(bytes.size());
     if (!buf) return error(buf.err().code, label_of(desc) + ": " + buf.err().message);
     DS_TRY_STATUS(gpu::copy_h2d(buf->data(), bytes.data(), bytes.size(), l->s));
     DS_TRY_STATUS(l->s.synchronize());
-    byte_buffer().swap(bytes);  // the host copy is no longer needed
-    store->add_tensor(std::move(desc));
+    store->add_tensor(desc);
     store->data_.push_back(std::move(buf).value());
   }
+  t.clear();  // the host copy (the checkpoint's file blocks) is no longer needed
   store->digests_.assign(store->tensors_.size(), std::nullopt);
   return store;
 }
@@ -125,7 +125,7 @@ result<std::unique_ptr<cuda_weight_store>> cuda_weight_store::synthetic(std::str
   loaded_tensors tensors;
   for (size_t i = 0; i < host->size(); ++i) {
     const byte_span d = host->data(i);
-    tensors.emplace_back(host->tensor(i), byte_buffer(d.begin(), d.end()));
+    tensors.add(host->tensor(i), byte_buffer(d.begin(), d.end()));
   }
   host.reset();
   return from_tensors(std::move(tensors), device);

@@ -1,4 +1,5 @@
-// The host-memory weight store: tensors in byte buffers, undo-logged apply, cached XXH3-128 digests.
+// The host-memory weight store: tensors in memory it owns (a loaded checkpoint's file blocks), undo-logged
+// apply, cached XXH3-128 digests.
 #include "sync/weight_store.h"
 
 #include <cstring>
@@ -48,17 +49,23 @@ void weight_store::add_tensor(store_tensor t) {
 
 // ---- host_weight_store ----
 
-std::unique_ptr<host_weight_store> host_weight_store::from_tensors(std::vector<std::pair<store_tensor, byte_buffer>> t) {
+std::unique_ptr<host_weight_store> host_weight_store::from_tensors(loaded_tensors t) {
   auto store = std::make_unique<host_weight_store>();
-  store->data_.reserve(t.size());
   store->tensors_.reserve(t.size());
-  for (auto& [desc, bytes] : t) {
-    DS_CHECK(bytes.size() == desc.nbytes, "host_weight_store::from_tensors: buffer size differs from nbytes");
-    store->add_tensor(std::move(desc));
-    store->data_.push_back(std::move(bytes));
+  for (const loaded_tensors::entry& e : t) {
+    DS_CHECK(e.bytes.size() == e.desc.nbytes, "host_weight_store::from_tensors: span size differs from nbytes");
+    store->add_tensor(e.desc);
   }
+  store->data_ = std::move(t);
   store->digests_.assign(store->tensors_.size(), std::nullopt);
   return store;
+}
+
+std::unique_ptr<host_weight_store> host_weight_store::from_tensors(std::vector<std::pair<store_tensor, byte_buffer>> t) {
+  loaded_tensors owned;
+  owned.reserve(t.size());
+  for (auto& [desc, bytes] : t) owned.add(std::move(desc), std::move(bytes));
+  return from_tensors(std::move(owned));
 }
 
 result<std::unique_ptr<host_weight_store>> host_weight_store::load(const std::string& path,
@@ -78,8 +85,8 @@ result<std::unique_ptr<host_weight_store>> host_weight_store::synthetic(std::str
     const tensor_layout& l = sim.layout().tensors[i];
     const byte_span view = sim.bf16(i);
     DS_CHECK(view.size() == l.numel() * 2, "synthetic: bf16 view size differs from the layout");
-    tensors.emplace_back(store_tensor{l.name, dtype::BF16, l.shape, l.numel(), view.size()},
-                         byte_buffer(view.begin(), view.end()));
+    tensors.add(store_tensor{l.name, dtype::BF16, l.shape, l.numel(), view.size()},
+                byte_buffer(view.begin(), view.end()));
   }
   return from_tensors(std::move(tensors));
 }
@@ -121,7 +128,7 @@ status host_weight_store::apply(size_t i, const delta_file& f, const param_entry
   rec.enc = f.manifest.enc;
   rec.pos_width = p.pos_width;
   {
-    auto st = apply_param(f, p, data_[i], &rec.old_values);  // by contract, on error the tensor is untouched
+    auto st = apply_param(f, p, data_[i].bytes, &rec.old_values);  // by contract, on error the tensor is untouched
     if (!st.ok()) {
       error e = std::move(st).err();
       return error(e.code, label + ": " + e.message);
@@ -139,7 +146,7 @@ void host_weight_store::rollback(undo_log& undo) {
   auto& records = undo.records();
   for (auto it = records.rbegin(); it != records.rend(); ++it) {
     DS_CHECK(it->tensor < data_.size(), "undo record names a tensor outside the store");
-    byte_buffer& data = data_[it->tensor];
+    const mutable_byte_span data = data_[it->tensor].bytes;
     const size_t eb = it->elem_bytes;
     std::vector<uint32_t> positions;
     // These positions were validated when they were applied; decoding them again cannot fail.
@@ -158,18 +165,19 @@ void host_weight_store::rollback(undo_log& undo) {
 
 digest128 host_weight_store::digest(size_t i) {
   DS_CHECK(i < data_.size(), "host_weight_store::digest: tensor index out of range");
-  if (!digests_[i]) digests_[i] = xxh3_128(data_[i]);
+  if (!digests_[i]) digests_[i] = xxh3_128(data_[i].bytes);
   return *digests_[i];
 }
 
 status host_weight_store::read(size_t i, mutable_byte_span out) const {
   DS_CHECK(i < data_.size(), "host_weight_store::read: tensor index out of range");
-  if (out.size() != data_[i].size()) {
+  const byte_span data = data_[i].bytes;
+  if (out.size() != data.size()) {
     return error(errc::invalid_argument, "tensor " + in_quotes(tensors_[i].name) + ": read into " +
                                              std::to_string(out.size()) + " bytes, the tensor holds " +
-                                             std::to_string(data_[i].size()));
+                                             std::to_string(data.size()));
   }
-  if (!out.empty()) std::memcpy(out.data(), data_[i].data(), out.size());
+  if (!out.empty()) std::memcpy(out.data(), data.data(), out.size());
   return {};
 }
 
@@ -178,7 +186,7 @@ status host_weight_store::export_safetensors(const std::string& path) const {
   tensors.reserve(tensors_.size());
   for (size_t i = 0; i < tensors_.size(); ++i) {
     const store_tensor& t = tensors_[i];
-    tensors.push_back({tensor_spec{t.name, t.type, t.shape, t.nbytes}, data_[i]});
+    tensors.push_back({tensor_spec{t.name, t.type, t.shape, t.nbytes}, data_[i].bytes});
   }
   auto file = write_safetensors(tensors, {{"format", "pt"}});
   if (!file.ok()) {

@@ -103,7 +103,10 @@ class host_weight_store final : public weight_store {
   // A built-in synthetic model (see sync/synthetic_model.h): the bf16 view of rl_trainer_sim(layout, seed)
   // before any step, so a trainer simulation with the same seed starts from identical weights.
   static result<std::unique_ptr<host_weight_store>> synthetic(std::string_view model, uint64_t seed);
-  // Tensors given directly (tests, tools). Asserts unique names and each buffer's size == nbytes.
+  // Tensors given directly: the store takes the memory over (a loaded checkpoint's file blocks, no copy) and
+  // applies deltas into it in place. Asserts unique names.
+  static std::unique_ptr<host_weight_store> from_tensors(loaded_tensors t);
+  // The same from one buffer per tensor (tests, tools). Asserts each buffer's size == nbytes.
   static std::unique_ptr<host_weight_store> from_tensors(std::vector<std::pair<store_tensor, byte_buffer>> t);
 
   std::string_view kind() const noexcept override { return "host"; }
@@ -112,13 +115,13 @@ class host_weight_store final : public weight_store {
   digest128 digest(size_t i) override;
   status read(size_t i, mutable_byte_span out) const override;
 
-  byte_span data(size_t i) const { return data_.at(i); }
+  byte_span data(size_t i) const { return data_[i].bytes; }
   // Writes every tensor, in store order, to one safetensors file with metadata {"format": "pt"} (atomically,
   // through src/io). Builds the whole file in memory first: a second copy of the model.
   status export_safetensors(const std::string& path) const;
 
  private:
-  std::vector<byte_buffer> data_;
+  loaded_tensors data_;  // data_[i].bytes is tensor i (its desc lives in tensors_)
   std::vector<std::optional<digest128>> digests_;
 };
 

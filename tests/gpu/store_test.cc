@@ -135,8 +135,8 @@ loaded_tensors as_loaded(const model_pair& m) {
   for (size_t i = 0; i < m.params.size(); ++i) {
     uint64_t numel = 1;
     for (uint64_t d : m.params[i].shape) numel *= d;
-    t.emplace_back(store_tensor{m.params[i].name, m.params[i].type, m.params[i].shape, numel, m.before[i].size()},
-                   m.before[i]);
+    t.add(store_tensor{m.params[i].name, m.params[i].type, m.params[i].shape, numel, m.before[i].size()},
+          m.before[i]);
   }
   return t;
 }

@@ -160,8 +160,9 @@ TEST(CheckpointLoader, LoadsShardedDirectoryAndIndexFile) {
   auto b = load_checkpoint(fx.dir.file("model.safetensors.index.json"));
   ASSERT_TRUE(b.ok()) << b.err().describe();
   ASSERT_EQ(b->size(), 3u);
-  EXPECT_EQ((*b)[2].first.name, "lm_head.weight");
-  EXPECT_EQ((*b)[2].second, fx.shard2[0].bytes);
+  EXPECT_EQ((*b)[2].desc.name, "lm_head.weight");
+  EXPECT_TRUE(std::equal((*b)[2].bytes.begin(), (*b)[2].bytes.end(), fx.shard2[0].bytes.begin(),
+                         fx.shard2[0].bytes.end()));
 }
 
 void expect_error(const std::string& path, errc code, std::vector<std::string> mentions) {
