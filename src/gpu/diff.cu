@@ -46,19 +46,15 @@ using detail::tstate;
 using namespace detail;  // the tile pieces of diff_tile.cuh
 
 // Scans, looks back, writes: everything after a tile's vectors and change masks are in registers. Contains
-// __syncthreads(); `between` runs on thread 0 after the scan (all threads are past reading shared state
-// from before the call) and before the look-back.
-template <int EB, int kThreads, typename Between>
+// __syncthreads().
+template <int EB, int kThreads>
 __device__ __forceinline__ void finish_tile(const tile_ref& r, uint64_t tile, const uint4* a, const uint32_t* m,
                                             uint64_t* status, uint32_t* positions, unsigned char* values,
-                                            uint64_t capacity, tstate* states, uint64_t* s_warp, uint64_t* s_prefix,
-                                            Between&& between) {
-  const int t = threadIdx.x;
-  const int lane = t & 31;
-  const int warp = t >> 5;
+                                            uint64_t capacity, tstate* states, uint64_t* s_warp, uint64_t* s_prefix) {
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
   const tile_scan sc = block_scan_rounds<kThreads>(m, s_warp);
   const uint64_t agg = sc.agg;
-  if (t == 0) between();
 
   // Decoupled look-back (warp 0): 32 predecessors per step, stopping at the nearest inclusive prefix.
   if (warp == 0) {
@@ -88,7 +84,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) diff_kernel(const tdesc*
   uint4 a[kRounds];
   uint32_t m[kRounds];
   load_tile_global<EB, kThreads>(r, threadIdx.x, a, m);
-  finish_tile<EB, kThreads>(r, tile, a, m, status, positions, values, capacity, states, s_warp, &s_prefix, [] {});
+  finish_tile<EB, kThreads>(r, tile, a, m, status, positions, values, capacity, states, s_warp, &s_prefix);
 }
 
 template <int EB>

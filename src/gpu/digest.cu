@@ -247,6 +247,14 @@ struct digester::impl {
   pinned_buffer jobs_host;
   pinned_buffer out_host;
   bool secret_loaded = false;
+  // Copies libxxhash's default secret into constant memory, once.
+  status load_secret() {
+    if (secret_loaded) return {};
+    DS_CHECK(detail::xxh3_default_secret_size() == 192, "libxxhash's default secret is not 192 bytes");
+    DS_CUDA_TRY(cudaMemcpyToSymbol(c_secret, detail::xxh3_default_secret(), 192));
+    secret_loaded = true;
+    return {};
+  }
   uint64_t max_blocks_per_launch = (256ull << 20) / 64;  // 256 MiB of sums: 4 GiB of input per launch
 };
 
@@ -280,11 +288,7 @@ status digester::digest_many(std::span<const std::pair<const void*, uint64_t>> r
   DS_CHECK(regions.size() == out.size(), "digest_many: one output per region");
   impl& m = *impl_;
   cudaStream_t cs = static_cast<cudaStream_t>(s.native());
-  if (!m.secret_loaded) {
-    DS_CHECK(detail::xxh3_default_secret_size() == 192, "libxxhash's default secret is not 192 bytes");
-    DS_CUDA_TRY(cudaMemcpyToSymbol(c_secret, detail::xxh3_default_secret(), 192));
-    m.secret_loaded = true;
-  }
+  DS_TRY_STATUS(m.load_secret());
   // Small regions: on the host.
   std::vector<size_t> longs;
   for (size_t i = 0; i < regions.size(); ++i) {
@@ -402,11 +406,7 @@ result<uint64_t> digester::start(const void* data, uint64_t bytes, stream& s) {
     m.started.emplace(ticket, std::move(p));
     return ticket;
   }
-  if (!m.secret_loaded) {
-    DS_CHECK(detail::xxh3_default_secret_size() == 192, "libxxhash's default secret is not 192 bytes");
-    DS_CUDA_TRY(cudaMemcpyToSymbol(c_secret, detail::xxh3_default_secret(), 192));
-    m.secret_loaded = true;
-  }
+  DS_TRY_STATUS(m.load_secret());
   while (m.pending_sums > 0 && m.pending_sums + nb * 64 > m.max_pending_bytes) DS_TRY_STATUS(m.retire_oldest());
   if (m.chain_streams.empty())
     for (int i = 0; i < kChainStreams; ++i) m.chain_streams.push_back(std::make_unique<stream>());
