@@ -68,6 +68,12 @@ set(CPACK_STRIP_FILES ON)
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
 set(CPACK_DEBIAN_PACKAGE_SECTION net)
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
+if(DELTASYNC_HAVE_NCCL)
+  # NVIDIA's libnccl.so.2 is linked dynamically and belongs to no Debian package: dpkg-shlibdeps is told where it
+  # is and records no dependency for it (a CPU-only package: -DDELTASYNC_WITH_CUDA=OFF -DDELTASYNC_WITH_NCCL=OFF).
+  get_filename_component(ds_nccl_dir ${NCCL_LIBRARY} DIRECTORY)
+  set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS_PRIVATE_DIRS ${ds_nccl_dir})
+endif()
 set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA ${PROJECT_SOURCE_DIR}/packaging/debian/postinst
                                        ${PROJECT_SOURCE_DIR}/packaging/debian/prerm
                                        ${PROJECT_SOURCE_DIR}/packaging/debian/postrm

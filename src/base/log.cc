@@ -28,8 +28,8 @@ const char* level_name(log_level l) {
   return "?";
 }
 
-// "2026-11-28T15:18:13.123Z" (24 characters) into out.
-void format_time(char (&out)[32]) {
+// "2026-11-28T15:18:13.123Z" (24 characters) into out (sized for any int the compiler imagines).
+void format_time(char (&out)[64]) {
   auto now = std::chrono::system_clock::now();
   std::time_t secs = std::chrono::system_clock::to_time_t(now);
   int ms = static_cast<int>(
@@ -115,7 +115,7 @@ void emit(const char* buf, size_t len) {
 
 void write_line(log_level level, const char* component, std::initializer_list<log_field> fields, const char* fmt,
                 va_list ap) {
-  char ts[32];
+  char ts[64];
   format_time(ts);
   char msg[4096];
   int m = std::vsnprintf(msg, sizeof msg, fmt, ap);

@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "cli/commands.h"
+#include "base/log.h"
 #include "cli/file_util.h"
 #include "http/push_client.h"
 #include "io/event_loop.h"
@@ -158,6 +159,8 @@ std::string render_text(const std::vector<receiver_view>& views, uint64_t newest
 }
 
 int run_status(const status_options& opt) {
+  // A receiver that is down is reported on its line; the push client's own warning would only repeat it.
+  set_log_level(log_level::error);
   if (opt.watch_s < 0) {
     std::fprintf(stderr, "deltasync status: --watch must be a positive number of seconds\n");
     return 2;

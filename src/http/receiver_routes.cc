@@ -61,7 +61,7 @@ struct route_state {
   const recovery_report* recovery = nullptr;
   bool checksums_running = false;
   nccl_member* nccl = nullptr;
-  std::optional<std::chrono::steady_clock::time_point> last_sync_at;  // the last sync committed through a route
+  std::optional<std::chrono::steady_clock::time_point> last_sync_at = std::nullopt;  // last sync committed via a route
 };
 
 json::object recovery_json(const recovery_report& rep) {

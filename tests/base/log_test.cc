@@ -108,8 +108,8 @@ TEST(log_test, json_format_writes_stable_fields_and_event_fields) {
   EXPECT_EQ(ts.size(), 24u) << ts;
   EXPECT_EQ(ts[10], 'T');
   EXPECT_EQ(ts.back(), 'Z');
-  EXPECT_EQ(o.at("sync_version").as_uint64(), 12u);
-  EXPECT_EQ(o.at("base_version").as_uint64(), 11u);
+  EXPECT_EQ(o.at("sync_version").to_number<uint64_t>(), 12u);
+  EXPECT_EQ(o.at("base_version").to_number<uint64_t>(), 11u);
   EXPECT_EQ(o.at("delta").as_int64(), -3);
   EXPECT_DOUBLE_EQ(o.at("total_ms").as_double(), 12.5);
   EXPECT_TRUE(o.at("nan_ms").is_null()) << "JSON has no NaN";
