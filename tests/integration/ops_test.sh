@@ -4,7 +4,8 @@
 # the port bound); --log-format json (every line one object with ts, level, module, msg, version, and a
 # sync's fields); SIGHUP reloading the token file; SIGTERM during a sync: the sync finishes, its client gets
 # 200, the process exits 0; `deltasync status` over a fleet with one receiver down (text, --json, --watch);
-# GET /metrics through `promtool check metrics` when promtool is installed.
+# SIGTERM during a sync that fails verification after its apply: rolled back, 422, exit 0; GET /metrics through
+# `promtool check metrics` when promtool is installed.
 set -euo pipefail
 bin=$1
 work=$(mktemp -d)
@@ -155,3 +156,34 @@ grep -q '"outcome":"committed"' "$work/b.log" || fail "no commit logged: $(tail 
 grep -q 'waiting for the sync in flight' "$work/b.log" || fail "shutdown did not wait for the sync"
 if [ $have_systemd = yes ]; then grep -q '^STOPPING=1' "$work/notify.txt" || fail "no STOPPING=1"; fi
 echo "ok: SIGTERM during a sync: the sync committed, answered 200, exit 0"
+
+# 7. SIGTERM during a sync that fails after its apply (a tensor digest in the file's metadata is wrong): the
+# sync rolls back, its client gets 422, the process exits 0.
+python3 - "$work/deltas/weight_v000002" <<'PY'
+import glob, re, sys
+for f in glob.glob(sys.argv[1] + "/*.safetensors"):
+    b = bytearray(open(f, "rb").read())
+    at = b.find(b"tensor_xxh3_128")
+    m = re.compile(rb"[0-9a-f]{32}").search(bytes(b), at)
+    i = m.start()
+    b[i] = ord("1") if b[i] != ord("1") else ord("2")  # same length: the container stays valid
+    open(f, "wb").write(bytes(b))
+PY
+start_serve c env DELTASYNC_TEST_APPLY_DELAY_MS=1500 "$bin" serve --log-format json --listen 127.0.0.1:0 \
+  --port-file "$work/c.port" --base "$new" --base-version 1 --delta-dir "$work/deltas"
+serve_c=${pids[-1]}
+for _ in $(seq 1 300); do [ -s "$work/c.port" ] && break; sleep 0.1; done
+C="http://127.0.0.1:$(cat "$work/c.port")"
+for _ in $(seq 1 100); do curl -sf "$C/healthz" > /dev/null && break; sleep 0.1; done
+curl -s -o "$work/term_bad.json" -w '%{http_code}' -X POST -H 'Content-Type: application/json' \
+  --data-binary "{\"version\": 2, \"base_version\": 1, \"dir\": \"weight_v000002\", \"files\": $files}" "$C/sync" > "$work/term_bad_code.txt" &
+curl_pid=$!
+for _ in $(seq 1 100); do curl -sf "$C/status" | grep -q '"sync_in_flight":true' && break; sleep 0.05; done
+kill -TERM "$serve_c"
+rc=0; wait "$serve_c" || rc=$?
+[ $rc = 0 ] || fail "SIGTERM during a failing sync: exit status $rc, want 0: $(tail -5 "$work/c.log")"
+wait "$curl_pid" || true
+[ "$(cat "$work/term_bad_code.txt")" = 422 ] || fail "the failing sync should answer 422, got $(cat "$work/term_bad_code.txt"): $(cat "$work/term_bad.json")"
+grep -q 'delta_tensor_digest_mismatch' "$work/term_bad.json" || fail "422 should name the digest: $(cat "$work/term_bad.json")"
+grep -q '"outcome":"failed"' "$work/c.log" || fail "no rollback logged: $(tail -5 "$work/c.log")"
+echo "ok: SIGTERM during a sync that fails verification: rolled back, answered 422, exit 0"
