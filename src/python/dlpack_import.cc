@@ -116,7 +116,7 @@ imported_tensor::~imported_tensor() {
 
 std::string imported_tensor::device_name() const { return device < 0 ? "cpu" : "cuda:" + std::to_string(device); }
 
-result<imported_tensor> import_tensor(py::handle obj, const std::string& name) {
+result<imported_tensor> import_tensor(py::handle obj, const std::string& name, std::optional<intptr_t> producer_stream) {
   const std::string label = "tensor '" + name + "'";
   if (!py::hasattr(obj, "__dlpack__") || !py::hasattr(obj, "__dlpack_device__"))
     return error(errc::invalid_argument, label + ": " + std::string(py::str(py::type::handle_of(obj).attr("__name__"))) +
@@ -127,7 +127,12 @@ result<imported_tensor> import_tensor(py::handle obj, const std::string& name) {
     py::tuple where = obj.attr("__dlpack_device__")();
     dev_type = where[0].cast<int>();
     dev_id = where[1].cast<int>();
-    if (dev_type == kCuda || dev_type == kCudaManaged) {
+    if ((dev_type == kCuda || dev_type == kCudaManaged) && producer_stream) {
+      capsule = obj.attr("__dlpack__")(py::arg("stream") = -1);
+      py::gil_scoped_release nogil;
+      if (auto st = gpu::synchronize_foreign_stream(reinterpret_cast<void*>(*producer_stream)); !st)
+        return error(st.err().code, label + ": " + st.err().message);
+    } else if (dev_type == kCuda || dev_type == kCudaManaged) {
       auto s = consumer_stream(dev_id);
       if (!s) return error(s.err().code, label + " is on cuda:" + std::to_string(dev_id) + ": " + s.err().message);
       capsule = obj.attr("__dlpack__")(py::arg("stream") = reinterpret_cast<intptr_t>((*s)->native()));
@@ -140,7 +145,7 @@ result<imported_tensor> import_tensor(py::handle obj, const std::string& name) {
                                           " (only CPU and CUDA tensors are supported)");
     }
   } catch (py::error_already_set& e) {
-    return error(errc::invalid_argument, label + ": the DLPack export failed: " + std::string(e.what()));
+    return error(errc::invalid_argument, label + ": the DLPack export failed: " + std::string(py::str(e.value())));
   }
   if (!PyCapsule_IsValid(capsule.ptr(), "dltensor"))
     return error(errc::invalid_argument, label + ": __dlpack__ did not return a \"dltensor\" capsule (already consumed?)");

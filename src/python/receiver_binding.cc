@@ -40,7 +40,7 @@ class py_receiver {
           before_(v);
           return {};
         } catch (py::error_already_set& e) {
-          return error(errc::cancelled, std::string(e.what()));
+          return error(errc::cancelled, std::string(py::str(e.type().attr("__name__"))) + ": " + std::string(py::str(e.value())));
         }
       };
     if (!after_.is_none())
@@ -118,7 +118,7 @@ class py_receiver {
     try {
       fn(v, py::bytes(answer));
     } catch (py::error_already_set& e) {
-      std::string msg = std::string(what) + " hook raised for version " + std::to_string(v) + ": " + e.what();
+      std::string msg = std::string(what) + " hook raised for version " + std::to_string(v) + ": " + std::string(py::str(e.type().attr("__name__"))) + ": " + std::string(py::str(e.value()));
       DS_LOG(warn, "python", "%s", msg.c_str());
       std::lock_guard lk(mu_);
       hook_errors_.push_back(std::move(msg));

@@ -133,6 +133,24 @@ def _exportable(t):
     return t
 
 
+def _producer_stream(t):
+    """For a torch CUDA tensor, the raw cudaStream_t torch writes it on (its current stream on that device):
+    the import then synchronises that stream instead of having torch record and wait on an event (DLPack
+    ``stream=-1``). None for anything else (the generic, fully general DLPack stream hand-off)."""
+    dev = getattr(t, "device", None)
+    if getattr(dev, "type", None) != "cuda":
+        return None
+    return _raw_stream(dev.index)
+
+
+def _raw_stream(index):
+    import torch  # only reached for torch tensors, so torch is already imported
+    global _raw_stream
+    raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+    _raw_stream = raw if raw is not None else (lambda i: torch.cuda.current_stream(i).cuda_stream)
+    return _raw_stream(index)
+
+
 def _named(tensors):
     if hasattr(tensors, "items"):
         return list(tensors.items())
@@ -166,18 +184,21 @@ class Sender:
 
     def seed(self, name, tensor):
         """Records what the receivers hold before the first sync (a copy is kept, on the tensor's device)."""
-        self._s.seed(name, _exportable(tensor))
+        t = _exportable(tensor)
+        self._s.seed(name, t, _producer_stream(t))
 
     def seed_all(self, tensors):
         """seed() for every (name, tensor) of a dict or an iterable of pairs (e.g. model.named_parameters())."""
         for name, t in _named(tensors):
-            self._s.seed(name, _exportable(t))
+            self.seed(name, t)
 
     def begin(self, version):
         self._s.begin(int(version))
 
     def add(self, name, tensor):
-        self._s.add(name, _exportable(tensor))
+        """Adds the tensor's current value to the sync begun (read before add returns)."""
+        t = _exportable(tensor)
+        self._s.add(name, t, _producer_stream(t))
 
     def finish(self):
         """Writes the last bucket, pushes, waits for every receiver. Returns the report (a dict: version,
@@ -194,7 +215,7 @@ class Sender:
         self.begin(version)
         try:
             for name, t in _named(tensors):
-                self._s.add(name, _exportable(t))
+                self.add(name, t)
         except BaseException:
             self._s.abort()
             raise
