@@ -1,6 +1,7 @@
 # Third-party dependencies, each through find_package (or its pkg-config file). Static liburing/zstd/xxhash so
-# binaries run on the device machine (which has no liburing); Boost 1.81 headers (+ Boost.JSON compiled in
-# through its header-only source include).
+# binaries run on the device machine (which has no liburing), shared ones for a shared object that sets
+# DS_SHARED_THIRD_PARTY (the Python module; cmake/deltasync_find_deps.cmake); Boost 1.81 headers (+ Boost.JSON
+# compiled in through its header-only source include).
 
 include(deltasync_find_deps)  # Boost, Threads, and the static liburing / zstd / xxhash as ds_* imported targets
 set(DELTASYNC_LIBURING ${DS_LIBURING_STATIC})

@@ -9,6 +9,8 @@
 include(CMakePackageConfigHelpers)
 
 get_property(ds_libraries GLOBAL PROPERTY DELTASYNC_LIBRARIES)
+# The Python module's own core library (src/python) installs with the module, not as a C++ library.
+list(REMOVE_ITEM ds_libraries deltasync_python_core)
 # deltasync::deltasync: every library of the project (link this one).
 add_library(deltasync_all INTERFACE)
 set_target_properties(deltasync_all PROPERTIES EXPORT_NAME deltasync)

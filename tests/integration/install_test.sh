@@ -17,7 +17,9 @@ if grep -Eq '^DELTASYNC_SANITIZE:STRING=.+' "$build/CMakeCache.txt" || grep -q '
   exit 77
 fi
 
-cmake --install "$build" --prefix "$prefix" > "$work/install.log" || fail "cmake --install: $(tail -5 "$work/install.log")"
+# The C++ side only (the component without a name): the Python module's rules install into the interpreter's
+# own site-packages, an absolute path outside any prefix (docs/python.md).
+cmake --install "$build" --prefix "$prefix" --component Unspecified > "$work/install.log" || fail "cmake --install: $(tail -5 "$work/install.log")"
 "$prefix/bin/deltasync" --version | head -1 | grep -q '^deltasync ' || fail "installed binary"
 [ -f "$prefix/include/deltasync/sync/sender.h" ] && [ -f "$prefix/include/deltasync/base/features.h" ] || fail "public headers"
 ! ls "$prefix"/include/deltasync/*/*_internal.h > /dev/null 2>&1 || fail "internal headers must not be installed"
