@@ -112,4 +112,8 @@ error errno_error(int err, std::string_view what) {
   return error(std::error_code(err, std::generic_category()), std::move(msg));
 }
 
+std::string_view error::code_name() const noexcept {
+  return code.category() == deltasync_category() ? errc_name(static_cast<errc>(code.value())) : "system";
+}
+
 }  // namespace deltasync

@@ -96,6 +96,8 @@ struct error {
   bool is(errc e) const noexcept { return code == make_error_code(e); }
   // "<message> [<code name>]"
   std::string describe() const;
+  // The code's stable name (errc_name), or "system" for a code of another category (errno).
+  std::string_view code_name() const noexcept;
 };
 
 // An error from errno, with a message naming what failed: "open /x/y: No such file or directory".

@@ -12,6 +12,7 @@
 #include "base/log.h"
 #include "cli/commands.h"
 #include "cli/file_util.h"
+#include "cli/serve_signals.h"
 #include "gpu/gpu.h"
 #include "gpu/nccl_channel.h"
 #include "http/pull_source.h"
@@ -112,11 +113,8 @@ int run_serve(const serve_options& opt) {
     ::setrlimit(RLIMIT_NOFILE, &fds);
   }
 
-  // Block the shutdown signals before any thread starts, so only sigwait below sees them.
-  sigset_t sigs;
-  sigemptyset(&sigs);
-  sigaddset(&sigs, SIGINT);
-  sigaddset(&sigs, SIGTERM);
+  // Block the shutdown and reload signals before any thread starts, so only sigwait below sees them.
+  sigset_t sigs = serve_signal_set();
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
 
   result<std::unique_ptr<weight_store>> store = error(errc::internal, "no store");
@@ -221,17 +219,46 @@ int run_serve(const serve_options& opt) {
          static_cast<double>((*store)->total_bytes()) / 1e9, static_cast<unsigned long long>((*store)->version()),
          opt.delta_dir.c_str(), token.empty() ? "" : ", bearer token required");
 
+  notify_service_manager("READY=1\nSTATUS=serving version " + std::to_string((*store)->version()) + " on port " +
+                         std::to_string(port));
+
   int sig = 0;
-  sigwait(&sigs, &sig);
-  DS_LOG(info, "serve", "signal %d: shutting down", sig);
-  server->reset();
-  // A sync still in flight owns the store; let it finish (it cannot take long) before tearing down.
-  for (int i = 0; i < 600; ++i) {
-    bool busy = false;
-    loop.run_sync([&] { busy = rx->busy(); });
-    if (!busy) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  for (;;) {
+    sigwait(&sigs, &sig);
+    if (sig != SIGHUP) break;
+    // SIGHUP (systemctl reload): re-read the token file; a file that cannot be read keeps the old token.
+    if (opt.token_file.empty()) {
+      DS_LOG(info, "serve", "SIGHUP: no --token-file configured, nothing to reload");
+      continue;
+    }
+    notify_service_manager("RELOADING=1");
+    if (auto t = read_token_file(opt.token_file); !t) {
+      DS_LOG(error, "serve", "SIGHUP: keeping the current token: %s", t.err().describe().c_str());
+    } else {
+      (*server)->set_bearer_token(*t);
+      DS_LOG(info, "serve", "SIGHUP: reloaded the bearer token from %s", opt.token_file.c_str());
+    }
+    notify_service_manager("READY=1");
   }
+  // Graceful stop: accept no new connection; a sync in flight owns the store and finishes (commits, or fails
+  // and rolls back) and its client gets the answer; then every connection closes and the process exits 0.
+  DS_LOG(info, "serve", "signal %d (%s): shutting down", sig, sig == SIGTERM ? "SIGTERM" : "SIGINT");
+  notify_service_manager("STOPPING=1");
+  (*server)->stop_accepting();
+  auto wait_idle = [&] {
+    for (int i = 0; i < 6000; ++i) {
+      bool busy = false;
+      loop.run_sync([&] { busy = rx->busy(); });
+      if (!busy) return i > 0;
+      if (i == 0) DS_LOG(info, "serve", "waiting for the sync in flight to finish");
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return true;
+  };
+  // The answer of a sync that just finished is on its way out: give its write a moment before closing.
+  if (wait_idle()) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  server->reset();
+  wait_idle();  // a sync begun on a kept-alive connection meanwhile
   nccl.reset();  // leaves the group (aborting a communicator still in use), joins its thread
   rx.reset();
   workers.reset();

@@ -2,7 +2,10 @@
 #include "http/receiver_routes.h"
 
 #include <boost/json.hpp>
+#include <chrono>
+#include <optional>
 
+#include "base/features.h"
 #include "base/log.h"
 #include "codec/digest.h"
 #include "io/worker_pool.h"
@@ -58,6 +61,7 @@ struct route_state {
   const recovery_report* recovery = nullptr;
   bool checksums_running = false;
   nccl_member* nccl = nullptr;
+  std::optional<std::chrono::steady_clock::time_point> last_sync_at = std::nullopt;  // last sync committed via a route
 };
 
 json::object recovery_json(const recovery_report& rep) {
@@ -92,8 +96,9 @@ void start_sync_route(const std::shared_ptr<route_state>& st, result<sync_reques
   };
   if (!req) return respond(answer_error(req.err()));
   if (st->checksums_running) return respond(answer_error(error(errc::busy, "a /checksums computation is running")));
-  rx.start_sync(std::move(req).value(), [respond, answer_error, sglang](result<sync_stats> r) {
+  rx.start_sync(std::move(req).value(), [st, respond, answer_error, sglang](result<sync_stats> r) {
     if (!r) return respond(answer_error(r.err()));
+    st->last_sync_at = std::chrono::steady_clock::now();
     if (!sglang) return respond(json_ok(stats_json(*r)));
     json::object o;
     o["success"] = true;
@@ -162,9 +167,12 @@ router make_receiver_routes(receiver& rx, io::worker_pool& workers, metrics_regi
     weight_store& store = st->rx.store();
     json::object o;
     o["version"] = store.version();
+    o["deltasync_version"] = DELTASYNC_VERSION;
     o["sync_in_flight"] = st->rx.busy();
     o["store"] = json::object{{"kind", std::string(store.kind())}, {"tensors", store.size()}, {"bytes", store.total_bytes()}};
     if (st->rx.last_sync()) o["last_sync"] = stats_json(*st->rx.last_sync());
+    if (st->last_sync_at)
+      o["last_sync_age_s"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - *st->last_sync_at).count();
     if (st->rx.last_error()) o["last_error"] = st->rx.last_error()->describe();
     if (st->nccl) o["nccl"] = nccl_json(st->nccl->info());
     if (st->recovery && st->recovery->ran) o["recovery"] = recovery_json(*st->recovery);
@@ -174,6 +182,12 @@ router make_receiver_routes(receiver& rx, io::worker_pool& workers, metrics_regi
     response out;
     out.content_type = "text/plain; version=0.0.4";
     out.body = st->metrics.render();
+    // The build, as Prometheus' *_build_info convention has it: a gauge of 1 whose labels carry the facts.
+    out.body += "# HELP deltasync_build_info The running deltasync build (always 1): version and compiled-in features.\n"
+                "# TYPE deltasync_build_info gauge\n"
+                "deltasync_build_info{version=\"" DELTASYNC_VERSION "\",cuda=\"" +
+                std::string(DELTASYNC_HAVE_CUDA ? "yes" : "no") + "\",nccl=\"" +
+                std::string(DELTASYNC_HAVE_NCCL ? "yes" : "no") + "\"} 1\n";
     respond(std::move(out));
   });
   r.add("GET", "/checksums", [st](const request&, responder respond) {

@@ -78,12 +78,12 @@ status listener::open() {
 }
 
 void listener::start_accept() {
-  if (stopped_) return;
+  if (stopped_ || !acceptor_.is_open()) return;
   acceptor_.async_accept(ctx_, beast::bind_front_handler(&listener::on_accept, shared_from_this()));
 }
 
 void listener::on_accept(beast::error_code ec, tcp::socket socket) {
-  if (stopped_) return;
+  if (stopped_ || !acceptor_.is_open()) return;  // shut down, or stop_accepting()
   if (ec) {
     DS_LOG(warn, "http", "accept failed: %s; retrying in %lld ms", ec.message().c_str(),
            static_cast<long long>(k_accept_backoff.count()));
@@ -107,6 +107,12 @@ void listener::on_accept(beast::error_code ec, tcp::socket socket) {
     s->start();
   }
   start_accept();
+}
+
+void listener::stop_accepting() {
+  beast::error_code ec;
+  acceptor_.close(ec);
+  backoff_.cancel();
 }
 
 void listener::shutdown() {
@@ -170,5 +176,15 @@ http_server::~http_server() {
 }
 
 uint16_t http_server::port() const noexcept { return impl_->l->port(); }
+
+void http_server::stop_accepting() {
+  auto l = impl_->l;
+  impl_->loop->run_sync([l] { l->stop_accepting(); });
+}
+
+void http_server::set_bearer_token(std::string token) {
+  auto l = impl_->l;
+  impl_->loop->run_sync([l, &token] { l->set_bearer_token(std::move(token)); });
+}
 
 }  // namespace deltasync::http

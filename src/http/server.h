@@ -87,6 +87,12 @@ class http_server {
   // inline). Handlers still working may call their responders afterwards: those answers are dropped.
   ~http_server();
   uint16_t port() const noexcept;
+  // Closes the listening socket: no new connection is accepted; open connections (and requests in flight)
+  // go on until the server is destroyed. For a graceful stop. Any thread (waits on the loop).
+  void stop_accepting();
+  // Replaces the bearer token (empty: no auth) for every request authenticated from now on, on open
+  // connections too; for a token file reloaded on SIGHUP. Any thread (waits on the loop).
+  void set_bearer_token(std::string token);
 
   struct impl;
 

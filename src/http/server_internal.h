@@ -44,7 +44,9 @@ class listener : public std::enable_shared_from_this<listener> {
 
   status open();
   void start_accept();
+  void stop_accepting();  // closes the acceptor only; open sessions go on
   void shutdown();
+  void set_bearer_token(std::string token) { options_.bearer_token = std::move(token); }
 
   uint16_t port() const noexcept { return port_; }
   asio::io_context& ctx() noexcept { return ctx_; }

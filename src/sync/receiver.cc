@@ -64,7 +64,7 @@ receiver::receiver(io::event_loop& loop, io::io_backend& backend, io::buffer_poo
     m_->syncs_failed = &metrics->counter("deltasync_syncs_failed_total", "Syncs refused or rolled back");
     m_->bytes_read = &metrics->counter("deltasync_bytes_read_total", "Delta file bytes read");
     m_->changed = &metrics->counter("deltasync_changed_elements_total", "Elements overwritten by committed syncs");
-    m_->version = &metrics->gauge("deltasync_version", "Current weight version");
+    m_->version = &metrics->gauge("deltasync_weight_version", "Weight version the store holds (each committed sync sets it)");
     auto b = latency_buckets_s();
     m_->read = &metrics->histogram("deltasync_sync_read_seconds", "Read stage per sync", b);
     m_->decode = &metrics->histogram("deltasync_sync_decode_seconds", "Decode stage per sync (worker time)", b);
@@ -127,7 +127,10 @@ status check_against_store(const weight_store& store, const sync_request& req, u
 void receiver::start_sync(sync_request req, std::function<void(result<sync_stats>)> done) {
   auto refuse = [&](error e) {
     if (m_->syncs_failed) m_->syncs_failed->add();
-    DS_LOG(warn, "sync", "refused version %llu: %s", static_cast<unsigned long long>(req.version), e.describe().c_str());
+    DS_LOG_FIELDS(warn, "sync",
+                  ({{"sync_version", req.version},
+                    {"current_version", store_.version()}, {"outcome", "refused"}, {"error_code", e.code_name()}}),
+                  "refused version %llu: %s", static_cast<unsigned long long>(req.version), e.describe().c_str());
     last_error_ = e;
     done(std::move(e));
   };
