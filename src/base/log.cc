@@ -3,10 +3,13 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
+
+#include "base/text_escape.h"
 
 namespace deltasync {
 namespace {
@@ -47,12 +50,16 @@ void log_line(log_level level, const char* component, const char* fmt, ...) noex
   int n = std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ %s %s: ", tm.tm_year + 1900,
                         tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms, level_name(level),
                         component);
+  // The message may quote untrusted text (names from delta files and requests): it is escaped on its way
+  // into the line (base/text_escape.h), so nothing in it can end this line or forge another.
+  char msg[4096];
   va_list ap;
   va_start(ap, fmt);
-  int m = std::vsnprintf(buf + n, sizeof buf - static_cast<size_t>(n) - 1, fmt, ap);
+  int m = std::vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
-  size_t len = static_cast<size_t>(n) + (m < 0 ? 0 : static_cast<size_t>(m));
-  if (len > sizeof buf - 2) len = sizeof buf - 2;
+  const size_t msg_len = m < 0 ? 0 : std::min(static_cast<size_t>(m), sizeof msg - 1);
+  size_t len = static_cast<size_t>(n) +
+               escape_control_to(std::string_view(msg, msg_len), buf + n, sizeof buf - static_cast<size_t>(n) - 2);
   buf[len++] = '\n';
   ssize_t ignored = ::write(STDERR_FILENO, buf, len);
   (void)ignored;
