@@ -267,8 +267,9 @@ result<byte_buffer> zstd_unwrap(byte_span frame, uint64_t max_bytes, memory_leas
     std::string d_s = std::to_string(declared);
     status why = ZSTD_isError(r) && ZSTD_getErrorCode(r) == ZSTD_error_corruption_detected
                      ? diagnose_corruption(frame, declared, r)
-                 : ZSTD_isError(r) ? status(error(errc::zstd_corrupt, "zstd frame is corrupt: " + zstd_message(r)))
-                 : overflow ? status(error(errc::zstd_size_lie, "zstd frame declares " + d_s + " bytes but decodes to more"))
+                 : ZSTD_isError(r) && ZSTD_getErrorCode(r) != ZSTD_error_dstSize_tooSmall
+                     ? status(error(errc::zstd_corrupt, "zstd frame is corrupt: " + zstd_message(r)))
+                 : ZSTD_isError(r) || overflow ? status(error(errc::zstd_size_lie, "zstd frame declares " + d_s + " bytes but decodes to more"))
                  : r != 0   ? status(error(errc::zstd_corrupt, "zstd frame is truncated after " +
                                                                    std::to_string(produced) + " decoded bytes"))
                             : status(error(errc::zstd_size_lie, "zstd frame declares " + d_s + " bytes but decodes to " +

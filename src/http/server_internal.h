@@ -88,7 +88,10 @@ class session : public std::enable_shared_from_this<session> {
   void start() { start_read_header(); }
   void close();
   // Waiting for a request and not one byte of it received: what the connection limit sheds first.
-  bool idle() const noexcept { return !closed_ && waiting_header_ && buffer_.size() == 0; }
+  // (The parser may already have consumed a partial header from the buffer: got_some() says so.)
+  bool idle() const noexcept {
+    return !closed_ && waiting_header_ && buffer_.size() == 0 && !(parser_ && parser_->got_some());
+  }
   steady::time_point idle_since() const noexcept { return idle_since_; }
   // This connection sits on a reserved slot: it is served one request of a reserved route, then closed.
   void set_reserved() noexcept { reserved_ = true; }

@@ -191,9 +191,6 @@ void receiver::start_sync(sync_request req, std::function<void(result<sync_stats
   r->done = std::move(done);
   r->paths = std::move(paths);
   r->assembling.resize(r->paths.size());
-  r->memory = std::make_shared<memory_budget>(options_.max_sync_memory_bytes);  // [memory budget]
-  for (size_t i = 0; i < r->paths.size(); ++i) r->read_leases.emplace_back(r->memory);
-  r->undo_lease = memory_lease(r->memory);
   r->stats.version = r->req.version;
   r->stats.base_version = cur;
   r->stats.files = r->paths.size();
@@ -208,6 +205,10 @@ void receiver::start_sync(sync_request req, std::function<void(result<sync_stats
 
 void receiver::start_pipeline(std::shared_ptr<run> r, uint64_t cur) {
   auto read_sw = std::make_shared<stopwatch>();
+  // [memory budget] One per sync, whatever the transport; every file's read buffer and the undo log draw on it.
+  r->memory = std::make_shared<memory_budget>(options_.max_sync_memory_bytes);
+  for (size_t i = 0; i < r->paths.size(); ++i) r->read_leases.emplace_back(r->memory);
+  r->undo_lease = memory_lease(r->memory);
 
   // Forward declarations of the stages as lambdas sharing `r` (all run on the loop thread).
   auto self = this;

@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""Opens N keep-alive connections that never send a byte, then times GET /healthz, each on a new connection,
-while they stay open (issue 18: the flood used to lock /healthz out).
+"""Times GET /healthz (each on a new connection) with no other connection open (the baseline), then opens N
+keep-alive connections that never send a byte and times it again while they stay open (issue 18: the flood
+used to lock /healthz out).
 
   flood.py PORT [--idle 1000] [--requests 200] [--timeout 5]
-Prints one JSON object: {"idle": N, "idle_open_at_end": k, "requests": M, "ok": m, "p50_ms", "p99_ms", "max_ms"}.
+Prints one JSON object: {"idle": N, "idle_open_at_end": k, "requests": M, "ok": m, "p50_ms", "p99_ms", "max_ms",
+"baseline_p50_ms", "baseline_p99_ms"}.
 """
 import argparse
 import json
@@ -17,30 +19,41 @@ ap.add_argument("--requests", type=int, default=200)
 ap.add_argument("--timeout", type=float, default=5.0)
 a = ap.parse_args()
 
+def healthz_ms(n):
+    lat, good = [], 0
+    for _ in range(n):
+        t0 = time.perf_counter()
+        try:
+            c = socket.create_connection(("127.0.0.1", a.port), timeout=a.timeout)
+            c.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data = b""
+            while True:
+                chunk = c.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            c.close()
+            good += data.startswith(b"HTTP/1.1 200")
+        except OSError:
+            pass
+        lat.append((time.perf_counter() - t0) * 1000.0)
+    lat.sort()
+    return lat, good
+
+
+def pick(lat, q):
+    return round(lat[min(len(lat) - 1, int(q * len(lat)))], 2)
+
+
+base, _ = healthz_ms(a.requests)  # the baseline, same run: no idle connection open
+
 idle = []
 for _ in range(a.idle):
     s = socket.create_connection(("127.0.0.1", a.port), timeout=a.timeout)
     idle.append(s)
 time.sleep(0.3)  # let the server accept them all (and shed what it sheds)
 
-lat, ok = [], 0
-for _ in range(a.requests):
-    t0 = time.perf_counter()
-    try:
-        c = socket.create_connection(("127.0.0.1", a.port), timeout=a.timeout)
-        c.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        data = b""
-        while True:
-            chunk = c.recv(4096)
-            if not chunk:
-                break
-            data += chunk
-        c.close()
-        if data.startswith(b"HTTP/1.1 200"):
-            ok += 1
-    except OSError:
-        pass
-    lat.append((time.perf_counter() - t0) * 1000.0)
+lat, ok = healthz_ms(a.requests)
 
 still_open = 0
 for s in idle:  # a shed connection reads EOF at once; one still open times out
@@ -52,7 +65,6 @@ for s in idle:  # a shed connection reads EOF at once; one still open times out
     except OSError:
         pass
     s.close()
-lat.sort()
-pick = lambda q: round(lat[min(len(lat) - 1, int(q * len(lat)))], 2)
 print(json.dumps({"idle": a.idle, "idle_open_at_end": still_open, "requests": a.requests, "ok": ok,
-                  "p50_ms": pick(0.50), "p99_ms": pick(0.99), "max_ms": round(lat[-1], 2)}))
+                  "p50_ms": pick(lat, 0.50), "p99_ms": pick(lat, 0.99), "max_ms": round(lat[-1], 2),
+                  "baseline_p50_ms": pick(base, 0.50), "baseline_p99_ms": pick(base, 0.99)}))
