@@ -5,7 +5,7 @@
 # SGLang route's absolute model_path, /healthz under 1000 idle connections, running out of file descriptors
 # (503 naming RLIMIT_NOFILE) and --recover listing a symlinked version dir under "skipped". Every refusal
 # leaves the store bit-identical. MEASURE=1 also prints the figures bench/RESULTS.md records.
-bin=$1
+bin=$(realpath "$1")
 source "$(dirname "$0")/fault_lib.sh"
 craft="python3 $here/craft.py"
 make_checkpoints
@@ -30,7 +30,7 @@ $craft bomb "$V/lie.safetensors" 3000 $((1 << 30))          # declares 1 GiB, de
 $craft bomb "$V/bomb0.safetensors" $((1 << 30))              # a real 1 GiB bomb in 32 KiB
 $craft bomb "$V/bomb1.safetensors" $((1 << 30))
 head -c $((16 << 20)) /dev/urandom > "$V/big.safetensors"    # 16 MiB, listed 40 times
-$craft manifest "$V/manifest.safetensors" --version 5 --bytes 61000000
+$craft manifest "$V/manifest.safetensors" --version 5 --bytes 54000000
 sync_body() { echo "{\"version\": 5, \"base_version\": 0, \"dir\": \"$(vdir 5)\", \"files\": $1}"; }
 forty=$(python3 -c 'import json; print(json.dumps(["big.safetensors"] * 40))')
 peak_case() {  # label want-status files-json want-in-error
@@ -108,8 +108,12 @@ kill "$last_pid"; wait "$last_pid" 2>/dev/null || true
 mkdir -p "$D/$(vdir 7)"
 for i in $(seq 1 80); do echo x > "$D/$(vdir 7)/f$i.safetensors"; done
 many=$(files_json "$D/$(vdir 7)")
-( ulimit -Hn 64 2>/dev/null && ulimit -Sn 64 && start_serve fds --base "$ck_base" --delta-dir "$D"; echo "$last_pid" > "$work/fds.pid" ) \
-  || { echo "SKIP: cannot lower the fd limit here"; exit 77; }
+# serve raises its soft limit to the hard one: both are lowered for it (in a subshell).
+rc=0
+( { ulimit -Sn 64 && ulimit -Hn 64; } 2>/dev/null || exit 3
+  start_serve fds --base "$ck_base" --delta-dir "$D"; echo "$last_pid" > "$work/fds.pid" ) || rc=$?
+[ "$rc" != 3 ] || { echo "SKIP: cannot lower the fd limit here"; exit 77; }
+[ "$rc" = 0 ] || fail "the fd-limited receiver did not start"
 pids+=("$(cat "$work/fds.pid")")
 url=$(url_of fds)
 code=$(post /sync "{\"version\": 7, \"base_version\": 0, \"dir\": \"$(vdir 7)\", \"files\": $many}")
