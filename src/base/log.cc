@@ -3,6 +3,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -11,6 +12,7 @@
 #include <ctime>
 
 #include "base/features.h"
+#include "base/text_escape.h"
 
 namespace deltasync {
 namespace {
@@ -130,7 +132,9 @@ void write_line(log_level level, const char* component, std::initializer_list<lo
     b.put(' ');
     b.put(component);
     b.put(": ");
-    b.put(std::string_view(msg, msg_len));
+    // The message may quote untrusted text (names from delta files and requests): it is escaped on its way
+    // into the line (base/text_escape.h), so nothing in it can end this line or forge another.
+    b.len += escape_control_to(std::string_view(msg, msg_len), buf + b.len, b.cap - b.len);
     buf[b.len++] = '\n';
     return emit(buf, b.len);
   }

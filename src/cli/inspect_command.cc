@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <memory>
 
+#include "base/text_escape.h"
 #include "cli/commands.h"
 #include "cli/file_util.h"
 #include "codec/delta_format.h"
@@ -155,7 +156,7 @@ int run_inspect(const inspect_options& opt) {
                     r.enc.c_str(), r.version, r.params, r.changed, r.file_bytes, bpc,
                     r.checksum_ok ? "ok" : "MISMATCH");
       }
-      if (!r.valid) std::printf("  INVALID %s: %s\n", r.path.c_str(), r.reason.c_str());
+      if (!r.valid) std::printf("  INVALID %s: %s\n", escape_control(r.path).c_str(), escape_control(r.reason).c_str());
     }
     std::printf("%zu file(s), %zu invalid\n", reports.size(), invalid);
   }

@@ -19,7 +19,9 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -28,6 +30,7 @@
 #include <vector>
 
 #include "base/bytes.h"
+#include "base/memory_budget.h"
 #include "base/result.h"
 #include "codec/digest.h"
 #include "codec/dtype.h"
@@ -66,8 +69,16 @@ struct delta_manifest {
 // that product(shape) and its byte size fit 64 bits; cross-checks against the blobs happen in
 // parse_delta_file. Keys other than the eight known ones are ignored (forward compatibility).
 // Errors: delta_bad_manifest, delta_bad_pos_width (pos_width not 2 or 4), delta_dtype_mismatch (sub-byte).
+// The list is parsed as a stream (no JSON tree of it is built): memory is the entries kept, and nothing more is
+// kept once an entry is refused. With `limits`, more than max_params entries is limit_exceeded, and a name
+// that `known` rejects is delta_unknown_tensor, both reported as soon as they are met (a JSON syntax error
+// anywhere still wins over either).
+struct params_limits {
+  uint64_t max_params = ~uint64_t{0};
+  std::function<bool(std::string_view name)> known;  // empty: every name is accepted here
+};
 std::string params_to_json(const std::vector<param_entry>& params);
-result<std::vector<param_entry>> parse_params_json(std::string_view json);
+result<std::vector<param_entry>> parse_params_json(std::string_view json, const params_limits& limits = {});
 
 // ---- positions ----
 
@@ -179,6 +190,7 @@ struct delta_file {
   byte_span positions;
   byte_span values;
   byte_buffer storage;
+  memory_lease storage_lease;  // what `storage` holds of delta_read_limits::memory (a zstd file's payload)
   std::vector<std::pair<std::string, std::string>> metadata;  // every metadata key, as read
   std::optional<native_info> native;  // nullopt for a slime file
 };
@@ -188,6 +200,13 @@ struct delta_read_limits {
   uint64_t max_params = 1u << 20;
   bool verify_checksum = true;
   bool verify_payload_hash = true;  // native files' payload_xxh3_64
+  // The budget a zstd file's decompressed payload is taken from (zstd_unwrap); the parsed file keeps it in
+  // storage_lease. Null: no budget (still decompressed in bounded pieces).
+  std::shared_ptr<memory_budget> memory;
+  // When set, the manifest's names are checked while it is parsed (see params_limits::known): a file naming a
+  // tensor the receiver does not hold is refused (delta_unknown_tensor) before the rest of its manifest is
+  // kept. Called on the decoding thread.
+  std::function<bool(std::string_view name)> known_tensor;
 };
 
 // Validates everything that can be checked without the target tensors: container, exactly the two

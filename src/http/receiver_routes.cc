@@ -7,6 +7,7 @@
 
 #include "base/features.h"
 #include "base/log.h"
+#include "base/text_escape.h"
 #include "codec/digest.h"
 #include "io/worker_pool.h"
 #include "sync/nccl_member.h"
@@ -24,7 +25,7 @@ response json_ok(const json::value& v) {
 
 response sync_error(const error& e, uint64_t current_version) {
   json::object o;
-  o["error"] = e.describe();
+  o["error"] = escape_control(e.describe());  // names from requests and files (base/text_escape.h)
   o["code"] = std::string(e.code.category() == deltasync_category() ? errc_name(static_cast<errc>(e.code.value()))
                                                                      : std::string_view("system"));
   o["current_version"] = current_version;
@@ -73,7 +74,7 @@ json::object recovery_json(const recovery_report& rep) {
                                     {"files", s.files},
                                     {"changed_elements", s.changed_elements},
                                     {"ms", s.ms}});
-  for (const auto& s : rep.skipped) skipped.push_back(json::object{{"dir", s.dir}, {"reason", s.reason}});
+  for (const auto& s : rep.skipped) skipped.push_back(json::object{{"dir", escape_control(s.dir)}, {"reason", escape_control(s.reason)}});
   return json::object{{"from_version", rep.from_version},
                       {"to_version", rep.to_version},
                       {"replayed", std::move(replayed)},
@@ -87,7 +88,7 @@ void start_sync_route(const std::shared_ptr<route_state>& st, result<sync_reques
     if (!sglang) return sync_error(e, rx.store().version());
     json::object o;
     o["success"] = false;
-    o["message"] = e.describe();
+    o["message"] = escape_control(e.describe());
     o["num_paused_requests"] = 0;
     response r;
     r.status = 400;
@@ -118,7 +119,7 @@ json::object nccl_json(const nccl_member_info& i) {
   o["device"] = i.device;
   o["syncs_received"] = i.syncs_received;
   o["bytes_received"] = i.bytes_received;
-  if (!i.last_error.empty()) o["last_error"] = i.last_error;
+  if (!i.last_error.empty()) o["last_error"] = escape_control(i.last_error);
   return o;
 }
 
@@ -173,7 +174,7 @@ router make_receiver_routes(receiver& rx, io::worker_pool& workers, metrics_regi
     if (st->rx.last_sync()) o["last_sync"] = stats_json(*st->rx.last_sync());
     if (st->last_sync_at)
       o["last_sync_age_s"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - *st->last_sync_at).count();
-    if (st->rx.last_error()) o["last_error"] = st->rx.last_error()->describe();
+    if (st->rx.last_error()) o["last_error"] = escape_control(st->rx.last_error()->describe());
     if (st->nccl) o["nccl"] = nccl_json(st->nccl->info());
     if (st->recovery && st->recovery->ran) o["recovery"] = recovery_json(*st->recovery);
     respond(json_ok(o));
