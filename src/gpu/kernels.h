@@ -142,6 +142,14 @@ status scatter_apply(void* dest, dtype dest_type, uint64_t numel, const uint32_t
 status scatter_restore(void* dest, uint32_t elem_bytes, const uint32_t* positions, uint64_t count,
                        const void* values, stream& s);
 
+// The compact encoding (codec/compact.h) on a device tensor: dest[positions[i]] += diffs[i] mod 2^w on the raw
+// bits of elements of `elem_bytes` (1, 2, 4, 8), saving the old element to old_values[i] first when it is not
+// null. Positions must be validated (distinct, in range) by the caller. Queued on `s`; does not synchronize.
+status add_apply(void* dest, uint32_t elem_bytes, const uint32_t* positions, uint64_t count, const void* diffs,
+                 void* old_values, stream& s);
+// out[i] = src[positions[i]] for elements of `elem_bytes`. Queued on `s`; does not synchronize.
+status gather(const void* src, uint32_t elem_bytes, const uint32_t* positions, uint64_t count, void* out, stream& s);
+
 // torch.hash_tensor of `bytes` of device memory holding elements of `type` (U8/I8/I16/U16/I32/U32/I64/U64/
 // BOOL, BF16, F16, F32, F64; others unsupported). Synchronizes `s`.
 result<uint64_t> xor_hash(const void* data, uint64_t bytes, dtype type, stream& s);

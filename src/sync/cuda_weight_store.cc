@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "base/check.h"
+#include "codec/compact.h"
 #include "gpu/kernels.h"
 
 namespace deltasync {
@@ -147,8 +148,9 @@ status cuda_weight_store::apply(size_t i, const delta_file& f, const param_entry
                  label + ": the delta has shape " + shape_string(p.shape) + ", the store " + shape_string(t.shape));
   if (p.pos_start > p.pos_end || p.pos_end > f.positions.size())
     return error(errc::delta_manifest_bounds, label + ": positions range lies outside the file's __positions__");
-  const uint32_t veb = element_bytes(f.values_type);
-  if (p.val_start > p.val_end || veb == 0 || p.val_end > f.values.size() / veb)
+  const bool compact = f.manifest.enc == encoding::compact;
+  const uint32_t veb = compact ? eb : element_bytes(f.values_type);
+  if (!compact && (p.val_start > p.val_end || veb == 0 || p.val_end > f.values.size() / veb))
     return error(errc::delta_manifest_bounds, label + ": values range lies outside the file's __values__");
   const byte_span encoded = f.positions.subspan(p.pos_start, p.pos_end - p.pos_start);
   const uint64_t count = p.changed();
@@ -159,8 +161,13 @@ status cuda_weight_store::apply(size_t i, const delta_file& f, const param_entry
                                            std::to_string(undo.max_bytes()) + " bytes");
   // Positions: decoded and validated on the host (bounds, strictly ascending) before anything is written.
   std::vector<uint32_t> positions;
-  if (auto st = decode_positions(f.manifest.enc, p.pos_width, encoded, t.numel, positions); !st)
+  byte_buffer diffs;  // compact: the decoded differences, added on the device
+  if (compact) {
+    if (auto st = compact::decode(encoded, count, t.numel, eb, positions, diffs); !st)
+      return error(st.err().code, label + ": " + st.err().message);
+  } else if (auto st = decode_positions(f.manifest.enc, p.pos_width, encoded, t.numel, positions); !st) {
     return error(st.err().code, label + ": " + st.err().message);
+  }
   if (positions.size() != count)
     return error(errc::delta_value_count_mismatch, label + ": " + std::to_string(positions.size()) +
                                                        " positions for " + std::to_string(count) + " values");
@@ -178,11 +185,13 @@ status cuda_weight_store::apply(size_t i, const delta_file& f, const param_entry
     DS_TRY_STATUS(gpu::grow(l->old, count * eb));
     std::byte* stage = static_cast<std::byte*>(l->staging.data());
     std::memcpy(stage, positions.data(), pos_bytes);
-    std::memcpy(stage + pos_bytes, f.values.data() + p.val_start * veb, val_bytes);
+    std::memcpy(stage + pos_bytes, compact ? diffs.data() : f.values.data() + p.val_start * veb, val_bytes);
     DS_TRY_STATUS(gpu::copy_h2d(l->positions.data(), stage, pos_bytes, l->s));
     DS_TRY_STATUS(gpu::copy_h2d(l->values.data(), stage + pos_bytes, val_bytes, l->s));
-    auto st = gpu::scatter_apply(data_[i].data(), t.type, t.numel, l->positions.as<uint32_t>(), count,
-                                 l->values.data(), f.values_type, l->old.data(), l->s);
+    auto st = compact ? gpu::add_apply(data_[i].data(), eb, l->positions.as<uint32_t>(), count, l->values.data(),
+                                       l->old.data(), l->s)
+                      : gpu::scatter_apply(data_[i].data(), t.type, t.numel, l->positions.as<uint32_t>(), count,
+                                           l->values.data(), f.values_type, l->old.data(), l->s);
     if (!st) return error(st.err().code, label + ": " + st.err().message);
     rec.old_values.resize(count * eb);
     DS_TRY_STATUS(gpu::copy_d2h(stage, l->old.data(), count * eb, l->s));

@@ -224,6 +224,33 @@ status gpu_sender_path::fetch(const std::string& name, std::vector<uint32_t>& po
   return {};
 }
 
+status gpu_sender_path::fetch_old(const std::string& name, byte_buffer& old_values) {
+  state& m = *st_;
+  auto it = snaps_.find(name);
+  DS_CHECK(it != snaps_.end(), "gpu_sender_path::fetch_old: unknown tensor");
+  const snapshot& sn = *it->second;
+  const uint64_t count = sn.has_pending ? sn.pending_count : 0;
+  const uint32_t eb = element_bytes(sn.type);
+  old_values.resize(count * eb);
+  if (count == 0) return {};
+  if (!sn.on_device) {
+    // The positions come back from the device; the snapshot is host memory already.
+    std::vector<uint32_t> positions(count);
+    DS_TRY_STATUS(gpu::copy_d2h(positions.data(), sn.pending.data(), count * 4, *m.s));
+    DS_TRY_STATUS(m.s->synchronize());
+    const auto* base = static_cast<const std::byte*>(sn.host.data());
+    for (uint64_t k = 0; k < count; ++k) std::memcpy(old_values.data() + k * eb, base + uint64_t{positions[k]} * eb, eb);
+    return {};
+  }
+  DS_TRY_STATUS(gpu::grow(m.scratch, count * eb));
+  DS_TRY_STATUS(gpu::gather(sn.dev.data(), eb, sn.pending.as<uint32_t>(), count, m.scratch.data(), *m.s));
+  DS_TRY_STATUS(gpu::grow(m.out, count * eb));
+  DS_TRY_STATUS(gpu::copy_d2h(m.out.data(), m.scratch.data(), count * eb, *m.s));
+  DS_TRY_STATUS(m.s->synchronize());
+  std::memcpy(old_values.data(), m.out.data(), count * eb);
+  return {};
+}
+
 status gpu_sender_path::bucket_last(dtype type, const std::string& name, const std::vector<uint64_t>& shape) {
   state& m = *st_;
   DS_CHECK(name == m.last_name && m.last_count > 0, "gpu_sender_path::bucket_last: not the last diff");
