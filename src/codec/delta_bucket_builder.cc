@@ -70,6 +70,27 @@ void delta_bucket_builder::add_compact(const param_delta& p, byte_span old_value
   values_.emplace_back(p.type, byte_buffer(p.values.begin(), p.values.end()));
 }
 
+void delta_bucket_builder::add_compact_stream(const std::string& name, dtype type, const std::vector<uint64_t>& shape,
+                                              uint64_t count, byte_span stream) {
+  DS_CHECK(enc_ == encoding::compact && can_add(type), "delta_bucket_builder::add_compact_stream: not a compact bucket");
+  DS_CHECK(count > 0 && compact::read_header(stream, count, element_bytes(type)).ok(),
+           "delta_bucket_builder::add_compact_stream: the stream's header disagrees");
+  param_entry e;
+  e.name = name;
+  e.type = type;
+  e.shape = shape;
+  DS_CHECK(e.numel() <= kMaxNumel, "delta_bucket_builder::add_compact_stream: tensor too large for 32-bit positions");
+  values_type_ = dtype::U8;
+  e.pos_start = positions_.size();
+  positions_.insert(positions_.end(), stream.begin(), stream.end());
+  e.pos_end = positions_.size();
+  e.pos_width = 1;
+  e.val_start = value_count_;
+  value_count_ += count;
+  e.val_end = value_count_;
+  params_.push_back(std::move(e));
+}
+
 uint64_t delta_bucket_builder::payload_bytes() const noexcept {
   if (enc_ == encoding::compact) return positions_.size();
   return positions_.size() + (values_type_ ? value_count_ * element_bytes(*values_type_) : 0);

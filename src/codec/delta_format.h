@@ -122,6 +122,10 @@ class delta_bucket_builder {
   // For the compact encoding: `old_values` are the elements the receiver holds at p.positions (the sender's
   // base), each different from its new value (asserted, like add's checks); the param's stream is encoded here.
   void add_compact(const param_delta& p, byte_span old_values);
+  // For the compact encoding: a param whose stream was encoded elsewhere (the GPU encoder), `count` > 0 changes.
+  // Asserts can_add(type) and that the stream's header and directory agree (compact::read_header).
+  void add_compact_stream(const std::string& name, dtype type, const std::vector<uint64_t>& shape, uint64_t count,
+                          byte_span stream);
 
   bool empty() const noexcept { return params_.empty(); }
   size_t param_count() const noexcept { return params_.size(); }
