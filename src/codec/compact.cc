@@ -126,13 +126,25 @@ struct k_choice {
 };
 
 k_choice best_k(const uint64_t* x, size_t n, uint32_t escape_bits) noexcept {
-  // The clamp keeps the sum exact in 64 bits (2048 x 2^32) and identical on every encoder.
-  uint64_t sum = 0;
-  for (size_t i = 0; i < n; ++i) sum += std::min<uint64_t>(x[i], uint64_t{1} << 32);
-  const uint64_t mean = n == 0 ? 0 : sum / n;
-  const uint32_t k0 = mean == 0 ? 0 : static_cast<uint32_t>(std::bit_width(mean) - 1);
-  const uint32_t lo = k0 == 0 ? 0 : k0 - 1;
-  const uint32_t hi = std::min(k0 + 1, kMaxK);
+  // A histogram of bit widths (widths past 33 counted as 33) gives an estimate of every k's cost, each value
+  // taken as 3/4 of its width's top (integers only, so every encoder computes the same); the three k around the
+  // estimate's best are then costed exactly. A mean would do for geometric data, but a few escaped outliers (a
+  // weight crossing zero) pull the mean far above the bulk's best k.
+  uint32_t hist[34] = {};
+  for (size_t i = 0; i < n; ++i) ++hist[std::min<uint32_t>(static_cast<uint32_t>(std::bit_width(x[i])), 33)];
+  uint32_t k_est = 0;
+  uint64_t est_best = UINT64_MAX;
+  for (uint32_t k = 0; k <= kMaxK; ++k) {
+    uint64_t bits = 0;
+    for (uint32_t b = 0; b < 34; ++b) {
+      if (hist[b] == 0) continue;
+      const uint64_t rep = b == 0 ? 0 : b == 1 ? 1 : uint64_t{3} << (b - 2);
+      bits += hist[b] * rice_bits(rep, k, escape_bits);
+    }
+    if (bits < est_best) est_best = bits, k_est = k;
+  }
+  const uint32_t lo = k_est == 0 ? 0 : k_est - 1;
+  const uint32_t hi = std::min(k_est + 1, kMaxK);
   k_choice best{lo, UINT64_MAX};
   for (uint32_t k = lo; k <= hi; ++k) {
     uint64_t bits = 0;

@@ -46,8 +46,9 @@ struct encode_stats {
   uint64_t overhead_bits = 0;
 };
 
-// The Rice parameter the encoder uses for a block, given the (clamped) sum of its symbols and their exact
-// costs: candidates floor(log2(sum / n)) - 1 .. + 1 within [0, kMaxK]; the cheapest wins, ties to the smaller k.
+// The Rice parameter the encoder uses for a block: from a histogram of the symbols' bit widths (w = min(33,
+// bit_width(x)), each taken as 0, 1 or 3 << (w - 2)) the estimated cost of every k in [0, kMaxK] picks k_est;
+// then the exact costs of k_est - 1 .. k_est + 1 (within range) decide; ties go to the smaller k everywhere.
 // `escape_bits` is the raw width (32 for gaps, w for values). Exposed for the GPU encoder and the tests.
 uint32_t choose_k(std::span<const uint64_t> symbols, uint32_t escape_bits) noexcept;
 // Bits of one Rice code of x with parameter k (escape included).

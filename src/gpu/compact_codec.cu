@@ -1,6 +1,7 @@
 // The compact stream (codec/compact.h) encoded and decoded on the device, byte for byte what the CPU codec
 // writes and accepts. Encode: one warp per block of 2048 changes chooses kp / kv exactly as compact.cc does
-// (same clamped sums, same three candidates, same ties), a one-thread pass lays out the header and directory,
+// (same clamped sums, same three candidates, same ties), one CTA lays out the header and directory (a scan of
+// the block sizes),
 // and one warp per block writes its bits into shared memory (each lane places its element's codes at the
 // offset a warp scan of the code lengths gives) and copies them out. Decode: one thread per block (a Rice code's
 // length is known only once it is read), validating exactly what the CPU decoder validates; the cross-block
@@ -53,20 +54,34 @@ __device__ __forceinline__ uint64_t gap_at(const uint32_t* positions, uint64_t i
   return i == 0 ? positions[0] : uint64_t{positions[i]} - positions[i - 1] - 1;
 }
 
-// compact.cc's best_k, over a block held by one warp: candidates floor(log2(mean)) - 1 .. + 1, ties to the smaller.
+// compact.cc's best_k, over a block held by one warp (`hist` is this warp's 34 shared counters): the bit-width
+// histogram's estimate picks k_est, the exact costs of k_est - 1 .. + 1 decide, ties to the smaller k.
 template <typename F>
-__device__ void best_k_warp(F sym, uint32_t m, uint32_t esc_bits, uint32_t& k_out, uint64_t& bits_out) {
+__device__ void best_k_warp(F sym, uint32_t m, uint32_t esc_bits, uint32_t* hist, uint32_t& k_out, uint64_t& bits_out) {
   const uint32_t lane = threadIdx.x & 31;
-  uint64_t sum = 0;
+  for (uint32_t b = lane; b < 34; b += 32) hist[b] = 0;
+  __syncwarp();
   for (uint32_t i = lane; i < m; i += 32) {
     const uint64_t x = sym(i);
-    sum += x < (uint64_t{1} << 32) ? x : (uint64_t{1} << 32);
+    const uint32_t w = x == 0 ? 0 : 64 - __clzll(static_cast<long long>(x));
+    atomicAdd(hist + (w < 33 ? w : 33), 1u);
   }
-  sum = warp_sum(sum);
-  const uint64_t mean = m == 0 ? 0 : sum / m;
-  const uint32_t k0 = mean == 0 ? 0 : 63 - __clzll(static_cast<long long>(mean));
-  const uint32_t lo = k0 == 0 ? 0 : k0 - 1;
-  const uint32_t hi = k0 + 1 < compact::kMaxK ? k0 + 1 : compact::kMaxK;
+  __syncwarp();
+  uint32_t k_est = 0;
+  uint64_t est_best = ~uint64_t{0};
+  for (uint32_t k = 0; k <= compact::kMaxK; ++k) {
+    uint64_t bits = 0;
+    for (uint32_t b = 0; b < 34; ++b) {
+      const uint32_t c = hist[b];
+      if (c == 0) continue;
+      const uint64_t rep = b == 0 ? 0 : b == 1 ? 1 : uint64_t{3} << (b - 2);
+      bits += c * rice_bits_d(rep, k, esc_bits);
+    }
+    if (bits < est_best) est_best = bits, k_est = k;
+  }
+  __syncwarp();
+  const uint32_t lo = k_est == 0 ? 0 : k_est - 1;
+  const uint32_t hi = k_est + 1 < compact::kMaxK ? k_est + 1 : compact::kMaxK;
   uint32_t best_k = lo;
   uint64_t best = ~uint64_t{0};
   for (uint32_t k = lo; k <= hi; ++k) {
@@ -89,13 +104,15 @@ __global__ void choose_kernel(const uint32_t* positions, const T* old_v, const T
   const uint64_t first = uint64_t{b} * B;
   const uint32_t m = static_cast<uint32_t>(n - first < B ? n - first : B);
   const uint32_t lane = threadIdx.x & 31;
+  __shared__ uint32_t hists[4][34];  // one per warp (4 warps per CTA)
+  uint32_t* hist = hists[(threadIdx.x / 32) & 3];
   bool dense = true;
   for (uint32_t i = lane; i < m; i += 32) dense &= gap_at(positions, first + i) == 0;
   dense = __all_sync(0xFFFFFFFFu, dense);
   uint32_t kp = kSpecial, kv = 0;
   uint64_t pbits = 0, vbits = 0;
-  if (!dense) best_k_warp([&](uint32_t i) { return gap_at(positions, first + i); }, m, 32, kp, pbits);
-  best_k_warp([&](uint32_t i) { return code_of<T>(old_v[first + i], new_v[first + i]); }, m, w, kv, vbits);
+  if (!dense) best_k_warp([&](uint32_t i) { return gap_at(positions, first + i); }, m, 32, hist, kp, pbits);
+  best_k_warp([&](uint32_t i) { return code_of<T>(old_v[first + i], new_v[first + i]); }, m, w, hist, kv, vbits);
   if (uint64_t{w} * m <= vbits) kv = kSpecial, vbits = uint64_t{w} * m;
   if (lane == 0) {
     kp_out[b] = static_cast<uint8_t>(kp);
@@ -104,17 +121,35 @@ __global__ void choose_kernel(const uint32_t* positions, const T* old_v, const T
   }
 }
 
-// One thread: header, directory and each block's offset in the stream; total bytes to *total.
+// One CTA of kLayoutThreads: header, directory and each block's offset in the stream (a block-wide scan of the
+// block sizes, each thread owning a contiguous run of blocks); total bytes to *total.
+constexpr uint32_t kLayoutThreads = 1024;
 __global__ void layout_kernel(const uint32_t* positions, uint64_t n, uint32_t elem_bytes, uint32_t blocks,
                               const uint32_t* bytes, uint64_t* offsets, unsigned char* out, uint64_t* total) {
-  if (threadIdx.x != 0 || blockIdx.x != 0) return;
-  out[0] = compact::kMagic;
-  out[1] = compact::kLog2BlockElems;
-  out[2] = static_cast<unsigned char>(elem_bytes);
-  out[3] = 0;
-  for (int i = 0; i < 4; ++i) out[4 + i] = static_cast<unsigned char>(n >> (8 * i));
-  uint64_t at = compact::kHeaderBytes + uint64_t{compact::kDirEntryBytes} * blocks;
-  for (uint32_t b = 0; b < blocks; ++b) {
+  __shared__ uint64_t sums[kLayoutThreads];
+  const uint32_t t = threadIdx.x;
+  if (t == 0) {
+    out[0] = compact::kMagic;
+    out[1] = compact::kLog2BlockElems;
+    out[2] = static_cast<unsigned char>(elem_bytes);
+    out[3] = 0;
+    for (int i = 0; i < 4; ++i) out[4 + i] = static_cast<unsigned char>(n >> (8 * i));
+  }
+  const uint32_t per = (blocks + kLayoutThreads - 1) / kLayoutThreads;
+  const uint32_t lo = t * per < blocks ? t * per : blocks;
+  const uint32_t hi = lo + per < blocks ? lo + per : blocks;
+  uint64_t mine = 0;
+  for (uint32_t b = lo; b < hi; ++b) mine += bytes[b];
+  sums[t] = mine;
+  __syncthreads();
+  for (uint32_t o = 1; o < kLayoutThreads; o <<= 1) {  // inclusive Hillis-Steele scan
+    const uint64_t add = t >= o ? sums[t - o] : 0;
+    __syncthreads();
+    sums[t] += add;
+    __syncthreads();
+  }
+  uint64_t at = compact::kHeaderBytes + uint64_t{compact::kDirEntryBytes} * blocks + sums[t] - mine;
+  for (uint32_t b = lo; b < hi; ++b) {
     const uint32_t base = b == 0 ? 0u : positions[uint64_t{b} * B - 1] + 1;
     unsigned char* e = out + compact::kHeaderBytes + uint64_t{compact::kDirEntryBytes} * b;
     for (int i = 0; i < 4; ++i) e[i] = static_cast<unsigned char>(base >> (8 * i));
@@ -122,7 +157,7 @@ __global__ void layout_kernel(const uint32_t* positions, uint64_t n, uint32_t el
     offsets[b] = at;
     at += bytes[b];
   }
-  *total = at;
+  if (t == kLayoutThreads - 1) *total = compact::kHeaderBytes + uint64_t{compact::kDirEntryBytes} * blocks + sums[t];
 }
 
 // ORs `len` (<= 64) bits of v into the shared bit buffer at bit `pos`.
@@ -348,7 +383,8 @@ status encode_t(const uint32_t* positions, const void* old_values, const void* n
     choose_kernel<T><<<(blocks + 3) / 4, 128, 0, cs>>>(positions, o, v, n, blocks, kp, kv, bytes);
     DS_CUDA_TRY(cudaGetLastError());
   }
-  layout_kernel<<<1, 1, 0, cs>>>(positions, n, sizeof(T), blocks, bytes, offsets, out.as<unsigned char>(), total);
+  layout_kernel<<<1, kLayoutThreads, 0, cs>>>(positions, n, sizeof(T), blocks, bytes, offsets, out.as<unsigned char>(),
+                                              total);
   DS_CUDA_TRY(cudaGetLastError());
   if (blocks > 0) {
     write_kernel<T><<<blocks, 128, 0, cs>>>(positions, o, v, n, kp, kv, bytes, offsets, out.as<unsigned char>());

@@ -200,26 +200,26 @@ status sender::add(const std::string& name, const tensor_view& t) {
   if (on_gpu && b.builder.empty() && !compact) {
     DS_TRY_STATUS(s.gpu->bucket_last(t.type, name, t.shape));  // the bucket is built on the device
     b.on_gpu = true;
+  } else if (compact && on_gpu) {
+    // Encoded on the device, byte for byte what the host encoder writes; only the stream comes back.
+    DS_TRY_STATUS(s.to_host(t.type, b));
+    byte_buffer stream;
+    DS_TRY_STATUS(s.gpu->encode_compact(name, stream));
+    b.builder.add_compact_stream(name, t.type, t.shape, gpu_changed, stream);
   } else {
     if (on_gpu) DS_TRY_STATUS(s.gpu->fetch(name, s.positions, s.values));  // joins a host bucket
     DS_TRY_STATUS(s.to_host(t.type, b));
     const byte_span vals = full ? byte_span(change.values) : byte_span(s.values);
-    byte_buffer old;
     if (compact) {
       // The receiver holds the snapshot's values; compact codes the new ones against them.
-      if (on_gpu) {
-        DS_TRY_STATUS(s.gpu->fetch_old(name, old));
-      } else {
-        old.resize(s.positions.size() * eb);
-        const std::byte* base = snap->second.bytes.data();
-        for (size_t k = 0; k < s.positions.size(); ++k)
-          std::memcpy(old.data() + k * eb, base + uint64_t{s.positions[k]} * eb, eb);
-      }
-    }
-    if (compact)
+      byte_buffer old(s.positions.size() * eb);
+      const std::byte* base = snap->second.bytes.data();
+      for (size_t k = 0; k < s.positions.size(); ++k)
+        std::memcpy(old.data() + k * eb, base + uint64_t{s.positions[k]} * eb, eb);
       b.builder.add_compact(param_delta{name, t.type, t.shape, s.positions, vals}, old);
-    else
+    } else {
       b.builder.add(param_delta{name, t.type, t.shape, s.positions, vals});
+    }
   }
   if (native && on_gpu) {
     // The device digest of the new tensor: read now, finished before the bucket's file is built (flush).
