@@ -48,13 +48,13 @@ struct bit_writer {
   }
 };
 
-inline void put_rice(bit_writer& w, uint64_t x, uint32_t k, uint32_t escape_bits) noexcept {
+inline void put_rice(bit_writer& w, uint64_t x, uint32_t k, uint32_t escape_bits, uint32_t escape_q) noexcept {
   const uint64_t q = x >> k;
-  if (q < kEscapeQ) {
+  if (q < escape_q) {
     w.put(uint64_t{1} << q, static_cast<uint32_t>(q) + 1);
     if (k > 0) w.put(x & ((uint64_t{1} << k) - 1), k);
   } else {
-    w.put(0, kEscapeQ);
+    w.put(0, escape_q);
     w.put_wide(x, escape_bits);
   }
 }
@@ -99,10 +99,10 @@ struct bit_reader {
     out = lo | (hi << 32);
     return true;
   }
-  inline bool rice(uint32_t k, uint32_t escape_bits, uint64_t& out) noexcept {
+  inline bool rice(uint32_t k, uint32_t escape_bits, uint32_t escape_q, uint64_t& out) noexcept {
     refill();
     const uint32_t z = buf == 0 ? 64u : static_cast<uint32_t>(std::countr_zero(buf));
-    if (z < kEscapeQ) {
+    if (z < escape_q) {
       if (z + 1 + k > avail) return false;
       buf >>= z + 1;
       avail -= z + 1;
@@ -111,9 +111,9 @@ struct bit_reader {
       out = (uint64_t{z} << k) | r;
       return true;
     }
-    if (avail < kEscapeQ) return false;
-    buf >>= kEscapeQ;
-    avail -= kEscapeQ;
+    if (avail < escape_q) return false;
+    buf >>= escape_q;
+    avail -= escape_q;
     return take_wide(escape_bits, out);
   }
   // The block ended exactly: every byte used and only zero padding (< 8 bits) left.
@@ -125,7 +125,7 @@ struct k_choice {
   uint64_t bits;
 };
 
-k_choice best_k(const uint64_t* x, size_t n, uint32_t escape_bits) noexcept {
+k_choice best_k(const uint64_t* x, size_t n, uint32_t escape_bits, uint32_t escape_q) noexcept {
   // A histogram of bit widths (widths past 33 counted as 33) gives an estimate of every k's cost, each value
   // taken as 3/4 of its width's top (integers only, so every encoder computes the same); the three k around the
   // estimate's best are then costed exactly. A mean would do for geometric data, but a few escaped outliers (a
@@ -139,7 +139,7 @@ k_choice best_k(const uint64_t* x, size_t n, uint32_t escape_bits) noexcept {
     for (uint32_t b = 0; b < 34; ++b) {
       if (hist[b] == 0) continue;
       const uint64_t rep = b == 0 ? 0 : b == 1 ? 1 : uint64_t{3} << (b - 2);
-      bits += hist[b] * rice_bits(rep, k, escape_bits);
+      bits += hist[b] * rice_bits(rep, k, escape_bits, escape_q);
     }
     if (bits < est_best) est_best = bits, k_est = k;
   }
@@ -148,7 +148,7 @@ k_choice best_k(const uint64_t* x, size_t n, uint32_t escape_bits) noexcept {
   k_choice best{lo, UINT64_MAX};
   for (uint32_t k = lo; k <= hi; ++k) {
     uint64_t bits = 0;
-    for (size_t i = 0; i < n; ++i) bits += rice_bits(x[i], k, escape_bits);
+    for (size_t i = 0; i < n; ++i) bits += rice_bits(x[i], k, escape_bits, escape_q);
     if (bits < best.bits) best = {k, bits};
   }
   return best;
@@ -204,8 +204,8 @@ void encode_t(std::span<const uint32_t> positions, byte_span old_values, byte_sp
       diffs[i] = static_cast<T>(v - o);
       codes[i] = zigzag_minus_one<T>(diffs[i]);
     }
-    const k_choice kp = dense ? k_choice{kModeSpecial, 0} : best_k(gaps, m, 32);
-    k_choice kv = best_k(codes, m, w);
+    const k_choice kp = dense ? k_choice{kModeSpecial, 0} : best_k(gaps, m, 32, kEscapeQ);
+    k_choice kv = best_k(codes, m, w, kValueEscapeQ);
     if (uint64_t{w} * m <= kv.bits) kv = {kModeSpecial, uint64_t{w} * m};
     const uint64_t block_bytes = 2 + (kp.bits + kv.bits + 7) / 8;
     DS_CHECK(block_bytes <= UINT32_MAX, "compact::encode: block too large");
@@ -219,9 +219,9 @@ void encode_t(std::span<const uint32_t> positions, byte_span old_values, byte_sp
     p[1] = std::byte{static_cast<uint8_t>(kv.k)};
     bit_writer bw{p + 2};
     for (size_t i = 0; i < m; ++i) {
-      if (kp.k != kModeSpecial) put_rice(bw, gaps[i], kp.k, 32);
+      if (kp.k != kModeSpecial) put_rice(bw, gaps[i], kp.k, 32, kEscapeQ);
       if (kv.k != kModeSpecial)
-        put_rice(bw, codes[i], kv.k, w);
+        put_rice(bw, codes[i], kv.k, w, kValueEscapeQ);
       else
         bw.put_wide(uint64_t{diffs[i]}, w);
     }
@@ -259,7 +259,7 @@ status decode_t(byte_span stream, const stream_info& info, uint64_t numel, uint3
     bit_reader r{data + 2, data + bytes};
     for (size_t i = 0; i < m; ++i) {
       uint64_t g = 0;
-      if (kp != kModeSpecial && !r.rice(kp, 32, g)) return bad_block(b, "ends inside a position code");
+      if (kp != kModeSpecial && !r.rice(kp, 32, kEscapeQ, g)) return bad_block(b, "ends inside a position code");
       if (g > UINT32_MAX) return bad_block(b, "has a gap wider than 32 bits");
       const uint64_t idx = next + g;
       if (idx >= numel)
@@ -271,7 +271,7 @@ status decode_t(byte_span stream, const stream_info& info, uint64_t numel, uint3
       uint64_t u = 0;
       T d;
       if (kv != kModeSpecial) {
-        if (!r.rice(kv, w, u)) return bad_block(b, "ends inside a value code");
+        if (!r.rice(kv, w, kValueEscapeQ, u)) return bad_block(b, "ends inside a value code");
         if (u > max_code) return bad_block(b, "has a value code wider than the element");
         d = from_code<T>(u);
       } else {
@@ -300,8 +300,8 @@ void apply_t(std::span<const uint32_t> positions, const std::byte* diffs, std::b
 
 }  // namespace
 
-uint32_t choose_k(std::span<const uint64_t> symbols, uint32_t escape_bits) noexcept {
-  return best_k(symbols.data(), symbols.size(), escape_bits).k;
+uint32_t choose_k(std::span<const uint64_t> symbols, uint32_t escape_bits, uint32_t escape_q) noexcept {
+  return best_k(symbols.data(), symbols.size(), escape_bits, escape_q).k;
 }
 
 void encode(std::span<const uint32_t> positions, byte_span old_values, byte_span new_values, uint32_t elem_bytes,

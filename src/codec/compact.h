@@ -11,8 +11,8 @@
 // GPU, or as soon as its bytes have arrived). Per element, in order: the gap g = index - next (next = base, then
 // previous index + 1) and the value code u = zigzag(new - old mod 2^w) - 1 (w = 8 x element bytes; new != old
 // for a changed element, so zigzag >= 1). Each is Rice-coded with the block's parameter (kp for gaps, kv for
-// values): q = x >> k as q zero bits and a one bit, then the low k bits; when q >= 24, 24 zero bits and x raw
-// (32 bits for a gap, w bits for a value). kp = 0xFF: the block's positions are base, base + 1, ... (no gap
+// values): q = x >> k as q zero bits and a one bit, then the low k bits; when q >= Q (24 for gaps, 16 for
+// values), Q zero bits and x raw (32 bits for a gap, w bits for a value). kp = 0xFF: the block's positions are base, base + 1, ... (no gap
 // bits). kv = 0xFF: values are raw w-bit differences (new - old), no Rice code. The encoder's choice of k is
 // part of the format's definition (choose_k below), so the CPU and GPU encoders write the same bytes.
 //
@@ -34,7 +34,8 @@ inline constexpr uint32_t kLog2BlockElems = 11;  // 2048 changed elements per bl
 inline constexpr uint32_t kBlockElems = 1u << kLog2BlockElems;
 inline constexpr uint32_t kHeaderBytes = 8;
 inline constexpr uint32_t kDirEntryBytes = 8;
-inline constexpr uint32_t kEscapeQ = 24;     // quotients from here on are escaped to the raw value
+inline constexpr uint32_t kEscapeQ = 24;       // gap quotients from here on are escaped to the raw gap
+inline constexpr uint32_t kValueEscapeQ = 16;  // value quotients from here on are escaped to the raw code
 inline constexpr uint8_t kModeSpecial = 0xFF;  // kp: dense run; kv: raw differences
 inline constexpr uint32_t kMaxK = 31;
 
@@ -50,11 +51,12 @@ struct encode_stats {
 // bit_width(x)), each taken as 0, 1 or 3 << (w - 2)) the estimated cost of every k in [0, kMaxK] picks k_est;
 // then the exact costs of k_est - 1 .. k_est + 1 (within range) decide; ties go to the smaller k everywhere.
 // `escape_bits` is the raw width (32 for gaps, w for values). Exposed for the GPU encoder and the tests.
-uint32_t choose_k(std::span<const uint64_t> symbols, uint32_t escape_bits) noexcept;
+// `escape_q` is the escape threshold (kEscapeQ for gaps, kValueEscapeQ for values).
+uint32_t choose_k(std::span<const uint64_t> symbols, uint32_t escape_bits, uint32_t escape_q = kEscapeQ) noexcept;
 // Bits of one Rice code of x with parameter k (escape included).
-inline uint64_t rice_bits(uint64_t x, uint32_t k, uint32_t escape_bits) noexcept {
+inline uint64_t rice_bits(uint64_t x, uint32_t k, uint32_t escape_bits, uint32_t escape_q = kEscapeQ) noexcept {
   const uint64_t q = x >> k;
-  return q < kEscapeQ ? q + 1 + k : kEscapeQ + escape_bits;
+  return q < escape_q ? q + 1 + k : escape_q + escape_bits;
 }
 
 // Appends the stream of one param to `out`. `positions` ascend strictly (< 2^32); `old_values` and

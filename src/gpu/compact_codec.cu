@@ -30,9 +30,9 @@ struct width_of {
   static constexpr uint32_t value = 8 * sizeof(T);
 };
 
-__device__ __forceinline__ uint64_t rice_bits_d(uint64_t x, uint32_t k, uint32_t esc_bits) {
+__device__ __forceinline__ uint64_t rice_bits_d(uint64_t x, uint32_t k, uint32_t esc_bits, uint32_t esc_q) {
   const uint64_t q = x >> k;
-  return q < kEsc ? q + 1 + k : kEsc + esc_bits;
+  return q < esc_q ? q + 1 + k : esc_q + esc_bits;
 }
 
 template <typename T>
@@ -57,7 +57,8 @@ __device__ __forceinline__ uint64_t gap_at(const uint32_t* positions, uint64_t i
 // compact.cc's best_k, over a block held by one warp (`hist` is this warp's 34 shared counters): the bit-width
 // histogram's estimate picks k_est, the exact costs of k_est - 1 .. + 1 decide, ties to the smaller k.
 template <typename F>
-__device__ void best_k_warp(F sym, uint32_t m, uint32_t esc_bits, uint32_t* hist, uint32_t& k_out, uint64_t& bits_out) {
+__device__ void best_k_warp(F sym, uint32_t m, uint32_t esc_bits, uint32_t esc_q, uint32_t* hist, uint32_t& k_out,
+                            uint64_t& bits_out) {
   const uint32_t lane = threadIdx.x & 31;
   for (uint32_t b = lane; b < 34; b += 32) hist[b] = 0;
   __syncwarp();
@@ -75,7 +76,7 @@ __device__ void best_k_warp(F sym, uint32_t m, uint32_t esc_bits, uint32_t* hist
       const uint32_t c = hist[b];
       if (c == 0) continue;
       const uint64_t rep = b == 0 ? 0 : b == 1 ? 1 : uint64_t{3} << (b - 2);
-      bits += c * rice_bits_d(rep, k, esc_bits);
+      bits += c * rice_bits_d(rep, k, esc_bits, esc_q);
     }
     if (bits < est_best) est_best = bits, k_est = k;
   }
@@ -86,7 +87,7 @@ __device__ void best_k_warp(F sym, uint32_t m, uint32_t esc_bits, uint32_t* hist
   uint64_t best = ~uint64_t{0};
   for (uint32_t k = lo; k <= hi; ++k) {
     uint64_t bits = 0;
-    for (uint32_t i = lane; i < m; i += 32) bits += rice_bits_d(sym(i), k, esc_bits);
+    for (uint32_t i = lane; i < m; i += 32) bits += rice_bits_d(sym(i), k, esc_bits, esc_q);
     bits = warp_sum(bits);
     if (bits < best) best = bits, best_k = k;
   }
@@ -111,8 +112,8 @@ __global__ void choose_kernel(const uint32_t* positions, const T* old_v, const T
   dense = __all_sync(0xFFFFFFFFu, dense);
   uint32_t kp = kSpecial, kv = 0;
   uint64_t pbits = 0, vbits = 0;
-  if (!dense) best_k_warp([&](uint32_t i) { return gap_at(positions, first + i); }, m, 32, hist, kp, pbits);
-  best_k_warp([&](uint32_t i) { return code_of<T>(old_v[first + i], new_v[first + i]); }, m, w, hist, kv, vbits);
+  if (!dense) best_k_warp([&](uint32_t i) { return gap_at(positions, first + i); }, m, 32, kEsc, hist, kp, pbits);
+  best_k_warp([&](uint32_t i) { return code_of<T>(old_v[first + i], new_v[first + i]); }, m, w, compact::kValueEscapeQ, hist, kv, vbits);
   if (uint64_t{w} * m <= vbits) kv = kSpecial, vbits = uint64_t{w} * m;
   if (lane == 0) {
     kp_out[b] = static_cast<uint8_t>(kp);
@@ -174,13 +175,14 @@ __device__ __forceinline__ void or_bits(uint32_t* buf, uint64_t pos, uint64_t v,
 }
 
 // Places one Rice code (or escape) of x at bit `pos`.
-__device__ __forceinline__ void put_rice_d(uint32_t* buf, uint64_t pos, uint64_t x, uint32_t k, uint32_t esc_bits) {
+__device__ __forceinline__ void put_rice_d(uint32_t* buf, uint64_t pos, uint64_t x, uint32_t k, uint32_t esc_bits,
+                                           uint32_t esc_q) {
   const uint64_t q = x >> k;
-  if (q < kEsc) {
+  if (q < esc_q) {
     or_bits(buf, pos + q, 1, 1);
     if (k > 0) or_bits(buf, pos + q + 1, x & ((uint64_t{1} << k) - 1), k);
   } else {
-    or_bits(buf, pos + kEsc, x, esc_bits);  // 24 zero bits, then x raw
+    or_bits(buf, pos + esc_q, x, esc_bits);  // esc_q zero bits, then x raw
   }
 }
 
@@ -209,13 +211,13 @@ __global__ void write_kernel(const uint32_t* positions, const T* old_v, const T*
       if (i < m) {
         if (kp != kSpecial) {
           g = gap_at(positions, first + i);
-          len += rice_bits_d(g, kp, 32);
+          len += rice_bits_d(g, kp, 32, kEsc);
         }
         const T o = old_v[first + i], v = new_v[first + i];
         d = static_cast<T>(v - o);
         if (kv != kSpecial) {
           u = code_of<T>(o, v);
-          len += rice_bits_d(u, kv, w);
+          len += rice_bits_d(u, kv, w, compact::kValueEscapeQ);
         } else {
           len += w;
         }
@@ -229,10 +231,10 @@ __global__ void write_kernel(const uint32_t* positions, const T* old_v, const T*
       if (i < m) {
         uint64_t at = pos;
         if (kp != kSpecial) {
-          put_rice_d(buf, at, g, kp, 32);
-          at += rice_bits_d(g, kp, 32);
+          put_rice_d(buf, at, g, kp, 32, kEsc);
+          at += rice_bits_d(g, kp, 32, kEsc);
         }
-        if (kv != kSpecial) put_rice_d(buf, at, u, kv, w);
+        if (kv != kSpecial) put_rice_d(buf, at, u, kv, w, compact::kValueEscapeQ);
         else or_bits(buf, at, static_cast<uint64_t>(d), w);
       }
       base_bit += __shfl_sync(0xFFFFFFFFu, incl, 31);
@@ -278,10 +280,10 @@ struct dreader {
     out = lo | (hi << 32);
     return true;
   }
-  __device__ bool rice(uint32_t k, uint32_t esc_bits, uint64_t& out) {
+  __device__ bool rice(uint32_t k, uint32_t esc_bits, uint32_t esc_q, uint64_t& out) {
     refill();
     const uint32_t z = buf == 0 ? 64u : static_cast<uint32_t>(__ffsll(static_cast<long long>(buf)) - 1);
-    if (z < kEsc) {
+    if (z < esc_q) {
       if (z + 1 + k > avail) return false;
       buf >>= z + 1;
       avail -= z + 1;
@@ -290,9 +292,9 @@ struct dreader {
       out = (uint64_t{z} << k) | r;
       return true;
     }
-    if (avail < kEsc) return false;
-    buf >>= kEsc;
-    avail -= kEsc;
+    if (avail < esc_q) return false;
+    buf >>= esc_q;
+    avail -= esc_q;
     return take_wide(esc_bits, out);
   }
   __device__ bool at_end() const { return p == end && avail < 8 && buf == 0; }
@@ -327,7 +329,7 @@ __global__ void decode_kernel(const unsigned char* stream, const uint64_t* offse
   uint64_t next = base;
   for (uint32_t i = 0; i < m; ++i) {
     uint64_t g = 0;
-    if (kp != kSpecial && !r.rice(kp, 32, g)) return void(bad[b] = 1);
+    if (kp != kSpecial && !r.rice(kp, 32, kEsc, g)) return void(bad[b] = 1);
     if (g > 0xFFFFFFFFull) return void(bad[b] = 1);
     const uint64_t idx = next + g;
     if (idx >= numel) return void(bad[b] = 2);
@@ -336,7 +338,7 @@ __global__ void decode_kernel(const unsigned char* stream, const uint64_t* offse
     uint64_t u = 0;
     T d;
     if (kv != kSpecial) {
-      if (!r.rice(kv, w, u) || u > max_code) return void(bad[b] = 1);
+      if (!r.rice(kv, w, compact::kValueEscapeQ, u) || u > max_code) return void(bad[b] = 1);
       d = from_code_d<T>(u);
     } else {
       if (!r.take_wide(w, u)) return void(bad[b] = 1);
