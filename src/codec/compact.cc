@@ -145,12 +145,17 @@ k_choice best_k(const uint64_t* x, size_t n, uint32_t escape_bits, uint32_t esca
   }
   const uint32_t lo = k_est == 0 ? 0 : k_est - 1;
   const uint32_t hi = std::min(k_est + 1, kMaxK);
-  k_choice best{lo, UINT64_MAX};
-  for (uint32_t k = lo; k <= hi; ++k) {
-    uint64_t bits = 0;
-    for (size_t i = 0; i < n; ++i) bits += rice_bits(x[i], k, escape_bits, escape_q);
-    if (bits < best.bits) best = {k, bits};
+  // The (up to) three candidates costed in one pass.
+  const uint32_t k1 = std::min(lo + 1, hi), k2 = hi;
+  uint64_t b0 = 0, b1 = 0, b2 = 0;
+  for (size_t i = 0; i < n; ++i) {
+    b0 += rice_bits(x[i], lo, escape_bits, escape_q);
+    b1 += rice_bits(x[i], k1, escape_bits, escape_q);
+    b2 += rice_bits(x[i], k2, escape_bits, escape_q);
   }
+  k_choice best{lo, b0};
+  if (b1 < best.bits) best = {k1, b1};
+  if (b2 < best.bits) best = {k2, b2};
   return best;
 }
 

@@ -3,8 +3,9 @@
 // (same clamped sums, same three candidates, same ties), one CTA lays out the header and directory (a scan of
 // the block sizes),
 // and one warp per block writes its bits into shared memory (each lane places its element's codes at the
-// offset a warp scan of the code lengths gives) and copies them out. Decode: one thread per block (a Rice code's
-// length is known only once it is read), validating exactly what the CPU decoder validates; the cross-block
+// offset a warp scan of the code lengths gives) and copies them out. Decode: one warp per block stages the
+// block's bytes in shared memory and one lane decodes them (a Rice code's length is known only once it is read),
+// validating exactly what the CPU decoder validates; the cross-block
 // rule (each base is the previous block's last index + 1) is checked by a second pass.
 #include <cuda_runtime.h>
 
@@ -68,17 +69,19 @@ __device__ void best_k_warp(F sym, uint32_t m, uint32_t esc_bits, uint32_t esc_q
     atomicAdd(hist + (w < 33 ? w : 33), 1u);
   }
   __syncwarp();
-  uint32_t k_est = 0;
-  uint64_t est_best = ~uint64_t{0};
-  for (uint32_t k = 0; k <= compact::kMaxK; ++k) {
-    uint64_t bits = 0;
-    for (uint32_t b = 0; b < 34; ++b) {
-      const uint32_t c = hist[b];
-      if (c == 0) continue;
-      const uint64_t rep = b == 0 ? 0 : b == 1 ? 1 : uint64_t{3} << (b - 2);
-      bits += c * rice_bits_d(rep, k, esc_bits, esc_q);
-    }
-    if (bits < est_best) est_best = bits, k_est = k;
+  // Lane k estimates k's cost (kMaxK + 1 == 32 lanes); the warp takes the smallest, ties to the smaller k.
+  uint64_t est = 0;
+  for (uint32_t b = 0; b < 34; ++b) {
+    const uint32_t c = hist[b];
+    if (c == 0) continue;
+    const uint64_t rep = b == 0 ? 0 : b == 1 ? 1 : uint64_t{3} << (b - 2);
+    est += c * rice_bits_d(rep, lane, esc_bits, esc_q);
+  }
+  uint32_t k_est = lane;
+  for (int o = 16; o > 0; o >>= 1) {
+    const uint64_t e2 = __shfl_xor_sync(0xFFFFFFFFu, est, o);
+    const uint32_t k2 = __shfl_xor_sync(0xFFFFFFFFu, k_est, o);
+    if (e2 < est || (e2 == est && k2 < k_est)) est = e2, k_est = k2;
   }
   __syncwarp();
   const uint32_t lo = k_est == 0 ? 0 : k_est - 1;
@@ -306,18 +309,28 @@ __device__ __forceinline__ T from_code_d(uint64_t u) {
   return static_cast<T>((z >> 1) ^ static_cast<T>(-static_cast<T>(z & 1)));
 }
 
-// One thread per block. bad[b] != 0 when the block is malformed; last[b] its last index (for the cross check).
+// One warp per block: the warp stages the block's bytes in shared memory (blocks larger than the staging area
+// are read from global memory), then lane 0 decodes them (a Rice code's length is known only once it is read).
+// bad[b] != 0 when the block is malformed; last[b] its last index (for the cross check).
+constexpr uint32_t kDecodeStage = 12u << 10;
 template <typename T>
 __global__ void decode_kernel(const unsigned char* stream, const uint64_t* offsets, uint32_t blocks, uint64_t count,
                               uint64_t numel, uint32_t* positions, T* diffs, uint32_t* last, int* bad) {
   constexpr uint32_t w = width_of<T>::value;
   constexpr uint64_t max_code = (w == 64 ? ~uint64_t{0} : (uint64_t{1} << w) - 1) - 1;
-  const uint32_t b = blockIdx.x * blockDim.x + threadIdx.x;
+  __shared__ unsigned char stage[kDecodeStage];
+  const uint32_t b = blockIdx.x;
   if (b >= blocks) return;
   const unsigned char* dir = stream + compact::kHeaderBytes + uint64_t{compact::kDirEntryBytes} * b;
   const uint32_t base = dir[0] | (uint32_t{dir[1]} << 8) | (uint32_t{dir[2]} << 16) | (uint32_t{dir[3]} << 24);
   const uint32_t bytes = dir[4] | (uint32_t{dir[5]} << 8) | (uint32_t{dir[6]} << 16) | (uint32_t{dir[7]} << 24);
   const unsigned char* data = stream + offsets[b];
+  if (bytes <= kDecodeStage) {
+    for (uint32_t i = threadIdx.x; i < bytes; i += blockDim.x) stage[i] = data[i];
+    __syncthreads();
+    data = stage;
+  }
+  if (threadIdx.x != 0) return;
   const uint64_t first = uint64_t{b} * B;
   const uint32_t m = static_cast<uint32_t>(count - first < B ? count - first : B);
   const uint32_t kp = data[0], kv = data[1];
@@ -415,7 +428,7 @@ status decode_t(const void* stream_dev, const compact::stream_info& info, const 
   std::memcpy(sc.host.data(), offsets.data(), uint64_t{blocks} * 8);
   DS_TRY_STATUS(copy_h2d(off, sc.host.data(), uint64_t{blocks} * 8, s));
   DS_CUDA_TRY(cudaMemsetAsync(bad, 0, (uint64_t{blocks} + 1) * sizeof(int), cs));
-  decode_kernel<T><<<(blocks + 63) / 64, 64, 0, cs>>>(static_cast<const unsigned char*>(stream_dev), off, blocks,
+  decode_kernel<T><<<blocks, 32, 0, cs>>>(static_cast<const unsigned char*>(stream_dev), off, blocks,
                                                       info.count, numel, positions, static_cast<T*>(diffs), last, bad);
   DS_CUDA_TRY(cudaGetLastError());
   cross_kernel<<<(blocks + 255) / 256, 256, 0, cs>>>(static_cast<const unsigned char*>(stream_dev), blocks, last, bad, any);
