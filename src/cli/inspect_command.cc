@@ -56,7 +56,7 @@ file_report inspect_file(const std::string& path, uint64_t max_bytes) {
       r.reason = st.err().describe();
       return r;
     }
-    if (!st->header.find("__positions__")) {
+    if (!st->header.find("__positions__") && !st->header.find("__compact__")) {
       r.kind = "checkpoint";
       r.tensors = st->header.tensors.size();
       r.valid = true;
@@ -75,7 +75,7 @@ file_report inspect_file(const std::string& path, uint64_t max_bytes) {
   r.enc = std::string(encoding_name(f->manifest.enc));
   r.version = f->manifest.current_version;
   r.params = f->manifest.params.size();
-  r.values_dtype = std::string(name(f->values_type));
+  r.values_dtype = f->manifest.enc == encoding::compact ? std::string("-") : std::string(name(f->values_type));  // compact: differences in each param's dtype
   checksum128 got = delta_checksum(f->positions, f->values_type, f->values);
   r.checksum = checksum_to_decimal(f->manifest.checksum);
   r.checksum_ok = got == f->manifest.checksum;

@@ -10,6 +10,7 @@
 #include <unordered_set>
 #include <utility>
 
+#include "codec/compact.h"
 #include "codec/positions.h"
 #include "codec/params_parser.h"
 #include "codec/zstd_frame.h"
@@ -27,6 +28,7 @@ using detail::width_valid;
 
 constexpr std::string_view kPositionsTensor = "__positions__";
 constexpr std::string_view kValuesTensor = "__values__";
+constexpr std::string_view kCompactTensor = "__compact__";
 constexpr std::string_view kMetaEncoding = "encoding";
 constexpr std::string_view kMetaVersion = "current_version";
 constexpr std::string_view kMetaChecksum = "checksum";
@@ -130,6 +132,7 @@ std::string_view encoding_name(encoding e) noexcept {
     case encoding::indices: return "indices";
     case encoding::deltas: return "deltas";
     case encoding::deltas_zstd: return "deltas_zstd";
+    case encoding::compact: return "compact";
   }
   return "?";
 }
@@ -138,6 +141,7 @@ std::optional<encoding> encoding_from_name(std::string_view name) noexcept {
   if (name == "indices") return encoding::indices;
   if (name == "deltas") return encoding::deltas;
   if (name == "deltas_zstd") return encoding::deltas_zstd;
+  if (name == "compact") return encoding::compact;
   return std::nullopt;
 }
 
@@ -195,6 +199,12 @@ result<safetensors_layout> build_delta_header(const encoded_bucket& b, uint64_t 
     metadata.emplace_back(kMetaPayloadHash, to_hex64(payload_xxh3_64));
     metadata.emplace_back(kMetaTensorDigests, json::serialize(digests));
   }
+  if (b.enc == encoding::compact) {
+    if (native == nullptr)
+      return error(errc::invalid_argument, "compact delta file: the encoding needs the native format (base_version)");
+    const std::vector<tensor_spec> specs = {{std::string(kCompactTensor), dtype::U8, {b.positions_bytes}, b.positions_bytes}};
+    return build_safetensors_header(specs, metadata, data_alignment);
+  }
   const uint64_t values_bytes = b.value_count * element_bytes(b.values_type);
   const std::vector<tensor_spec> specs = {
       {std::string(kPositionsTensor), dtype::U8, {b.positions_bytes}, b.positions_bytes},
@@ -228,24 +238,34 @@ result<delta_file> parse_delta_file(byte_span file, const delta_read_limits& lim
   }
   const safetensors_view& st = parsed.value();
 
-  // Exactly the two tensors.
-  const tensor_info* pos_t = st.header.find(kPositionsTensor);
-  const tensor_info* val_t = st.header.find(kValuesTensor);
-  if (pos_t == nullptr || val_t == nullptr || st.header.tensors.size() != 2)
-    return error(errc::delta_missing_tensor,
-                 "delta file: expected exactly the tensors __positions__ and __values__, found " +
-                     std::to_string(st.header.tensors.size()) + " tensors");
-  if (pos_t->type != dtype::U8 || pos_t->shape.size() != 1)
-    return error(errc::delta_missing_tensor, "delta file: __positions__ is not a 1-D U8 tensor");
-  if (val_t->shape.size() != 1)
-    return error(errc::delta_missing_tensor, "delta file: __values__ is not 1-D");
-  f.values_type = val_t->type;
-  if (element_bytes(f.values_type) == 0 || f.values_type == dtype::C64)
-    return error(errc::delta_dtype_mismatch,
-                 "delta file: __values__ dtype " + std::string(name(f.values_type)) + " is not supported");
-  f.positions = st.data(*pos_t);
-  f.values = st.data(*val_t);
-  const uint64_t value_count = val_t->shape[0];
+  // Exactly the two tensors, or the one of a compact file.
+  const tensor_info* compact_t = st.header.find(kCompactTensor);
+  uint64_t value_count = 0;
+  if (compact_t != nullptr) {
+    if (st.header.tensors.size() != 1 || compact_t->type != dtype::U8 || compact_t->shape.size() != 1)
+      return error(errc::delta_missing_tensor, "delta file: __compact__ must be the file's only tensor, 1-D U8");
+    f.values_type = dtype::U8;
+    f.positions = st.data(*compact_t);
+    value_count = std::numeric_limits<uint64_t>::max();  // no __values__: each stream's header has its count
+  } else {
+    const tensor_info* pos_t = st.header.find(kPositionsTensor);
+    const tensor_info* val_t = st.header.find(kValuesTensor);
+    if (pos_t == nullptr || val_t == nullptr || st.header.tensors.size() != 2)
+      return error(errc::delta_missing_tensor,
+                   "delta file: expected exactly the tensors __positions__ and __values__, found " +
+                       std::to_string(st.header.tensors.size()) + " tensors");
+    if (pos_t->type != dtype::U8 || pos_t->shape.size() != 1)
+      return error(errc::delta_missing_tensor, "delta file: __positions__ is not a 1-D U8 tensor");
+    if (val_t->shape.size() != 1)
+      return error(errc::delta_missing_tensor, "delta file: __values__ is not 1-D");
+    f.values_type = val_t->type;
+    if (element_bytes(f.values_type) == 0 || f.values_type == dtype::C64)
+      return error(errc::delta_dtype_mismatch,
+                   "delta file: __values__ dtype " + std::string(name(f.values_type)) + " is not supported");
+    f.positions = st.data(*pos_t);
+    f.values = st.data(*val_t);
+    value_count = val_t->shape[0];
+  }
 
   // Metadata.
   // f.metadata takes the header's metadata at the end (moved, not copied: the manifest may be tens of MB).
@@ -270,6 +290,11 @@ result<delta_file> parse_delta_file(byte_span file, const delta_read_limits& lim
   } else if (*enc == encoding::deltas_zstd) {
     return error(errc::delta_bad_metadata, "delta file: encoding 'deltas_zstd' but the file is not a zstd frame");
   }
+  if ((*enc == encoding::compact) != (compact_t != nullptr))
+    return error(errc::delta_bad_metadata, compact_t != nullptr
+                                               ? "delta file: a __compact__ tensor in a file whose encoding is " +
+                                                     quoted(enc_text)
+                                               : std::string("delta file: encoding 'compact' without a __compact__ tensor"));
   f.manifest.enc = *enc;
 
   auto version = u64_from_decimal(version_text);
@@ -285,6 +310,8 @@ result<delta_file> parse_delta_file(byte_span file, const delta_read_limits& lim
 
   // Native keys, then the payload hash: a corrupt payload is reported as such before its manifest is read.
   DS_ASSIGN_OR_RETURN(f.native, parse_native_metadata(st.header, f.manifest.current_version));
+  if (f.manifest.enc == encoding::compact && !f.native)
+    return error(errc::delta_bad_metadata, "delta file: encoding 'compact' outside the native format (no base_version)");
   if (f.native && limits.verify_payload_hash) {
     const uint64_t actual = payload_hash(f.positions, f.values);
     if (actual != f.native->payload_xxh3_64)
@@ -324,6 +351,27 @@ result<delta_file> parse_delta_file(byte_span file, const delta_read_limits& lim
                        std::to_string(value_count) + " elements)");
     pos_floor = p.pos_end;
     val_floor = p.val_end;
+    if (f.manifest.enc == encoding::compact) {
+      // The stream's header and directory are checked here (count, element size, block sizes); its codes when
+      // it is applied.
+      const uint32_t eb = element_bytes(p.type);
+      if (eb != 1 && eb != 2 && eb != 4 && eb != 8)
+        return error(errc::delta_dtype_mismatch, "delta file: " + label + " dtype " + std::string(torch_name(p.type)) +
+                                                     " has no compact encoding");
+      if (p.numel() > kMaxNumel)
+        return error(errc::delta_bad_manifest, "delta file: " + label + " has " + std::to_string(p.numel()) +
+                                                   " elements, more than 32-bit positions address");
+      if (p.changed() > p.numel())
+        return error(errc::delta_value_count_mismatch, "delta file: " + label + " changes " +
+                                                           std::to_string(p.changed()) + " elements of a tensor of " +
+                                                           std::to_string(p.numel()));
+      auto info = compact::read_header(f.positions.subspan(p.pos_start, p.pos_end - p.pos_start), p.changed(), eb);
+      if (!info.ok()) {
+        error e = std::move(info).err();
+        return error(e.code, "delta file: " + label + ": " + e.message);
+      }
+      continue;
+    }
     const uint64_t count = (p.pos_end - p.pos_start) / p.pos_width;
     if (count != p.changed())
       return error(errc::delta_value_count_mismatch, "delta file: " + label + " has " + std::to_string(count) +

@@ -229,9 +229,9 @@ class params_handler {
     DS_ASSIGN_OR_RETURN(uint64_t width, required_u64(k_pos_width, label));
     DS_ASSIGN_OR_RETURN(p.val_start, required_u64(k_val_start, label));
     DS_ASSIGN_OR_RETURN(p.val_end, required_u64(k_val_end, label));
-    if (width != 2 && width != 4)
+    if (width != 1 && width != 2 && width != 4)
       return error(errc::delta_bad_pos_width,
-                   "params: " + label + " pos_width " + std::to_string(width) + " is not 2 or 4");
+                   "params: " + label + " pos_width " + std::to_string(width) + " is not 1, 2 or 4");
     p.pos_width = static_cast<uint32_t>(width);
     if (p.pos_start > p.pos_end) return error(errc::delta_bad_manifest, "params: " + label + " pos_start > pos_end");
     if (p.val_start > p.val_end) return error(errc::delta_bad_manifest, "params: " + label + " val_start > val_end");
