@@ -70,6 +70,7 @@ struct sync_stats {
   double apply_ms = 0;   // worker time: per file, its slowest job (whole) or its jobs summed (streamed)
   double verify_ms = 0;  // digests left to check after the last apply (most are checked inside apply)
   double total_ms = 0;   // request accepted -> committed
+  uint64_t streamed_files = 0;  // files whose params were applied while the file was still arriving
   bool native = false;
 };
 

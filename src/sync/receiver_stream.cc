@@ -418,6 +418,7 @@ struct receiver::pipeline {
     const decoded_file& d = *s.d;
     const delta_file& f = *d.file;
     if (!s.stream) r->stats.apply_ms += s.apply_ms;
+    if (s.stream) ++r->stats.streamed_files;
     ++r->files_applied;
     for (size_t k = 0; k < f.manifest.params.size(); ++k) {
       r->stats.changed_elements += f.manifest.params[k].changed();
