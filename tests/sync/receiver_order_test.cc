@@ -208,7 +208,8 @@ TEST(ReceiverOrder, OnDiskTheListedOrderDecidesTooAndAReplayGivesTheSameBytes) {
 
 TEST(ReceiverStreaming, AppliesAPlainFileWhileItArrivesWithTheWholePathsResult) {
   for (const encoding enc : {encoding::indices, encoding::deltas, encoding::deltas_zstd}) {
-    for (const bool native : {false, true}) {
+    for (const int layout : {0, 1, 2}) {  // slime, deltasync-native/1, deltasync-native/2 (records)
+      const bool native = layout > 0;
       // The expected bytes: the same file applied whole (read in one piece) by a second receiver.
       fixture whole(1 << 20), streamed(4096);
       native_fields nf;
@@ -219,6 +220,7 @@ TEST(ReceiverStreaming, AppliesAPlainFileWhileItArrivesWithTheWholePathsResult) 
         scratch.put(1, "x.safetensors", make_file(enc, 1, {0, 2, 3}, 1, 1500, 0x3C3C));
         ASSERT_TRUE(scratch.sync(disk_req(1, 0, {"x.safetensors"})).ok());
         for (size_t t : {0, 2, 3}) nf.tensor_digests["w" + std::to_string(t)] = scratch.store->digest(t);
+        nf.records = layout == 2;
         nfp = &nf;
       }
       const byte_buffer file = make_file(enc, 1, {0, 2, 3}, 1, 1500, 0x3C3C, nfp);
@@ -234,7 +236,7 @@ TEST(ReceiverStreaming, AppliesAPlainFileWhileItArrivesWithTheWholePathsResult) 
       EXPECT_EQ(w->streamed_files, 0u);
       EXPECT_EQ(s->streamed_files, enc == encoding::deltas_zstd ? 0u : 1u) << encoding_name(enc);
       EXPECT_EQ(s->changed_elements, 4500u);
-      EXPECT_EQ(streamed.snapshot(), whole.snapshot()) << encoding_name(enc) << (native ? " native" : " slime");
+      EXPECT_EQ(streamed.snapshot(), whole.snapshot()) << encoding_name(enc) << " layout " << layout;
     }
   }
 }
@@ -259,9 +261,12 @@ TEST(ReceiverStreaming, ABadStreamedFileIsRefusedForTheSameReasonAndRolledBack) 
       {"native value flipped", true, value_byte, errc::delta_payload_hash_mismatch},
       {"native position flipped", true, position_byte, errc::delta_payload_hash_mismatch},
   };
+  for (const bool records : {false, true})
   for (const auto& c : cases) {
+    if (records && !c.native) continue;
     fixture f(4096);
     native_fields nf;
+    nf.records = records;
     for (size_t t : {0, 1, 2}) nf.tensor_digests["w" + std::to_string(t)] = f.store->digest(t);  // not checked: refused first
     // A good first file (streamed and applied), then the bad one: both must be rolled back.
     f.put(1, "a.safetensors", make_file(encoding::indices, 1, {3}, 0, 3000, 0x5555));
