@@ -3,7 +3,7 @@
 #   ours     `deltasync serve` (each store in $STORES), POST /sync -> commit (curl's time_total), warm (files
 #            read into the page cache first) and cold (caches dropped; skipped when that is not allowed);
 #   raw      the raw read of the same files: fio (buffered warm, O_DIRECT cold, 4 MiB blocks, 16 in flight),
-#            dd when fio is missing;
+#            bench/raw_read.py (the same reads from 16 threads) when fio is missing;
 #   scatter  one pass of scattered writes of the changed elements (bench/scatter_pass, one thread);
 #   torch    bench/slime_receiver.py, slime #1806's receiver re-implemented in torch (slime-format files only;
 #            on the GPU when torch sees one, else on the CPU; skipped without torch).
@@ -81,13 +81,8 @@ raw_read_ms() {  # $1 warm|cold, $2.. paths
     done
     echo "$total"
   else
-    local t0 t1; t0=$(now_ns)
-    for f in "$@"; do
-      if [ "$mode" = cold ]; then dd if="$f" of=/dev/null bs=4M iflag=direct status=none
-      else dd if="$f" of=/dev/null bs=4M status=none; fi
-    done
-    t1=$(now_ns)
-    py 'import sys; print((int(sys.argv[2]) - int(sys.argv[1])) / 1e6)' "$t0" "$t1"
+    local direct=; [ "$mode" = cold ] && direct=--direct
+    python3 "$here/raw_read.py" $direct --depth 16 "$@"
   fi
 }
 
