@@ -11,7 +11,7 @@ TSAN_DIR  ?= build-tsan
 JOBS      ?= $(shell nproc)
 CMAKE_ARGS ?=
 
-.PHONY: all deps configure build demo test asan-test tsan-test bench fuzz clean
+.PHONY: all deps configure build demo test asan-test tsan-test bench fuzz clean install-python
 
 all: build
 
@@ -47,6 +47,12 @@ tsan-test: deps
 	  -DDELTASYNC_BUILD_BENCH=OFF -DDELTASYNC_WITH_CUDA=OFF -DDELTASYNC_WITH_NCCL=OFF
 	cmake --build $(TSAN_DIR) -j $(JOBS) --target io_tests sync_tests http_tests deltasync soak_driver
 	scripts/tsan-test.sh $(TSAN_DIR)
+
+# Builds the `deltasync` Python module and installs the package into the system interpreter's site-packages
+# (docs/python.md); configure with -DDELTASYNC_PYTHON_INSTALL_DIR=DIR (CMAKE_ARGS) to install it elsewhere.
+install-python: configure
+	cmake --build $(BUILD_DIR) -j $(JOBS) --target deltasync_python
+	cmake --install $(BUILD_DIR) --component python
 
 bench: build
 	scripts/run-benchmarks.sh $(BUILD_DIR)

@@ -1,4 +1,6 @@
-# Third-party dependencies. Static liburing/zstd/xxhash so binaries run on the device machine (which has no
+# Third-party dependencies. A shared object that links them (the Python module) sets the target property
+# DS_SHARED_THIRD_PARTY and gets the shared libraries instead: Debian's .a files are not position-independent.
+# Static liburing/zstd/xxhash so binaries run on the device machine (which has no
 # liburing); Boost 1.81 headers (+ Boost.JSON compiled in through its header-only source include).
 
 set(Boost_NO_WARN_NEW_VERSIONS ON)
@@ -8,21 +10,24 @@ find_path(LIBURING_INCLUDE_DIR liburing.h REQUIRED)
 find_library(LIBURING_STATIC NAMES liburing.a uring REQUIRED)
 add_library(ds_uring INTERFACE)
 target_include_directories(ds_uring SYSTEM INTERFACE ${LIBURING_INCLUDE_DIR})
-target_link_libraries(ds_uring INTERFACE ${LIBURING_STATIC})
+find_library(LIBURING_SHARED NAMES liburing.so)
+target_link_libraries(ds_uring INTERFACE $<IF:$<BOOL:$<TARGET_PROPERTY:DS_SHARED_THIRD_PARTY>>,${LIBURING_SHARED},${LIBURING_STATIC}>)
 set(DELTASYNC_LIBURING ${LIBURING_STATIC})
 
 find_path(ZSTD_INCLUDE_DIR zstd.h REQUIRED)
 find_library(ZSTD_STATIC NAMES libzstd.a zstd REQUIRED)
 add_library(ds_zstd INTERFACE)
 target_include_directories(ds_zstd SYSTEM INTERFACE ${ZSTD_INCLUDE_DIR})
-target_link_libraries(ds_zstd INTERFACE ${ZSTD_STATIC})
+find_library(ZSTD_SHARED NAMES libzstd.so)
+target_link_libraries(ds_zstd INTERFACE $<IF:$<BOOL:$<TARGET_PROPERTY:DS_SHARED_THIRD_PARTY>>,${ZSTD_SHARED},${ZSTD_STATIC}>)
 set(DELTASYNC_ZSTD ${ZSTD_STATIC})
 
 find_path(XXHASH_INCLUDE_DIR xxhash.h REQUIRED)
 find_library(XXHASH_STATIC NAMES libxxhash.a xxhash REQUIRED)
 add_library(ds_xxhash INTERFACE)
 target_include_directories(ds_xxhash SYSTEM INTERFACE ${XXHASH_INCLUDE_DIR})
-target_link_libraries(ds_xxhash INTERFACE ${XXHASH_STATIC})
+find_library(XXHASH_SHARED NAMES libxxhash.so)
+target_link_libraries(ds_xxhash INTERFACE $<IF:$<BOOL:$<TARGET_PROPERTY:DS_SHARED_THIRD_PARTY>>,${XXHASH_SHARED},${XXHASH_STATIC}>)
 
 find_package(Threads REQUIRED)
 

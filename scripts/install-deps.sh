@@ -19,6 +19,8 @@ PACKAGES=(
   wrk                         # HTTP load on /status and /metrics during the soak (bench/soak.sh)
   nginx-light                 # pull transport: nginx as the sender-side file server (tests/integration/pull_test.sh)
   iproute2                    # scripts/netns-link.sh: ip netns, veth, tc tbf
+  python3-dev pybind11-dev libdlpack-dev   # the `deltasync` Python module (src/python, docs/python.md)
+  python3-torch python3-numpy python3-pytest  # its tests (tests/python, run by `make test`)
 )
 
 missing=()

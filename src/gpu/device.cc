@@ -69,6 +69,10 @@ status stream::synchronize() {
   return cuda_status(cudaStreamSynchronize(static_cast<cudaStream_t>(s_)), "cudaStreamSynchronize");
 }
 
+status synchronize_foreign_stream(void* native_stream) {
+  return cuda_status(cudaStreamSynchronize(static_cast<cudaStream_t>(native_stream)), "cudaStreamSynchronize");
+}
+
 // ---- device_buffer ----
 
 result<device_buffer> device_buffer::allocate(size_t bytes) {

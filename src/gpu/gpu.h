@@ -41,6 +41,10 @@ class stream {
   void* s_ = nullptr;
 };
 
+// Waits for everything queued on a stream this module did not create (a cudaStream_t another library owns,
+// e.g. the producer's stream of a tensor imported through DLPack); reports the first asynchronous error.
+status synchronize_foreign_stream(void* native_stream);
+
 // Device memory (cudaMalloc), owned. Move-only.
 class device_buffer {
  public:

@@ -19,6 +19,7 @@ status memory_info(uint64_t&, uint64_t&) { return not_built(); }
 stream::stream() { DS_CHECK(false, "gpu::stream without CUDA (check gpu::available() first)"); }
 stream::~stream() = default;
 status stream::synchronize() { return not_built(); }
+status synchronize_foreign_stream(void*) { return not_built(); }
 
 result<device_buffer> device_buffer::allocate(size_t) { return not_built(); }
 device_buffer::~device_buffer() = default;
