@@ -17,6 +17,7 @@ PACKAGES=(
   libbenchmark-dev            # micro-benchmarks
   clang libclang-rt-14-dev    # libFuzzer targets and sanitizers
   curl                        # integration tests push with curl too
+  fio                         # raw-read baseline of the receiver benchmark (bench/receiver_bench.sh)
   wrk                         # HTTP load on /status and /metrics during the soak (bench/soak.sh)
   nginx-light                 # pull transport: nginx as the sender-side file server (tests/integration/pull_test.sh)
   iproute2                    # scripts/netns-link.sh: ip netns, veth, tc tbf

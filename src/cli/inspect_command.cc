@@ -56,7 +56,8 @@ file_report inspect_file(const std::string& path, uint64_t max_bytes) {
       r.reason = st.err().describe();
       return r;
     }
-    if (!st->header.find("__positions__") && !st->header.find("__compact__")) {
+    if (!st->header.find("__positions__") && !st->header.find("__compact__") &&
+        !st->header.find("__records__")) {  // records: deltasync-native/2
       r.kind = "checkpoint";
       r.tensors = st->header.tensors.size();
       r.valid = true;

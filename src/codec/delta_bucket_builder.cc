@@ -139,7 +139,30 @@ result<byte_buffer> delta_bucket_builder::finish(uint64_t current_version, uint6
   bucket.positions_bytes = pos_bytes;
   bucket.values_type = vt;
   bucket.value_count = enc_ == encoding::compact ? 0 : value_count_;
-  bucket.checksum = delta_checksum(positions, vt, values);
+  if (native != nullptr && native->records && enc_ != encoding::compact) {  // a compact file streams as it is
+    // The streamable layout (delta_format.h): per param, its positions, padding to the value size, its values.
+    byte_buffer records;
+    records.reserve(data.size() + bucket.params.size() * veb);
+    for (auto& p : bucket.params) {
+      const uint64_t pos_at = records.size();
+      records.insert(records.end(), positions.begin() + static_cast<ptrdiff_t>(p.pos_start),
+                     positions.begin() + static_cast<ptrdiff_t>(p.pos_end));
+      records.resize((records.size() + veb - 1) / veb * veb);
+      const uint64_t val_at = records.size() / veb;
+      const auto vals = byte_span(values).subspan(p.val_start * veb, p.changed() * veb);
+      records.insert(records.end(), vals.begin(), vals.end());
+      p.pos_end = pos_at + (p.pos_end - p.pos_start);
+      p.pos_start = pos_at;
+      p.val_end = val_at + p.changed();
+      p.val_start = val_at;
+    }
+    data = std::move(records);
+    bucket.positions_bytes = data.size();
+    bucket.value_count = data.size() / veb;
+    bucket.checksum = delta_checksum(data, vt, data);
+  } else {
+    bucket.checksum = delta_checksum(positions, vt, values);
+  }
   DS_ASSIGN_OR_RETURN(safetensors_layout layout,
                       build_delta_header(bucket, data_alignment, native, native != nullptr ? xxh3_64(data) : 0));
   byte_buffer file;

@@ -29,6 +29,8 @@ using detail::width_valid;
 constexpr std::string_view kPositionsTensor = "__positions__";
 constexpr std::string_view kValuesTensor = "__values__";
 constexpr std::string_view kCompactTensor = "__compact__";
+constexpr std::string_view kRecordsTensor = "__records__";
+constexpr std::string_view kMetaValuesDtype = "values_dtype";
 constexpr std::string_view kMetaEncoding = "encoding";
 constexpr std::string_view kMetaVersion = "current_version";
 constexpr std::string_view kMetaChecksum = "checksum";
@@ -65,9 +67,10 @@ bool lowercase_hex(std::string_view s, size_t digits) noexcept {
 result<std::optional<native_info>> parse_native_metadata(const safetensors_header& h, uint64_t current_version) {
   auto format = h.meta(kMetaFormat);
   if (!format) return std::optional<native_info>{};
-  if (*format != kNativeFormatName)
+  if (*format != kNativeFormatName && *format != kNativeRecordsFormatName)
     return error(errc::delta_bad_metadata, "delta file: unknown format " + quoted(*format) + " (expected '" +
-                                               std::string(kNativeFormatName) + "')");
+                                               std::string(kNativeFormatName) + "' or '" +
+                                               std::string(kNativeRecordsFormatName) + "')");
   auto meta = [&](std::string_view key) -> result<std::string_view> {
     auto v = h.meta(key);
     if (!v) return error(errc::delta_bad_metadata, "native delta file: metadata has no '" + std::string(key) + "'");
@@ -116,6 +119,7 @@ result<std::optional<native_info>> parse_native_metadata(const safetensors_heade
 // XXH3-64 of __positions__ followed by __values__. Our writer stores them back to back in that order (then
 // the data section is one span); another writer may not, and then the two are hashed from a copy.
 uint64_t payload_hash(byte_span positions, byte_span values) {
+  if (positions.data() == values.data() && positions.size() == values.size()) return xxh3_64(positions);  // records
   if (positions.empty() || positions.data() + positions.size() == values.data())
     return xxh3_64(byte_span(positions.empty() ? values.data() : positions.data(), positions.size() + values.size()));
   byte_buffer joined(positions.begin(), positions.end());
@@ -205,6 +209,14 @@ result<safetensors_layout> build_delta_header(const encoded_bucket& b, uint64_t 
     const std::vector<tensor_spec> specs = {{std::string(kCompactTensor), dtype::U8, {b.positions_bytes}, b.positions_bytes}};
     return build_safetensors_header(specs, metadata, data_alignment);
   }
+  if (native != nullptr && native->records) {
+    // The streamable layout: positions_bytes is the size of __records__ (see the header).
+    for (auto& [k, v] : metadata)
+      if (k == kMetaFormat) v = std::string(kNativeRecordsFormatName);
+    metadata.emplace_back(kMetaValuesDtype, std::string(name(b.values_type)));
+    const std::vector<tensor_spec> rec = {{std::string(kRecordsTensor), dtype::U8, {b.positions_bytes}, b.positions_bytes}};
+    return build_safetensors_header(rec, metadata, data_alignment);
+  }
   const uint64_t values_bytes = b.value_count * element_bytes(b.values_type);
   const std::vector<tensor_spec> specs = {
       {std::string(kPositionsTensor), dtype::U8, {b.positions_bytes}, b.positions_bytes},
@@ -238,15 +250,48 @@ result<delta_file> parse_delta_file(byte_span file, const delta_read_limits& lim
   }
   const safetensors_view& st = parsed.value();
 
-  // Exactly the two tensors, or the one of a compact file.
-  const tensor_info* compact_t = st.header.find(kCompactTensor);
+  // Exactly the two tensors, or __compact__ alone (a compact file), or __records__ alone (the streamable
+  // native layout).
+  const auto format = st.header.meta(kMetaFormat);
+  f.records = format && *format == kNativeRecordsFormatName;
   uint64_t value_count = 0;
+  const tensor_info* compact_t = st.header.find(kCompactTensor);
   if (compact_t != nullptr) {
+    if (f.records)
+      return error(errc::delta_bad_metadata, "native delta file: a compact file's format is " +
+                                                 quoted(kNativeFormatName) + ", not " + quoted(kNativeRecordsFormatName));
     if (st.header.tensors.size() != 1 || compact_t->type != dtype::U8 || compact_t->shape.size() != 1)
       return error(errc::delta_missing_tensor, "delta file: __compact__ must be the file's only tensor, 1-D U8");
     f.values_type = dtype::U8;
     f.positions = st.data(*compact_t);
     value_count = std::numeric_limits<uint64_t>::max();  // no __values__: each stream's header has its count
+  } else if (f.records) {
+    const tensor_info* rec_t = st.header.find(kRecordsTensor);
+    if (rec_t == nullptr && st.header.find(kPositionsTensor) && st.header.find(kValuesTensor))
+      return error(errc::delta_bad_metadata, "native delta file: format " + quoted(kNativeRecordsFormatName) +
+                                                 " but the tensors are __positions__ and __values__ (the layout of " +
+                                                 std::string(kNativeFormatName) + ")");
+    if (rec_t == nullptr || st.header.tensors.size() != 1)
+      return error(errc::delta_missing_tensor, "native delta file (" + std::string(kNativeRecordsFormatName) +
+                                                   "): expected exactly the tensor __records__, found " +
+                                                   std::to_string(st.header.tensors.size()) + " tensors");
+    if (rec_t->type != dtype::U8 || rec_t->shape.size() != 1)
+      return error(errc::delta_missing_tensor, "native delta file: __records__ is not a 1-D U8 tensor");
+    auto vt_text = st.header.meta(kMetaValuesDtype);
+    if (!vt_text) return error(errc::delta_bad_metadata, "native delta file: metadata has no 'values_dtype'");
+    auto vt = dtype_from_name(*vt_text);
+    if (!vt) return error(errc::delta_bad_metadata, "native delta file: values_dtype " + quoted(*vt_text) + " is not a dtype");
+    f.values_type = *vt;
+    if (element_bytes(f.values_type) == 0 || f.values_type == dtype::C64)
+      return error(errc::delta_dtype_mismatch,
+                   "delta file: values dtype " + std::string(name(f.values_type)) + " is not supported");
+    f.positions = st.data(*rec_t);
+    f.values = f.positions;
+    if (f.values.size() % element_bytes(f.values_type) != 0)
+      return error(errc::delta_manifest_bounds, "native delta file: __records__ holds " +
+                                                    std::to_string(f.values.size()) + " bytes, not whole " +
+                                                    std::string(name(f.values_type)) + " elements");
+    value_count = f.values.size() / element_bytes(f.values_type);
   } else {
     const tensor_info* pos_t = st.header.find(kPositionsTensor);
     const tensor_info* val_t = st.header.find(kValuesTensor);
@@ -329,7 +374,7 @@ result<delta_file> parse_delta_file(byte_span file, const delta_read_limits& lim
   // writes them back to back), so no two params can claim the same position bytes or values.
   std::unordered_set<std::string_view> names;
   names.reserve(f.manifest.params.size());
-  uint64_t pos_floor = 0, val_floor = 0;
+  uint64_t pos_floor = 0, val_floor = 0, rec_floor = 0;
   for (size_t i = 0; i < f.manifest.params.size(); ++i) {
     const param_entry& p = f.manifest.params[i];
     const std::string label = param_label(i, p.name);
@@ -349,6 +394,14 @@ result<delta_file> parse_delta_file(byte_span file, const delta_read_limits& lim
                    "delta file: " + label + " values range [" + std::to_string(p.val_start) + ", " +
                        std::to_string(p.val_end) + ") overlaps another param or lies outside __values__ (" +
                        std::to_string(value_count) + " elements)");
+    if (f.records) {
+      // Records are contiguous and in order: positions, then values, then the next record.
+      const uint64_t veb = element_bytes(f.values_type);
+      if (p.pos_start < rec_floor || p.pos_end > p.val_start * veb)
+        return error(errc::delta_manifest_bounds, "native delta file: " + label +
+                                                      "'s record overlaps another or puts its values before its positions");
+      rec_floor = p.val_end * veb;
+    }
     pos_floor = p.pos_end;
     val_floor = p.val_end;
     if (f.manifest.enc == encoding::compact) {

@@ -19,6 +19,18 @@
 // no __values__); its values are differences against the receiver's current tensor, so such a file applies
 // only on its base_version. checksum = H(__compact__); payload_xxh3_64 hashes __compact__.
 //
+// The streamable native layout, "deltasync-native/2" (written by delta_bucket_builder when
+// native_fields::records is set; the Sender's host path sets it): the same metadata keys plus
+//   values_dtype     the safetensors dtype name of every value ("BF16", ...)
+// and ONE tensor, `__records__` (U8), holding one record per param in manifest order: its encoded positions,
+// zero padding to the values dtype's size, then its values. A param's pos_start/pos_end are byte offsets into
+// __records__ and its val_start/val_end element offsets (of values_dtype) into it; records may not overlap
+// (pos_end <= val_start * size, and the next record starts at or after val_end * size). So each param's
+// bytes are contiguous and a reader can apply it as soon as they are in, while later records still arrive.
+// Its checksum is delta_checksum(records, values_dtype, records) and payload_xxh3_64 the XXH3-64 of
+// __records__. delta_file::positions and ::values then both view __records__. "deltasync-native/1" files
+// are read as before.
+//
 // Writing: delta_bucket_builder collects params, then finish() produces the file bytes.
 // Reading: parse_delta_file() validates the container, manifest and checksum; apply_param() then scatters
 // one param's values into its tensor (decoding positions on the fly, bounds-checked).
@@ -112,11 +124,13 @@ struct param_delta {
 };
 
 inline constexpr std::string_view kNativeFormatName = "deltasync-native/1";
+inline constexpr std::string_view kNativeRecordsFormatName = "deltasync-native/2";
 
 // What a native file carries beyond slime's format (given to the writer).
 struct native_fields {
   uint64_t base_version = 0;
   std::map<std::string, digest128> tensor_digests;  // full new tensor, by param name; may hold more names
+  bool records = false;  // write the streamable layout "deltasync-native/2" (builder only; see the top)
 };
 
 // Accumulates the params of one bucket flush. Not thread-safe; one builder per bucket.
@@ -208,6 +222,7 @@ struct delta_file {
   memory_lease storage_lease;  // what `storage` holds of delta_read_limits::memory (a zstd file's payload)
   std::vector<std::pair<std::string, std::string>> metadata;  // every metadata key, as read
   std::optional<native_info> native;  // nullopt for a slime file
+  bool records = false;  // "deltasync-native/2": positions and values both view __records__
 };
 
 struct delta_read_limits {

@@ -2,6 +2,7 @@
 // reorder map, and delivers each file's pieces strictly in order. Files are opened a few ahead of the
 // read cursor and closed once fully delivered.
 #include "io/chunked_reader.h"
+#include "io/whole_file_reader.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -55,7 +56,7 @@ void chunked_reader::pump() {
   // Open ahead of the read cursor so the next file's open overlaps the current file's reads.
   for (size_t i = issue_file_; i < files_.size() && open_fds_ < options_.max_open_files; ++i) {
     file_state& f = *files_[i];
-    if (!f.opening && !f.opened) start_open(i, options_.direct_io);
+    if (!f.opening && !f.opened) start_open(i, want_direct(i));
   }
   while (!stopping_ && reads_in_flight_ < options_.read_workers && issue_file_ < files_.size()) {
     file_state& f = *files_[issue_file_];
@@ -64,7 +65,7 @@ void chunked_reader::pump() {
       ++issue_file_;
       if (issue_file_ < files_.size() && !files_[issue_file_]->opening && !files_[issue_file_]->opened &&
           open_fds_ < options_.max_open_files) {
-        start_open(issue_file_, options_.direct_io);
+        start_open(issue_file_, want_direct(issue_file_));
       }
       continue;
     }
@@ -84,6 +85,15 @@ void chunked_reader::pump() {
     }
     issue_read(issue_file_, std::move(buf));
   }
+}
+
+// O_DIRECT for a file that is not in the page cache (the disk at its speed, no second copy through the cache);
+// buffered for one that mostly is (served from memory: O_DIRECT would go to the disk for bytes already in RAM).
+bool chunked_reader::want_direct(size_t index) const {
+  if (!options_.direct_io) return false;
+  if (options_.cached_share_for_buffered > 1.0) return true;
+  const file_state& f = *files_[index];
+  return page_cache_share(f.spec.open_path.empty() ? f.spec.path : f.spec.open_path) < options_.cached_share_for_buffered;
 }
 
 void chunked_reader::start_open(size_t index, bool direct) {

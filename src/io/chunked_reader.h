@@ -1,7 +1,9 @@
 // chunked_reader: the receiver's prefetching file reader. Reads a list of files in pieces of chunk_bytes
 // with at most read_workers reads in flight, and hands each finished piece to the consumer (the apply
-// queue) in file order, as soon as it and every earlier piece of that file are in. O_DIRECT where the
-// filesystem allows (buffered fallback, e.g. when open says EINVAL).
+// queue) in file order, as soon as it and every earlier piece of that file are in. Per file: buffered when
+// most of it is in the page cache (page_cache_share, sampled at its open), else O_DIRECT where the filesystem
+// allows it (buffered fallback, e.g. when open says EINVAL). Buffered reads are marked so io_uring copies
+// several in parallel on its workers.
 //
 // Contract
 // * Threading: construct, start() and cancel() on the loop thread; on_piece and on_done run there.
@@ -52,6 +54,8 @@ struct chunked_reader_options {
   size_t read_workers = 8;               // reads in flight
   size_t max_open_files = 4;
   bool direct_io = true;
+  // A file with at least this share of its pages cached is read buffered; above 1: always O_DIRECT.
+  double cached_share_for_buffered = 0.5;
 };
 
 class chunked_reader {
@@ -92,6 +96,7 @@ class chunked_reader {
   };
 
   void pump();
+  bool want_direct(size_t index) const;
   void start_open(size_t index, bool direct);
   void on_open(size_t index);
   void issue_read(size_t index, buffer_handle buf);

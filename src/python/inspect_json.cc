@@ -31,7 +31,7 @@ result<std::string> inspect_json(const std::string& path, uint64_t max_bytes) {
   const bool zstd = is_zstd_frame(bytes);
   if (!zstd) {
     DS_ASSIGN_OR_RETURN(auto st, parse_safetensors(bytes));
-    if (!st.header.find("__positions__")) {
+    if (!st.header.find("__positions__") && !st.header.find("__records__")) {  // records: deltasync-native/2
       o["kind"] = "checkpoint";
       json::object tensors;
       for (const auto& t : st.header.tensors)

@@ -5,7 +5,9 @@
 // commit or rollback) is the same for all of them.
 //
 // Contract (as chunked_reader's): start() and cancel() on the loop thread; on_piece and on_done run there;
-// pieces of one file arrive in order; on_done runs once, after the last piece or the first error; cancel()
+// pieces of one file arrive in order, and every read of a file is issued before any read of a later file
+// (the receiver applies files in listed order and always takes the first unapplied file's pieces, so a later
+// file holding buffers can never stall it); on_done runs once, after the last piece or the first error; cancel()
 // delivers no more pieces and ends with on_done(errc::cancelled). The source may be destroyed from inside
 // on_done or after it.
 #pragma once

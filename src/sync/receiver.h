@@ -1,9 +1,14 @@
 // The receiver pipeline: one sync = validate the request and paths -> read the sync's files in pieces of
 // chunk_bytes with read_workers reads in flight (io::chunked_reader) -> assemble each file -> decode and
-// validate it on the worker pool -> the apply queue (one file at a time in completion order, its params in
-// parallel on every worker, with an undo log; each native tensor's XXH3-128 is checked right after its apply,
-// while it is hot) -> verify what was not checked yet -> commit the version. Reading, decoding and applying
-// overlap across files. Each file is read once.
+// validate it on the worker pool -> apply (one file at a time IN LISTED ORDER, its params in parallel on every
+// worker, with an undo log; each native tensor's XXH3-128 is checked right after its apply, while it is hot)
+// -> verify what was not checked yet -> commit the version. Each file is read once.
+// Streaming inside a file: once a plain file's header is in and valid, each param is applied as soon as its
+// position and value ranges have arrived, while the rest of the file is still being read; the whole file is
+// then checked (checksum / payload hash) before the next file applies, and a failure rolls everything back
+// with the error the whole-file path gives (receiver_internal.h, file_slot). zstd frames apply whole.
+// Order: when two files of one sync change the same element, the later-listed file's value is what the
+// store holds after commit (and after a --recover replay): the result never depends on read timing.
 //
 // Transactional: any failure (bad request, missing file, invalid file, digest mismatch, I/O error) leaves the
 // store bit-identical — applied params are rolled back from the undo log once nothing is in flight.
@@ -67,9 +72,10 @@ struct sync_stats {
   uint64_t params = 0;
   double read_ms = 0;    // first read issued -> last piece delivered
   double decode_ms = 0;  // summed over files (worker time)
-  double apply_ms = 0;   // summed over files (worker time)
+  double apply_ms = 0;   // worker time: per file, its slowest job (whole) or its jobs summed (streamed)
   double verify_ms = 0;  // digests left to check after the last apply (most are checked inside apply)
   double total_ms = 0;   // request accepted -> committed
+  uint64_t streamed_files = 0;  // files whose params were applied while the file was still arriving
   bool native = false;
 };
 
@@ -95,6 +101,7 @@ class receiver {
   const receiver_options& options() const noexcept { return options_; }
 
   struct run;  // one sync in flight (receiver_internal.h)
+  struct pipeline;  // its stages (receiver_stream.cc)
 
  private:
   void finish(std::shared_ptr<run> r);

@@ -59,11 +59,12 @@ void receiver::finish(std::shared_ptr<run> r) {
                     {"apply_ms", s.apply_ms}, {"verify_ms", s.verify_ms}, {"total_ms", s.total_ms},
                     {"format", s.native ? "native" : "slime"}}),
            "committed version=%llu base=%llu files=%llu params=%llu changed=%llu bytes_read=%llu read_ms=%.1f "
-           "decode_ms=%.1f apply_ms=%.1f verify_ms=%.1f total_ms=%.1f format=%s",
+           "decode_ms=%.1f apply_ms=%.1f verify_ms=%.1f total_ms=%.1f streamed=%llu format=%s",
            static_cast<unsigned long long>(s.version), static_cast<unsigned long long>(s.base_version),
            static_cast<unsigned long long>(s.files), static_cast<unsigned long long>(s.params),
            static_cast<unsigned long long>(s.changed_elements), static_cast<unsigned long long>(s.bytes_read),
-           s.read_ms, s.decode_ms, s.apply_ms, s.verify_ms, s.total_ms, s.native ? "native" : "slime");
+           s.read_ms, s.decode_ms, s.apply_ms, s.verify_ms, s.total_ms,
+           static_cast<unsigned long long>(s.streamed_files), s.native ? "native" : "slime");
     done(r->stats);
   };
   // Verification and rollback touch the store: they run on workers (nothing else is in flight now). The

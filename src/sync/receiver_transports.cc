@@ -64,7 +64,6 @@ void receiver::start_pull(sync_request req, std::function<void(result<sync_stats
                                                     " bytes; the limit is " + std::to_string(options_.max_sync_bytes)));
     r->paths = opened->urls;
     r->sizes = opened->sizes;
-    r->assembling.resize(r->paths.size());
     r->stats.version = r->req.version;
     r->stats.base_version = cur;
     r->stats.files = r->paths.size();

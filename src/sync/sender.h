@@ -51,6 +51,10 @@ struct sender_options {
   update_mode mode = update_mode::delta;
   encoding enc = encoding::deltas;
   wire_format format = wire_format::native;
+  // Native files from the host path use the streamable layout "deltasync-native/2" (codec/delta_format.h),
+  // which receivers before it refuse as an unknown format; false writes "deltasync-native/1". Files packed on
+  // the GPU are always native/1.
+  bool native_records = true;
   std::string delta_dir;
   std::vector<std::string> receivers;  // "http://host:port"; empty: write files only
   uint64_t buffer_bytes = 512ull << 20;  // --update-weight-buffer-size

@@ -63,6 +63,7 @@ status sender::impl::flush(dtype type, bucket& b) {
     }
     file = std::move(built.host);
   } else {
+    b.native.records = options.native_records;
     DS_ASSIGN_OR_RETURN(file, b.builder.finish(version, options.data_alignment, native));
     b.native.tensor_digests.clear();
     report.diff_encode_s += seconds_since(t0);

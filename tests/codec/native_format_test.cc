@@ -274,6 +274,7 @@ TEST(NativeFormat, MissingOrGarbledNativeKeysAreBadMetadata) {
       {"no payload hash", [](md_t& md) { drop_key(md, "payload_xxh3_64"); }},
       {"no digests", [](md_t& md) { drop_key(md, "tensor_xxh3_128"); }},
       {"unknown format", [](md_t& md) { set_key(md, "format", "deltasync-native/2"); }},
+      {"a format number never defined", [](md_t& md) { set_key(md, "format", "deltasync-native/9"); }},
       {"empty format", [](md_t& md) { set_key(md, "format", ""); }},
       {"base not decimal", [](md_t& md) { set_key(md, "base_version", "3x"); }},
       {"base negative", [](md_t& md) { set_key(md, "base_version", "-1"); }},
@@ -340,6 +341,75 @@ TEST(NativeFormat, SlimeFilesAreUnaffected) {
   auto f = parse_delta_file(stray);
   ASSERT_TRUE(f.ok()) << f.err().describe();
   EXPECT_FALSE(f->native.has_value());
+}
+
+
+// The streamable layout (deltasync-native/2): one __records__ tensor, each param's positions then values,
+// read back to the same tensors as native/1 in every encoding; a corrupt byte is a payload hash mismatch; a
+// record that overlaps the previous one is refused.
+TEST(NativeFormat, RecordsLayoutRoundTripsAndIsCheckedLikeNative1) {
+  using md_t = std::vector<std::pair<std::string, std::string>>;
+  for (double density : {0.001, 0.05, 1.0}) {
+    const auto ts = make_tensors(19, density);
+    native_fields nf = digests_of(ts, 7);
+    native_fields nf2 = nf;
+    nf2.records = true;
+    for (encoding enc : kEncodings) {
+      SCOPED_TRACE(std::string(encoding_name(enc)) + " density " + std::to_string(density));
+      auto v1 = build(ts, enc, 8, &nf);
+      auto v2 = build(ts, enc, 8, &nf2);
+      ASSERT_TRUE(v1.ok() && v2.ok());
+      auto f1 = parse_delta_file(*v1);
+      auto f2 = parse_delta_file(*v2);
+      ASSERT_TRUE(f1.ok()) << f1.err().describe();
+      ASSERT_TRUE(f2.ok()) << f2.err().describe();
+      EXPECT_FALSE(f1->records);
+      EXPECT_TRUE(f2->records);
+      EXPECT_EQ(meta_of(*f2, "format"), "deltasync-native/2");
+      EXPECT_EQ(f2->positions.data(), f2->values.data());
+      EXPECT_EQ(f2->native->payload_xxh3_64, xxh3_64(f2->positions));
+      ASSERT_EQ(f1->manifest.params.size(), f2->manifest.params.size());
+      uint64_t floor = 0;
+      for (size_t k = 0; k < f2->manifest.params.size(); ++k) {
+        const param_entry& p = f2->manifest.params[k];
+        EXPECT_GE(p.pos_start, floor);
+        EXPECT_LE(p.pos_end, p.val_start * element_bytes(f2->values_type));
+        floor = p.val_end * element_bytes(f2->values_type);
+        const test_tensor& t = *std::find_if(ts.begin(), ts.end(), [&](const auto& x) { return x.name == p.name; });
+        byte_buffer a = t.before, b = t.before;
+        ASSERT_TRUE(apply_param(*f1, f1->manifest.params[k], a).ok());
+        ASSERT_TRUE(apply_param(*f2, p, b).ok());
+        EXPECT_EQ(a, t.after);
+        EXPECT_EQ(b, t.after);
+      }
+      if (enc == encoding::deltas_zstd || f2->manifest.params.empty()) continue;
+      byte_buffer bad = *v2;
+      bad[bad.size() - 2] ^= std::byte{0x01};
+      auto fb = parse_delta_file(bad);
+      ASSERT_FALSE(fb.ok());
+      EXPECT_TRUE(fb.err().is(errc::delta_payload_hash_mismatch)) << fb.err().describe();
+    }
+  }
+  // A manifest whose second record starts inside the first one's values.
+  const auto ts = make_tensors(23, 0.05);
+  native_fields nf = digests_of(ts, 7);
+  nf.records = true;
+  auto file = build(ts, encoding::indices, 8, &nf);
+  ASSERT_TRUE(file.ok());
+  auto f = parse_delta_file(*file);
+  ASSERT_TRUE(f.ok());
+  ASSERT_GE(f->manifest.params.size(), 2u);
+  auto params = f->manifest.params;
+  ASSERT_GE(params[1].pos_start - params[0].pos_end, 8u) << "the first record holds values";
+  params[1].pos_start -= 4;  // into the first record's values, past its positions
+  params[1].pos_end -= 4;
+  auto bad = with_metadata(*file, [&](md_t& md) { set_key(md, "params", params_to_json(params)); });
+  delta_read_limits no_hash;
+  no_hash.verify_payload_hash = false;
+  no_hash.verify_checksum = false;
+  auto fb = parse_delta_file(bad, no_hash);
+  ASSERT_FALSE(fb.ok());
+  EXPECT_TRUE(fb.err().is(errc::delta_manifest_bounds)) << fb.err().describe();
 }
 
 }  // namespace

@@ -4,6 +4,12 @@
 // is delivered after an error, and every buffer returns to the pool.
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <map>
+
+#include "io/whole_file_reader.h"
 #include "io/test_util.h"
 
 namespace deltasync::io::testing {
@@ -171,6 +177,38 @@ TEST_P(io_faults, reader_fail_nth_operation_sweep) {
     }
     EXPECT_EQ(e->pool->available(), e->pool->buffer_count());
   }
+}
+
+// The reader picks buffered or O_DIRECT per file from its page-cache share: a file in the cache is read
+// buffered (from memory), one evicted from it with O_DIRECT.
+TEST_P(io_faults, reader_reads_a_cached_file_buffered_and_an_evicted_one_direct) {
+  DS_SEED_TRACE();
+  const std::string hot = dir_.file("hot"), cold = dir_.file("cold");
+  const byte_buffer data = random_bytes(rng_, 512 * kib);
+  spit(hot, data);
+  spit(cold, data);
+  {
+    const int fd = ::open(cold.c_str(), O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(fd, 0);
+    ::fdatasync(fd);
+    ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    ::close(fd);
+  }
+  std::map<std::string, int> first_open_flags;
+  fault_options faults;
+  faults.observe = [&](const io_op& op) {
+    if (op.code == op_code::open && !first_open_flags.count(op.path)) first_open_flags[op.path] = op.flags;
+  };
+  auto e = engine_with(faults);
+  chunked_reader_options opts;
+  opts.chunk_bytes = 64 * kib;
+  read_outcome out = read_files(*e, {{hot, data.size()}, {cold, data.size()}}, opts);
+  ASSERT_TRUE(out.st.ok()) << out.st.err().describe();
+  EXPECT_TRUE(out.contents[0] == data && out.contents[1] == data);
+  ASSERT_EQ(first_open_flags.size(), 2u);
+  EXPECT_EQ(first_open_flags[hot] & O_DIRECT, 0) << "a file in the page cache is read buffered";
+  if (page_cache_share(cold) >= 0.5) GTEST_SKIP() << "this filesystem keeps the evicted file cached (tmpfs?)";
+  EXPECT_NE(first_open_flags[cold] & O_DIRECT, 0) << "a file not in the page cache is read with O_DIRECT";
 }
 
 INSTANTIATE_TEST_SUITE_P(backends, io_faults, ::testing::Values(backend_kind::fault_threads, backend_kind::fault_uring),
