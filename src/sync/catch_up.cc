@@ -1,0 +1,60 @@
+// Online catch-up (see catch_up.h): decide, replay the kept chain on a thread of its own, report the gap.
+#include "sync/catch_up.h"
+
+#include <cinttypes>
+#include <thread>
+
+#include "base/log.h"
+#include "io/event_loop.h"
+#include "io/sync_io.h"
+#include "sync/publish_marker.h"
+
+namespace deltasync {
+
+bool needs_catch_up(receiver& rx, const sync_request& req) {
+  return req.transport == "disk" && req.base_version && *req.base_version > rx.store().version() &&
+         !rx.options().delta_dir.empty();
+}
+
+bool is_idempotent(receiver& rx, const sync_request& req) {
+  if (req.version != rx.store().version() || req.transport != "disk" || rx.options().delta_dir.empty() ||
+      req.dir.empty() || req.dir.find('/') != std::string::npos || req.dir == "..")
+    return false;
+  auto bytes = io::read_file_all(rx.options().delta_dir + "/" + req.dir + "/" + std::string(kPublishMarkerName), 16u << 20);
+  if (!bytes) return false;
+  auto m = parse_publish_marker(std::string_view(reinterpret_cast<const char*>(bytes->data()), bytes->size()));
+  if (!m || m->version != req.version || (req.base_version && m->base_version != *req.base_version)) return false;
+  if (m->files.size() != req.files.size()) return false;
+  for (size_t i = 0; i < req.files.size(); ++i)
+    if (m->files[i].name != req.files[i]) return false;
+  return true;
+}
+
+void start_catch_up(receiver& rx, io::event_loop& loop, uint64_t target,
+                    std::function<void(recovery_report, std::optional<error>)> done) {
+  recovery_options o;
+  o.delta_dir = rx.options().delta_dir;
+  o.max_file_bytes = rx.options().max_file_bytes;
+  o.max_version = target;
+  DS_LOG(info, "catch_up", "push based on version %" PRIu64 ", store at %" PRIu64 ": replaying the kept chain",
+         target, rx.store().version());
+  // Detached: recover() blocks on the loop's answers, so it cannot run on the loop; the receiver and the loop
+  // outlive the thread because the routes serve nothing else until done() ran on the loop.
+  std::thread([&rx, &loop, o, target, done = std::move(done)]() mutable {
+    recovery_report rep = recover(rx, loop, o);
+    loop.post([rep = std::move(rep), target, done = std::move(done)]() mutable {
+      std::optional<error> gap;
+      if (rep.to_version != target) {
+        std::string why = "base_version " + std::to_string(target) + " is ahead of this receiver's version " +
+                          std::to_string(rep.to_version) + " and the kept chain cannot close the gap: versions " +
+                          std::to_string(rep.to_version + 1) + ".." + std::to_string(target) + " missing";
+        for (const auto& s : rep.skipped) why += "; " + s.dir + ": " + s.reason;
+        if (rep.skipped.empty()) why += " (no published version dir on the chain; pruned or never written)";
+        gap = error(errc::version_conflict, std::move(why));
+      }
+      done(std::move(rep), std::move(gap));
+    });
+  }).detach();
+}
+
+}  // namespace deltasync
