@@ -307,8 +307,14 @@ result<sync_report> sender::finish() {
     s.report.receivers = s.transport->post_all(s.options.receivers, "/sync", body);
     s.report.push_s = seconds_since(t0);
   }
-  // Disk / pull: the version is committed now (marker durable, hook passed), whatever the receivers answer.
-  const bool commit_point = !s.nccl();
+  // Disk / pull: the version is committed now (marker durable, hook passed), whatever the receivers answer;
+  // except when EVERY receiver refused its files as invalid (422): nobody holds it and nobody could replay it,
+  // so it is withdrawn (dir removed, snapshot kept: the next sync carries its changes, as over NCCL).
+  bool withdrawn = !s.nccl() && !s.options.receivers.empty() &&
+                   s.report.receivers.size() == s.options.receivers.size();
+  for (const auto& o : s.report.receivers) withdrawn = withdrawn && o.http_status == 422;
+  if (withdrawn) s.write_failed = true;
+  const bool commit_point = !s.nccl() && !withdrawn;
   if (commit_point && !s.options.receivers.empty()) {
     auto fleet = load_fleet_state(s.options.delta_dir);
     if (!fleet) {
@@ -351,11 +357,13 @@ result<sync_report> sender::finish() {
                                                    std::to_string(s.options.receivers.size()) +
                                                    " receivers failed sync " + std::to_string(s.version) +
                                                    (commit_point ? " (published: they catch up at the next push): "
-                                                                 : " (snapshot kept at " + std::to_string(snapshot_version_) + "): ") +
+                                                    : withdrawn ? " (every receiver refused its files: withdrawn, snapshot kept at " +
+                                                                      std::to_string(snapshot_version_) + "): "
+                                                                : " (snapshot kept at " + std::to_string(snapshot_version_) + "): ") +
                                                    failures));
   }
 
-  if (!commit_point) {  // NCCL: every receiver acknowledged, only now does the snapshot move (slime #2104)
+  if (!commit_point) {  // NCCL / withdrawn: every receiver acknowledged, only now does the snapshot move (slime #2104)
     s.commit();
     snapshot_version_ = s.version;
     s.report.snapshot_advanced = true;

@@ -128,7 +128,9 @@ class sender {
   // receiver and waits for all of them. Disk/pull transports: once the marker is durable and the hook passed
   // the version is committed and the snapshot advances, whatever the receivers answered; receivers that did
   // not answer 200 make finish() return errc::receiver_failed naming each and what it said (the version is
-  // still published: they catch up at the next push; report().snapshot_advanced is true). A hook failure
+  // still published: they catch up at the next push; report().snapshot_advanced is true), unless EVERY
+  // receiver answered 422 (its files refused as invalid): the version is then withdrawn (dir removed,
+  // snapshot kept, the next sync carries its changes). A hook failure
   // removes the version dir (it was never published) and keeps the snapshot. NCCL: any receiver failure keeps
   // the snapshot (the next sync carries the changes again). The sync ends either way; the report, with
   // per-receiver outcomes, is available from last_report() in both cases.

@@ -335,16 +335,34 @@ TEST_F(Sender, UnreachableReceiverIsReported) {
   EXPECT_EQ(s.snapshot_version(), 1u);  // published all the same
 }
 
-TEST_F(Sender, KeepFilesAfterFailureToo) {
+TEST_F(Sender, KeptAfterOneReceiverRefusedEvenWithoutKeepFiles) {
   const model base = make_model(9);
   fake_transport net(dir_.string());
-  net.status_for = [](size_t, size_t) { return 422u; };
+  net.status_for = [](size_t, size_t receiver) { return receiver == 0 ? 422u : 200u; };
+  sender s(options(), &net);
+  seed_all(s, base);
+  EXPECT_FALSE(sync_to(s, 1, step(base, 10, 0.01)).ok());
+  EXPECT_EQ(s.snapshot_version(), 1u);
+  EXPECT_TRUE(fs::exists(dir_ / "weight_v000001" / "rank0000_flush000000.safetensors"));
+}
+
+TEST_F(Sender, AVersionEveryReceiverRefusedAsInvalidIsWithdrawn) {
+  const model base = make_model(9);
+  const model v1 = step(base, 10, 0.01);
+  fake_transport net(dir_.string());
+  net.status_for = [](size_t call, size_t) { return call == 0 ? 422u : 200u; };
   sender_options o = options();
   o.keep_files = true;
   sender s(o, &net);
   seed_all(s, base);
-  EXPECT_FALSE(sync_to(s, 1, step(base, 10, 0.01)).ok());
-  EXPECT_TRUE(fs::exists(dir_ / "weight_v000001" / "rank0000_flush000000.safetensors"));
+  auto st = sync_to(s, 1, v1);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.err().message.find("withdrawn"), std::string::npos) << st.err().message;
+  EXPECT_EQ(s.snapshot_version(), 0u);
+  EXPECT_FALSE(s.last_report().snapshot_advanced);
+  EXPECT_FALSE(fs::exists(dir_ / "weight_v000001"));  // nobody holds it, nobody may replay it
+  ASSERT_TRUE(sync_to(s, 2, step(v1, 11, 0.01)).ok());
+  EXPECT_EQ(net.pushes[1].body.at("base_version").as_int64(), 0);  // carries v1's changes again
 }
 
 TEST_F(Sender, NoReceiversWritesFilesAndKeepsThem) {
