@@ -1,13 +1,18 @@
 // Online catch-up (see catch_up.h): decide, replay the kept chain on a thread of its own, report the gap.
 #include "sync/catch_up.h"
 
+#include <algorithm>
 #include <cinttypes>
+#include <filesystem>
+#include <map>
+#include <set>
 #include <thread>
 
 #include "base/log.h"
 #include "io/event_loop.h"
 #include "io/sync_io.h"
 #include "sync/publish_marker.h"
+#include "sync/sender_util.h"
 
 namespace deltasync {
 
@@ -30,6 +35,39 @@ bool is_idempotent(receiver& rx, const sync_request& req) {
   return true;
 }
 
+namespace {
+
+// Before replaying anything: is `target` reachable from `cur` over the markers of the kept dirs (base ->
+// version links)? Returns the reason when not (naming the versions without a usable marker), empty when it is.
+// Files are verified later, step by step, by recover().
+std::string unreachable(const std::string& delta_dir, uint64_t cur, uint64_t target) {
+  std::map<uint64_t, uint64_t> base_of;  // version -> base_version, from valid markers in (cur, target]
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(delta_dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind("weight_v", 0) != 0 || e.is_symlink(ec)) continue;
+    auto bytes = io::read_file_all(e.path().string() + "/" + std::string(kPublishMarkerName), 16u << 20);
+    if (!bytes) continue;
+    auto m = parse_publish_marker(std::string_view(reinterpret_cast<const char*>(bytes->data()), bytes->size()));
+    if (!m || m->version <= cur || m->version > target || name != version_dir_name(m->version))
+      continue;
+    base_of[m->version] = m->base_version;
+  }
+  std::set<uint64_t> reached{cur};
+  for (const auto& [v, b] : base_of)
+    if (reached.count(b)) reached.insert(v);
+  if (reached.count(target)) return {};
+  std::string missing;
+  for (uint64_t v = cur + 1; v <= target && missing.size() < 400; ++v)
+    if (!reached.count(v)) missing += (missing.empty() ? "" : ", ") + std::to_string(v);
+  return "base_version " + std::to_string(target) + " is ahead of this receiver's version " + std::to_string(cur) +
+         " and the kept chain cannot close the gap: versions " + std::to_string(cur + 1) + ".." +
+         std::to_string(target) + " missing (no published, chained version dir for " + missing +
+         "); nothing replayed, the store is unchanged";
+}
+
+}  // namespace
+
 void start_catch_up(receiver& rx, io::event_loop& loop, uint64_t target,
                     std::function<void(recovery_report, std::optional<error>)> done) {
   recovery_options o;
@@ -40,7 +78,16 @@ void start_catch_up(receiver& rx, io::event_loop& loop, uint64_t target,
          target, rx.store().version());
   // Detached: recover() blocks on the loop's answers, so it cannot run on the loop; the receiver and the loop
   // outlive the thread because the routes serve nothing else until done() ran on the loop.
-  std::thread([&rx, &loop, o, target, done = std::move(done)]() mutable {
+  const uint64_t cur = rx.store().version();
+  std::thread([&rx, &loop, o, cur, target, done = std::move(done)]() mutable {
+    if (std::string why = unreachable(o.delta_dir, cur, target); !why.empty()) {
+      recovery_report none;
+      none.from_version = none.to_version = cur;
+      loop.post([none, why, done = std::move(done)]() mutable {
+        done(none, error(errc::version_conflict, why));
+      });
+      return;
+    }
     recovery_report rep = recover(rx, loop, o);
     loop.post([rep = std::move(rep), target, done = std::move(done)]() mutable {
       std::optional<error> gap;

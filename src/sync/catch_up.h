@@ -2,9 +2,10 @@
 // missed a version (down, refused, timed out) sees the next push carry a base_version ahead of its own. Instead
 // of a 409 it replays the kept, marker-verified chain of published version dirs from its version up to that
 // base (sync/recovery.h with max_version = base: the same verification and the normal transactional
-// pipeline), then the push is applied as usual. A gap it cannot close (pruned dirs, a missing or mismatching
-// marker) is errc::version_conflict naming the versions it could not reach; what was replayed stays applied
-// (each step is a complete published version).
+// pipeline), then the push is applied as usual. A gap the markers cannot close (pruned dirs, no marker) is
+// errc::version_conflict naming the versions it cannot reach, found before anything is replayed (the store
+// is unchanged). A step whose files then fail verification ends the replay there with the same error; what
+// was replayed up to it stays applied (each step is a complete published version).
 //
 // A push for the version the receiver already holds is an idempotent success when the version dir's publish
 // marker matches the request (same version, base_version and file names): a retry after a timeout whose

@@ -68,7 +68,9 @@ for fmt in native slime; do
     if [ $state = base ]; then state=new; want=$want_new; else state=base; want=$want_base; fi
     [ "$(tensors_of "$A" -H "$auth")" = "$want" ] || fail "store differs from the trainer after $fmt/$enc sync v$v"
     [ "$(version_of "$A")" = "$v" ] || fail "version should be $v"
-    [ -z "$(ls "$work/deltas")" ] || fail "version dirs should be deleted after all acks (no --keep-files)"
+    # Retention (docs/fleet.md): once every receiver acknowledged, only the newest version dir stays.
+    [ "$(ls "$work/deltas" | tr '\n' ' ')" = "fleet.json $(printf 'weight_v%06d' $v) " ] ||
+      fail "only the newest version dir should be kept after all acks (no --keep-files): $(ls "$work/deltas")"
   done
 done
 echo "ok: $v consecutive syncs (3 encodings x 2 formats) pushed by deltasync publish"
