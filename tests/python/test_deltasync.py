@@ -360,7 +360,7 @@ def test_token_and_gil_released(tmp_path):
             step(trainer, 3, density=0.3)
             th = threading.Thread(target=ticker)
             th.start()
-            s.sync(1, trainer)
+            s.sync(2, trainer)  # version 1 was published by the refused sender: never rewritten (docs/fleet.md)
             stop.set()
             th.join()
             assert_bit_equal(rollout, trainer)
