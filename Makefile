@@ -2,7 +2,8 @@
 #   make demo   - the end-to-end demo on an embedded synthetic model
 #   make test   - the whole test suite (CTest), printing its summary
 # Also: make build, make asan-test (tests under ASan+UBSan+LSan), make tsan-test (loop/worker hand-off under TSan),
-# make bench, make fuzz (libFuzzer, clang), make clean.
+# make bench, make fuzz (libFuzzer, clang), make install (PREFIX=/usr/local), make package (the .deb),
+# make deb-test (build, install, run and remove the .deb; root), make clean.
 
 BUILD_DIR ?= build
 FUZZ_DIR  ?= build-fuzz
@@ -10,8 +11,9 @@ ASAN_DIR  ?= build-asan
 TSAN_DIR  ?= build-tsan
 JOBS      ?= $(shell nproc)
 CMAKE_ARGS ?=
+PREFIX    ?= /usr/local
 
-.PHONY: all deps configure build demo test asan-test tsan-test bench fuzz clean install-python
+.PHONY: all deps configure build demo test asan-test tsan-test bench fuzz install package deb-test clean install-python
 
 all: build
 
@@ -62,6 +64,15 @@ fuzz: deps
 	  -DDELTASYNC_BUILD_FUZZ=ON -DDELTASYNC_BUILD_BENCH=OFF -DDELTASYNC_WITH_CUDA=OFF -DDELTASYNC_WITH_NCCL=OFF
 	cmake --build $(FUZZ_DIR) -j $(JOBS) --target fuzz_targets
 	scripts/run-fuzz.sh $(FUZZ_DIR) $${FUZZ_SECONDS:-30}
+
+install: build
+	cmake --install $(BUILD_DIR) --prefix $(PREFIX)
+
+package: build
+	cd $(BUILD_DIR) && cpack -G DEB
+
+deb-test: build
+	scripts/deb-test.sh $(BUILD_DIR)
 
 clean:
 	rm -rf $(BUILD_DIR) $(FUZZ_DIR) $(ASAN_DIR) $(TSAN_DIR)

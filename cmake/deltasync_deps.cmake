@@ -1,35 +1,27 @@
-# Third-party dependencies. A shared object that links them (the Python module) sets the target property
-# DS_SHARED_THIRD_PARTY and gets the shared libraries instead: Debian's .a files are not position-independent.
-# Static liburing/zstd/xxhash so binaries run on the device machine (which has no
-# liburing); Boost 1.81 headers (+ Boost.JSON compiled in through its header-only source include).
+# Third-party dependencies, each through find_package (or its pkg-config file). Static liburing/zstd/xxhash so
+# binaries run on the device machine (which has no liburing), shared ones for a shared object that sets
+# DS_SHARED_THIRD_PARTY (the Python module; cmake/deltasync_find_deps.cmake); Boost 1.81 headers (+ Boost.JSON
+# compiled in through its header-only source include).
 
-set(Boost_NO_WARN_NEW_VERSIONS ON)
-find_package(Boost 1.81 REQUIRED)
-
-find_path(LIBURING_INCLUDE_DIR liburing.h REQUIRED)
-find_library(LIBURING_STATIC NAMES liburing.a uring REQUIRED)
-add_library(ds_uring INTERFACE)
-target_include_directories(ds_uring SYSTEM INTERFACE ${LIBURING_INCLUDE_DIR})
-find_library(LIBURING_SHARED NAMES liburing.so)
-target_link_libraries(ds_uring INTERFACE $<IF:$<BOOL:$<TARGET_PROPERTY:DS_SHARED_THIRD_PARTY>>,${LIBURING_SHARED},${LIBURING_STATIC}>)
-set(DELTASYNC_LIBURING ${LIBURING_STATIC})
-
-find_path(ZSTD_INCLUDE_DIR zstd.h REQUIRED)
-find_library(ZSTD_STATIC NAMES libzstd.a zstd REQUIRED)
-add_library(ds_zstd INTERFACE)
-target_include_directories(ds_zstd SYSTEM INTERFACE ${ZSTD_INCLUDE_DIR})
-find_library(ZSTD_SHARED NAMES libzstd.so)
-target_link_libraries(ds_zstd INTERFACE $<IF:$<BOOL:$<TARGET_PROPERTY:DS_SHARED_THIRD_PARTY>>,${ZSTD_SHARED},${ZSTD_STATIC}>)
-set(DELTASYNC_ZSTD ${ZSTD_STATIC})
-
-find_path(XXHASH_INCLUDE_DIR xxhash.h REQUIRED)
-find_library(XXHASH_STATIC NAMES libxxhash.a xxhash REQUIRED)
-add_library(ds_xxhash INTERFACE)
-target_include_directories(ds_xxhash SYSTEM INTERFACE ${XXHASH_INCLUDE_DIR})
-find_library(XXHASH_SHARED NAMES libxxhash.so)
-target_link_libraries(ds_xxhash INTERFACE $<IF:$<BOOL:$<TARGET_PROPERTY:DS_SHARED_THIRD_PARTY>>,${XXHASH_SHARED},${XXHASH_STATIC}>)
-
-find_package(Threads REQUIRED)
+include(deltasync_find_deps)  # Boost, Threads, and the static liburing / zstd / xxhash as ds_* imported targets
+set(DELTASYNC_LIBURING ${DS_LIBURING_STATIC})
+get_target_property(DELTASYNC_ZSTD zstd::libzstd_static LOCATION)
+# The command line (CLI11, header-only; it also reads the TOML config files).
+find_package(CLI11 2.1 CONFIG REQUIRED)
+# sd_notify readiness for the systemd unit (libsystemd-dev); without it `serve` still runs (Type=exec units).
+set(DELTASYNC_WITH_SYSTEMD AUTO CACHE STRING "Signal readiness to systemd with sd_notify: AUTO|ON|OFF")
+set_property(CACHE DELTASYNC_WITH_SYSTEMD PROPERTY STRINGS AUTO ON OFF)
+set(DELTASYNC_HAVE_SYSTEMD OFF)
+if(NOT DELTASYNC_WITH_SYSTEMD STREQUAL "OFF")
+  pkg_check_modules(DS_PC_SYSTEMD QUIET IMPORTED_TARGET libsystemd)
+  if(DS_PC_SYSTEMD_FOUND)
+    set(DELTASYNC_HAVE_SYSTEMD ON)
+  elseif(DELTASYNC_WITH_SYSTEMD STREQUAL "ON")
+    message(FATAL_ERROR "DELTASYNC_WITH_SYSTEMD=ON but libsystemd (libsystemd-dev) was not found")
+  else()
+    message(STATUS "libsystemd not found: serve cannot sd_notify; the unit is Type=exec (DELTASYNC_WITH_SYSTEMD=AUTO)")
+  endif()
+endif()
 
 # CUDA / NCCL: AUTO falls back with a message; ON with the dependency missing is an error.
 set(DELTASYNC_HAVE_CUDA OFF)

@@ -25,12 +25,18 @@ if(DS_SANITIZE_FLAGS)
   add_link_options(${DS_SANITIZE_FLAGS})
 endif()
 
-# ds_library(NAME SOURCES... [DEPS ...] [PRIVATE_DEPS ...]) -> static library deltasync_NAME, alias deltasync::NAME
+# ds_library(NAME SOURCES... [DEPS ...] [PRIVATE_DEPS ...]) -> static library deltasync_NAME, alias deltasync::NAME,
+# recorded in the global property DELTASYNC_LIBRARIES for the install rules.
 function(ds_library name)
   cmake_parse_arguments(A "" "" "SOURCES;DEPS;PRIVATE_DEPS" ${ARGN})
   add_library(deltasync_${name} STATIC ${A_SOURCES})
   add_library(deltasync::${name} ALIAS deltasync_${name})
-  target_include_directories(deltasync_${name} PUBLIC ${PROJECT_SOURCE_DIR}/src ${PROJECT_BINARY_DIR}/generated)
+  target_include_directories(deltasync_${name} PUBLIC $<BUILD_INTERFACE:${PROJECT_SOURCE_DIR}/src>
+                             $<BUILD_INTERFACE:${PROJECT_BINARY_DIR}/generated>
+                             $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}/deltasync>)
+  # Installed and exported as deltasync::NAME (CMakeLists.txt's install rules; deltasync::deltasync is all of them).
+  set_target_properties(deltasync_${name} PROPERTIES EXPORT_NAME ${name})
+  set_property(GLOBAL APPEND PROPERTY DELTASYNC_LIBRARIES deltasync_${name})
   target_compile_options(deltasync_${name} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:${DS_WARNINGS}>)
   target_link_libraries(deltasync_${name} PUBLIC ${A_DEPS} PRIVATE ${A_PRIVATE_DEPS})
 endfunction()

@@ -9,8 +9,10 @@ PACKAGES=(
   liburing-dev                # io_uring (static liburing.a)
   libzstd-dev                 # zstd frames (static libzstd.a)
   libxxhash-dev               # xxh3 digests
-  libtomlplusplus-dev         # config/deltasync.toml
-  libcli11-dev                # command-line parsing (header-only)
+  libcli11-dev                # command-line parsing and the TOML config files (header-only; find_package(CLI11))
+  libsystemd-dev              # sd_notify readiness of `deltasync serve` under systemd (Type=notify)
+  dpkg-dev                    # cpack -G DEB: dpkg-shlibdeps computes the package's dependencies
+  prometheus                  # CI: promtool check metrics on GET /metrics
   libgtest-dev libgmock-dev   # unit tests
   libbenchmark-dev            # micro-benchmarks
   clang libclang-rt-14-dev    # libFuzzer targets and sanitizers

@@ -1,6 +1,9 @@
 // The deltasync error category: names and messages for every errc.
 #include "base/error.h"
 
+#include <sys/resource.h>
+
+#include <cerrno>
 #include <cstring>
 
 namespace deltasync {
@@ -43,6 +46,7 @@ std::string_view errc_name(errc e) noexcept {
     DS_NAME(limit_exceeded)
     DS_NAME(unsupported)
     DS_NAME(internal)
+    DS_NAME(too_many_open_files)
     DS_NAME(st_too_small)
     DS_NAME(st_header_too_large)
     DS_NAME(st_header_out_of_bounds)
@@ -99,8 +103,17 @@ std::string_view errc_name(errc e) noexcept {
 std::string error::describe() const {
   std::string out = message;
   out += " [";
-  out += code.category() == deltasync_category() ? std::string(errc_name(static_cast<errc>(code.value())))
-                                                 : code.message();
+  const bool is_errno = code.category() == std::generic_category() || code.category() == std::system_category();
+  const char* sym = is_errno ? ::strerrorname_np(code.value()) : nullptr;
+  if (code.category() == deltasync_category()) {
+    out += errc_name(static_cast<errc>(code.value()));
+  } else if (sym != nullptr) {
+    out += sym;  // the message already says strerror's text: name the errno instead of repeating it
+  } else {
+    out += code.category().name();
+    out += ' ';
+    out += std::to_string(code.value());
+  }
   out += "]";
   return out;
 }
@@ -109,7 +122,23 @@ error errno_error(int err, std::string_view what) {
   std::string msg(what);
   msg += ": ";
   msg += std::strerror(err);
+  if (err == EMFILE) {
+    struct rlimit lim {};
+    msg += "; the process may hold ";
+    msg += ::getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur != RLIM_INFINITY ? std::to_string(lim.rlim_cur) : "?";
+    msg += " open files (RLIMIT_NOFILE): raise it (ulimit -n, systemd LimitNOFILE=) or lower max-files-per-sync / "
+           "max-connections";
+    return error(errc::too_many_open_files, std::move(msg));
+  }
+  if (err == ENFILE) {
+    msg += "; the system-wide file table is full: raise fs.file-max (sysctl)";
+    return error(errc::too_many_open_files, std::move(msg));
+  }
   return error(std::error_code(err, std::generic_category()), std::move(msg));
+}
+
+std::string_view error::code_name() const noexcept {
+  return code.category() == deltasync_category() ? errc_name(static_cast<errc>(code.value())) : "system";
 }
 
 }  // namespace deltasync

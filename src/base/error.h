@@ -21,6 +21,7 @@ enum class errc : int {
   limit_exceeded,
   unsupported,
   internal,
+  too_many_open_files,  // EMFILE / ENFILE: the message names the limit to raise (HTTP 503)
   // safetensors container (one per rule the reference implementation enforces)
   st_too_small = 100,        // fewer than 8 bytes: no header length
   st_header_too_large,       // header length > 100,000,000
@@ -94,11 +95,16 @@ struct error {
   error(std::error_code ec, std::string msg) : code(ec), message(std::move(msg)) {}
 
   bool is(errc e) const noexcept { return code == make_error_code(e); }
-  // "<message> [<code name>]"
+  // "<message> [<code name>]": the project code's name, or the errno's symbolic name (e.g. "EACCES") for a
+  // system error, whose message already carries strerror's text.
   std::string describe() const;
+  // The code's stable name (errc_name), or "system" for a code of another category (errno).
+  std::string_view code_name() const noexcept;
 };
 
-// An error from errno, with a message naming what failed: "open /x/y: No such file or directory".
+// An error from errno, with a message naming what failed: "open /x/y: No such file or directory". The one
+// place where a kernel result becomes an error: EMFILE and ENFILE become errc::too_many_open_files, whose
+// message names the limit to raise (RLIMIT_NOFILE with its current value, or fs.file-max).
 error errno_error(int err, std::string_view what);
 
 }  // namespace deltasync

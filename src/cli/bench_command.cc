@@ -39,7 +39,7 @@ namespace fs = std::filesystem;
 struct bench_options {
   std::vector<std::string> models{"tiny"};
   std::vector<double> lrs{1e-6};
-  std::vector<std::string> encodings{"indices", "deltas", "deltas_zstd"};
+  std::vector<std::string> encodings{"indices", "deltas", "deltas_zstd", "compact"};
   std::vector<std::string> paths{"local", "http"};
   std::string shared_dir;
   std::string work_dir;
@@ -213,7 +213,7 @@ int run_bench(bench_options opt) {
   std::vector<encoding> encs;
   for (const auto& e : opt.encodings) {
     auto enc = encoding_from_name(e);
-    if (!enc) return fail("unknown encoding '" + e + "' (indices, deltas, deltas_zstd)");
+    if (!enc) return fail("unknown encoding '" + e + "' (indices, deltas, deltas_zstd, compact)");
     encs.push_back(*enc);
   }
   for (const auto& m : opt.models)

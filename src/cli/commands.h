@@ -15,5 +15,6 @@ void register_publish(CLI::App& app, int& exit_status);
 void register_serve(CLI::App& app, int& exit_status);
 void register_serve_files(CLI::App& app, int& exit_status);  // serve_files_command.cc
 void register_bench(CLI::App& app, int& exit_status);        // bench_command.cc
+void register_status(CLI::App& app, int& exit_status);       // status_command.cc: the fleet view
 
 }  // namespace deltasync::cli

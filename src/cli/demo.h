@@ -12,7 +12,7 @@ struct demo_options {
   int steps = 3;
   double lr = 1e-6;
   bool offline = false;
-  std::vector<std::string> encodings{"indices", "deltas", "deltas_zstd"};  // offline: each of them
+  std::vector<std::string> encodings{"indices", "deltas", "deltas_zstd", "compact"};  // offline: each of them
   std::string encoding = "deltas";                                       // service demo
   std::string format = "native";                                         // service: native | slime
   uint64_t bucket_bytes = 512ull << 20;

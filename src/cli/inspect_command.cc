@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <memory>
 
+#include "base/text_escape.h"
 #include "cli/commands.h"
 #include "cli/file_util.h"
 #include "codec/delta_format.h"
@@ -55,7 +56,7 @@ file_report inspect_file(const std::string& path, uint64_t max_bytes) {
       r.reason = st.err().describe();
       return r;
     }
-    if (!st->header.find("__positions__")) {
+    if (!st->header.find("__positions__") && !st->header.find("__compact__")) {
       r.kind = "checkpoint";
       r.tensors = st->header.tensors.size();
       r.valid = true;
@@ -74,7 +75,7 @@ file_report inspect_file(const std::string& path, uint64_t max_bytes) {
   r.enc = std::string(encoding_name(f->manifest.enc));
   r.version = f->manifest.current_version;
   r.params = f->manifest.params.size();
-  r.values_dtype = std::string(name(f->values_type));
+  r.values_dtype = f->manifest.enc == encoding::compact ? std::string("-") : std::string(name(f->values_type));  // compact: differences in each param's dtype
   checksum128 got = delta_checksum(f->positions, f->values_type, f->values);
   r.checksum = checksum_to_decimal(f->manifest.checksum);
   r.checksum_ok = got == f->manifest.checksum;
@@ -155,7 +156,7 @@ int run_inspect(const inspect_options& opt) {
                     r.enc.c_str(), r.version, r.params, r.changed, r.file_bytes, bpc,
                     r.checksum_ok ? "ok" : "MISMATCH");
       }
-      if (!r.valid) std::printf("  INVALID %s: %s\n", r.path.c_str(), r.reason.c_str());
+      if (!r.valid) std::printf("  INVALID %s: %s\n", escape_control(r.path).c_str(), escape_control(r.reason).c_str());
     }
     std::printf("%zu file(s), %zu invalid\n", reports.size(), invalid);
   }

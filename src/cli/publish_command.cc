@@ -273,7 +273,7 @@ void register_publish(CLI::App& app, int& exit_status) {
   cmd->add_option("--base-version", opt->base_version, "The version receivers hold (the --from checkpoint)")
       ->capture_default_str();
   cmd->add_option("--encoding,--update-weight-encoding", opt->enc, "Position encoding")
-      ->check(CLI::IsMember({"indices", "deltas", "deltas_zstd"}))
+      ->check(CLI::IsMember({"indices", "deltas", "deltas_zstd", "compact"}))
       ->capture_default_str();
   cmd->add_option("--format", opt->format, "Wire format")
       ->check(CLI::IsMember({"native", "slime"}))

@@ -5,6 +5,7 @@
 #include <csignal>
 #include <cstdlib>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <thread>
@@ -12,6 +13,7 @@
 #include "base/log.h"
 #include "cli/commands.h"
 #include "cli/file_util.h"
+#include "cli/serve_signals.h"
 #include "gpu/gpu.h"
 #include "gpu/nccl_channel.h"
 #include "http/pull_source.h"
@@ -61,6 +63,8 @@ struct serve_options {
   uint64_t max_decompressed_bytes = 8ull << 30;
   uint64_t max_sync_bytes = 64ull << 30;
   uint32_t write_timeout_ms = 30'000;
+  uint32_t max_connections = 256;                  // open HTTP connections (idle ones are shed first)
+  uint64_t max_sync_memory_bytes = 16ull << 30;    // one sync's read buffers + decompressed payloads + undo log
   // The HTTP pull transport's allow list (http/pull_allow.h): URL prefixes a sync's base_url must lie under.
   std::vector<std::string> pull_allow;
 };
@@ -107,6 +111,13 @@ int run_serve(const serve_options& opt) {
     token = *t;
   }
 
+  // The delta dir, resolved once (absolute, symlinks resolved): every path check compares against this form,
+  // whatever form --delta-dir was given in (a relative path, a symlinked parent).
+  std::error_code dir_ec;
+  const std::string delta_dir = std::filesystem::weakly_canonical(std::filesystem::absolute(opt.delta_dir), dir_ec).string();
+  if (dir_ec) return fail(error(errc::invalid_argument, "--delta-dir " + opt.delta_dir + ": " + dir_ec.message()));
+  if (opt.max_connections == 0) return fail(error(errc::invalid_argument, "--max-connections must be at least 1"));
+
   // A sync holds its files open (O_PATH) while it runs: up to max-files-per-sync fds besides sockets and
   // reads. Raise the soft fd limit to the hard one, as servers do.
   if (struct rlimit fds {}; ::getrlimit(RLIMIT_NOFILE, &fds) == 0 && fds.rlim_cur < fds.rlim_max) {
@@ -114,11 +125,8 @@ int run_serve(const serve_options& opt) {
     ::setrlimit(RLIMIT_NOFILE, &fds);
   }
 
-  // Block the shutdown signals before any thread starts, so only sigwait below sees them.
-  sigset_t sigs;
-  sigemptyset(&sigs);
-  sigaddset(&sigs, SIGINT);
-  sigaddset(&sigs, SIGTERM);
+  // Block the shutdown and reload signals before any thread starts, so only sigwait below sees them.
+  sigset_t sigs = serve_signal_set();
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
 
   result<std::unique_ptr<weight_store>> store = error(errc::internal, "no store");
@@ -155,7 +163,8 @@ int run_serve(const serve_options& opt) {
   auto workers = std::make_unique<io::worker_pool>(loop, threads, 1024);
   metrics_registry metrics;
   receiver_options ropts;
-  ropts.delta_dir = opt.delta_dir;
+  ropts.delta_dir = delta_dir;
+  ropts.max_sync_memory_bytes = opt.max_sync_memory_bytes;
   ropts.chunk_bytes = opt.chunk_bytes;
   ropts.read_workers = opt.read_workers;
   ropts.max_file_bytes = opt.max_file_bytes;
@@ -186,7 +195,7 @@ int run_serve(const serve_options& opt) {
   recovery_report recovered;
   if (opt.recover) {
     recovery_options rec;
-    rec.delta_dir = opt.delta_dir;
+    rec.delta_dir = delta_dir;
     rec.max_file_bytes = opt.max_file_bytes;
     recovered = recover(*rx, loop, rec);
   }
@@ -209,6 +218,8 @@ int run_serve(const serve_options& opt) {
   sopts.read_timeout_ms = opt.read_timeout_ms;
   sopts.max_header_bytes = opt.max_header_bytes;
   sopts.write_timeout_ms = opt.write_timeout_ms;
+  sopts.max_connections = opt.max_connections;
+  sopts.reserved_routes = {"/sync", "/update_weights_from_disk"};  // past the limit: health and syncs only
   http::route_options routes;
   routes.nccl = nccl.get();
   routes.recovery = &recovered;
@@ -226,19 +237,48 @@ int run_serve(const serve_options& opt) {
   DS_LOG(info, "serve", "listening on http://%s:%u (store %s: %zu tensors, %.2f GB, version %llu; delta dir %s%s)",
          listen->first.c_str(), port, std::string((*store)->kind()).c_str(), (*store)->size(),
          static_cast<double>((*store)->total_bytes()) / 1e9, static_cast<unsigned long long>((*store)->version()),
-         opt.delta_dir.c_str(), token.empty() ? "" : ", bearer token required");
+         delta_dir.c_str(), token.empty() ? "" : ", bearer token required");
+
+  notify_service_manager("READY=1\nSTATUS=serving version " + std::to_string((*store)->version()) + " on port " +
+                         std::to_string(port));
 
   int sig = 0;
-  sigwait(&sigs, &sig);
-  DS_LOG(info, "serve", "signal %d: shutting down", sig);
-  server->reset();
-  // A sync still in flight owns the store; let it finish (it cannot take long) before tearing down.
-  for (int i = 0; i < 600; ++i) {
-    bool busy = false;
-    loop.run_sync([&] { busy = rx->busy(); });
-    if (!busy) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  for (;;) {
+    sigwait(&sigs, &sig);
+    if (sig != SIGHUP) break;
+    // SIGHUP (systemctl reload): re-read the token file; a file that cannot be read keeps the old token.
+    if (opt.token_file.empty()) {
+      DS_LOG(info, "serve", "SIGHUP: no --token-file configured, nothing to reload");
+      continue;
+    }
+    notify_service_manager("RELOADING=1");
+    if (auto t = read_token_file(opt.token_file); !t) {
+      DS_LOG(error, "serve", "SIGHUP: keeping the current token: %s", t.err().describe().c_str());
+    } else {
+      (*server)->set_bearer_token(*t);
+      DS_LOG(info, "serve", "SIGHUP: reloaded the bearer token from %s", opt.token_file.c_str());
+    }
+    notify_service_manager("READY=1");
   }
+  // Graceful stop: accept no new connection; a sync in flight owns the store and finishes (commits, or fails
+  // and rolls back) and its client gets the answer; then every connection closes and the process exits 0.
+  DS_LOG(info, "serve", "signal %d (%s): shutting down", sig, sig == SIGTERM ? "SIGTERM" : "SIGINT");
+  notify_service_manager("STOPPING=1");
+  (*server)->stop_accepting();
+  auto wait_idle = [&] {
+    for (int i = 0; i < 6000; ++i) {
+      bool busy = false;
+      loop.run_sync([&] { busy = rx->busy(); });
+      if (!busy) return i > 0;
+      if (i == 0) DS_LOG(info, "serve", "waiting for the sync in flight to finish");
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return true;
+  };
+  // The answer of a sync that just finished is on its way out: give its write a moment before closing.
+  if (wait_idle()) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  server->reset();
+  wait_idle();  // a sync begun on a kept-alive connection meanwhile
   nccl.reset();  // leaves the group (aborting a communicator still in use), joins its thread
   rx.reset();
   workers.reset();
@@ -288,6 +328,12 @@ void register_serve(CLI::App& app, int& exit_status) {
   cmd->add_option("--max-decompressed-bytes", opt->max_decompressed_bytes, "Largest decompressed deltas_zstd file")->capture_default_str();
   cmd->add_option("--max-sync-bytes", opt->max_sync_bytes, "Largest total of one sync's files")->capture_default_str();
   cmd->add_option("--write-timeout-ms", opt->write_timeout_ms, "Disconnect a client that does not read an answer for this long")->capture_default_str();
+  cmd->add_option("--max-connections", opt->max_connections,
+                  "Most open HTTP connections; at the limit the longest-idle one is closed for a new one, and a few "
+                  "more are kept for /healthz and the sync routes")->capture_default_str();
+  cmd->add_option("--max-sync-memory-bytes", opt->max_sync_memory_bytes,
+                  "Memory budget of one sync: read buffers, decompressed payloads and the undo log (413 past it)")
+      ->capture_default_str();
   cmd->add_option("--pull-allow", opt->pull_allow,
                   "Allow \"transport\": \"http\" syncs from base URLs under this prefix (http://host:port/path/); "
                   "repeat for several. None by default: every pull is refused");

@@ -4,6 +4,7 @@
 #include <string>
 #include <utility>
 
+#include "codec/compact.h"
 #include "codec/delta_format.h"
 #include "codec/diff.h"
 #include "codec/positions.h"
@@ -59,6 +60,21 @@ status apply_param(const delta_file& f, const param_entry& p, mutable_byte_span 
   if (dest.size() != dest_bytes)
     return error(errc::delta_shape_mismatch, label + ": destination holds " + std::to_string(dest.size()) +
                                                  " bytes, the tensor needs " + std::to_string(dest_bytes));
+  if (f.manifest.enc == encoding::compact) {
+    if (p.pos_start > p.pos_end || p.pos_end > f.positions.size())
+      return error(errc::delta_manifest_bounds, label + ": range lies outside the file's __compact__");
+    // Decoded (and validated in full) before the first write; the differences land on the current values.
+    std::vector<uint32_t> positions;
+    byte_buffer diffs;
+    auto st = compact::decode(f.positions.subspan(p.pos_start, p.pos_end - p.pos_start), p.changed(), numel, peb,
+                              positions, diffs);
+    if (!st.ok()) {
+      error e = std::move(st).err();
+      return error(e.code, label + ": " + e.message);
+    }
+    compact::apply_diffs(positions, diffs, peb, dest, old_values);
+    return {};
+  }
   // p may come from anywhere, so its ranges are checked against this file again.
   if (p.pos_start > p.pos_end || p.pos_end > f.positions.size() || p.val_start > p.val_end ||
       veb == 0 || p.val_end > f.values.size() / veb)

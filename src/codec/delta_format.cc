@@ -10,7 +10,9 @@
 #include <unordered_set>
 #include <utility>
 
+#include "codec/compact.h"
 #include "codec/positions.h"
+#include "codec/params_parser.h"
 #include "codec/zstd_frame.h"
 
 namespace deltasync {
@@ -19,12 +21,14 @@ namespace {
 namespace json = boost::json;
 
 using detail::castable;
+using detail::param_label;
 using detail::kMaxNumel;
 using detail::quoted;
 using detail::width_valid;
 
 constexpr std::string_view kPositionsTensor = "__positions__";
 constexpr std::string_view kValuesTensor = "__values__";
+constexpr std::string_view kCompactTensor = "__compact__";
 constexpr std::string_view kMetaEncoding = "encoding";
 constexpr std::string_view kMetaVersion = "current_version";
 constexpr std::string_view kMetaChecksum = "checksum";
@@ -47,46 +51,6 @@ std::optional<uint64_t> u64_from_decimal(std::string_view text) noexcept {
       return std::nullopt;
   }
   return v;
-}
-
-std::string param_label(size_t i, std::string_view name) {
-  std::string s = "param #" + std::to_string(i);
-  if (!name.empty()) s += " " + quoted(name);
-  return s;
-}
-
-// A JSON number that is a non-negative integer (Python's json writes ints without a fraction or exponent).
-std::optional<uint64_t> json_u64(const json::value& v) noexcept {
-  if (v.is_uint64()) return v.get_uint64();
-  if (v.is_int64() && v.get_int64() >= 0) return static_cast<uint64_t>(v.get_int64());
-  return std::nullopt;
-}
-
-result<uint64_t> required_u64(const json::object& o, std::string_view key, const std::string& label) {
-  const json::value* v = o.if_contains(key);
-  if (v == nullptr)
-    return error(errc::delta_bad_manifest, "params: " + label + " has no '" + std::string(key) + "'");
-  auto u = json_u64(*v);
-  if (!u)
-    return error(errc::delta_bad_manifest,
-                 "params: " + label + " '" + std::string(key) + "' is not a non-negative integer");
-  return *u;
-}
-
-// ---- manifest ----
-
-status check_param_shape(const param_entry& p, const std::string& label) {
-  if (element_bytes(p.type) == 0)
-    return error(errc::delta_dtype_mismatch,
-                 "params: " + label + " has sub-byte dtype " + std::string(torch_name(p.type)) +
-                     ", which has no per-element positions");
-  uint64_t numel = 1, bytes = 0;
-  for (uint64_t d : p.shape)
-    if (!checked_mul(numel, d, numel))
-      return error(errc::delta_bad_manifest, "params: " + label + " shape overflows 64 bits");
-  if (!tensor_bytes(p.type, numel, bytes))
-    return error(errc::delta_bad_manifest, "params: " + label + " byte size overflows 64 bits");
-  return {};
 }
 
 // ---- native metadata ----
@@ -168,6 +132,7 @@ std::string_view encoding_name(encoding e) noexcept {
     case encoding::indices: return "indices";
     case encoding::deltas: return "deltas";
     case encoding::deltas_zstd: return "deltas_zstd";
+    case encoding::compact: return "compact";
   }
   return "?";
 }
@@ -176,6 +141,7 @@ std::optional<encoding> encoding_from_name(std::string_view name) noexcept {
   if (name == "indices") return encoding::indices;
   if (name == "deltas") return encoding::deltas;
   if (name == "deltas_zstd") return encoding::deltas_zstd;
+  if (name == "compact") return encoding::compact;
   return std::nullopt;
 }
 
@@ -208,70 +174,6 @@ std::string params_to_json(const std::vector<param_entry>& params) {
   return json::serialize(list);
 }
 
-result<std::vector<param_entry>> parse_params_json(std::string_view text) {
-  boost::system::error_code ec;
-  json::value root = json::parse(json::string_view(text.data(), text.size()), ec);
-  if (ec) return error(errc::delta_bad_manifest, "params: not valid JSON: " + ec.message());
-  const json::array* list = root.if_array();
-  if (list == nullptr) return error(errc::delta_bad_manifest, "params: not a JSON list");
-
-  std::vector<param_entry> out;
-  out.reserve(list->size());
-  for (size_t i = 0; i < list->size(); ++i) {
-    const json::object* o = (*list)[i].if_object();
-    if (o == nullptr) return error(errc::delta_bad_manifest, "params: " + param_label(i, {}) + " is not an object");
-    param_entry p;
-
-    const json::value* name = o->if_contains("name");
-    if (name == nullptr) return error(errc::delta_bad_manifest, "params: " + param_label(i, {}) + " has no 'name'");
-    if (!name->is_string() || name->get_string().empty())
-      return error(errc::delta_bad_manifest, "params: " + param_label(i, {}) + " 'name' is not a non-empty string");
-    p.name = std::string(name->get_string());
-    const std::string label = param_label(i, p.name);
-
-    const json::value* dt = o->if_contains("dtype");
-    if (dt == nullptr) return error(errc::delta_bad_manifest, "params: " + label + " has no 'dtype'");
-    if (!dt->is_string()) return error(errc::delta_bad_manifest, "params: " + label + " 'dtype' is not a string");
-    const std::string_view dts(dt->get_string().data(), dt->get_string().size());
-    auto type = dtype_from_torch_name(dts);
-    if (!type)
-      return error(errc::delta_bad_manifest, "params: " + label + " has unknown dtype " + quoted(dts));
-    p.type = *type;
-
-    const json::value* shape = o->if_contains("shape");
-    if (shape == nullptr) return error(errc::delta_bad_manifest, "params: " + label + " has no 'shape'");
-    if (!shape->is_array()) return error(errc::delta_bad_manifest, "params: " + label + " 'shape' is not a list");
-    for (const json::value& d : shape->get_array()) {
-      auto u = json_u64(d);
-      if (!u)
-        return error(errc::delta_bad_manifest,
-                     "params: " + label + " 'shape' holds something other than a non-negative integer");
-      p.shape.push_back(*u);
-    }
-    DS_TRY_STATUS(check_param_shape(p, label));
-
-    DS_ASSIGN_OR_RETURN(p.pos_start, required_u64(*o, "pos_start", label));
-    DS_ASSIGN_OR_RETURN(p.pos_end, required_u64(*o, "pos_end", label));
-    DS_ASSIGN_OR_RETURN(uint64_t width, required_u64(*o, "pos_width", label));
-    DS_ASSIGN_OR_RETURN(p.val_start, required_u64(*o, "val_start", label));
-    DS_ASSIGN_OR_RETURN(p.val_end, required_u64(*o, "val_end", label));
-
-    if (width != 2 && width != 4)
-      return error(errc::delta_bad_pos_width,
-                   "params: " + label + " pos_width " + std::to_string(width) + " is not 2 or 4");
-    p.pos_width = static_cast<uint32_t>(width);
-    if (p.pos_start > p.pos_end)
-      return error(errc::delta_bad_manifest, "params: " + label + " pos_start > pos_end");
-    if (p.val_start > p.val_end)
-      return error(errc::delta_bad_manifest, "params: " + label + " val_start > val_end");
-    if ((p.pos_end - p.pos_start) % p.pos_width != 0)
-      return error(errc::delta_bad_manifest,
-                   "params: " + label + " positions range is not a multiple of pos_width");
-    out.push_back(std::move(p));
-  }
-  return out;
-}
-
 // ---- writer (the header; delta_bucket_builder is in codec/delta_bucket_builder.cc) ----
 
 result<safetensors_layout> build_delta_header(const encoded_bucket& b, uint64_t data_alignment,
@@ -297,6 +199,12 @@ result<safetensors_layout> build_delta_header(const encoded_bucket& b, uint64_t 
     metadata.emplace_back(kMetaPayloadHash, to_hex64(payload_xxh3_64));
     metadata.emplace_back(kMetaTensorDigests, json::serialize(digests));
   }
+  if (b.enc == encoding::compact) {
+    if (native == nullptr)
+      return error(errc::invalid_argument, "compact delta file: the encoding needs the native format (base_version)");
+    const std::vector<tensor_spec> specs = {{std::string(kCompactTensor), dtype::U8, {b.positions_bytes}, b.positions_bytes}};
+    return build_safetensors_header(specs, metadata, data_alignment);
+  }
   const uint64_t values_bytes = b.value_count * element_bytes(b.values_type);
   const std::vector<tensor_spec> specs = {
       {std::string(kPositionsTensor), dtype::U8, {b.positions_bytes}, b.positions_bytes},
@@ -312,12 +220,14 @@ result<delta_file> parse_delta_file(byte_span file, const delta_read_limits& lim
   byte_span inner = file;
   const bool zipped = is_zstd_frame(file);
   if (zipped) {
-    auto unwrapped = zstd_unwrap(file, limits.max_decompressed_bytes);
+    memory_lease lease(limits.memory);
+    auto unwrapped = zstd_unwrap(file, limits.max_decompressed_bytes, &lease);
     if (!unwrapped.ok()) {
       error e = std::move(unwrapped).err();
       return error(e.code, "delta file (deltas_zstd): " + e.message);
     }
     f.storage = std::move(unwrapped).value();
+    f.storage_lease = std::move(lease);
     inner = f.storage;
   }
 
@@ -328,27 +238,37 @@ result<delta_file> parse_delta_file(byte_span file, const delta_read_limits& lim
   }
   const safetensors_view& st = parsed.value();
 
-  // Exactly the two tensors.
-  const tensor_info* pos_t = st.header.find(kPositionsTensor);
-  const tensor_info* val_t = st.header.find(kValuesTensor);
-  if (pos_t == nullptr || val_t == nullptr || st.header.tensors.size() != 2)
-    return error(errc::delta_missing_tensor,
-                 "delta file: expected exactly the tensors __positions__ and __values__, found " +
-                     std::to_string(st.header.tensors.size()) + " tensors");
-  if (pos_t->type != dtype::U8 || pos_t->shape.size() != 1)
-    return error(errc::delta_missing_tensor, "delta file: __positions__ is not a 1-D U8 tensor");
-  if (val_t->shape.size() != 1)
-    return error(errc::delta_missing_tensor, "delta file: __values__ is not 1-D");
-  f.values_type = val_t->type;
-  if (element_bytes(f.values_type) == 0 || f.values_type == dtype::C64)
-    return error(errc::delta_dtype_mismatch,
-                 "delta file: __values__ dtype " + std::string(name(f.values_type)) + " is not supported");
-  f.positions = st.data(*pos_t);
-  f.values = st.data(*val_t);
-  const uint64_t value_count = val_t->shape[0];
+  // Exactly the two tensors, or the one of a compact file.
+  const tensor_info* compact_t = st.header.find(kCompactTensor);
+  uint64_t value_count = 0;
+  if (compact_t != nullptr) {
+    if (st.header.tensors.size() != 1 || compact_t->type != dtype::U8 || compact_t->shape.size() != 1)
+      return error(errc::delta_missing_tensor, "delta file: __compact__ must be the file's only tensor, 1-D U8");
+    f.values_type = dtype::U8;
+    f.positions = st.data(*compact_t);
+    value_count = std::numeric_limits<uint64_t>::max();  // no __values__: each stream's header has its count
+  } else {
+    const tensor_info* pos_t = st.header.find(kPositionsTensor);
+    const tensor_info* val_t = st.header.find(kValuesTensor);
+    if (pos_t == nullptr || val_t == nullptr || st.header.tensors.size() != 2)
+      return error(errc::delta_missing_tensor,
+                   "delta file: expected exactly the tensors __positions__ and __values__, found " +
+                       std::to_string(st.header.tensors.size()) + " tensors");
+    if (pos_t->type != dtype::U8 || pos_t->shape.size() != 1)
+      return error(errc::delta_missing_tensor, "delta file: __positions__ is not a 1-D U8 tensor");
+    if (val_t->shape.size() != 1)
+      return error(errc::delta_missing_tensor, "delta file: __values__ is not 1-D");
+    f.values_type = val_t->type;
+    if (element_bytes(f.values_type) == 0 || f.values_type == dtype::C64)
+      return error(errc::delta_dtype_mismatch,
+                   "delta file: __values__ dtype " + std::string(name(f.values_type)) + " is not supported");
+    f.positions = st.data(*pos_t);
+    f.values = st.data(*val_t);
+    value_count = val_t->shape[0];
+  }
 
   // Metadata.
-  f.metadata = st.header.metadata;
+  // f.metadata takes the header's metadata at the end (moved, not copied: the manifest may be tens of MB).
   auto meta = [&](std::string_view key) -> result<std::string_view> {
     auto v = st.header.meta(key);
     if (!v) return error(errc::delta_bad_metadata, "delta file: metadata has no '" + std::string(key) + "'");
@@ -370,6 +290,11 @@ result<delta_file> parse_delta_file(byte_span file, const delta_read_limits& lim
   } else if (*enc == encoding::deltas_zstd) {
     return error(errc::delta_bad_metadata, "delta file: encoding 'deltas_zstd' but the file is not a zstd frame");
   }
+  if ((*enc == encoding::compact) != (compact_t != nullptr))
+    return error(errc::delta_bad_metadata, compact_t != nullptr
+                                               ? "delta file: a __compact__ tensor in a file whose encoding is " +
+                                                     quoted(enc_text)
+                                               : std::string("delta file: encoding 'compact' without a __compact__ tensor"));
   f.manifest.enc = *enc;
 
   auto version = u64_from_decimal(version_text);
@@ -385,6 +310,8 @@ result<delta_file> parse_delta_file(byte_span file, const delta_read_limits& lim
 
   // Native keys, then the payload hash: a corrupt payload is reported as such before its manifest is read.
   DS_ASSIGN_OR_RETURN(f.native, parse_native_metadata(st.header, f.manifest.current_version));
+  if (f.manifest.enc == encoding::compact && !f.native)
+    return error(errc::delta_bad_metadata, "delta file: encoding 'compact' outside the native format (no base_version)");
   if (f.native && limits.verify_payload_hash) {
     const uint64_t actual = payload_hash(f.positions, f.values);
     if (actual != f.native->payload_xxh3_64)
@@ -393,10 +320,10 @@ result<delta_file> parse_delta_file(byte_span file, const delta_read_limits& lim
                                                           to_hex64(f.native->payload_xxh3_64));
   }
 
-  DS_ASSIGN_OR_RETURN(f.manifest.params, parse_params_json(params_text));
-  if (f.manifest.params.size() > limits.max_params)
-    return error(errc::limit_exceeded, "delta file: " + std::to_string(f.manifest.params.size()) +
-                                           " params exceed the limit of " + std::to_string(limits.max_params));
+  params_limits pl;
+  pl.max_params = limits.max_params;
+  pl.known = limits.known_tensor;
+  DS_ASSIGN_OR_RETURN(f.manifest.params, parse_params_json(params_text, pl));
 
   // Cross-check every param against the blobs. Ranges must follow manifest order without overlap (slime
   // writes them back to back), so no two params can claim the same position bytes or values.
@@ -424,6 +351,27 @@ result<delta_file> parse_delta_file(byte_span file, const delta_read_limits& lim
                        std::to_string(value_count) + " elements)");
     pos_floor = p.pos_end;
     val_floor = p.val_end;
+    if (f.manifest.enc == encoding::compact) {
+      // The stream's header and directory are checked here (count, element size, block sizes); its codes when
+      // it is applied.
+      const uint32_t eb = element_bytes(p.type);
+      if (eb != 1 && eb != 2 && eb != 4 && eb != 8)
+        return error(errc::delta_dtype_mismatch, "delta file: " + label + " dtype " + std::string(torch_name(p.type)) +
+                                                     " has no compact encoding");
+      if (p.numel() > kMaxNumel)
+        return error(errc::delta_bad_manifest, "delta file: " + label + " has " + std::to_string(p.numel()) +
+                                                   " elements, more than 32-bit positions address");
+      if (p.changed() > p.numel())
+        return error(errc::delta_value_count_mismatch, "delta file: " + label + " changes " +
+                                                           std::to_string(p.changed()) + " elements of a tensor of " +
+                                                           std::to_string(p.numel()));
+      auto info = compact::read_header(f.positions.subspan(p.pos_start, p.pos_end - p.pos_start), p.changed(), eb);
+      if (!info.ok()) {
+        error e = std::move(info).err();
+        return error(e.code, "delta file: " + label + ": " + e.message);
+      }
+      continue;
+    }
     const uint64_t count = (p.pos_end - p.pos_start) / p.pos_width;
     if (count != p.changed())
       return error(errc::delta_value_count_mismatch, "delta file: " + label + " has " + std::to_string(count) +
@@ -462,6 +410,7 @@ result<delta_file> parse_delta_file(byte_span file, const delta_read_limits& lim
                                                       " does not match the metadata's " +
                                                       checksum_to_decimal(f.manifest.checksum));
   }
+  f.metadata = std::move(parsed.value().header.metadata);  // the views read above stay valid (same strings)
   return f;
 }
 

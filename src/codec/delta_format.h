@@ -13,13 +13,21 @@
 //                    one for exactly the params of this file (verified by the receiver after apply)
 // A file without `format` is a slime file; the reader ignores native keys there.
 //
+// The `compact` encoding (native files only; codec/compact.h, docs/codec.md) replaces the two tensors with
+// one, `__compact__` (U8): each param's compact stream, back to back. A param's pos_start/pos_end are its
+// stream's byte range there, pos_width is 1, and val_start/val_end still count its changed elements (there is
+// no __values__); its values are differences against the receiver's current tensor, so such a file applies
+// only on its base_version. checksum = H(__compact__); payload_xxh3_64 hashes __compact__.
+//
 // Writing: delta_bucket_builder collects params, then finish() produces the file bytes.
 // Reading: parse_delta_file() validates the container, manifest and checksum; apply_param() then scatters
 // one param's values into its tensor (decoding positions on the fly, bounds-checked).
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -28,6 +36,7 @@
 #include <vector>
 
 #include "base/bytes.h"
+#include "base/memory_budget.h"
 #include "base/result.h"
 #include "codec/digest.h"
 #include "codec/dtype.h"
@@ -36,9 +45,9 @@
 
 namespace deltasync {
 
-enum class encoding : uint8_t { indices, deltas, deltas_zstd };
+enum class encoding : uint8_t { indices, deltas, deltas_zstd, compact };
 
-std::string_view encoding_name(encoding e) noexcept;  // "indices" | "deltas" | "deltas_zstd"
+std::string_view encoding_name(encoding e) noexcept;  // "indices" | "deltas" | "deltas_zstd" | "compact"
 std::optional<encoding> encoding_from_name(std::string_view name) noexcept;
 
 // One entry of the `params` manifest.
@@ -47,7 +56,7 @@ struct param_entry {
   dtype type = dtype::BF16;
   std::vector<uint64_t> shape;
   uint64_t pos_start = 0, pos_end = 0;  // byte offsets into __positions__
-  uint32_t pos_width = 4;               // 2 or 4
+  uint32_t pos_width = 4;               // 2 or 4; 1 for compact (a byte range)
   uint64_t val_start = 0, val_end = 0;  // element offsets into __values__
 
   uint64_t numel() const noexcept;  // product(shape); saturates at UINT64_MAX (parse_params_json refuses that)
@@ -65,9 +74,17 @@ struct delta_manifest {
 // (start <= end, pos range a multiple of pos_width), dtype a known torch name with whole-byte elements, and
 // that product(shape) and its byte size fit 64 bits; cross-checks against the blobs happen in
 // parse_delta_file. Keys other than the eight known ones are ignored (forward compatibility).
-// Errors: delta_bad_manifest, delta_bad_pos_width (pos_width not 2 or 4), delta_dtype_mismatch (sub-byte).
+// Errors: delta_bad_manifest, delta_bad_pos_width (pos_width not 1, 2 or 4; 1 only for compact), delta_dtype_mismatch (sub-byte).
+// The list is parsed as a stream (no JSON tree of it is built): memory is the entries kept, and nothing more is
+// kept once an entry is refused. With `limits`, more than max_params entries is limit_exceeded, and a name
+// that `known` rejects is delta_unknown_tensor, both reported as soon as they are met (a JSON syntax error
+// anywhere still wins over either).
+struct params_limits {
+  uint64_t max_params = ~uint64_t{0};
+  std::function<bool(std::string_view name)> known;  // empty: every name is accepted here
+};
 std::string params_to_json(const std::vector<param_entry>& params);
-result<std::vector<param_entry>> parse_params_json(std::string_view json);
+result<std::vector<param_entry>> parse_params_json(std::string_view json, const params_limits& limits = {});
 
 // ---- positions ----
 
@@ -77,7 +94,8 @@ result<std::vector<param_entry>> parse_params_json(std::string_view json);
 uint32_t encode_positions(encoding enc, std::span<const uint32_t> positions, byte_buffer& out);
 
 // Decodes one param's positions into element indices (replacing `out`'s contents), checking each index <
-// numel and that indices ascend strictly; `encoded.size() / pos_width` entries. Errors: delta_bad_pos_width,
+// numel and that indices ascend strictly; `encoded.size() / pos_width` entries (for compact: the count and
+// element size its stream header gives, the whole stream validated). Errors: delta_bad_pos_width,
 // delta_bad_manifest (size not a multiple of the width), delta_position_out_of_range,
 // delta_positions_not_ascending. On error `out` is empty.
 status decode_positions(encoding enc, uint32_t pos_width, byte_span encoded, uint64_t numel,
@@ -110,8 +128,15 @@ class delta_bucket_builder {
   // (see promote() in dtype.h): flush the bucket and add it to the next one.
   bool can_add(dtype type) const noexcept;
   // Asserts can_add(p.type), values/positions agreement and positions < numel < 2^32. A param with no
-  // positions is skipped (slime lists only changed params).
+  // positions is skipped (slime lists only changed params). Not for compact (asserts): see add_compact.
   void add(const param_delta& p);
+  // For the compact encoding: `old_values` are the elements the receiver holds at p.positions (the sender's
+  // base), each different from its new value (asserted, like add's checks); the param's stream is encoded here.
+  void add_compact(const param_delta& p, byte_span old_values);
+  // For the compact encoding: a param whose stream was encoded elsewhere (the GPU encoder), `count` > 0 changes.
+  // Asserts can_add(type) and that the stream's header and directory agree (compact::read_header).
+  void add_compact_stream(const std::string& name, dtype type, const std::vector<uint64_t>& shape, uint64_t count,
+                          byte_span stream);
 
   bool empty() const noexcept { return params_.empty(); }
   size_t param_count() const noexcept { return params_.size(); }
@@ -124,7 +149,8 @@ class delta_bucket_builder {
   // valid file with no params and empty BF16 __values__.
   // With `native`, the file is a native one (version = current_version); `native->tensor_digests` must hold
   // every param of the bucket (others are left out of the file) and base_version must be < current_version,
-  // else errc::invalid_argument and the builder keeps its contents.
+  // else errc::invalid_argument and the builder keeps its contents. compact needs `native` (invalid_argument
+  // without: a difference against an unversioned base could apply to the wrong weights).
   result<byte_buffer> finish(uint64_t current_version, uint64_t data_alignment = 8,
                              const native_fields* native = nullptr);
 
@@ -179,6 +205,7 @@ struct delta_file {
   byte_span positions;
   byte_span values;
   byte_buffer storage;
+  memory_lease storage_lease;  // what `storage` holds of delta_read_limits::memory (a zstd file's payload)
   std::vector<std::pair<std::string, std::string>> metadata;  // every metadata key, as read
   std::optional<native_info> native;  // nullopt for a slime file
 };
@@ -188,6 +215,13 @@ struct delta_read_limits {
   uint64_t max_params = 1u << 20;
   bool verify_checksum = true;
   bool verify_payload_hash = true;  // native files' payload_xxh3_64
+  // The budget a zstd file's decompressed payload is taken from (zstd_unwrap); the parsed file keeps it in
+  // storage_lease. Null: no budget (still decompressed in bounded pieces).
+  std::shared_ptr<memory_budget> memory;
+  // When set, the manifest's names are checked while it is parsed (see params_limits::known): a file naming a
+  // tensor the receiver does not hold is refused (delta_unknown_tensor) before the rest of its manifest is
+  // kept. Called on the decoding thread.
+  std::function<bool(std::string_view name)> known_tensor;
 };
 
 // Validates everything that can be checked without the target tensors: container, exactly the two

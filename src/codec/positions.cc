@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "base/check.h"
+#include "codec/compact.h"
 #include "codec/delta_format.h"
 
 namespace deltasync {
@@ -45,10 +46,28 @@ bool indices_ascending(const std::byte* p, size_t n) noexcept {
 }  // namespace
 
 bool width_valid(encoding enc, uint32_t width) noexcept {
+  if (enc == encoding::compact) return width == 1;
   return enc == encoding::indices ? width == 4 : (width == 2 || width == 4);
 }
 
+status decode_compact_positions(byte_span encoded, uint64_t numel, std::vector<uint32_t>& out) {
+  // The count and element size come from the stream's own header (the manifest was checked against it when
+  // the file was parsed).
+  out.clear();
+  if (encoded.size() < compact::kHeaderBytes)
+    return error(errc::delta_bad_manifest, "compact stream shorter than its header");
+  const uint32_t eb = static_cast<uint8_t>(encoded[2]);
+  const uint64_t count = load_le<uint32_t>(encoded.data() + 4);
+  byte_buffer diffs;
+  return compact::decode(encoded, count, numel, eb, out, diffs);
+}
+
 status validate_positions(encoding enc, uint32_t width, byte_span encoded, uint64_t numel) {
+  if (enc == encoding::compact) {
+    DS_TRY_STATUS(check_width(enc, width, encoded.size()));
+    std::vector<uint32_t> scratch;
+    return decode_compact_positions(encoded, numel, scratch);
+  }
   DS_TRY_STATUS(check_width(enc, width, encoded.size()));
   // Decoded positions are uint32, so nothing at or past 2^32 is addressable whatever the caller says.
   numel = std::min(numel, kMaxNumel + 1);
@@ -81,6 +100,7 @@ using detail::for_each_position;
 using detail::validate_positions;
 
 uint32_t encode_positions(encoding enc, std::span<const uint32_t> positions, byte_buffer& out) {
+  DS_CHECK(enc != encoding::compact, "encode_positions: compact streams carry values too (compact::encode)");
   const size_t n = positions.size();
   for (size_t i = 1; i < n; ++i) DS_CHECK(positions[i] > positions[i - 1], "encode_positions: not ascending");
   if (enc == encoding::indices) {
@@ -111,6 +131,11 @@ uint32_t encode_positions(encoding enc, std::span<const uint32_t> positions, byt
 status decode_positions(encoding enc, uint32_t pos_width, byte_span encoded, uint64_t numel,
                         std::vector<uint32_t>& out) {
   out.clear();
+  if (enc == encoding::compact) {
+    if (pos_width != 1)
+      return error(errc::delta_bad_pos_width, "pos_width " + std::to_string(pos_width) + " is not valid for encoding compact");
+    return detail::decode_compact_positions(encoded, numel, out);
+  }
   DS_TRY_STATUS(validate_positions(enc, pos_width, encoded, numel));
   out.resize(encoded.size() / pos_width);
   for_each_position(enc, pos_width, encoded,

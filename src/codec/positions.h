@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "base/bytes.h"
 #include "base/result.h"
@@ -17,15 +18,19 @@ namespace deltasync::detail {
 // Positions are uint32 element indices, so a tensor may hold at most 2^32 - 1 elements.
 inline constexpr uint64_t kMaxNumel = (uint64_t{1} << 32) - 1;
 
-// Whether `width` is a pos_width `enc` allows: 4 for indices, 2 or 4 for the gap encodings.
+// Whether `width` is a pos_width `enc` allows: 4 for indices, 2 or 4 for the gap encodings, 1 for compact.
 bool width_valid(encoding enc, uint32_t width) noexcept;
+
+// The positions of a compact stream (codec/compact.h), count and element size read from its header; the
+// whole stream is validated. Errors as compact::decode's.
+status decode_compact_positions(byte_span encoded, uint64_t numel, std::vector<uint32_t>& out);
 
 // Validates an encoded position list in full (bounds, order, count) without decoding it anywhere.
 // Errors: delta_bad_pos_width, delta_bad_manifest (size not a multiple of width), delta_position_out_of_range,
 // delta_positions_not_ascending.
 status validate_positions(encoding enc, uint32_t width, byte_span encoded, uint64_t numel);
 
-// Calls visit(i, index) for every entry of an already validated position list.
+// Calls visit(i, index) for every entry of an already validated position list (not compact).
 template <typename Visit>
 void for_each_position(encoding enc, uint32_t width, byte_span encoded, Visit&& visit) {
   const std::byte* p = encoded.data();

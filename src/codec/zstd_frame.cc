@@ -2,6 +2,8 @@
 // one costs more than compressing a small bucket.
 #include "codec/zstd_frame.h"
 
+// ZSTD_getFrameHeader (the window size) is in the static-only API; libzstd is linked statically.
+#define ZSTD_STATIC_LINKING_ONLY
 #include <zstd.h>
 #include <zstd_errors.h>
 
@@ -24,6 +26,13 @@ struct dctx_deleter {
   void operator()(ZSTD_DCtx* d) const noexcept { ZSTD_freeDCtx(d); }
 };
 using dctx_ptr = std::unique_ptr<ZSTD_DCtx, dctx_deleter>;
+
+// The first piece of a decompressed output; it then doubles, up to the declared size.
+constexpr uint64_t kFirstPieceBytes = 1ull << 20;
+// zstd's own default limit on the decoder's window (ZSTD_WINDOWLOG_LIMIT_DEFAULT): every standard level fits.
+constexpr unsigned kMaxWindowLog = 27;
+// Contexts whose window is larger than this are not kept in the worker's thread-local context.
+constexpr uint64_t kReuseWindowBytes = 8ull << 20;
 
 ZSTD_CCtx* thread_cctx() noexcept {
   thread_local std::unique_ptr<ZSTD_CCtx, cctx_deleter> c(ZSTD_createCCtx());
@@ -181,13 +190,94 @@ status zstd_unwrap_into(byte_span frame, mutable_byte_span out) {
   }
 }
 
-result<byte_buffer> zstd_unwrap(byte_span frame, uint64_t max_bytes) {
-  DS_ASSIGN_OR_RETURN(uint64_t size, zstd_content_size(frame, max_bytes));
-  if (size > std::numeric_limits<size_t>::max())
-    return error(errc::zstd_too_large, "zstd frame declares " + std::to_string(size) + " bytes");
+result<byte_buffer> zstd_unwrap(byte_span frame, uint64_t max_bytes, memory_lease* lease) {
+  DS_ASSIGN_OR_RETURN(uint64_t declared, zstd_content_size(frame, max_bytes));
+  if (declared > std::numeric_limits<size_t>::max() / 2)
+    return error(errc::zstd_too_large, "zstd frame declares " + std::to_string(declared) + " bytes");
   DS_TRY_STATUS(check_one_frame(frame));
-  byte_buffer out(static_cast<size_t>(size));
-  DS_TRY_STATUS(zstd_unwrap_into(frame, out));
+  memory_lease unbudgeted;
+  memory_lease& held = lease ? *lease : unbudgeted;
+  const uint64_t held_before = held.bytes();
+  auto give_back = [&] { held.shrink(held.bytes() - held_before); };
+
+  ZSTD_frameHeader fh{};
+  if (ZSTD_isError(ZSTD_getFrameHeader(&fh, frame.data(), frame.size())))
+    return error(errc::zstd_corrupt, "zstd frame header is invalid");
+  // The decoder keeps a window of up to this many bytes besides our output (none when the output can hold the
+  // whole frame, which only happens once it has grown to the declared size).
+  const uint64_t window = std::min<uint64_t>(fh.windowSize, declared);
+  if (window > (uint64_t{1} << kMaxWindowLog))
+    return error(errc::zstd_corrupt, "zstd frame needs a window of " + std::to_string(fh.windowSize) +
+                                         " bytes, over the decoder's limit of " +
+                                         std::to_string(uint64_t{1} << kMaxWindowLog) + " (every standard level fits)");
+  if (!held.grow(window)) return held.refusal("decompressing the zstd frame's window", window);
+
+  // A context keeps its window buffer between frames: a large one is not kept in the worker's thread-local.
+  dctx_ptr own;
+  if (window > kReuseWindowBytes) own.reset(ZSTD_createDCtx());
+  ZSTD_DCtx* d = own ? own.get() : thread_dctx();
+  if (d == nullptr) {
+    give_back();
+    return error(errc::internal, "cannot allocate a zstd decompression context");
+  }
+  ZSTD_DCtx_reset(d, ZSTD_reset_session_and_parameters);
+  ZSTD_DCtx_setParameter(d, ZSTD_d_windowLogMax, static_cast<int>(kMaxWindowLog));
+
+  byte_buffer out;
+  // Grows `out` to `want` bytes; the lease covers both buffers while the old one is copied.
+  auto grow_to = [&](uint64_t want) -> status {
+    const uint64_t old_bytes = out.size();
+    if (!held.grow(want)) return held.refusal("decompressing the zstd frame", want - old_bytes);
+    out.resize(static_cast<size_t>(want));
+    held.shrink(old_bytes);
+    return {};
+  };
+  ZSTD_inBuffer in{frame.data(), frame.size(), 0};
+  uint64_t produced = 0;
+  bool overflow = false;  // the frame decodes past its declared size
+  size_t r = 1;
+  for (;;) {
+    if (produced == out.size() && produced < declared) {
+      const uint64_t next = std::min<uint64_t>(declared, std::max<uint64_t>(out.size() * 2, kFirstPieceBytes));
+      if (auto st = grow_to(next); !st) {
+        out = {};
+        give_back();
+        return st.err();
+      }
+    }
+    // Once the output holds the declared size, one byte of room tells a frame that ends (only its epilogue
+    // is left) from one that lies.
+    std::byte probe[1];
+    const bool probing = produced == out.size();
+    ZSTD_outBuffer o = probing ? ZSTD_outBuffer{probe, sizeof probe, 0}
+                               : ZSTD_outBuffer{out.data() + produced, out.size() - static_cast<size_t>(produced), 0};
+    const size_t before_in = in.pos;
+    r = ZSTD_decompressStream(d, &o, &in);
+    if (ZSTD_isError(r)) break;
+    if (probing && o.pos > 0) {
+      overflow = true;
+      break;
+    }
+    produced += o.pos;
+    if (r == 0) break;
+    if (o.pos == 0 && in.pos == before_in) break;  // no progress with input and room left: truncated
+  }
+  if (ZSTD_isError(r) || overflow || r != 0 || produced != declared) {
+    out = {};  // freed before the diagnosis, which decodes once more into a small scratch buffer
+    std::string d_s = std::to_string(declared);
+    status why = ZSTD_isError(r) && ZSTD_getErrorCode(r) == ZSTD_error_corruption_detected
+                     ? diagnose_corruption(frame, declared, r)
+                 : ZSTD_isError(r) && ZSTD_getErrorCode(r) != ZSTD_error_dstSize_tooSmall
+                     ? status(error(errc::zstd_corrupt, "zstd frame is corrupt: " + zstd_message(r)))
+                 : ZSTD_isError(r) || overflow ? status(error(errc::zstd_size_lie, "zstd frame declares " + d_s + " bytes but decodes to more"))
+                 : r != 0   ? status(error(errc::zstd_corrupt, "zstd frame is truncated after " +
+                                                                   std::to_string(produced) + " decoded bytes"))
+                            : status(error(errc::zstd_size_lie, "zstd frame declares " + d_s + " bytes but decodes to " +
+                                                                    std::to_string(produced)));
+    give_back();
+    return std::move(why).err();
+  }
+  held.shrink(window);  // the decoder's window is no longer needed; the lease now covers `out` alone
   return out;
 }
 

@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "base/bytes.h"
+#include "base/memory_budget.h"
 #include "base/result.h"
 
 namespace deltasync {
@@ -23,7 +24,15 @@ result<uint64_t> zstd_content_size(byte_span frame, uint64_t max_bytes);
 // frame is corrupt, holds more than one frame, or decodes to a size other than the declared one.
 status zstd_unwrap_into(byte_span frame, mutable_byte_span out);
 
-// Convenience: zstd_content_size + allocation + zstd_unwrap_into.
-result<byte_buffer> zstd_unwrap(byte_span frame, uint64_t max_bytes);
+// Decompresses a single frame of at most `max_bytes` (the declared size is checked against it first) in
+// bounded pieces: the output starts at min(declared, 1 MiB) and doubles, never past the declared size, only as
+// the frame really produces bytes. So a header that lies costs what the frame decodes to, not what it
+// declares, and memory is never sized from the untrusted declared size alone. Each growth (the old buffer and
+// the new one while it is copied) is first taken from `lease`, when given: a budget that runs out ends the
+// decode with errc::limit_exceeded naming the budget's key, and the lease then holds nothing. On success the
+// lease holds exactly the returned buffer's size; the caller keeps it as long as the buffer. The decoder's own
+// window (at most 2^27 bytes, zstd's default limit) is counted too while it decodes.
+// Errors: those of zstd_content_size, zstd_corrupt, zstd_size_lie, limit_exceeded.
+result<byte_buffer> zstd_unwrap(byte_span frame, uint64_t max_bytes, memory_lease* lease = nullptr);
 
 }  // namespace deltasync

@@ -70,6 +70,16 @@ status scatter_apply(void*, dtype, uint64_t, const uint32_t*, uint64_t, const vo
   return not_built();
 }
 status scatter_restore(void*, uint32_t, const uint32_t*, uint64_t, const void*, stream&) { return not_built(); }
+status add_apply(void*, uint32_t, const uint32_t*, uint64_t, const void*, void*, stream&) { return not_built(); }
+status gather(const void*, uint32_t, const uint32_t*, uint64_t, void*, stream&) { return not_built(); }
+status compact_encode(const uint32_t*, const void*, const void*, uint64_t, uint32_t, device_buffer&, uint64_t&,
+                      compact_scratch&, stream&) {
+  return not_built();
+}
+status compact_decode(byte_span, const void*, uint64_t, uint64_t, uint32_t, uint32_t*, void*, compact_scratch&,
+                      stream&) {
+  return not_built();
+}
 result<uint64_t> xor_hash(const void*, uint64_t, dtype, stream&) { return not_built(); }
 
 }  // namespace deltasync::gpu

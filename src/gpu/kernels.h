@@ -142,6 +142,32 @@ status scatter_apply(void* dest, dtype dest_type, uint64_t numel, const uint32_t
 status scatter_restore(void* dest, uint32_t elem_bytes, const uint32_t* positions, uint64_t count,
                        const void* values, stream& s);
 
+// The compact encoding (codec/compact.h) on a device tensor: dest[positions[i]] += diffs[i] mod 2^w on the raw
+// bits of elements of `elem_bytes` (1, 2, 4, 8), saving the old element to old_values[i] first when it is not
+// null. Positions must be validated (distinct, in range) by the caller. Queued on `s`; does not synchronize.
+status add_apply(void* dest, uint32_t elem_bytes, const uint32_t* positions, uint64_t count, const void* diffs,
+                 void* old_values, stream& s);
+// out[i] = src[positions[i]] for elements of `elem_bytes`. Queued on `s`; does not synchronize.
+status gather(const void* src, uint32_t elem_bytes, const uint32_t* positions, uint64_t count, void* out, stream& s);
+
+// The compact stream on the device (gpu/compact_codec.cu), byte for byte the CPU codec's (codec/compact.h).
+// Scratch kept between calls (grown as needed).
+struct compact_scratch {
+  device_buffer meta;  // per-block parameters, sizes, offsets, error flags
+  pinned_buffer host;  // small device <-> host transfers
+};
+// Encodes `count` changes (device positions ascending, device old and new values of `elem_bytes` each, every
+// new value different from its old one) into `out` (grown), setting out_bytes to the stream's size.
+// Synchronizes `s` once (the stream's size comes back).
+status compact_encode(const uint32_t* positions, const void* old_values, const void* new_values, uint64_t count,
+                      uint32_t elem_bytes, device_buffer& out, uint64_t& out_bytes, compact_scratch& scratch,
+                      stream& s);
+// Decodes a stream whose bytes are both on the host (`host_stream`: header and directory are read there) and on
+// the device (`device_stream`, the same bytes) into device positions and raw differences (count each), with
+// every check compact::decode makes (then the same error, taken from the host decoder). Synchronizes `s`.
+status compact_decode(byte_span host_stream, const void* device_stream, uint64_t count, uint64_t numel,
+                      uint32_t elem_bytes, uint32_t* positions, void* diffs, compact_scratch& scratch, stream& s);
+
 // torch.hash_tensor of `bytes` of device memory holding elements of `type` (U8/I8/I16/U16/I32/U32/I64/U64/
 // BOOL, BF16, F16, F32, F64; others unsupported). Synchronizes `s`.
 result<uint64_t> xor_hash(const void* data, uint64_t bytes, dtype type, stream& s);

@@ -2,9 +2,12 @@
 #include "http/receiver_routes.h"
 
 #include <boost/json.hpp>
+#include <chrono>
 #include <optional>
 
+#include "base/features.h"
 #include "base/log.h"
+#include "base/text_escape.h"
 #include "codec/digest.h"
 #include "io/worker_pool.h"
 #include "sync/catch_up.h"
@@ -23,7 +26,7 @@ response json_ok(const json::value& v) {
 
 response sync_error(const error& e, uint64_t current_version) {
   json::object o;
-  o["error"] = e.describe();
+  o["error"] = escape_control(e.describe());  // names from requests and files (base/text_escape.h)
   o["code"] = std::string(e.code.category() == deltasync_category() ? errc_name(static_cast<errc>(e.code.value()))
                                                                      : std::string_view("system"));
   o["current_version"] = current_version;
@@ -64,6 +67,7 @@ struct route_state {
   bool catching_up = false;
   bool sglang_allow_version_gap = false;
   std::optional<recovery_report> last_catch_up = std::nullopt;
+  std::optional<std::chrono::steady_clock::time_point> last_sync_at = std::nullopt;  // last sync committed via a route
 };
 
 json::object recovery_json(const recovery_report& rep) {
@@ -75,7 +79,7 @@ json::object recovery_json(const recovery_report& rep) {
                                     {"files", s.files},
                                     {"changed_elements", s.changed_elements},
                                     {"ms", s.ms}});
-  for (const auto& s : rep.skipped) skipped.push_back(json::object{{"dir", s.dir}, {"reason", s.reason}});
+  for (const auto& s : rep.skipped) skipped.push_back(json::object{{"dir", escape_control(s.dir)}, {"reason", escape_control(s.reason)}});
   return json::object{{"from_version", rep.from_version},
                       {"to_version", rep.to_version},
                       {"replayed", std::move(replayed)},
@@ -86,7 +90,7 @@ response route_error(receiver& rx, const error& e, bool sglang) {
     if (!sglang) return sync_error(e, rx.store().version());
     json::object o;
     o["success"] = false;
-    o["message"] = e.describe();
+    o["message"] = escape_control(e.describe());
     o["num_paused_requests"] = 0;
     response r;
     r.status = 400;
@@ -138,7 +142,7 @@ void run_sync(const std::shared_ptr<route_state>& st, sync_request req, responde
               std::optional<recovery_report> caught, bool sglang) {
   receiver& rx = st->rx;
   auto answer_error = [&rx, sglang](const error& e) { return route_error(rx, e, sglang); };
-  rx.start_sync(std::move(req), [respond, answer_error, sglang, caught = std::move(caught)](result<sync_stats> r) {
+  rx.start_sync(std::move(req), [st, respond, answer_error, sglang, caught = std::move(caught)](result<sync_stats> r) {
     if (!r) {
       response out = answer_error(r.err());
       if (caught) {
@@ -148,6 +152,7 @@ void run_sync(const std::shared_ptr<route_state>& st, sync_request req, responde
       }
       return respond(std::move(out));
     }
+    st->last_sync_at = std::chrono::steady_clock::now();
     if (!sglang) {
       json::object o = stats_json(*r);
       if (caught) o["caught_up"] = recovery_json(*caught);
@@ -171,7 +176,7 @@ json::object nccl_json(const nccl_member_info& i) {
   o["device"] = i.device;
   o["syncs_received"] = i.syncs_received;
   o["bytes_received"] = i.bytes_received;
-  if (!i.last_error.empty()) o["last_error"] = i.last_error;
+  if (!i.last_error.empty()) o["last_error"] = escape_control(i.last_error);
   return o;
 }
 
@@ -230,10 +235,13 @@ router make_receiver_routes(receiver& rx, io::worker_pool& workers, metrics_regi
     weight_store& store = st->rx.store();
     json::object o;
     o["version"] = store.version();
+    o["deltasync_version"] = DELTASYNC_VERSION;
     o["sync_in_flight"] = st->rx.busy();
     o["store"] = json::object{{"kind", std::string(store.kind())}, {"tensors", store.size()}, {"bytes", store.total_bytes()}};
     if (st->rx.last_sync()) o["last_sync"] = stats_json(*st->rx.last_sync());
-    if (st->rx.last_error()) o["last_error"] = st->rx.last_error()->describe();
+    if (st->last_sync_at)
+      o["last_sync_age_s"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - *st->last_sync_at).count();
+    if (st->rx.last_error()) o["last_error"] = escape_control(st->rx.last_error()->describe());
     if (st->nccl) o["nccl"] = nccl_json(st->nccl->info());
     if (st->recovery && st->recovery->ran) o["recovery"] = recovery_json(*st->recovery);
     if (st->loop) o["catching_up"] = st->catching_up;
@@ -244,6 +252,12 @@ router make_receiver_routes(receiver& rx, io::worker_pool& workers, metrics_regi
     response out;
     out.content_type = "text/plain; version=0.0.4";
     out.body = st->metrics.render();
+    // The build, as Prometheus' *_build_info convention has it: a gauge of 1 whose labels carry the facts.
+    out.body += "# HELP deltasync_build_info The running deltasync build (always 1): version and compiled-in features.\n"
+                "# TYPE deltasync_build_info gauge\n"
+                "deltasync_build_info{version=\"" DELTASYNC_VERSION "\",cuda=\"" +
+                std::string(DELTASYNC_HAVE_CUDA ? "yes" : "no") + "\",nccl=\"" +
+                std::string(DELTASYNC_HAVE_NCCL ? "yes" : "no") + "\"} 1\n";
     respond(std::move(out));
   });
   r.add("GET", "/checksums", [st](const request&, responder respond) {

@@ -9,6 +9,7 @@
 
 #include "base/check.h"
 #include "base/log.h"
+#include "base/text_escape.h"
 #include "http/server_internal.h"
 #include "io/asio_context.h"
 #include "io/event_loop.h"
@@ -78,12 +79,12 @@ status listener::open() {
 }
 
 void listener::start_accept() {
-  if (stopped_) return;
+  if (stopped_ || !acceptor_.is_open()) return;
   acceptor_.async_accept(ctx_, beast::bind_front_handler(&listener::on_accept, shared_from_this()));
 }
 
 void listener::on_accept(beast::error_code ec, tcp::socket socket) {
-  if (stopped_) return;
+  if (stopped_ || !acceptor_.is_open()) return;  // shut down, or stop_accepting()
   if (ec) {
     DS_LOG(warn, "http", "accept failed: %s; retrying in %lld ms", ec.message().c_str(),
            static_cast<long long>(k_accept_backoff.count()));
@@ -96,17 +97,55 @@ void listener::on_accept(beast::error_code ec, tcp::socket socket) {
   beast::error_code peer_ec;
   const auto peer = socket.remote_endpoint(peer_ec);
   std::string remote = peer_ec ? std::string("?") : peer.address().to_string() + ":" + std::to_string(peer.port());
-  if (sessions_.size() >= options_.max_connections) {
-    DS_LOG(warn, "http", "refusing connection from %s: %zu connections open (max_connections)", remote.c_str(),
-           sessions_.size());
+  // At the limit, the longest-idle connection makes room; with none idle, a reserved slot is taken (health and
+  // sync routes only); past those the new connection is closed.
+  const size_t limit = options_.max_connections;
+  bool reserved = false;
+  if (sessions_.size() >= limit && !shed_idle()) reserved = true;
+  if (reserved && sessions_.size() >= limit + options_.reserved_connections) {
+    DS_LOG(warn, "http", "refusing connection from %s: %zu connections open, none idle (max-connections = %zu, %u reserved)",
+           remote.c_str(), sessions_.size(), limit, options_.reserved_connections);
     socket.close(peer_ec);
   } else {
     const uint64_t id = next_id_++;
     auto s = std::make_shared<session>(shared_from_this(), std::move(socket), id, std::move(remote));
     sessions_.emplace(id, s);
+    if (reserved) s->set_reserved();
     s->start();
   }
   start_accept();
+}
+
+void listener::stop_accepting() {
+  beast::error_code ec;
+  acceptor_.close(ec);
+  backoff_.cancel();
+}
+
+bool listener::shed_idle() {
+  std::shared_ptr<session> oldest;
+  for (auto& [id, weak] : sessions_) {
+    auto s = weak.lock();
+    if (s && s->idle() && (!oldest || s->idle_since() < oldest->idle_since())) oldest = std::move(s);
+  }
+  if (!oldest) return false;
+  ++shed_;
+  // One line per 10 s at most: a flood of idle connections must not flood the log too.
+  const auto now = steady::now();
+  if (now - last_limit_log_ >= std::chrono::seconds(10)) {
+    last_limit_log_ = now;
+    DS_LOG(warn, "http", "at max-connections = %u: closing idle connections to make room (%llu so far)",
+           options_.max_connections, static_cast<unsigned long long>(shed_));
+  }
+  oldest->close();  // forget() erases it from sessions_
+  return true;
+}
+
+bool listener::reserved_route(std::string_view method, std::string_view path) const {
+  if (method == "GET" && path == "/healthz") return true;
+  for (const auto& r : options_.reserved_routes)
+    if (path == r) return true;
+  return false;
 }
 
 void listener::shutdown() {
@@ -125,7 +164,7 @@ void listener::shutdown() {
 response json_error(unsigned status, const std::string& message, const std::string& extra_json_fields) {
   response r;
   r.status = status;
-  r.body = "{\"error\": \"" + json_escape(message) + "\"";
+  r.body = "{\"error\": \"" + json_escape(escape_control(message)) + "\"";  // untrusted text escaped
   if (!extra_json_fields.empty()) r.body += ", " + extra_json_fields;
   r.body += "}";
   return r;
@@ -170,5 +209,15 @@ http_server::~http_server() {
 }
 
 uint16_t http_server::port() const noexcept { return impl_->l->port(); }
+
+void http_server::stop_accepting() {
+  auto l = impl_->l;
+  impl_->loop->run_sync([l] { l->stop_accepting(); });
+}
+
+void http_server::set_bearer_token(std::string token) {
+  auto l = impl_->l;
+  impl_->loop->run_sync([l, &token] { l->set_bearer_token(std::move(token)); });
+}
 
 }  // namespace deltasync::http

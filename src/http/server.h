@@ -15,8 +15,13 @@
 // another method (the allowed ones are named in the message), 413 body or header block over the limit, 500 handler failure.
 // After a 400 or 413 the connection is closed (the rest of the request is drained briefly so that the
 // client can read the answer). A client that sends nothing for read_timeout_ms (idle between requests, or
-// stalled inside one) is disconnected without an answer. Connections beyond max_connections are closed at
-// accept. "Expect: 100-continue" is honoured.
+// stalled inside one) is disconnected without an answer. "Expect: 100-continue" is honoured.
+//
+// Connection limit: at most max_connections connections are open. When a new one arrives at the limit, the
+// connection idle longest (waiting for a request, not one byte of it received) is closed to make room, so
+// idle keep-alive connections can never lock clients out. With none idle, the new connection takes one of
+// reserved_connections extra slots, which serve only GET /healthz and the routes named in reserved_routes
+// (others answer 503 naming max-connections) and close after one answer; beyond those it is closed at accept.
 #pragma once
 
 #include <cstdint>
@@ -74,7 +79,9 @@ struct server_options {
   uint64_t max_header_bytes = 16 << 10;
   uint64_t max_body_bytes = 16 << 20;
   uint32_t read_timeout_ms = 30'000;   // bounds reading a request's header block, then its body
-  uint32_t max_connections = 256;      // open connections, idle ones included
+  uint32_t max_connections = 256;      // open connections, idle ones included (serve --max-connections)
+  uint32_t reserved_connections = 4;   // extra slots past the limit, for /healthz and reserved_routes only
+  std::vector<std::string> reserved_routes;  // paths also served on a reserved slot (the receiver: its sync routes)
   std::string bearer_token;            // empty: no auth
   uint32_t write_timeout_ms = 30'000;  // bounds writing one response
 };
@@ -87,6 +94,12 @@ class http_server {
   // inline). Handlers still working may call their responders afterwards: those answers are dropped.
   ~http_server();
   uint16_t port() const noexcept;
+  // Closes the listening socket: no new connection is accepted; open connections (and requests in flight)
+  // go on until the server is destroyed. For a graceful stop. Any thread (waits on the loop).
+  void stop_accepting();
+  // Replaces the bearer token (empty: no auth) for every request authenticated from now on, on open
+  // connections too; for a token file reloaded on SIGHUP. Any thread (waits on the loop).
+  void set_bearer_token(std::string token);
 
   struct impl;
 

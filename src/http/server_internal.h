@@ -13,6 +13,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 
 #include <boost/asio/ip/tcp.hpp>
@@ -44,17 +45,23 @@ class listener : public std::enable_shared_from_this<listener> {
 
   status open();
   void start_accept();
+  void stop_accepting();  // closes the acceptor only; open sessions go on
   void shutdown();
+  void set_bearer_token(std::string token) { options_.bearer_token = std::move(token); }
 
   uint16_t port() const noexcept { return port_; }
   asio::io_context& ctx() noexcept { return ctx_; }
   const server_options& options() const noexcept { return options_; }
   const router& routes() const noexcept { return routes_; }
   void forget(uint64_t id) { sessions_.erase(id); }
+  // True for GET /healthz and the reserved routes: what a connection on a reserved slot may ask for.
+  bool reserved_route(std::string_view method, std::string_view path) const;
   bool stopped() const noexcept { return stopped_; }
 
  private:
   void on_accept(beast::error_code ec, tcp::socket socket);
+  // Closes the connection idle longest; false when none is idle.
+  bool shed_idle();
 
   asio::io_context& ctx_;
   server_options options_;
@@ -64,6 +71,8 @@ class listener : public std::enable_shared_from_this<listener> {
   uint16_t port_ = 0;
   bool stopped_ = false;
   uint64_t next_id_ = 1;
+  uint64_t shed_ = 0;     // idle connections closed to make room, for the log
+  steady::time_point last_limit_log_{};
   std::unordered_map<uint64_t, std::weak_ptr<session>> sessions_;
 };
 
@@ -80,6 +89,14 @@ class session : public std::enable_shared_from_this<session> {
 
   void start() { start_read_header(); }
   void close();
+  // Waiting for a request and not one byte of it received: what the connection limit sheds first.
+  // (The parser may already have consumed a partial header from the buffer: got_some() says so.)
+  bool idle() const noexcept {
+    return !closed_ && waiting_header_ && buffer_.size() == 0 && !(parser_ && parser_->got_some());
+  }
+  steady::time_point idle_since() const noexcept { return idle_since_; }
+  // This connection sits on a reserved slot: it is served one request of a reserved route, then closed.
+  void set_reserved() noexcept { reserved_ = true; }
   // The handler's answer for request `seq` (any thread; moved to the loop thread).
   void answer(uint64_t seq, response r);
 
@@ -108,6 +125,9 @@ class session : public std::enable_shared_from_this<session> {
   bool awaiting_handler_ = false;
   bool keep_alive_ = false;
   bool close_after_write_ = false;
+  bool waiting_header_ = false;
+  bool reserved_ = false;
+  steady::time_point idle_since_{};
   uint64_t seq_ = 0;  // the request being served; a responder for an older one is stale
   std::string log_method_ = "-", log_target_ = "-";
   steady::time_point request_start_{};

@@ -87,12 +87,16 @@ void session::start_read_header() {
   parser_->body_limit(o.max_body_bytes);
   log_method_ = "-";
   log_target_ = "-";
-  stream_.expires_after(std::chrono::milliseconds(o.read_timeout_ms));
+  waiting_header_ = true;
+  idle_since_ = steady::now();
+  // A reserved slot is held briefly: its one request must arrive promptly.
+  stream_.expires_after(std::chrono::milliseconds(reserved_ ? std::min<uint32_t>(o.read_timeout_ms, 2000) : o.read_timeout_ms));
   bhttp::async_read_header(stream_, buffer_, *parser_,
                            beast::bind_front_handler(&session::on_read_header, shared_from_this()));
 }
 
 void session::on_read_header(beast::error_code ec, size_t) {
+  waiting_header_ = false;
   if (closed_) return;
   if (ec) return on_read_error(ec);
   request_start_ = steady::now();
@@ -179,6 +183,15 @@ void session::dispatch() {
     return start_write(json_error(401, "missing or wrong bearer token"), !keep_alive_);
   }
 
+  if (reserved_ && !owner_->reserved_route(req.method, req.path)) {
+    DS_LOG(warn, "http", "%s: %s %s refused on a reserved connection slot (max-connections = %u)", remote_.c_str(),
+           req.method.c_str(), req.path.c_str(), o.max_connections);
+    return start_write(json_error(503, "the server is at its connection limit (max-connections = " +
+                                           std::to_string(o.max_connections) +
+                                           "); only /healthz and the sync routes are served past it"),
+                       true);
+  }
+
   const router::route* match = nullptr;
   std::string allowed;
   for (const auto& r : owner_->routes().routes()) {
@@ -224,7 +237,7 @@ void session::answer(uint64_t seq, response r) {
     return;
   }
   awaiting_handler_ = false;
-  start_write(std::move(r), !keep_alive_);
+  start_write(std::move(r), !keep_alive_ || reserved_);  // a reserved slot serves one request
 }
 
 void session::start_write(response r, bool close_after) {

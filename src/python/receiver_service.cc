@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <future>
 #include <thread>
 
@@ -97,8 +98,12 @@ result<std::unique_ptr<receiver_service>> receiver_service::start(std::unique_pt
   const unsigned threads = o.workers ? o.workers : std::max(1u, std::thread::hardware_concurrency());
   p->workers = std::make_unique<io::worker_pool>(*p->loop, threads, 1024);
   p->metrics = std::make_unique<metrics_registry>();
+  // The delta dir, resolved once (absolute, symlinks resolved), as serve does: path checks compare canonical forms.
+  std::error_code dir_ec;
+  const std::string delta_dir = std::filesystem::weakly_canonical(std::filesystem::absolute(o.delta_dir), dir_ec).string();
+  if (dir_ec) return error(errc::invalid_argument, "delta_dir " + o.delta_dir + ": " + dir_ec.message());
   receiver_options ropts;
-  ropts.delta_dir = o.delta_dir;
+  ropts.delta_dir = delta_dir;
   ropts.chunk_bytes = o.chunk_bytes;
   ropts.read_workers = o.read_workers;
   ropts.max_file_bytes = o.max_file_bytes;
@@ -116,13 +121,14 @@ result<std::unique_ptr<receiver_service>> receiver_service::start(std::unique_pt
   for (const auto& r : inner.routes()) {
     const bool sync = r.method == "POST" && r.path == "/sync";
     const bool sglang = r.method == "POST" && r.path == "/update_weights_from_disk";
-    p->routes.add(r.method, r.path, sync || sglang ? with_hooks(r.h, p->hooks, o.delta_dir, sglang) : r.h);
+    p->routes.add(r.method, r.path, sync || sglang ? with_hooks(r.h, p->hooks, delta_dir, sglang) : r.h);
   }
   http::server_options sopts;
   sopts.host = o.host;
   sopts.port = o.port;
   sopts.bearer_token = o.token;
   sopts.max_body_bytes = o.max_body_bytes;
+  sopts.reserved_routes = {"/sync", "/update_weights_from_disk"};  // past max-connections: health and syncs only
   DS_ASSIGN_OR_RETURN(p->server, http::http_server::start(*p->loop, sopts, p->routes));
   p->port = p->server->port();
   DS_LOG(info, "python", "receiver listening on http://%s:%u (store %s: %zu tensors, %.3f GB, version %llu)",

@@ -66,7 +66,7 @@ class py_sender {
             const std::string& pull_base_url, uint32_t push_timeout_ms) {
     sender_options so;
     auto e = encoding_from_name(enc);
-    if (!e) raise(error(errc::invalid_argument, "unknown encoding '" + enc + "' (indices, deltas, deltas_zstd)"));
+    if (!e) raise(error(errc::invalid_argument, "unknown encoding '" + enc + "' (indices, deltas, deltas_zstd, compact)"));
     so.enc = *e;
     if (format == "native") so.format = wire_format::native;
     else if (format == "slime") so.format = wire_format::slime;

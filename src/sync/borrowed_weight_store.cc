@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "base/check.h"
+#include "codec/compact.h"
 #include "gpu/gpu.h"
 #include "gpu/kernels.h"
 
@@ -174,6 +175,7 @@ status borrowed_weight_store::apply_device(size_t i, const delta_file& f, const 
   const store_tensor& t = tensors_[i];
   const std::string label = label_of(t);
   const uint32_t eb = rec.elem_bytes;
+  if (f.manifest.enc == encoding::compact) return apply_device_compact(i, f, p, rec);
   const uint32_t veb = element_bytes(f.values_type);
   if (p.val_start > p.val_end || veb == 0 || p.val_end > f.values.size() / veb)
     return error(errc::delta_manifest_bounds, label + ": values range lies outside the file's __values__");
@@ -207,6 +209,40 @@ status borrowed_weight_store::apply_device(size_t i, const delta_file& f, const 
   DS_TRY_STATUS(gpu::copy_d2h(stage, l->old.data(), count * eb, l->s));
   DS_TRY_STATUS(l->s.synchronize());
   std::memcpy(rec.old_values.data(), stage, count * eb);
+  return {};
+}
+
+status borrowed_weight_store::apply_device_compact(size_t i, const delta_file& f, const param_entry& p,
+                                                   undo_log::record& rec) {
+  // The stream is decoded and validated on the host (codec/compact.h), then the differences are added on the
+  // device with the overwritten values saved, as cuda_weight_store's scatter path does.
+  const store_tensor& t = tensors_[i];
+  const std::string label = label_of(t);
+  const uint32_t eb = rec.elem_bytes;
+  const uint64_t count = p.changed();
+  std::vector<uint32_t> positions;
+  byte_buffer diffs;
+  if (auto st = compact::decode(f.positions.subspan(p.pos_start, p.pos_end - p.pos_start), count, t.numel, eb,
+                                positions, diffs);
+      !st)
+    return error(st.err().code, label + ": " + st.err().message);
+  if (count == 0) return {};
+  auto l = take_lane();
+  const uint64_t pos_bytes = count * 4, val_bytes = count * eb;
+  DS_TRY_STATUS(gpu::grow(l->staging, pos_bytes + val_bytes));
+  DS_TRY_STATUS(gpu::grow(l->positions, pos_bytes));
+  DS_TRY_STATUS(gpu::grow(l->values, val_bytes));
+  DS_TRY_STATUS(gpu::grow(l->old, val_bytes));
+  std::byte* stage = static_cast<std::byte*>(l->staging.data());
+  std::memcpy(stage, positions.data(), pos_bytes);
+  std::memcpy(stage + pos_bytes, diffs.data(), val_bytes);
+  DS_TRY_STATUS(gpu::copy_h2d(l->positions.data(), stage, pos_bytes, l->s));
+  DS_TRY_STATUS(gpu::copy_h2d(l->values.data(), stage + pos_bytes, val_bytes, l->s));
+  DS_TRY_STATUS(gpu::add_apply(data_[i], eb, l->positions.as<uint32_t>(), count, l->values.data(), l->old.data(), l->s));
+  rec.old_values.resize(val_bytes);
+  DS_TRY_STATUS(gpu::copy_d2h(stage, l->old.data(), val_bytes, l->s));
+  DS_TRY_STATUS(l->s.synchronize());
+  std::memcpy(rec.old_values.data(), stage, val_bytes);
   return {};
 }
 

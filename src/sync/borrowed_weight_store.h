@@ -59,6 +59,7 @@ class borrowed_weight_store final : public weight_store {
   borrowed_weight_store();
   lane_lease take_lane() const;
   status apply_device(size_t i, const delta_file& f, const param_entry& p, undo_log::record& rec);
+  status apply_device_compact(size_t i, const delta_file& f, const param_entry& p, undo_log::record& rec);
   void mark_touched(size_t i);
 
   std::vector<void*> data_;

@@ -67,6 +67,9 @@ struct gpu_sender_path::state {
   std::vector<std::pair<uint64_t, digest128*>> digests;  // started: ticket -> where its digest goes
   gpu::pinned_buffer out;
   gpu::device_buffer scratch;
+  // The compact encoder's output and scratch (encode_compact).
+  gpu::device_buffer compact_out;
+  gpu::compact_scratch compact;
   // The last diff(), for bucket_last().
   std::string last_name;
   uint64_t last_count = 0;
@@ -221,6 +224,41 @@ status gpu_sender_path::fetch(const std::string& name, std::vector<uint32_t>& po
   DS_TRY_STATUS(m.s->synchronize());
   std::memcpy(positions.data(), m.out.data(), count * 4);
   std::memcpy(values.data(), static_cast<const std::byte*>(m.out.data()) + pad8(count * 4), count * eb);
+  return {};
+}
+
+status gpu_sender_path::encode_compact(const std::string& name, byte_buffer& stream) {
+  state& m = *st_;
+  auto it = snaps_.find(name);
+  DS_CHECK(it != snaps_.end(), "gpu_sender_path::encode_compact: unknown tensor");
+  const snapshot& sn = *it->second;
+  const uint64_t count = sn.has_pending ? sn.pending_count : 0;
+  const uint32_t eb = element_bytes(sn.type);
+  const auto* pending = static_cast<const std::byte*>(sn.pending.data());
+  const auto* positions = reinterpret_cast<const uint32_t*>(pending);
+  // The old values: gathered from the snapshot where it lives (device), or staged from its pinned host copy.
+  DS_TRY_STATUS(gpu::grow(m.scratch, std::max<uint64_t>(count * eb, 8)));
+  if (count > 0) {
+    if (sn.on_device) {
+      DS_TRY_STATUS(gpu::gather(sn.dev.data(), eb, positions, count, m.scratch.data(), *m.s));
+    } else {
+      std::vector<uint32_t> host_pos(count);
+      DS_TRY_STATUS(gpu::copy_d2h(host_pos.data(), positions, count * 4, *m.s));
+      DS_TRY_STATUS(m.s->synchronize());
+      DS_TRY_STATUS(gpu::grow(m.out, count * eb));
+      const auto* base = static_cast<const std::byte*>(sn.host.data());
+      auto* out = static_cast<std::byte*>(m.out.data());
+      for (uint64_t k = 0; k < count; ++k) std::memcpy(out + k * eb, base + uint64_t{host_pos[k]} * eb, eb);
+      DS_TRY_STATUS(gpu::copy_h2d(m.scratch.data(), m.out.data(), count * eb, *m.s));
+    }
+  }
+  uint64_t bytes = 0;
+  DS_TRY_STATUS(gpu::compact_encode(positions, m.scratch.data(), pending + pad8(count * 4), count, eb, m.compact_out,
+                                    bytes, m.compact, *m.s));
+  DS_TRY_STATUS(gpu::grow(m.out, bytes));
+  DS_TRY_STATUS(gpu::copy_d2h(m.out.data(), m.compact_out.data(), bytes, *m.s));
+  DS_TRY_STATUS(m.s->synchronize());
+  stream.assign(static_cast<const std::byte*>(m.out.data()), static_cast<const std::byte*>(m.out.data()) + bytes);
   return {};
 }
 

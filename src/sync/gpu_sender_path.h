@@ -56,6 +56,9 @@ class gpu_sender_path {
   void drop_digests() noexcept;  // forgets every started digest without writing to its dest
   // The pending changes of `name`, copied to the host.
   status fetch(const std::string& name, std::vector<uint32_t>& positions, byte_buffer& values);
+  // The compact stream (codec/compact.h) of the pending changes of `name`, encoded on the device against the
+  // snapshot's values (what the receiver holds), copied to the host. Byte for byte the host encoder's stream.
+  status encode_compact(const std::string& name, byte_buffer& stream);
   // Appends the last diff() (of `name`, with changes) to the device bucket of `type` (buckets hold one dtype).
   status bucket_last(dtype type, const std::string& name, const std::vector<uint64_t>& shape);
   uint64_t bucket_payload_bytes(dtype type) const;  // positions + values, as delta_bucket_builder counts them

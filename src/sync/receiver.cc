@@ -41,7 +41,8 @@ unsigned http_status_for(const error& e) noexcept {
     case errc::body_too_large:
     case errc::limit_exceeded:
     case errc::zstd_too_large: return 413;
-    case errc::busy: return 503;
+    case errc::busy:
+    case errc::too_many_open_files: return 503;  // retry once the operator raised the limit the message names
     case errc::upstream_error: return 502;
     default: break;
   }
@@ -64,7 +65,7 @@ receiver::receiver(io::event_loop& loop, io::io_backend& backend, io::buffer_poo
     m_->syncs_failed = &metrics->counter("deltasync_syncs_failed_total", "Syncs refused or rolled back");
     m_->bytes_read = &metrics->counter("deltasync_bytes_read_total", "Delta file bytes read");
     m_->changed = &metrics->counter("deltasync_changed_elements_total", "Elements overwritten by committed syncs");
-    m_->version = &metrics->gauge("deltasync_version", "Current weight version");
+    m_->version = &metrics->gauge("deltasync_weight_version", "Weight version the store holds (each committed sync sets it)");
     auto b = latency_buckets_s();
     m_->read = &metrics->histogram("deltasync_sync_read_seconds", "Read stage per sync", b);
     m_->decode = &metrics->histogram("deltasync_sync_decode_seconds", "Decode stage per sync (worker time)", b);
@@ -127,7 +128,10 @@ status check_against_store(const weight_store& store, const sync_request& req, u
 void receiver::start_sync(sync_request req, std::function<void(result<sync_stats>)> done) {
   auto refuse = [&](error e) {
     if (m_->syncs_failed) m_->syncs_failed->add();
-    DS_LOG(warn, "sync", "refused version %llu: %s", static_cast<unsigned long long>(req.version), e.describe().c_str());
+    DS_LOG_FIELDS(warn, "sync",
+                  ({{"sync_version", req.version},
+                    {"current_version", store_.version()}, {"outcome", "refused"}, {"error_code", e.code_name()}}),
+                  "refused version %llu: %s", static_cast<unsigned long long>(req.version), e.describe().c_str());
     last_error_ = e;
     done(std::move(e));
   };
@@ -204,6 +208,10 @@ void receiver::start_sync(sync_request req, std::function<void(result<sync_stats
 
 void receiver::start_pipeline(std::shared_ptr<run> r, uint64_t cur) {
   auto read_sw = std::make_shared<stopwatch>();
+  // [memory budget] One per sync, whatever the transport; every file's read buffer and the undo log draw on it.
+  r->memory = std::make_shared<memory_budget>(options_.max_sync_memory_bytes);
+  for (size_t i = 0; i < r->paths.size(); ++i) r->read_leases.emplace_back(r->memory);
+  r->undo_lease = memory_lease(r->memory);
 
   // Forward declarations of the stages as lambdas sharing `r` (all run on the loop thread).
   auto self = this;
@@ -245,6 +253,8 @@ void receiver::start_pipeline(std::shared_ptr<run> r, uint64_t cur) {
     if (r->undo.bytes() + undo_need > r->undo.max_bytes())
       return (*fail)(error(errc::limit_exceeded, r->paths[d->index] + ": the sync's undo log would pass its limit of " +
                                                      std::to_string(r->undo.max_bytes()) + " bytes"));
+    if (!r->undo_lease.grow(undo_need))  // [memory budget] the undo log is held until the sync ends
+      return (*fail)(r->undo_lease.refusal(r->paths[d->index] + ": the undo log of its apply", undo_need));
     const size_t jobs = std::max<size_t>(1, std::min(params.size(), self->workers_.threads()));
     struct job_state {
       undo_log undo{~uint64_t{0}};
@@ -286,6 +296,8 @@ void receiver::start_pipeline(std::shared_ptr<run> r, uint64_t cur) {
       r->assembled_bytes -= r->sizes[d->index];
       d->bytes.clear();
       d->bytes.shrink_to_fit();
+      d->read_lease.reset();  // [memory budget]
+      if (d->file) d->file->storage_lease.reset(), d->file->storage = {};  // the decompressed payload too
       if (!outcome) return (*fail)(outcome.err());
       ++r->files_applied;
       for (size_t k = 0; k < d->file->manifest.params.size(); ++k) {
@@ -302,6 +314,7 @@ void receiver::start_pipeline(std::shared_ptr<run> r, uint64_t cur) {
       r->stats.native = r->stats.native || d->file->native.has_value();
       while (!r->held.empty() && !r->failure) {
         if (!(*accept_piece)(r->held.front())) break;
+        if (r->failure) break;  // [memory budget] refused: fail() already dropped every held piece
         r->held.pop_front();
       }
       (*pump_apply)();
@@ -344,6 +357,7 @@ void receiver::start_pipeline(std::shared_ptr<run> r, uint64_t cur) {
     auto d = std::make_shared<decoded_file>();
     d->index = index;
     d->bytes = std::move(r->assembling[index]);
+    d->read_lease = std::move(r->read_leases[index]);  // [memory budget]
     ++r->tasks;
     auto outcome = std::make_shared<status>();
     auto work = [self, r, d, outcome, cur] {
@@ -351,6 +365,9 @@ void receiver::start_pipeline(std::shared_ptr<run> r, uint64_t cur) {
       delta_read_limits limits;
       limits.max_decompressed_bytes = self->options_.max_decompressed_bytes;
       limits.max_params = self->options_.max_params_per_file;
+      limits.memory = r->memory;  // [memory budget] a zstd payload is decompressed against it
+      // Names are checked while the manifest streams in: a manifest of unknown names is refused at its first.
+      limits.known_tensor = [store = &self->store_](std::string_view n) { return store->find(n).has_value(); };
       auto f = check_manifest_size(d->bytes, self->options_.max_manifest_bytes)
                    ? parse_delta_file(d->bytes, limits)
                    : result<delta_file>(manifest_too_large(d->bytes, self->options_.max_manifest_bytes));
@@ -390,6 +407,14 @@ void receiver::start_pipeline(std::shared_ptr<run> r, uint64_t cur) {
     const size_t i = piece.file_index;
     if (r->assembling[i].empty() && r->sizes[i] > 0 && piece.offset == 0) {
       if (r->assembled_bytes > 0 && r->assembled_bytes + r->sizes[i] > self->options_.max_assembled_bytes) return false;
+      // [memory budget] The file's buffer is taken from the sync's budget first: it waits while other files
+      // are in flight (their bytes come back once applied), and is refused when nothing is left to wait for.
+      if (!r->read_leases[i].grow(r->sizes[i])) {
+        if (r->assembled_bytes > 0) return false;
+        piece.buffer.reset();
+        (*r->fail)(r->read_leases[i].refusal(r->paths[i] + ": its read buffer", r->sizes[i]));
+        return true;
+      }
       r->assembling[i].resize(r->sizes[i]);
       r->assembled_bytes += r->sizes[i];
     }

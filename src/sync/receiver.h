@@ -47,6 +47,11 @@ struct receiver_options {
   uint64_t max_manifest_bytes = 64ull << 20;     // a delta file's safetensors header (the manifest lives there)
   uint64_t max_undo_bytes = 16ull << 30;  // overwritten bytes kept for rollback
   uint64_t max_assembled_bytes = 4ull << 30;  // file bytes held between read and apply (back-pressure)
+  // One sync's memory budget (serve --max-sync-memory-bytes): whole-file read buffers, decompressed zstd
+  // payloads and the undo log are all taken from it before they are allocated. A file that does not fit
+  // waits while other files are in flight (they give their bytes back once applied); with nothing left to
+  // wait for, the sync is refused (413 naming the key) and rolled back.
+  uint64_t max_sync_memory_bytes = 16ull << 30;
   request_limits limits;
   // Fault injection for tests only (serve reads env DELTASYNC_TEST_APPLY_DELAY_MS): each file's apply
   // first sleeps this long, so a test can hold a sync in flight deterministically.

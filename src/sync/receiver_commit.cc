@@ -27,7 +27,11 @@ void receiver::finish(std::shared_ptr<run> r) {
     if (r->failure) {
       if (m_->syncs_failed) m_->syncs_failed->add();
       last_error_ = r->failure;
-      DS_LOG(warn, "sync", "version %llu failed, store unchanged at %llu: %s",
+      DS_LOG_FIELDS(warn, "sync",
+                    ({{"sync_version", r->req.version},
+                      {"current_version", store_.version()}, {"outcome", "failed"},
+                      {"error_code", r->failure->code_name()}}),
+                    "version %llu failed, store unchanged at %llu: %s",
              static_cast<unsigned long long>(r->req.version), static_cast<unsigned long long>(store_.version()),
              r->failure->describe().c_str());
       done(*r->failure);
@@ -48,7 +52,12 @@ void receiver::finish(std::shared_ptr<run> r) {
       m_->verify->observe(s.verify_ms / 1e3);
       m_->total->observe(s.total_ms / 1e3);
     }
-    DS_LOG(info, "sync",
+    DS_LOG_FIELDS(info, "sync",
+                  ({{"sync_version", s.version}, {"base_version", s.base_version}, {"outcome", "committed"},
+                    {"files", s.files}, {"params", s.params}, {"changed_elements", s.changed_elements},
+                    {"bytes_read", s.bytes_read}, {"read_ms", s.read_ms}, {"decode_ms", s.decode_ms},
+                    {"apply_ms", s.apply_ms}, {"verify_ms", s.verify_ms}, {"total_ms", s.total_ms},
+                    {"format", s.native ? "native" : "slime"}}),
            "committed version=%llu base=%llu files=%llu params=%llu changed=%llu bytes_read=%llu read_ms=%.1f "
            "decode_ms=%.1f apply_ms=%.1f verify_ms=%.1f total_ms=%.1f format=%s",
            static_cast<unsigned long long>(s.version), static_cast<unsigned long long>(s.base_version),

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "base/clock.h"
+#include "base/memory_budget.h"
 #include "base/metrics.h"
 #include "io/chunked_reader.h"
 #include "sync/receiver.h"
@@ -36,6 +37,7 @@ namespace receiver_detail {
 struct decoded_file {
   size_t index = 0;
   byte_buffer bytes;  // delta_file views these (or its own storage)
+  memory_lease read_lease;  // what `bytes` holds of the sync's memory budget
   std::optional<delta_file> file;
   std::vector<size_t> tensors;  // store index per manifest param
   double decode_ms = 0;
@@ -60,6 +62,11 @@ struct receiver::run {
   size_t files_applied = 0;
   std::optional<error> failure;
   undo_log undo;
+  // The sync's memory budget (receiver_options::max_sync_memory_bytes) and what the read buffers and the undo
+  // log hold of it; decompressed payloads hold theirs in delta_file::storage_lease.
+  std::shared_ptr<memory_budget> memory;
+  std::vector<memory_lease> read_leases;  // per file, taken at its first piece, handed to its decoded_file
+  memory_lease undo_lease;
   std::map<size_t, digest128> expected;  // native: digests of the new tensors
   // Tensors whose digest matched right after their last apply (checked inside the apply job, while the
   // tensor is hot); finish() re-checks only the others.

@@ -134,11 +134,18 @@ recovery_report recover(receiver& rx, io::event_loop& loop, const recovery_optio
     for (const auto& entry : it) {
       const std::string name = entry.path().filename().string();
       auto v = version_of_dir(name);
-      if (!v || !entry.is_directory(ec) || entry.is_symlink(ec)) continue;
+      if (!v) continue;
       candidate c;
       c.dir = name;
       c.name_version = *v;
-      read_marker(options.delta_dir, c, options);
+      // Never replayed, always reported: a version dir that is a symlink (it could lead anywhere; a live sync
+      // through it is refused too) or not a directory at all.
+      if (entry.is_symlink(ec))
+        c.invalid = "is a symlink (refused: version dirs must be real directories inside the delta dir)";
+      else if (!entry.is_directory(ec))
+        c.invalid = "is not a directory";
+      else
+        read_marker(options.delta_dir, c, options);
       all.push_back(std::move(c));
     }
   }

@@ -105,6 +105,11 @@ status sender::begin(uint64_t version) {
   if (!s.options.receivers.empty() && s.transport == nullptr)
     return error(errc::invalid_argument, "sender: receivers given but no push transport");
   if (s.options.buffer_bytes == 0) return error(errc::invalid_argument, "sender: buffer size 0");
+  if (s.options.enc == encoding::compact &&
+      (s.options.format != wire_format::native || s.options.mode != update_mode::delta))
+    return error(errc::invalid_argument,
+                 "sender: the compact encoding needs the native format and delta mode (its values are differences "
+                 "against the receiver's base)");
 
   const std::string dir = s.nccl() ? std::string() : s.options.delta_dir + "/" + version_dir_name(version);
   if (!s.nccl()) {
@@ -182,7 +187,9 @@ status sender::add(const std::string& name, const tensor_view& t) {
   uint64_t gpu_changed = 0;
   if (on_gpu) {
     // Diffed and encoded on the device, where the changes stay.
-    DS_TRY_STATUS(s.gpu->diff(name, t.data, gpu_sender_path::device_index(t.device), s.options.enc, gpu_changed));
+    // compact is encoded on the host from the raw changes (fetch below), so the device keeps them as indices.
+    const encoding dev_enc = s.options.enc == encoding::compact ? encoding::indices : s.options.enc;
+    DS_TRY_STATUS(s.gpu->diff(name, t.data, gpu_sender_path::device_index(t.device), dev_enc, gpu_changed));
   } else if (full) {
     s.positions.resize(numel);
     for (uint64_t i = 0; i < numel; ++i) s.positions[i] = static_cast<uint32_t>(i);
@@ -198,14 +205,30 @@ status sender::add(const std::string& name, const tensor_view& t) {
 
   impl::bucket& b = s.buckets.try_emplace(t.type, s.options.enc).first->second;
   DS_CHECK(b.builder.can_add(t.type), "sender: a single-dtype bucket refused its own dtype");
-  if (on_gpu && b.builder.empty()) {
+  const bool compact = s.options.enc == encoding::compact;
+  if (on_gpu && b.builder.empty() && !compact) {
     DS_TRY_STATUS(s.gpu->bucket_last(t.type, name, t.shape));  // the bucket is built on the device
     b.on_gpu = true;
+  } else if (compact && on_gpu) {
+    // Encoded on the device, byte for byte what the host encoder writes; only the stream comes back.
+    DS_TRY_STATUS(s.to_host(t.type, b));
+    byte_buffer stream;
+    DS_TRY_STATUS(s.gpu->encode_compact(name, stream));
+    b.builder.add_compact_stream(name, t.type, t.shape, gpu_changed, stream);
   } else {
     if (on_gpu) DS_TRY_STATUS(s.gpu->fetch(name, s.positions, s.values));  // joins a host bucket
     DS_TRY_STATUS(s.to_host(t.type, b));
     const byte_span vals = full ? byte_span(change.values) : byte_span(s.values);
-    b.builder.add(param_delta{name, t.type, t.shape, s.positions, vals});
+    if (compact) {
+      // The receiver holds the snapshot's values; compact codes the new ones against them.
+      byte_buffer old(s.positions.size() * eb);
+      const std::byte* base = snap->second.bytes.data();
+      for (size_t k = 0; k < s.positions.size(); ++k)
+        std::memcpy(old.data() + k * eb, base + uint64_t{s.positions[k]} * eb, eb);
+      b.builder.add_compact(param_delta{name, t.type, t.shape, s.positions, vals}, old);
+    } else {
+      b.builder.add(param_delta{name, t.type, t.shape, s.positions, vals});
+    }
   }
   if (native && on_gpu) {
     // The device digest of the new tensor: read now, finished before the bucket's file is built (flush).

@@ -9,6 +9,7 @@
 #include <climits>
 #include <cstdlib>
 #include <filesystem>
+#include <unordered_map>
 
 #include <boost/json.hpp>
 
@@ -59,6 +60,14 @@ result<std::vector<std::string>> get_files(const json::object& o, const request_
     if (f.as_string().size() > limits.max_name_bytes) return error(errc::bad_request, "a file name is too long");
     out.emplace_back(f.as_string());
   }
+  // A file listed twice would be read, held and applied twice: refused before anything is opened or read.
+  // Names are plain (no '/', checked when opened), so equal strings are the only way to name one file twice.
+  std::unordered_map<std::string_view, size_t> seen;
+  seen.reserve(out.size());
+  for (size_t i = 0; i < out.size(); ++i)
+    if (auto [it, fresh] = seen.emplace(out[i], i); !fresh)
+      return error(errc::bad_request, "'files' lists '" + out[i] + "' twice (entries " + std::to_string(it->second) +
+                                          " and " + std::to_string(i) + "); each file may appear once");
   return out;
 }
 
@@ -124,10 +133,15 @@ result<sync_request> parse_sglang_request(std::string_view text, const std::stri
   if (!mp || !mp->is_string()) return error(errc::bad_request, "missing field 'model_path'");
   std::filesystem::path model_path(std::string(mp->as_string()));
   if (model_path.is_absolute()) {
-    // Express it relative to the delta dir; resolve_sync_files checks it stays inside.
-    std::filesystem::path rel = model_path.lexically_relative(std::filesystem::path(delta_dir));
+    // Express it relative to the delta dir, both canonical (serve resolves the delta dir once at start-up), so
+    // that "/data/deltas/weight_v1" matches a delta dir given as "deltas" or reached through a symlinked
+    // parent. open_sync_files then refuses anything below the delta dir that is a symlink.
+    std::error_code ec;
+    std::filesystem::path canon = std::filesystem::weakly_canonical(model_path, ec);
+    if (ec) canon = model_path.lexically_normal();
+    std::filesystem::path rel = canon.lexically_relative(std::filesystem::path(delta_dir));
     if (rel.empty() || *rel.begin() == "..")
-      return error(errc::forbidden_path, "model_path " + model_path.string() + " is outside the delta dir");
+      return error(errc::forbidden_path, "model_path " + model_path.string() + " is outside the delta dir " + delta_dir);
     r.dir = rel.string();
   } else {
     r.dir = model_path.string();

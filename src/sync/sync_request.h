@@ -30,6 +30,7 @@ struct request_limits {
 };
 
 // POST /sync: {"version": N, "base_version": M, "transport": "disk"|"nccl"|"http", "dir": "...", "files": [...]}.
+// Both routes refuse a 'files' list naming one file twice (errc::bad_request), before anything is opened.
 // With "transport": "nccl" also "sizes": [bytes per file] (required, one per file) and "group" (optional).
 // "transport": "http" adds "base_url": the receiver pulls base_url/dir/file (docs/bench.md).
 // Errors: errc::bad_request naming the field.
@@ -37,7 +38,9 @@ result<sync_request> parse_sync_request(std::string_view json, const request_lim
 
 // POST /update_weights_from_disk (SGLang-compatible, as slime #1806 drives it):
 // {"model_path": DIR, "load_format": "delta", "weight_version": "N", "files": [...]}. model_path is the
-// version directory (absolute, or relative to the delta dir); it must lie inside `delta_dir`.
+// version directory (absolute, or relative to the delta dir); it must lie inside `delta_dir`, which must be
+// canonical (absolute, no symlink: serve resolves it once at start-up); an absolute model_path is compared in
+// its canonical form.
 result<sync_request> parse_sglang_request(std::string_view json, const std::string& delta_dir,
                                           const request_limits& limits = {});
 

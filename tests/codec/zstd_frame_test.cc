@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 #include <zstd.h>
 
+#include <algorithm>
 #include <random>
 #include <string>
 
@@ -262,6 +263,90 @@ TEST(ZstdFrame, OutputSizeMustMatch) {
   auto b = zstd_unwrap_into(frame, big);
   ASSERT_FALSE(b.ok());
   EXPECT_TRUE(b.err().is(errc::invalid_argument));
+}
+
+}  // namespace
+}  // namespace deltasync
+
+namespace deltasync {
+namespace {
+
+// A real zstd bomb, built by hand: RLE blocks of 128 KiB of one byte (4 bytes each on the wire), `content`
+// bytes in all, in a frame whose header declares `declared` bytes and a window of 2^window_log.
+byte_buffer rle_frame(uint64_t declared, uint64_t content, unsigned window_log = 17) {
+  byte_buffer f = {std::byte{0x28}, std::byte{0xB5}, std::byte{0x2F}, std::byte{0xFD}, std::byte{0xC0},
+                   std::byte{static_cast<unsigned char>((window_log - 10) << 3)}};
+  for (int k = 0; k < 8; ++k) f.push_back(std::byte{static_cast<unsigned char>(declared >> (8 * k))});
+  constexpr uint64_t kBlock = 128 << 10;
+  uint64_t left = content;
+  do {
+    const uint64_t n = std::min(left, kBlock);
+    left -= n;
+    const uint32_t h = (left == 0 ? 1u : 0u) | (1u << 1) | static_cast<uint32_t>(n << 3);
+    f.push_back(std::byte{static_cast<unsigned char>(h)});
+    f.push_back(std::byte{static_cast<unsigned char>(h >> 8)});
+    f.push_back(std::byte{static_cast<unsigned char>(h >> 16)});
+    f.push_back(std::byte{0x00});
+  } while (left > 0);
+  return f;
+}
+
+TEST(ZstdBounded, AHeaderThatLiesCostsWhatTheFrameDecodesToNotWhatItDeclares) {
+  auto budget = std::make_shared<memory_budget>(uint64_t{4} << 30);
+  memory_lease lease(budget);
+  const byte_buffer frame = rle_frame(uint64_t{1} << 30, 3000);  // declares 1 GiB, holds 3000 bytes
+  auto r = zstd_unwrap(frame, uint64_t{8} << 30, &lease);
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(r.err().is(errc::zstd_size_lie)) << r.err().describe();
+  EXPECT_LE(budget->peak(), (1u << 20) + (128u << 10)) << "the first piece and the window, not the declared GiB";
+  EXPECT_EQ(lease.bytes(), 0u);
+  EXPECT_EQ(budget->held(), 0u);
+}
+
+TEST(ZstdBounded, ARealBombStopsAtItsBudgetNamingTheKey) {
+  auto budget = std::make_shared<memory_budget>(uint64_t{64} << 20, "max-sync-memory-bytes");
+  memory_lease lease(budget);
+  const byte_buffer frame = rle_frame(uint64_t{1} << 30, uint64_t{1} << 30);  // 1 GiB of zeros in 32 KiB
+  ASSERT_LT(frame.size(), 40u << 10);
+  auto r = zstd_unwrap(frame, uint64_t{8} << 30, &lease);
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(r.err().is(errc::limit_exceeded)) << r.err().describe();
+  EXPECT_NE(r.err().message.find("max-sync-memory-bytes"), std::string::npos) << r.err().message;
+  EXPECT_LE(budget->peak(), uint64_t{64} << 20);
+  EXPECT_EQ(budget->held(), 0u);
+  // Without a budget the declared size still caps it.
+  expect_unwrap_error(frame, errc::zstd_too_large, uint64_t{512} << 20);
+}
+
+TEST(ZstdBounded, WithinItsBudgetAFrameDecodesWholeAndTheLeaseHoldsItsSize) {
+  for (uint64_t size : {uint64_t{0}, uint64_t{1}, uint64_t{1} << 20, (uint64_t{40} << 20) + 12345}) {
+    auto budget = std::make_shared<memory_budget>(uint64_t{128} << 20);
+    memory_lease lease(budget);
+    auto r = zstd_unwrap(rle_frame(size, size), size, &lease);
+    ASSERT_TRUE(r.ok()) << size << ": " << r.err().describe();
+    EXPECT_EQ(r->size(), size);
+    EXPECT_EQ(lease.bytes(), size);
+    EXPECT_EQ(budget->held(), size);
+    EXPECT_TRUE(std::all_of(r->begin(), r->end(), [](std::byte b) { return b == std::byte{0}; }));
+  }
+  // Real compressed data in every size class, through the bounded path.
+  for (size_t n : {size_t{100}, size_t{1} << 20, (size_t{3} << 20) + 7}) {
+    const byte_buffer in = text_like(n, n);
+    memory_lease lease(std::make_shared<memory_budget>(uint64_t{64} << 20));
+    auto r = zstd_unwrap(wrap(in), n, &lease);
+    ASSERT_TRUE(r.ok()) << n << ": " << r.err().describe();
+    EXPECT_TRUE(*r == in);
+  }
+}
+
+TEST(ZstdBounded, AFrameAskingForAHugeWindowIsRefusedBeforeDecoding) {
+  auto budget = std::make_shared<memory_budget>(uint64_t{8} << 30);
+  memory_lease lease(budget);
+  auto r = zstd_unwrap(rle_frame(uint64_t{4} << 30, 1000, 31), uint64_t{8} << 30, &lease);
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(r.err().is(errc::zstd_corrupt)) << r.err().describe();
+  EXPECT_NE(r.err().message.find("window"), std::string::npos) << r.err().message;
+  EXPECT_EQ(budget->peak(), 0u);
 }
 
 }  // namespace

@@ -1,5 +1,5 @@
 // libFuzzer target: the `params` manifest JSON of a slime delta file. Whatever parses must serialise and parse
-// back to the same entries.
+// back to the same entries. pos_width is 1 (compact), 2 or 4.
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
@@ -20,7 +20,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         a.pos_end != b.pos_end || a.pos_width != b.pos_width || a.val_start != b.val_start ||
         a.val_end != b.val_end)
       __builtin_trap();
-    if (a.pos_start > a.pos_end || a.val_start > a.val_end || (a.pos_width != 2 && a.pos_width != 4) ||
+    if (a.pos_start > a.pos_end || a.val_start > a.val_end || (a.pos_width != 1 && a.pos_width != 2 && a.pos_width != 4) ||
         (a.pos_end - a.pos_start) % a.pos_width != 0)
       __builtin_trap();
   }

@@ -143,6 +143,13 @@ TEST(gpu_sender, a_bucket_with_host_and_device_tensors_is_built_on_the_host_with
   run_pair(0, wire_format::slime, encoding::indices, true);
 }
 
+TEST(gpu_sender, compact_files_are_encoded_on_the_device_with_the_host_senders_bytes) {
+  DS_REQUIRE_GPU();
+  run_pair(~uint64_t{0}, wire_format::native, encoding::compact, false);  // snapshot on the device
+  run_pair(0, wire_format::native, encoding::compact, false);             // snapshot in pinned memory
+  run_pair(~uint64_t{0}, wire_format::native, encoding::compact, true);   // and a host tensor in the bucket
+}
+
 TEST(gpu_sender, files_equal_the_host_senders_with_the_snapshot_in_pinned_memory) {
   DS_REQUIRE_GPU();
   run_pair(0, wire_format::native, encoding::deltas_zstd, false);

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `deltasync bench --smoke` (tiny model, every encoding, local disk and HTTP pull on loopback, plus a "shared"
+# `deltasync bench --smoke` (tiny model, every encoding (compact included), local disk and HTTP pull on loopback, plus a "shared"
 # path through a second directory): it must finish with every receiver bit-identical, write JSON with one
 # measured sample per path x encoding (positive times, wire bytes and link throughput) and an SVG chart.
 # With NETNS=1 (integration.bench_netns) the file server runs behind scripts/netns-link.sh's shaped link
@@ -28,13 +28,13 @@ mkdir -p "$work/shared"
 "${run[@]}" bench --smoke --shared-dir "$work/shared" --json "$work/bench.json" --svg "$work/bench.svg" "${netns_args[@]}" \
   > "$work/out.txt" 2> "$work/err.txt" || { cat "$work/out.txt" "$work/err.txt"; echo "FAIL: bench exited non-zero"; exit 1; }
 grep -q "every receiver is bit-identical" "$work/out.txt" || { cat "$work/out.txt"; echo "FAIL: not bit-identical"; exit 1; }
-grep -q '^bench: \[9/9\]' "$work/err.txt" || { cat "$work/err.txt"; echo "FAIL: no progress lines on stderr"; exit 1; }
+grep -q '^bench: \[12/12\]' "$work/err.txt" || { cat "$work/err.txt"; echo "FAIL: no progress lines on stderr"; exit 1; }
 grep -q '^recommended for http' "$work/out.txt" || { cat "$work/out.txt"; echo "FAIL: no recommendation"; exit 1; }
 python3 - "$work/bench.json" "${NETNS:-0}" <<'PY'
 import json, sys
 doc = json.load(open(sys.argv[1]))
 cells = {(s["path"], s["encoding"]) for s in doc["samples"]}
-want = {(p, e) for p in ("local", "shared", "http") for e in ("indices", "deltas", "deltas_zstd")}
+want = {(p, e) for p in ("local", "shared", "http") for e in ("indices", "deltas", "deltas_zstd", "compact")}
 assert cells == want, "cells: %s" % sorted(cells)
 for s in doc["samples"]:
     assert s["sync_s"] > 0 and s["wire_bytes"] > 0 and s["link_bytes_per_s"] > 0 and 0 < s["density"] < 0.2, s

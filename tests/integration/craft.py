@@ -4,6 +4,10 @@ service's integration tests (no torch needed).
 
   craft.py checkpoint OUT NAME:DTYPE:D0xD1:FILL ...   FILL = a byte value repeated, or 'seq' (0,1,2,...)
   craft.py delta OUT --version N --name T --dtype bfloat16 --shape 4x8 --positions 1,5,99 [--bad-checksum]
+  craft.py bomb OUT CONTENT_BYTES [DECLARED_BYTES]   a zstd frame of RLE blocks (zeros): a real bomb, or one
+                                                     whose header declares another size
+  craft.py manifest OUT --version N --bytes B        a slime file whose params list (about B bytes) names only
+                                                     tensors no receiver holds
 """
 import json
 import struct
@@ -71,6 +75,34 @@ def delta(out, version, name, dtype, shape, positions, bad_checksum):
         f.write(safetensors_bytes([("__positions__", "U8", [len(pos)], pos), ("__values__", "BF16", [len(positions)], vals)], meta))
 
 
+def bomb(out, content, declared):
+    """A zstd frame of RLE blocks of 128 KiB of zeros (4 bytes each): `content` bytes, header says `declared`."""
+    frame = bytearray(b"\x28\xb5\x2f\xfd\xc0" + bytes([7 << 3]) + struct.pack("<Q", declared))
+    left = content
+    while True:
+        n = min(left, 128 << 10)
+        left -= n
+        h = (1 if left == 0 else 0) | (1 << 1) | (n << 3)
+        frame += struct.pack("<I", h)[:3] + b"\x00"
+        if left == 0:
+            break
+    with open(out, "wb") as f:
+        f.write(frame)
+
+
+def manifest(out, version, nbytes):
+    params, size, i = [], 0, 0
+    while size < nbytes:
+        p = {"name": "no.such.layer.%d.weight" % i, "dtype": "bfloat16", "shape": [4], "pos_start": 0, "pos_end": 0,
+             "pos_width": 4, "val_start": 0, "val_end": 0}
+        params.append(p)
+        size += len(json.dumps(p)) + 2
+        i += 1
+    meta = {"encoding": "indices", "current_version": str(version), "checksum": "0", "params": json.dumps(params)}
+    with open(out, "wb") as f:
+        f.write(safetensors_bytes([("__positions__", "U8", [0], b""), ("__values__", "BF16", [0], b"")], meta))
+
+
 if __name__ == "__main__":
     if len(sys.argv) >= 3 and sys.argv[1] == "checkpoint":
         checkpoint(sys.argv[2], sys.argv[3:])
@@ -87,5 +119,16 @@ if __name__ == "__main__":
         a = ap.parse_args(sys.argv[2:])
         delta(a.out, a.version, a.name, a.dtype, [int(d) for d in a.shape.split("x")],
               [int(p) for p in a.positions.split(",")], a.bad_checksum)
+    elif len(sys.argv) >= 4 and sys.argv[1] == "bomb":
+        content = int(sys.argv[3])
+        bomb(sys.argv[2], content, int(sys.argv[4]) if len(sys.argv) > 4 else content)
+    elif len(sys.argv) >= 3 and sys.argv[1] == "manifest":
+        import argparse
+        ap = argparse.ArgumentParser()
+        ap.add_argument("out")
+        ap.add_argument("--version", type=int, required=True)
+        ap.add_argument("--bytes", type=int, required=True)
+        a = ap.parse_args(sys.argv[2:])
+        manifest(a.out, a.version, a.bytes)
     else:
         sys.exit(__doc__)

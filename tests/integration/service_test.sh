@@ -59,7 +59,9 @@ want_base=$(tensors_of "$A" -H "$auth")
 v=0
 state=base
 for fmt in native slime; do
-  for enc in indices deltas deltas_zstd; do
+  encs="indices deltas deltas_zstd"
+  [ $fmt = native ] && encs="$encs compact"  # compact is native-only
+  for enc in $encs; do
     if [ $state = base ]; then from=$base; to=$new; else from=$new; to=$base; fi
     "$bin" publish --from "$from" --to "$to" --delta-dir "$work/deltas" --version $((v + 1)) --base-version $v \
       --encoding $enc --format $fmt --push "$A" --token-file "$work/token" > "$work/publish.txt" 2>&1 \
@@ -73,7 +75,7 @@ for fmt in native slime; do
       fail "only the newest version dir should be kept after all acks (no --keep-files): $(ls "$work/deltas")"
   done
 done
-echo "ok: $v consecutive syncs (3 encodings x 2 formats) pushed by deltasync publish"
+echo "ok: $v consecutive syncs (3 encodings x 2 formats, and compact) pushed by deltasync publish"
 
 # Files for the next sync, kept on disk and pushed by hand.
 make_files() {  # version base_version format -> leaves weight_v<version> in the delta dir
@@ -94,6 +96,20 @@ python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); assert r["version"]
 v=$((v + 1)); flip_state
 [ "$(tensors_of "$A" -H "$auth")" = "$want" ] || fail "store differs after the curl push"
 echo "ok: curl push"
+
+# 2b. compact is not idempotent: the same sync pushed again is refused by the base check (409), store unchanged.
+if [ $state = base ]; then from=$base; to=$new; else from=$new; to=$base; fi
+"$bin" publish --from "$from" --to "$to" --delta-dir "$work/deltas" --version $((v + 1)) --base-version $v \
+  --encoding compact --format native --keep-files > /dev/null 2>&1 || fail "publish compact --keep-files"
+d=$(vdir $((v + 1)))
+body="{\"version\": $((v + 1)), \"base_version\": $v, \"transport\": \"disk\", \"dir\": \"$d\", \"files\": $(files_json "$work/deltas/$d")}"
+expect_status 200 "compact push" -X POST -H "$auth" -H 'Content-Type: application/json' --data-binary "$body" "$A/sync"
+v=$((v + 1)); flip_state
+[ "$(tensors_of "$A" -H "$auth")" = "$want" ] || fail "store differs after the compact push"
+expect_status 409 "compact pushed twice" -X POST -H "$auth" -H 'Content-Type: application/json' --data-binary "$body" "$A/sync"
+[ "$(tensors_of "$A" -H "$auth")" = "$want" ] || fail "a refused compact re-push changed the store"
+rm -rf "$work/deltas/$d"
+echo "ok: compact push, and its re-push refused with 409"
 
 # 3. The SGLang-compatible route, driven as slime #1806 drives it (slime format, weight_version as a string).
 make_files $((v + 1)) $v slime

@@ -243,6 +243,26 @@ TEST(Recovery, GarbageMarkerAndForeignDirsAreSkipped) {
   EXPECT_EQ(skip_reason(r, "not_a_version"), "(not skipped)");
 }
 
+TEST(Recovery, ASymlinkedVersionDirIsNeverAppliedAndIsListedAsSkipped) {
+  fixture f;
+  const weights v1 = step(f.base, 1), v2 = step(v1, 2);
+  f.publish(f.base, 0, v1, 1);
+  f.publish(v1, 1, v2, 2);
+  // weight_v000002 moved out of the delta dir and linked back in: complete and valid, but reached through a
+  // symlink, which a live sync refuses too.
+  const fs::path outside = f.dir.string() + "-outside";
+  fs::rename(f.vdir(2), outside);
+  fs::create_directory_symlink(outside, f.vdir(2));
+  // A weight_v* entry that is a plain file is reported too.
+  std::ofstream((f.vdir(3)).string()) << "not a dir";
+  auto r = f.recover_now();
+  fs::remove_all(outside);
+  EXPECT_EQ(r.to_version, 1u);
+  EXPECT_EQ(f.held(), v1);
+  EXPECT_NE(skip_reason(r, "weight_v000002").find("symlink"), std::string::npos) << skip_reason(r, "weight_v000002");
+  EXPECT_NE(skip_reason(r, "weight_v000003").find("not a directory"), std::string::npos) << skip_reason(r, "weight_v000003");
+}
+
 TEST(PublishMarker, RoundTripsAndRefusesWhatIsWrong) {
   publish_marker m;
   m.version = 7;

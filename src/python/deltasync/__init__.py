@@ -164,7 +164,7 @@ class Sender:
 
     ``push``: receiver URLs ("http://host:port"); each gets one ``POST /sync`` per sync and the snapshot
     advances only when every one answered 200. Without receivers the files are only written (and kept).
-    ``encoding``: "indices" | "deltas" | "deltas_zstd"; ``format``: "native" (version checks, per-tensor
+    ``encoding``: "indices" | "deltas" | "deltas_zstd" | "compact" (native only); ``format``: "native" (version checks, per-tensor
     digests) | "slime" (the slime #1806 wire format). Device tensors take the GPU path (diff and pack on the
     GPU); host tensors the CPU path. ``add`` reads the tensor before it returns (the trainer may then modify
     it). The GIL is released while C++ works.

@@ -1,0 +1,241 @@
+// Tests for the compact stream (codec/compact.h): round trips over densities, element sizes and special float
+// values, gaps past 2^16 and up to 2^32 - 2, the choice of k, size against the entropy, and every rejection of
+// a malformed stream.
+#include <gtest/gtest.h>
+
+#include <bit>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "codec/compact.h"
+
+namespace deltasync {
+namespace {
+
+struct change_set {
+  uint64_t numel = 0;
+  std::vector<uint32_t> positions;
+  byte_buffer old_values, new_values;
+};
+
+// Positions at `density` of `numel`; old values random; new values = old moved by a few ulps (the AdamW
+// shape) or, with `random_values`, any other bit pattern.
+change_set make_changes(std::mt19937_64& rng, uint64_t numel, double density, uint32_t eb, bool random_values) {
+  change_set c;
+  c.numel = numel;
+  std::bernoulli_distribution pick(density);
+  for (uint64_t i = 0; i < numel; ++i)
+    if (density >= 1.0 || pick(rng)) c.positions.push_back(static_cast<uint32_t>(i));
+  c.old_values.resize(c.positions.size() * eb);
+  c.new_values.resize(c.positions.size() * eb);
+  std::geometric_distribution<int> ulps(0.7);
+  for (size_t i = 0; i < c.positions.size(); ++i) {
+    uint64_t o = rng(), v = 0;
+    const uint64_t mask = eb == 8 ? ~uint64_t{0} : (uint64_t{1} << (8 * eb)) - 1;
+    o &= mask;
+    do {
+      v = random_values ? (rng() & mask) : ((o + ((rng() & 1) ? 1 : -1) * (1 + ulps(rng))) & mask);
+    } while (v == o);
+    std::memcpy(c.old_values.data() + i * eb, &o, eb);
+    std::memcpy(c.new_values.data() + i * eb, &v, eb);
+  }
+  return c;
+}
+
+// Encodes, decodes and applies to a tensor holding the old values; the result must be the new values exactly.
+void round_trip(const change_set& c, uint32_t eb, uint64_t seed) {
+  SCOPED_TRACE("seed " + std::to_string(seed) + ", eb " + std::to_string(eb) + ", n " +
+               std::to_string(c.positions.size()));
+  byte_buffer stream;
+  compact::encode_stats stats;
+  compact::encode(c.positions, c.old_values, c.new_values, eb, stream, &stats);
+  EXPECT_EQ(8 * stream.size(), stats.overhead_bits + stats.position_bits + stats.value_bits)
+      << "the stats account for every bit";
+  std::vector<uint32_t> pos;
+  byte_buffer diffs;
+  ASSERT_TRUE(compact::decode(stream, c.positions.size(), c.numel, eb, pos, diffs).ok());
+  ASSERT_EQ(pos, c.positions);
+  // Apply to a tensor holding the old values, the other elements set to a pattern that must survive. Past
+  // 2^24 elements the tensor is the changed elements alone (positions renumbered 0..n-1): the positions were
+  // checked above, this checks the arithmetic.
+  const uint64_t span = c.positions.empty() ? 1 : uint64_t{c.positions.back()} + 1;
+  std::vector<uint32_t> at = pos;
+  if (span > (uint64_t{1} << 24))
+    for (size_t i = 0; i < at.size(); ++i) at[i] = static_cast<uint32_t>(i);
+  byte_buffer tensor((at.empty() ? 1 : uint64_t{at.back()} + 1) * eb, std::byte{0x5A});
+  const byte_buffer pattern = tensor;
+  for (size_t i = 0; i < at.size(); ++i) std::memcpy(tensor.data() + uint64_t{at[i]} * eb, c.old_values.data() + i * eb, eb);
+  byte_buffer old;
+  compact::apply_diffs(at, diffs, eb, tensor, &old);
+  EXPECT_EQ(old, c.old_values);
+  for (size_t i = 0; i < at.size(); ++i) {
+    ASSERT_EQ(0, std::memcmp(tensor.data() + uint64_t{at[i]} * eb, c.new_values.data() + i * eb, eb)) << "element " << i;
+    std::memcpy(tensor.data() + uint64_t{at[i]} * eb, pattern.data(), eb);
+  }
+  EXPECT_EQ(tensor, pattern) << "an element outside the positions changed";
+  // Deterministic: encoding again gives the same bytes.
+  byte_buffer again;
+  compact::encode(c.positions, c.old_values, c.new_values, eb, again);
+  EXPECT_EQ(again, stream);
+}
+
+TEST(Compact, RoundTripsEveryDensityAndElementSize) {
+  for (uint32_t eb : {1u, 2u, 4u, 8u})
+    for (double density : {0.0, 0.0001, 0.01, 0.1, 0.5, 1.0})
+      for (bool random_values : {false, true}) {
+        const uint64_t seed = 1000 * eb + static_cast<uint64_t>(density * 1e4) + random_values;
+        std::mt19937_64 rng(seed);
+        const uint64_t numel = density < 0.001 ? 200000 : 30000;
+        round_trip(make_changes(rng, numel, density, eb, random_values), eb, seed);
+      }
+}
+
+TEST(Compact, SpecialFloatValuesArriveExactly) {
+  // bf16 / f32 / f64 bit patterns of NaN (two payloads), +-inf, -0.0, +0.0, the smallest subnormal, max.
+  std::vector<uint16_t> bf16 = {0x7FC0, 0x7F81, 0x7F80, 0xFF80, 0x8000, 0x0000, 0x0001, 0x7F7F};
+  std::vector<uint32_t> positions;
+  byte_buffer old_v, new_v;
+  for (size_t i = 0; i < bf16.size(); ++i)
+    for (size_t j = 0; j < bf16.size(); ++j) {
+      if (i == j) continue;
+      positions.push_back(static_cast<uint32_t>(positions.size() * 3));
+      uint16_t o = bf16[i], v = bf16[j];
+      old_v.insert(old_v.end(), reinterpret_cast<std::byte*>(&o), reinterpret_cast<std::byte*>(&o) + 2);
+      new_v.insert(new_v.end(), reinterpret_cast<std::byte*>(&v), reinterpret_cast<std::byte*>(&v) + 2);
+    }
+  round_trip({positions.back() + 1ull, positions, old_v, new_v}, 2, 0);
+
+  std::vector<double> f64 = {std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::infinity(),
+                             -std::numeric_limits<double>::infinity(), -0.0, 0.0,
+                             std::numeric_limits<double>::denorm_min(), std::numeric_limits<double>::max()};
+  positions.clear();
+  old_v.clear();
+  new_v.clear();
+  for (size_t i = 0; i < f64.size(); ++i)
+    for (size_t j = 0; j < f64.size(); ++j) {
+      if (i == j) continue;
+      positions.push_back(static_cast<uint32_t>(positions.size()));
+      old_v.insert(old_v.end(), reinterpret_cast<std::byte*>(&f64[i]), reinterpret_cast<std::byte*>(&f64[i]) + 8);
+      new_v.insert(new_v.end(), reinterpret_cast<std::byte*>(&f64[j]), reinterpret_cast<std::byte*>(&f64[j]) + 8);
+    }
+  round_trip({positions.size(), positions, old_v, new_v}, 8, 0);
+}
+
+TEST(Compact, GapsPast16BitsAndUpTo32Bits) {
+  // Indices 0, 70000, 2^32 - 2 (the largest index of a 2^32 - 1 element tensor), mixed with a dense run so
+  // one block holds tiny and huge gaps (the escape path).
+  std::vector<uint32_t> positions = {0, 1, 2, 70000, 70001, 4000000000u, 4294967294u};
+  for (uint32_t eb : {1u, 2u, 4u, 8u}) {
+    byte_buffer o(positions.size() * eb, std::byte{1}), v(positions.size() * eb, std::byte{2});
+    round_trip({4294967295ull, positions, o, v}, eb, eb);
+  }
+  // The first gap alone is 2^32 - 2.
+  byte_buffer o(2, std::byte{0}), v(2, std::byte{9});
+  round_trip({4294967295ull, {4294967294u}, o, v}, 2, 7);
+}
+
+TEST(Compact, SizeIsNearTheEntropyOfPositions) {
+  // Independent positions at 1%: gaps are geometric, for which the best Rice code is within ~1% of the entropy.
+  std::mt19937_64 rng(42);
+  const uint64_t numel = 4'000'000;
+  for (double density : {0.001, 0.01, 0.1, 0.5}) {
+    change_set c = make_changes(rng, numel, density, 2, false);
+    byte_buffer stream;
+    compact::encode_stats st;
+    compact::encode(c.positions, c.old_values, c.new_values, 2, stream, &st);
+    const double h = compact::position_entropy_bits(numel, c.positions.size());
+    EXPECT_LT(st.position_bits, 1.03 * h) << "density " << density;
+    EXPECT_GT(st.position_bits, 0.97 * h) << "density " << density << ": below the entropy cannot be";
+  }
+}
+
+TEST(Compact, DenseAndRawModes) {
+  // Every element changed with random values: positions cost nothing (dense blocks) and values at most w bits.
+  std::mt19937_64 rng(5);
+  change_set c = make_changes(rng, 10000, 1.0, 2, true);
+  byte_buffer stream;
+  compact::encode_stats st;
+  compact::encode(c.positions, c.old_values, c.new_values, 2, stream, &st);
+  EXPECT_EQ(st.position_bits, 0u);
+  EXPECT_LE(st.value_bits, 16u * 10000);
+  round_trip(c, 2, 5);
+}
+
+TEST(Compact, ChooseKPicksTheCheapest) {
+  std::vector<uint64_t> ones(100, 1), big(10, 1000);
+  EXPECT_EQ(compact::choose_k(ones, 32), 0u);  // 2 bits each at k=0 and k=1; ties go to the smaller k
+  const uint32_t k = compact::choose_k(big, 32);
+  for (uint32_t other = 0; other <= compact::kMaxK; ++other) {
+    uint64_t a = 0, b = 0;
+    for (auto x : big) a += compact::rice_bits(x, k, 32), b += compact::rice_bits(x, other, 32);
+    EXPECT_LE(a, b) << "k " << k << " vs " << other;
+  }
+}
+
+class CompactRejects : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::mt19937_64 rng(9);
+    c_ = make_changes(rng, 50000, 0.1, 2, false);
+    compact::encode(c_.positions, c_.old_values, c_.new_values, 2, stream_);
+  }
+  errc decode_error(const byte_buffer& s, uint64_t count, uint64_t numel = 50000, uint32_t eb = 2) {
+    std::vector<uint32_t> pos;
+    byte_buffer diffs;
+    auto st = compact::decode(s, count, numel, eb, pos, diffs);
+    if (st.ok()) return errc{};
+    EXPECT_TRUE(pos.empty() && diffs.empty()) << "outputs are emptied on error";
+    return static_cast<errc>(st.err().code.value());
+  }
+  change_set c_;
+  byte_buffer stream_;
+};
+
+TEST_F(CompactRejects, HeaderCountAndSize) {
+  const uint64_t n = c_.positions.size();
+  EXPECT_EQ(decode_error(stream_, n), errc{});
+  EXPECT_EQ(decode_error(stream_, n + 1), errc::delta_value_count_mismatch);
+  EXPECT_EQ(decode_error(stream_, n, 50000, 4), errc::delta_bad_manifest);
+  byte_buffer s = stream_;
+  s[0] = std::byte{0};
+  EXPECT_EQ(decode_error(s, n), errc::delta_bad_manifest);
+  s = stream_;
+  s.pop_back();
+  EXPECT_EQ(decode_error(s, n), errc::delta_bad_manifest);
+  s = stream_;
+  s.push_back(std::byte{0});
+  EXPECT_EQ(decode_error(s, n), errc::delta_bad_manifest);
+  EXPECT_EQ(decode_error(byte_buffer(3), n), errc::delta_bad_manifest);
+  EXPECT_EQ(decode_error(stream_, n, c_.positions.back()), errc::delta_position_out_of_range);
+}
+
+TEST_F(CompactRejects, EveryFlippedBitIsCaughtOrDecodesToSomethingValid) {
+  // A flipped bit must never crash or read outside the stream; when it decodes, positions still ascend and
+  // stay in range (the payload hash and tensor digests catch the rest in a real file).
+  const uint64_t n = c_.positions.size();
+  for (size_t bit = 0; bit < stream_.size() * 8; bit += 7) {
+    byte_buffer s = stream_;
+    s[bit / 8] ^= std::byte{static_cast<uint8_t>(1u << (bit % 8))};
+    std::vector<uint32_t> pos;
+    byte_buffer diffs;
+    if (compact::decode(s, n, 50000, 2, pos, diffs).ok()) {
+      ASSERT_EQ(pos.size(), n);
+      for (size_t i = 1; i < pos.size(); ++i) ASSERT_LT(pos[i - 1], pos[i]);
+      ASSERT_LT(pos.back(), 50000u);
+    }
+  }
+}
+
+TEST(CompactEntropy, Figures) {
+  EXPECT_EQ(compact::position_entropy_bits(100, 0), 0.0);
+  EXPECT_EQ(compact::position_entropy_bits(100, 100), 0.0);
+  EXPECT_NEAR(compact::position_entropy_bits(4, 2), std::log2(6.0), 1e-9);
+  const uint16_t d[4] = {1, 1, 0xFFFF, 0xFFFF};
+  EXPECT_NEAR(compact::value_entropy_bits(byte_span(reinterpret_cast<const std::byte*>(d), 8), 2), 4.0, 1e-9);
+}
+
+}  // namespace
+}  // namespace deltasync
