@@ -1,7 +1,9 @@
 // `deltasync publish --from OLD --to NEW --delta-dir DIR ...`: diffs two checkpoints through the Sender
 // (seeded with OLD at --base-version, one sync of NEW at --version), writes the delta files, optionally runs
 // the pre-push hook and pushes one /sync to every --push receiver. Exit status 0 only when every receiver
-// acknowledged (or nothing was pushed); 1 on any failure; 2 for a refused flag combination.
+// acknowledged (or nothing was pushed); 1 on any failure (a receiver that did not acknowledge included,
+// though the version is then published all the same: "published": true, and it catches up at the next
+// push, docs/fleet.md); 2 for a refused flag combination.
 #include <CLI/CLI.hpp>
 #include <boost/json.hpp>
 #include <chrono>
@@ -137,6 +139,7 @@ void print_json(const run_facts& facts, const sync_report& r, const status& st) 
     x["status"] = rc.http_status;
     x["ok"] = rc.ok();
     x["elapsed_s"] = rc.elapsed_s;
+    if (auto a = r.acked.find(rc.url); a != r.acked.end()) x["acked_version"] = a->second;
     if (rc.http_status == 0) {
       x["error"] = rc.transport_error;
     } else {
@@ -148,6 +151,14 @@ void print_json(const run_facts& facts, const sync_report& r, const status& st) 
     receivers.push_back(std::move(x));
   }
   o["receivers"] = std::move(receivers);
+  // Every receiver this delta dir knows (fleet.json), with the version it last acknowledged (docs/fleet.md).
+  json::object acked;
+  for (const auto& [url, v] : r.acked) acked[url] = v;
+  o["acked"] = std::move(acked);
+  o["published"] = r.snapshot_advanced;
+  json::array pruned;
+  for (uint64_t v : r.pruned) pruned.push_back(v);
+  o["pruned"] = std::move(pruned);
   std::printf("%s\n", json::serialize(o).c_str());
 }
 

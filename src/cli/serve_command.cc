@@ -54,6 +54,8 @@ struct serve_options {
   uint32_t nccl_timeout_ms = 60'000;
   // Crash recovery and request limits (docs/reliability.md).
   bool recover = false;
+  bool catch_up = true;
+  bool sglang_allow_version_gap = false;
   uint64_t max_header_bytes = 16ull << 10;
   uint64_t max_files_per_sync = 4096;
   uint64_t max_tensors_per_file = 1u << 20;
@@ -218,7 +220,12 @@ int run_serve(const serve_options& opt) {
   sopts.write_timeout_ms = opt.write_timeout_ms;
   sopts.max_connections = opt.max_connections;
   sopts.reserved_routes = {"/sync", "/update_weights_from_disk"};  // past the limit: health and syncs only
-  auto server = http::http_server::start(loop, sopts, http::make_receiver_routes(*rx, *workers, metrics, nccl.get(), &recovered));
+  http::route_options routes;
+  routes.nccl = nccl.get();
+  routes.recovery = &recovered;
+  routes.loop = opt.catch_up ? &loop : nullptr;
+  routes.sglang_allow_version_gap = opt.sglang_allow_version_gap;
+  auto server = http::http_server::start(loop, sopts, http::make_receiver_routes(*rx, *workers, metrics, routes));
   if (!server) return fail(server.err());
   const uint16_t port = (*server)->port();
   if (!opt.port_file.empty()) {
@@ -307,6 +314,13 @@ void register_serve(CLI::App& app, int& exit_status) {
       ->capture_default_str();
   cmd->add_flag("--recover", opt->recover,
                 "Before serving, replay the fully published version dirs kept in --delta-dir from the base version");
+  cmd->add_flag("--catch-up,!--no-catch-up", opt->catch_up,
+                "A /sync whose base_version is ahead of this receiver's version replays the kept, marker-verified "
+                "chain in --delta-dir first (docs/fleet.md); on by default")
+      ->capture_default_str();
+  cmd->add_flag("--sglang-allow-version-gap", opt->sglang_allow_version_gap,
+                "POST /update_weights_from_disk: accept a weight_version other than the store's version + 1 "
+                "(unsafe: slime files are deltas against the previous version)");
   cmd->add_option("--max-header-bytes", opt->max_header_bytes, "Largest HTTP header block")->capture_default_str();
   cmd->add_option("--max-files-per-sync", opt->max_files_per_sync, "Most files one sync may list")->capture_default_str();
   cmd->add_option("--max-tensors-per-file", opt->max_tensors_per_file, "Most params in one delta file")->capture_default_str();

@@ -10,6 +10,7 @@
 #include "base/text_escape.h"
 #include "codec/digest.h"
 #include "io/worker_pool.h"
+#include "sync/catch_up.h"
 #include "sync/nccl_member.h"
 
 namespace deltasync::http {
@@ -62,6 +63,10 @@ struct route_state {
   const recovery_report* recovery = nullptr;
   bool checksums_running = false;
   nccl_member* nccl = nullptr;
+  io::event_loop* loop = nullptr;  // set: online catch-up
+  bool catching_up = false;
+  bool sglang_allow_version_gap = false;
+  std::optional<recovery_report> last_catch_up = std::nullopt;
   std::optional<std::chrono::steady_clock::time_point> last_sync_at = std::nullopt;  // last sync committed via a route
 };
 
@@ -81,10 +86,7 @@ json::object recovery_json(const recovery_report& rep) {
                       {"skipped", std::move(skipped)}};
 }
 
-void start_sync_route(const std::shared_ptr<route_state>& st, result<sync_request> req, responder respond,
-                      bool sglang) {
-  receiver& rx = st->rx;
-  auto answer_error = [&rx, sglang](const error& e) {
+response route_error(receiver& rx, const error& e, bool sglang) {
     if (!sglang) return sync_error(e, rx.store().version());
     json::object o;
     o["success"] = false;
@@ -94,13 +96,68 @@ void start_sync_route(const std::shared_ptr<route_state>& st, result<sync_reques
     r.status = 400;
     r.body = json::serialize(o);
     return r;
-  };
+}
+
+void run_sync(const std::shared_ptr<route_state>& st, sync_request req, responder respond,
+              std::optional<recovery_report> caught, bool sglang = false);
+
+void start_sync_route(const std::shared_ptr<route_state>& st, result<sync_request> req, responder respond,
+                      bool sglang) {
+  receiver& rx = st->rx;
+  auto answer_error = [&rx, sglang](const error& e) { return route_error(rx, e, sglang); };
   if (!req) return respond(answer_error(req.err()));
   if (st->checksums_running) return respond(answer_error(error(errc::busy, "a /checksums computation is running")));
-  rx.start_sync(std::move(req).value(), [st, respond, answer_error, sglang](result<sync_stats> r) {
-    if (!r) return respond(answer_error(r.err()));
+  if (st->catching_up) return respond(answer_error(error(errc::busy, "catching up on the kept chain; retry shortly")));
+  const uint64_t cur = rx.store().version();
+  if (sglang && !st->sglang_allow_version_gap && req->version != cur + 1)
+    return respond(answer_error(error(
+        errc::version_conflict, "weight_version " + std::to_string(req->version) + " is not the store's version " +
+                                    std::to_string(cur) + " + 1: slime files are deltas against the previous "
+                                    "version, so applying them across a gap would corrupt the weights; refused, "
+                                    "the store is unchanged (serve --sglang-allow-version-gap accepts it)")));
+  if (!sglang && st->loop != nullptr && is_idempotent(rx, *req))
+    return respond(json_ok(json::object{{"version", cur}, {"idempotent", true},
+                                        {"message", "version " + std::to_string(cur) + " already applied (marker matches)"}}));
+  if (!sglang && st->loop != nullptr && needs_catch_up(rx, *req)) {
+    st->catching_up = true;
+    const uint64_t target = *req->base_version;
+    return start_catch_up(rx, *st->loop, target,
+                          [st, req = std::move(req).value(), respond](recovery_report rep, std::optional<error> gap) mutable {
+                            st->catching_up = false;
+                            st->last_catch_up = rep;
+                            if (gap) {
+                              response out = sync_error(*gap, st->rx.store().version());
+                              auto body = json::parse(out.body).as_object();
+                              body["caught_up"] = recovery_json(rep);
+                              out.body = json::serialize(body);
+                              return respond(std::move(out));
+                            }
+                            run_sync(st, std::move(req), std::move(respond), std::move(rep));
+                          });
+  }
+  run_sync(st, std::move(req).value(), std::move(respond), std::nullopt, sglang);
+}
+
+void run_sync(const std::shared_ptr<route_state>& st, sync_request req, responder respond,
+              std::optional<recovery_report> caught, bool sglang) {
+  receiver& rx = st->rx;
+  auto answer_error = [&rx, sglang](const error& e) { return route_error(rx, e, sglang); };
+  rx.start_sync(std::move(req), [st, respond, answer_error, sglang, caught = std::move(caught)](result<sync_stats> r) {
+    if (!r) {
+      response out = answer_error(r.err());
+      if (caught) {
+        auto body = json::parse(out.body).as_object();
+        body["caught_up"] = recovery_json(*caught);
+        out.body = json::serialize(body);
+      }
+      return respond(std::move(out));
+    }
     st->last_sync_at = std::chrono::steady_clock::now();
-    if (!sglang) return respond(json_ok(stats_json(*r)));
+    if (!sglang) {
+      json::object o = stats_json(*r);
+      if (caught) o["caught_up"] = recovery_json(*caught);
+      return respond(json_ok(o));
+    }
     json::object o;
     o["success"] = true;
     o["message"] = "applied version " + std::to_string(r->version) + ": " + std::to_string(r->changed_elements) +
@@ -152,8 +209,18 @@ void add_nccl_routes(router& r, const std::shared_ptr<route_state>& st) {
 
 router make_receiver_routes(receiver& rx, io::worker_pool& workers, metrics_registry& metrics, nccl_member* nccl,
                             const recovery_report* recovery) {
-  auto st = std::make_shared<route_state>(route_state{rx, workers, metrics, recovery});
-  st->nccl = nccl;
+  route_options o;
+  o.nccl = nccl;
+  o.recovery = recovery;
+  return make_receiver_routes(rx, workers, metrics, o);
+}
+
+router make_receiver_routes(receiver& rx, io::worker_pool& workers, metrics_registry& metrics,
+                            const route_options& options) {
+  auto st = std::make_shared<route_state>(route_state{rx, workers, metrics, options.recovery});
+  st->nccl = options.nccl;
+  st->loop = options.loop;
+  st->sglang_allow_version_gap = options.sglang_allow_version_gap;
   router r;
   add_nccl_routes(r, st);
   r.add("POST", "/sync", [st](const request& req, responder respond) {
@@ -177,6 +244,8 @@ router make_receiver_routes(receiver& rx, io::worker_pool& workers, metrics_regi
     if (st->rx.last_error()) o["last_error"] = escape_control(st->rx.last_error()->describe());
     if (st->nccl) o["nccl"] = nccl_json(st->nccl->info());
     if (st->recovery && st->recovery->ran) o["recovery"] = recovery_json(*st->recovery);
+    if (st->loop) o["catching_up"] = st->catching_up;
+    if (st->last_catch_up) o["last_catch_up"] = recovery_json(*st->last_catch_up);
     respond(json_ok(o));
   });
   r.add("GET", "/metrics", [st](const request&, responder respond) {
@@ -192,7 +261,7 @@ router make_receiver_routes(receiver& rx, io::worker_pool& workers, metrics_regi
     respond(std::move(out));
   });
   r.add("GET", "/checksums", [st](const request&, responder respond) {
-    if (st->rx.busy() || st->checksums_running)
+    if (st->rx.busy() || st->checksums_running || st->catching_up)
       return respond(sync_error(error(errc::busy, "a sync is in progress; ask again after it commits"),
                                 st->rx.store().version()));
     st->checksums_running = true;

@@ -10,6 +10,7 @@
 #include "sync/recovery.h"
 
 namespace deltasync::io {
+class event_loop;
 class worker_pool;
 }
 namespace deltasync {
@@ -24,5 +25,20 @@ namespace deltasync::http {
 // `recovery`, GET /status reports what crash recovery replayed (docs/reliability.md).
 router make_receiver_routes(receiver& rx, io::worker_pool& workers, metrics_registry& metrics,
                             nccl_member* nccl = nullptr, const recovery_report* recovery = nullptr);
+
+struct route_options {
+  nccl_member* nccl = nullptr;
+  const recovery_report* recovery = nullptr;
+  // Online catch-up (sync/catch_up.h, docs/fleet.md): with a loop, a /sync push whose base_version is ahead
+  // of the store makes the receiver replay the kept chain first (answering 503 busy to other syncs and
+  // /checksums meanwhile), and a push for the version it holds whose marker matches is an idempotent 200.
+  io::event_loop* loop = nullptr;
+  // POST /update_weights_from_disk: by default a weight_version that is not exactly the store's version + 1
+  // is refused (slime files are deltas against the previous version: applying one across a gap yields
+  // weights matching no checkpoint). True accepts any newer version (serve --sglang-allow-version-gap).
+  bool sglang_allow_version_gap = false;
+};
+router make_receiver_routes(receiver& rx, io::worker_pool& workers, metrics_registry& metrics,
+                            const route_options& options);
 
 }  // namespace deltasync::http

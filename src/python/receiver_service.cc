@@ -113,7 +113,11 @@ result<std::unique_ptr<receiver_service>> receiver_service::start(std::unique_pt
   p->puller = std::make_unique<http::pull_opener>(*p->loop, std::move(pull));
   p->rx->set_remote_opener(p->puller.get());
 
-  http::router inner = http::make_receiver_routes(*p->rx, *p->workers, *p->metrics);
+  // Online catch-up (docs/fleet.md): a push whose base is ahead replays the kept chain inside the /sync
+  // route, so after before_apply(version of the push) and before after_commit of that push.
+  http::route_options routes;
+  routes.loop = p->loop.get();
+  http::router inner = http::make_receiver_routes(*p->rx, *p->workers, *p->metrics, routes);
   for (const auto& r : inner.routes()) {
     const bool sync = r.method == "POST" && r.path == "/sync";
     const bool sglang = r.method == "POST" && r.path == "/update_weights_from_disk";

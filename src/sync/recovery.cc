@@ -84,10 +84,11 @@ std::string verify_files(const std::string& delta_dir, const candidate& c, const
 }
 
 // The path from `from` to the highest version reachable over candidates that may still apply.
-std::vector<candidate*> best_chain(std::vector<candidate>& all, uint64_t from) {
+std::vector<candidate*> best_chain(std::vector<candidate>& all, uint64_t from, uint64_t max_version) {
   std::vector<candidate*> usable;
   for (auto& c : all)
-    if (c.invalid.empty() && c.marker && c.marker->version > from) usable.push_back(&c);
+    if (c.invalid.empty() && c.marker && c.marker->version > from && c.marker->version <= max_version)
+      usable.push_back(&c);
   std::sort(usable.begin(), usable.end(), [](auto* a, auto* b) { return a->marker->version < b->marker->version; });
   std::map<uint64_t, candidate*> reached;  // version -> the step that reaches it (nullptr: the start)
   reached[from] = nullptr;
@@ -152,7 +153,7 @@ recovery_report recover(receiver& rx, io::event_loop& loop, const recovery_optio
          options.delta_dir.c_str());
 
   for (;;) {
-    auto chain = best_chain(all, cur);
+    auto chain = best_chain(all, cur, options.max_version);
     if (chain.empty()) break;
     candidate& c = *chain.front();
     if (!c.verified) {
@@ -176,7 +177,7 @@ recovery_report recover(receiver& rx, io::event_loop& loop, const recovery_optio
   // Report what was left out above the final version (older dirs are history, not skips).
   std::sort(all.begin(), all.end(), [](const candidate& a, const candidate& b) { return a.name_version < b.name_version; });
   for (const auto& c : all) {
-    if (c.name_version <= cur) continue;
+    if (c.name_version <= cur || c.name_version > options.max_version) continue;
     const std::string reason = !c.invalid.empty() ? c.invalid
                                                   : "not on a chain from version " + std::to_string(cur) +
                                                         " (its base is " + std::to_string(c.marker->base_version) + ")";

@@ -37,6 +37,7 @@ struct recovery_options {
   std::string delta_dir;
   uint64_t max_marker_bytes = 16ull << 20;
   uint64_t max_file_bytes = 8ull << 30;  // a listed file larger than this is skipped
+  uint64_t max_version = UINT64_MAX;     // replay no version above this (online catch-up: the push's base)
 };
 
 struct recovery_report {

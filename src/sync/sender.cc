@@ -1,5 +1,6 @@
 // The Sender: bitwise diff against a host snapshot, bucketed delta files written atomically, the pre-push
-// hook, one /sync push to every receiver, and a snapshot that advances only after every receiver acked. Its
+// hook, one /sync push to every receiver; publishing is the commit point (the snapshot advances once the marker is
+// durable; lagging receivers catch up from the kept chain), except over NCCL (every receiver must ack). Its
 // state and bucket machinery (flush, publish marker, end of sync, commit) are in sync/sender_impl.{h,cc}.
 #include "sync/sender.h"
 
@@ -16,9 +17,11 @@
 #include <utility>
 
 #include "base/check.h"
+#include "base/log.h"
 #include "codec/diff.h"
 #include "codec/digest.h"
 #include "io/file_lock.h"
+#include "sync/fleet_state.h"
 #include "sync/gpu_sender_path.h"
 #include "sync/publish_marker.h"
 #include "sync/sender_impl.h"
@@ -116,7 +119,13 @@ status sender::begin(uint64_t version) {
     DS_ASSIGN_OR_RETURN(s.dir_lock, io::file_lock::acquire(s.options.delta_dir + "/" + std::string(kSenderLockName),
                                                            "sync " + std::to_string(version) +
                                                                ": another sender is publishing into the delta dir"));
-    fs::remove_all(dir, ec);  // a stale dir of the same version (a crashed or refused earlier attempt)
+    if (version_published(s.options.delta_dir, version)) {
+      s.dir_lock.release();
+      return error(errc::version_conflict, "sync version " + std::to_string(version) + " was already published (" +
+                                               dir + " holds a publish marker); a published version is never "
+                                               "rewritten: publish under a new version number");
+    }
+    fs::remove_all(dir, ec);  // a stale dir of the same version (a crashed earlier attempt: no marker)
     if (!ec) fs::create_directories(dir, ec);
     if (ec) {
       s.dir_lock.release();
@@ -253,7 +262,8 @@ void sender::abort() {
 result<sync_report> sender::finish() {
   impl& s = *impl_;
   if (!s.active) return error(errc::invalid_argument, "finish: no sync begun");
-  const bool keep = s.options.keep_files || s.options.receivers.empty();
+  // Disk / pull: a published dir is kept for lagging receivers; retention prunes it (fleet_state.h).
+  const bool keep = s.options.keep_files || s.options.receivers.empty() || !s.nccl();
   auto fail = [&](error e) -> result<sync_report> {
     s.last = s.report;
     s.end_sync(keep);
@@ -281,9 +291,11 @@ result<sync_report> sender::finish() {
                        {"DELTASYNC_VERSION=" + std::to_string(s.version), "DELTASYNC_DIR=" + s.dir});
     s.report.hook_s = seconds_since(t0);
     if (!rc.ok()) return fail(std::move(rc).err());
-    if (*rc != 0)
+    if (*rc != 0) {
+      s.write_failed = true;  // never published: the dir (and its marker) goes, whatever keep_files says
       return fail(error(errc::io_error, "pre-push hook exited " + std::to_string(*rc) + "; nothing pushed (sync " +
                                             std::to_string(s.version) + ")"));
+    }
   }
 
   if (s.nccl()) {
@@ -318,6 +330,35 @@ result<sync_report> sender::finish() {
     s.report.receivers = s.transport->post_all(s.options.receivers, "/sync", body);
     s.report.push_s = seconds_since(t0);
   }
+  // Disk / pull: the version is committed now (marker durable, hook passed), whatever the receivers answer;
+  // except when EVERY receiver refused its files as invalid (422): nobody holds it and nobody could replay it,
+  // so it is withdrawn (dir removed, snapshot kept: the next sync carries its changes, as over NCCL).
+  bool withdrawn = !s.nccl() && !s.options.receivers.empty() &&
+                   s.report.receivers.size() == s.options.receivers.size();
+  for (const auto& o : s.report.receivers) withdrawn = withdrawn && o.http_status == 422;
+  if (withdrawn) s.write_failed = true;
+  const bool commit_point = !s.nccl() && !withdrawn;
+  if (commit_point && !s.options.receivers.empty()) {
+    auto fleet = load_fleet_state(s.options.delta_dir);
+    if (!fleet) {
+      DS_LOG(warn, "sender", "%s; starting a new fleet state", fleet.err().describe().c_str());
+      fleet = fleet_state{};
+    }
+    for (const auto& url : s.options.receivers) fleet->acked.try_emplace(url, s.report.base_version);
+    for (size_t i = 0; i < s.options.receivers.size() && i < s.report.receivers.size(); ++i)
+      if (s.report.receivers[i].ok()) fleet->acked[s.options.receivers[i]] = s.version;
+    fleet->published = s.version;
+    if (auto st = save_fleet_state(s.options.delta_dir, *fleet); !st)
+      DS_LOG(warn, "sender", "fleet state not saved: %s", st.err().describe().c_str());
+    s.report.acked = fleet->acked;
+    if (!s.options.keep_files)
+      s.report.pruned = prune_published(s.options.delta_dir, fleet->min_acked(s.options.receivers, s.version), s.version);
+  }
+  if (commit_point) {
+    s.commit();
+    snapshot_version_ = s.version;
+    s.report.snapshot_advanced = true;
+  }
   if (!s.options.receivers.empty()) {
     std::string failures;
     size_t failed = 0;
@@ -338,14 +379,18 @@ result<sync_report> sender::finish() {
       return fail(error(errc::receiver_failed, std::to_string(failed) + " of " +
                                                    std::to_string(s.options.receivers.size()) +
                                                    " receivers failed sync " + std::to_string(s.version) +
-                                                   " (snapshot kept at " + std::to_string(snapshot_version_) +
-                                                   "): " + failures));
+                                                   (commit_point ? " (published: they catch up at the next push): "
+                                                    : withdrawn ? " (every receiver refused its files: withdrawn, snapshot kept at " +
+                                                                      std::to_string(snapshot_version_) + "): "
+                                                                : " (snapshot kept at " + std::to_string(snapshot_version_) + "): ") +
+                                                   failures));
   }
 
-  // Every receiver acknowledged: only now does the snapshot move (slime #2104).
-  s.commit();
-  snapshot_version_ = s.version;
-  s.report.snapshot_advanced = true;
+  if (!commit_point) {  // NCCL / withdrawn: every receiver acknowledged, only now does the snapshot move (slime #2104)
+    s.commit();
+    snapshot_version_ = s.version;
+    s.report.snapshot_advanced = true;
+  }
   s.last = s.report;
   s.end_sync(keep);
   return s.last;

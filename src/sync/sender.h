@@ -4,8 +4,13 @@
 // ({delta_dir}/weight_v{N:06d}/rank{R:04d}_flush{F:06d}.safetensors), runs the pre-push hook, then POSTs one
 // /sync to every receiver concurrently and waits for all of them.
 //
-// The snapshot advances only when EVERY receiver acknowledged (slime #2104 is the bug this rules out): after
-// a failure the next sync diffs against the old snapshot again, so it carries the lost changes.
+// Publishing is the commit point (docs/fleet.md; disk and HTTP pull transports): once a version's files and
+// publish marker are durable and the pre-push hook passed, the snapshot advances to it whatever the receivers
+// answered. slime #2104 (a receiver silently missing a change) is ruled out differently: the published
+// version dirs above the lowest version any known receiver acknowledged are kept (sync/fleet_state.h keeps
+// the per-receiver acknowledged versions in {delta_dir}/fleet.json), and a lagging receiver replays them
+// before it applies the next push (sync/catch_up.h). The NCCL transport keeps no files, so there the snapshot
+// still advances only when every receiver acknowledged.
 //
 // Files: every changed tensor lands whole in one bucket (a tensor's delta never splits across files). Each
 // dtype has its own open bucket, so __values__ is never promoted (BF16 next to F32 would double the BF16
@@ -15,8 +20,10 @@
 // XXH3-128 of every param they hold (the full new tensor).
 // Full mode ships every element of every added tensor as a delta against nothing (positions 0..n-1);
 // receivers apply it like any delta. Tensors not added in a sync are unchanged and not diffed.
-// Cleanup: the version dir is deleted after the push, whatever its outcome, unless keep_files; with no
-// receivers (files only) it is always kept, since nobody has read it yet. A sync that failed while writing
+// Retention: a published version dir is kept until every known receiver acknowledged it (or a later version);
+// without keep_files, dirs at or below that lowest acknowledged version are then pruned, except the newest
+// one. With no receivers (files only) every dir is kept. A version dir once published is never rewritten:
+// begin() of a version whose dir holds a publish marker is refused. A sync that failed while writing
 // (ENOSPC, an I/O error) removes its version dir whatever keep_files says: it is not a usable version.
 // Publish marker: after the last file is written and durable, and before the hook and the push, finish()
 // writes {dir}/published.json (sync/publish_marker.h) atomically. A dir without it was never fully
@@ -89,6 +96,10 @@ struct sync_report {
   double diff_encode_s = 0, write_s = 0, hook_s = 0, push_s = 0;
   std::vector<push_outcome> receivers;
   bool snapshot_advanced = false;
+  // Disk/pull transports with receivers: each known receiver's acknowledged version after this push (from
+  // {delta_dir}/fleet.json), and the published version dirs this sync pruned (all acknowledged).
+  std::map<std::string, uint64_t> acked;
+  std::vector<uint64_t> pruned;
 };
 
 class sender {
@@ -104,7 +115,8 @@ class sender {
   uint64_t snapshot_version() const noexcept { return snapshot_version_; }
 
   // Starts sync `version` (> snapshot_version()): creates {delta_dir}/weight_v{N:06d}/, removing a stale
-  // one first. Errors: errc::invalid_argument (a sync already begun, a version not above the snapshot's, no
+  // one (no publish marker) first; a dir that holds a publish marker is errc::version_conflict (a published
+  // version is never rewritten: use a new version number). Errors: errc::invalid_argument (a sync already begun, a version not above the snapshot's, no
   // delta_dir, receivers without a transport; nccl without receivers), errc::unsupported (a transport other
   // than "disk" or "nccl"), errc::io_error (the directory). The nccl transport writes no files: each flush is
   // kept in memory and broadcast by finish() (delta_dir is then only the name space of the version).
@@ -117,10 +129,15 @@ class sender {
   status add(const std::string& name, const tensor_view& t);
   // Flushes the last bucket, runs the hook (`/bin/sh -c CMD` with DELTASYNC_VERSION and DELTASYNC_DIR set;
   // a non-zero exit is errc::io_error "pre-push hook exited N" and nothing is pushed), POSTs /sync to every
-  // receiver and waits for all of them. On success the snapshot advances to the sync's version. Any failure
-  // keeps the snapshot (the next sync carries the changes again) and returns an error: errc::receiver_failed
-  // naming every receiver that did not answer 200 and what it said. The sync ends either way; the report,
-  // with per-receiver outcomes, is available from last_report() in both cases.
+  // receiver and waits for all of them. Disk/pull transports: once the marker is durable and the hook passed
+  // the version is committed and the snapshot advances, whatever the receivers answered; receivers that did
+  // not answer 200 make finish() return errc::receiver_failed naming each and what it said (the version is
+  // still published: they catch up at the next push; report().snapshot_advanced is true), unless EVERY
+  // receiver answered 422 (its files refused as invalid): the version is then withdrawn (dir removed,
+  // snapshot kept, the next sync carries its changes). A hook failure
+  // removes the version dir (it was never published) and keeps the snapshot. NCCL: any receiver failure keeps
+  // the snapshot (the next sync carries the changes again). The sync ends either way; the report, with
+  // per-receiver outcomes, is available from last_report() in both cases.
   result<sync_report> finish();
   // Drops the sync begun (files already written are removed unless keep_files).
   void abort();

@@ -103,8 +103,9 @@ void run_pair(uint64_t gpu_budget, wire_format format, encoding enc, bool with_h
       ASSERT_TRUE(gpu::copy_h2d(dbuf[i].data(), ts[i].host.data(), ts[i].host.size(), s).ok());
     }
     ASSERT_TRUE(s.synchronize().ok());
-    // Sync 2 is refused by the receiver: both snapshots stay, sync 3 carries its changes again.
-    tc.next_status = tg.next_status = v == 2 ? 409 : 200;
+    // Sync 2's files are refused as invalid (422) by every receiver: withdrawn (docs/fleet.md), both
+    // snapshots stay, sync 3 carries its changes again.
+    tc.next_status = tg.next_status = v == 2 ? 422 : 200;
     ASSERT_TRUE(cpu.begin(v).ok());
     ASSERT_TRUE(dev.begin(v).ok());
     for (size_t i = 0; i < ts.size(); ++i) {

@@ -70,7 +70,9 @@ for fmt in native slime; do
     if [ $state = base ]; then state=new; want=$want_new; else state=base; want=$want_base; fi
     [ "$(tensors_of "$A" -H "$auth")" = "$want" ] || fail "store differs from the trainer after $fmt/$enc sync v$v"
     [ "$(version_of "$A")" = "$v" ] || fail "version should be $v"
-    [ -z "$(ls "$work/deltas")" ] || fail "version dirs should be deleted after all acks (no --keep-files)"
+    # Retention (docs/fleet.md): once every receiver acknowledged, only the newest version dir stays.
+    [ "$(ls "$work/deltas" | tr '\n' ' ')" = "fleet.json $(printf 'weight_v%06d' $v) " ] ||
+      fail "only the newest version dir should be kept after all acks (no --keep-files): $(ls "$work/deltas")"
   done
 done
 echo "ok: $v consecutive syncs (3 encodings x 2 formats, and compact) pushed by deltasync publish"
@@ -104,7 +106,7 @@ body="{\"version\": $((v + 1)), \"base_version\": $v, \"transport\": \"disk\", \
 expect_status 200 "compact push" -X POST -H "$auth" -H 'Content-Type: application/json' --data-binary "$body" "$A/sync"
 v=$((v + 1)); flip_state
 [ "$(tensors_of "$A" -H "$auth")" = "$want" ] || fail "store differs after the compact push"
-expect_status 409 "compact pushed twice" -X POST -H "$auth" -H 'Content-Type: application/json' --data-binary "$body" "$A/sync"
+expect_status 200 "compact pushed twice (idempotent: marker matches, docs/fleet.md)" -X POST -H "$auth" -H 'Content-Type: application/json' --data-binary "$body" "$A/sync"
 [ "$(tensors_of "$A" -H "$auth")" = "$want" ] || fail "a refused compact re-push changed the store"
 rm -rf "$work/deltas/$d"
 echo "ok: compact push, and its re-push refused with 409"

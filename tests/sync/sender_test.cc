@@ -246,17 +246,18 @@ TEST_F(Sender, OneBucketPerDtypeUnderTheBufferSize) {
   o.buffer_bytes = 2000;
   sender small(o, &net);
   seed_all(small, next);
-  ASSERT_TRUE(sync_to(small, 1, v2).ok());
+  ASSERT_TRUE(sync_to(small, 2, v2).ok());  // version 1 is published: a new attempt gets a new number
   EXPECT_GT(net.pushes[1].files.size(), 3u);
   model got2 = next;
   apply_push(net.pushes[1], got2, true);
   expect_equal(got2, v2);
 }
 
-TEST_F(Sender, SnapshotAdvancesOnlyAfterEveryReceiverAcked) {
+TEST_F(Sender, PublishIsTheCommitPointAndTheChainIsKeptForTheLaggard) {
   const model base = make_model(3);
   const model v1 = step(base, 4, 0.01);
   const model v2 = step(v1, 5, 0.01);
+  const model v3 = step(v2, 6, 0.01);
   fake_transport net(dir_.string());
   // Receiver b refuses the first sync (409), then everything succeeds.
   net.status_for = [](size_t call, size_t receiver) { return call == 0 && receiver == 1 ? 409u : 200u; };
@@ -267,33 +268,57 @@ TEST_F(Sender, SnapshotAdvancesOnlyAfterEveryReceiverAcked) {
   ASSERT_FALSE(st.ok());
   EXPECT_TRUE(st.err().is(errc::receiver_failed));
   EXPECT_NE(st.err().message.find("http://b:2 answered 409"), std::string::npos) << st.err().message;
-  EXPECT_NE(st.err().message.find("base_version mismatch"), std::string::npos) << st.err().message;
+  EXPECT_NE(st.err().message.find("published"), std::string::npos) << st.err().message;
   EXPECT_EQ(st.err().message.find("http://a:1"), std::string::npos) << st.err().message;
-  EXPECT_EQ(s.snapshot_version(), 0u);
+  // Published: the snapshot advances whatever b answered.
+  EXPECT_EQ(s.snapshot_version(), 1u);
   EXPECT_FALSE(s.in_sync());
-  EXPECT_FALSE(s.last_report().snapshot_advanced);
+  EXPECT_TRUE(s.last_report().snapshot_advanced);
   ASSERT_EQ(s.last_report().receivers.size(), 2u);
-  EXPECT_TRUE(s.last_report().receivers[0].ok());
   EXPECT_EQ(s.last_report().receivers[1].http_status, 409u);
-  EXPECT_FALSE(fs::exists(dir_ / "weight_v000001"));  // cleaned up: keep_files is off
+  EXPECT_EQ(s.last_report().acked.at("http://a:1"), 1u);
+  EXPECT_EQ(s.last_report().acked.at("http://b:2"), 0u);
+  // Kept (even without keep_files): b has not acknowledged it.
+  EXPECT_TRUE(fs::exists(dir_ / "weight_v000001" / "published.json"));
+  EXPECT_TRUE(fs::exists(dir_ / "fleet.json"));
 
-  // The next sync is diffed against the old snapshot: it carries v1's lost changes too.
+  // The next sync is diffed against v1 (what was published), not against what b holds.
   ASSERT_TRUE(sync_to(s, 2, v2).ok());
   EXPECT_EQ(s.snapshot_version(), 2u);
   ASSERT_EQ(net.pushes.size(), 2u);
-  EXPECT_EQ(net.pushes[1].body.at("base_version").as_int64(), 0);
-  model got = base;
+  EXPECT_EQ(net.pushes[1].body.at("base_version").as_int64(), 1);
+  model got = v1;
   apply_push(net.pushes[1], got, true);
   expect_equal(got, v2);
-  EXPECT_FALSE(fs::exists(dir_ / "weight_v000002"));
+  EXPECT_EQ(s.last_report().acked.at("http://b:2"), 2u);
+  // Everyone acknowledged 2: v1 is pruned, the newest (v2) stays.
+  EXPECT_EQ(s.last_report().pruned, std::vector<uint64_t>{1});
+  EXPECT_FALSE(fs::exists(dir_ / "weight_v000001"));
+  EXPECT_TRUE(fs::exists(dir_ / "weight_v000002" / "published.json"));
 
-  // And after the successful one, the snapshot is v2: a third sync ships only v3 - v2.
-  const model v3 = step(v2, 6, 0.01);
   ASSERT_TRUE(sync_to(s, 3, v3).ok());
   model got3 = v2;
   apply_push(net.pushes[2], got3, true);
   expect_equal(got3, v3);
   EXPECT_EQ(net.pushes[2].body.at("base_version").as_int64(), 2);
+}
+
+TEST_F(Sender, APublishedVersionIsNeverRewritten) {
+  const model base = make_model(13);
+  fake_transport net(dir_.string());
+  sender s(options(), &net);
+  seed_all(s, base);
+  ASSERT_TRUE(sync_to(s, 1, step(base, 14, 0.01)).ok());
+  const auto before = fs::last_write_time(dir_ / "weight_v000001" / "published.json");
+  sender again(options(), &net);  // a restarted trainer reusing version 1
+  seed_all(again, base);
+  auto st = again.begin(1);
+  ASSERT_FALSE(st.ok());
+  EXPECT_TRUE(st.err().is(errc::version_conflict)) << st.err().describe();
+  EXPECT_NE(st.err().message.find("already published"), std::string::npos) << st.err().message;
+  EXPECT_EQ(fs::last_write_time(dir_ / "weight_v000001" / "published.json"), before);
+  EXPECT_TRUE(again.begin(2).ok());
+  again.abort();
 }
 
 TEST_F(Sender, UnreachableReceiverIsReported) {
@@ -307,19 +332,37 @@ TEST_F(Sender, UnreachableReceiverIsReported) {
   EXPECT_TRUE(st.err().is(errc::receiver_failed));
   EXPECT_NE(st.err().message.find("http://a:1 unreachable: connection refused"), std::string::npos)
       << st.err().message;
-  EXPECT_EQ(s.snapshot_version(), 0u);
+  EXPECT_EQ(s.snapshot_version(), 1u);  // published all the same
 }
 
-TEST_F(Sender, KeepFilesAfterFailureToo) {
+TEST_F(Sender, KeptAfterOneReceiverRefusedEvenWithoutKeepFiles) {
   const model base = make_model(9);
   fake_transport net(dir_.string());
-  net.status_for = [](size_t, size_t) { return 422u; };
+  net.status_for = [](size_t, size_t receiver) { return receiver == 0 ? 422u : 200u; };
+  sender s(options(), &net);
+  seed_all(s, base);
+  EXPECT_FALSE(sync_to(s, 1, step(base, 10, 0.01)).ok());
+  EXPECT_EQ(s.snapshot_version(), 1u);
+  EXPECT_TRUE(fs::exists(dir_ / "weight_v000001" / "rank0000_flush000000.safetensors"));
+}
+
+TEST_F(Sender, AVersionEveryReceiverRefusedAsInvalidIsWithdrawn) {
+  const model base = make_model(9);
+  const model v1 = step(base, 10, 0.01);
+  fake_transport net(dir_.string());
+  net.status_for = [](size_t call, size_t) { return call == 0 ? 422u : 200u; };
   sender_options o = options();
   o.keep_files = true;
   sender s(o, &net);
   seed_all(s, base);
-  EXPECT_FALSE(sync_to(s, 1, step(base, 10, 0.01)).ok());
-  EXPECT_TRUE(fs::exists(dir_ / "weight_v000001" / "rank0000_flush000000.safetensors"));
+  auto st = sync_to(s, 1, v1);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.err().message.find("withdrawn"), std::string::npos) << st.err().message;
+  EXPECT_EQ(s.snapshot_version(), 0u);
+  EXPECT_FALSE(s.last_report().snapshot_advanced);
+  EXPECT_FALSE(fs::exists(dir_ / "weight_v000001"));  // nobody holds it, nobody may replay it
+  ASSERT_TRUE(sync_to(s, 2, step(v1, 11, 0.01)).ok());
+  EXPECT_EQ(net.pushes[1].body.at("base_version").as_int64(), 0);  // carries v1's changes again
 }
 
 TEST_F(Sender, NoReceiversWritesFilesAndKeepsThem) {
@@ -358,15 +401,17 @@ TEST_F(Sender, PrePushHookSeesTheFilesAndItsExitStatusGates) {
   }
   {
     o.pre_push_hook = "exit 3";
+    o.keep_files = true;
     sender s(o, &net);
     seed_all(s, base);
-    auto st = sync_to(s, 1, v1);
+    auto st = sync_to(s, 2, v1);  // version 1 is published: never rewritten
     ASSERT_FALSE(st.ok());
     EXPECT_TRUE(st.err().is(errc::io_error));
     EXPECT_NE(st.err().message.find("pre-push hook exited 3"), std::string::npos) << st.err().message;
     EXPECT_EQ(net.pushes.size(), 1u);  // nothing pushed
     EXPECT_EQ(s.snapshot_version(), 0u);
-    EXPECT_FALSE(fs::exists(dir_ / "weight_v000001"));
+    // Never published: the dir goes even with keep_files (recovery must not replay it).
+    EXPECT_FALSE(fs::exists(dir_ / "weight_v000002"));
   }
 }
 
