@@ -68,6 +68,9 @@ void run_pair(uint64_t gpu_budget, wire_format format, encoding enc, bool with_h
   o.receivers = {"http://r0"};
   o.buffer_bytes = 10 << 10;  // several files per sync: "a" (~3000 changes) and "d" (~2000) each fill one
   o.gpu_snapshot_budget_bytes = gpu_budget;
+  // The device packer writes the deltasync-native/1 layout (the host path's default is native/2, records):
+  // both Senders are asked for native/1, so their files compare byte for byte.
+  o.native_records = false;
   sender_options oc = o, og = o;
   oc.delta_dir = (root / "cpu").string();
   og.delta_dir = (root / "gpu").string();
