@@ -225,6 +225,9 @@ int run_serve(const serve_options& opt) {
   routes.recovery = &recovered;
   routes.loop = opt.catch_up ? &loop : nullptr;
   routes.sglang_allow_version_gap = opt.sglang_allow_version_gap;
+  // Read on this thread only before the server starts: from then on the loop thread owns the store (a sync can
+  // commit at any moment), so the version is not read here again.
+  const unsigned long long start_version = (*store)->version();
   auto server = http::http_server::start(loop, sopts, http::make_receiver_routes(*rx, *workers, metrics, routes));
   if (!server) return fail(server.err());
   const uint16_t port = (*server)->port();
@@ -236,10 +239,10 @@ int run_serve(const serve_options& opt) {
   }
   DS_LOG(info, "serve", "listening on http://%s:%u (store %s: %zu tensors, %.2f GB, version %llu; delta dir %s%s)",
          listen->first.c_str(), port, std::string((*store)->kind()).c_str(), (*store)->size(),
-         static_cast<double>((*store)->total_bytes()) / 1e9, static_cast<unsigned long long>((*store)->version()),
+         static_cast<double>((*store)->total_bytes()) / 1e9, start_version,
          delta_dir.c_str(), token.empty() ? "" : ", bearer token required");
 
-  notify_service_manager("READY=1\nSTATUS=serving version " + std::to_string((*store)->version()) + " on port " +
+  notify_service_manager("READY=1\nSTATUS=serving version " + std::to_string(start_version) + " on port " +
                          std::to_string(port));
 
   int sig = 0;
