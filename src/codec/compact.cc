@@ -334,6 +334,11 @@ result<stream_info> read_header(byte_span stream, uint64_t count, uint32_t elem_
     return error(errc::delta_bad_manifest, "compact stream: bad magic or block size");
   stream_info info;
   info.elem_bytes = static_cast<uint8_t>(h[2]);
+  // The header is untrusted: only the four element sizes the codec has codes for (decode's width switch
+  // relies on it).
+  if (info.elem_bytes != 1 && info.elem_bytes != 2 && info.elem_bytes != 4 && info.elem_bytes != 8)
+    return error(errc::delta_bad_manifest,
+                 "compact stream: element size " + std::to_string(info.elem_bytes) + " is not 1, 2, 4 or 8");
   if (info.elem_bytes != elem_bytes)
     return error(errc::delta_bad_manifest, "compact stream: element size " + std::to_string(info.elem_bytes) +
                                                ", the param's dtype has " + std::to_string(elem_bytes));

@@ -93,6 +93,23 @@ TEST(Compact, RoundTripsEveryDensityAndElementSize) {
       }
 }
 
+// Found by fuzz_compact: the element size comes from the stream's (untrusted) header; one the codec has no codes
+// for must be refused, also for an empty stream, before the width switch reads or writes anything.
+TEST(Compact, AStreamHeaderWithAnElementSizeOtherThan1_2_4_8IsRefused) {
+  std::vector<uint32_t> none;
+  byte_buffer old, now, stream;
+  compact::encode(none, old, now, 2, stream);
+  ASSERT_GE(stream.size(), compact::kHeaderBytes);
+  for (uint8_t eb : {0, 3, 5, 16}) {
+    byte_buffer bad = stream;
+    bad[2] = std::byte{eb};
+    std::vector<uint32_t> positions;
+    byte_buffer diffs;
+    EXPECT_FALSE(compact::decode(bad, 0, 100, eb, positions, diffs).ok()) << "element size " << int{eb};
+    EXPECT_TRUE(positions.empty() && diffs.empty());
+  }
+}
+
 TEST(Compact, SpecialFloatValuesArriveExactly) {
   // bf16 / f32 / f64 bit patterns of NaN (two payloads), +-inf, -0.0, +0.0, the smallest subnormal, max.
   std::vector<uint16_t> bf16 = {0x7FC0, 0x7F81, 0x7F80, 0xFF80, 0x8000, 0x0000, 0x0001, 0x7F7F};
