@@ -16,6 +16,7 @@
 
 #include "base/check.h"
 #include "base/clock.h"
+#include "codec/zstd_frame.h"
 #include "io/worker_pool.h"
 #include "sync/receiver.h"
 #include "sync/receiver_internal.h"
@@ -27,10 +28,6 @@ using receiver_detail::file_slot;
 
 namespace {
 
-constexpr std::byte kZstdMagic[4] = {std::byte{0x28}, std::byte{0xB5}, std::byte{0x2F}, std::byte{0xFD}};
-
-bool is_frame(byte_span file) { return file.size() >= 4 && std::memcmp(file.data(), kZstdMagic, 4) == 0; }
-
 // The safetensors header (where the manifest lives) is length-prefixed: refuse a long one before parsing it.
 uint64_t header_length(byte_span file) {
   uint64_t n = 0;
@@ -38,7 +35,7 @@ uint64_t header_length(byte_span file) {
   return n;
 }
 bool check_manifest_size(byte_span file, uint64_t max_bytes) {
-  if (is_frame(file)) return true;  // checked once unwrapped
+  if (is_zstd_frame(file)) return true;  // checked once unwrapped
   return header_length(file) <= max_bytes;
 }
 error manifest_too_large(byte_span file, uint64_t max_bytes) {
@@ -211,7 +208,7 @@ struct receiver::pipeline {
     if (!s.header_tried && !s.complete && s.received >= 8) {
       const byte_span have(s.bytes.data(), s.received);
       const uint64_t hlen = header_length(have);
-      if (is_frame(have) || hlen > rx.options_.max_manifest_bytes) s.header_tried = true;  // whole path
+      if (is_zstd_frame(have) || hlen > rx.options_.max_manifest_bytes) s.header_tried = true;  // whole path
       else if (s.received - 8 >= hlen) start_header(rx, r, i);
     }
     if (!s.complete || s.header_pending) return;
