@@ -79,11 +79,11 @@ def bench_sender(work):
     # dominates; the same adds from C++ are the baseline.
     tiny = {"t%05d" % i: torch.zeros(16, device="cuda", dtype=torch.bfloat16) for i in range(4096)}
     tiny_items = list(tiny.items())
-    per_py, per_cx, per_generic = [], [], []
+    per_py, per_cx, per_generic, per_sync = [], [], [], []
     with deltasync.Sender(os.path.join(work, "tiny")) as s:
         s.seed_all(tiny)
         v = 0
-        for rep in range(4):
+        for rep in range(7):
             v += 1
             t0 = time.perf_counter()
             s.begin(v)
@@ -98,9 +98,16 @@ def bench_sender(work):
             t2 = time.perf_counter()
             s.begin(v)
             for n, t in tiny_items:
-                s._s.add(n, t, None)
+                s._s.add(n, t, None, False)
             t3 = time.perf_counter()
             s.finish()
+            # Sender.sync(): torch's stream synchronised once per sync, not per tensor; its whole time
+            # (begin + adds + finish) against the C++ loop's whole time.
+            v += 1
+            t4 = time.perf_counter()
+            s.sync(v, tiny_items)
+            t5 = time.perf_counter()
+            per_sync.append(((t5 - t4) - r["total_s"]) / len(tiny_items))
             per_generic.append((t3 - t2) / len(tiny_items))
             per_py.append((t1 - t0) / len(tiny_items))
             per_cx.append(r["add_s"] / len(tiny_items))
@@ -115,6 +122,8 @@ def bench_sender(work):
         "add_overhead_us": (med(per_py) - med(per_cx)) * 1e6,
         "tiny_add_generic_stream_us": med(per_generic) * 1e6,
         "add_overhead_generic_stream_us": (med(per_generic) - med(per_cx)) * 1e6,
+        "sync_overhead_per_tensor_us": med(per_sync) * 1e6,
+        "add_overhead_all_us": [(p - c) * 1e6 for p, c in zip(per_py, per_cx)],
     }
 
 

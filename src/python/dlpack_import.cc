@@ -116,37 +116,8 @@ imported_tensor::~imported_tensor() {
 
 std::string imported_tensor::device_name() const { return device < 0 ? "cpu" : "cuda:" + std::to_string(device); }
 
-result<imported_tensor> import_tensor(py::handle obj, const std::string& name, std::optional<intptr_t> producer_stream) {
-  const std::string label = "tensor '" + name + "'";
-  if (!py::hasattr(obj, "__dlpack__") || !py::hasattr(obj, "__dlpack_device__"))
-    return error(errc::invalid_argument, label + ": " + std::string(py::str(py::type::handle_of(obj).attr("__name__"))) +
-                                             " does not implement the DLPack protocol (__dlpack__, __dlpack_device__)");
-  py::object capsule;
-  int dev_type = 0, dev_id = 0;
-  try {
-    py::tuple where = obj.attr("__dlpack_device__")();
-    dev_type = where[0].cast<int>();
-    dev_id = where[1].cast<int>();
-    if ((dev_type == kCuda || dev_type == kCudaManaged) && producer_stream) {
-      capsule = obj.attr("__dlpack__")(py::arg("stream") = -1);
-      py::gil_scoped_release nogil;
-      if (auto st = gpu::synchronize_foreign_stream(reinterpret_cast<void*>(*producer_stream)); !st)
-        return error(st.err().code, label + ": " + st.err().message);
-    } else if (dev_type == kCuda || dev_type == kCudaManaged) {
-      auto s = consumer_stream(dev_id);
-      if (!s) return error(s.err().code, label + " is on cuda:" + std::to_string(dev_id) + ": " + s.err().message);
-      capsule = obj.attr("__dlpack__")(py::arg("stream") = reinterpret_cast<intptr_t>((*s)->native()));
-      py::gil_scoped_release nogil;
-      if (auto st = (*s)->synchronize(); !st) return error(st.err().code, label + ": " + st.err().message);
-    } else if (dev_type == kCpu || dev_type == kCudaHost) {
-      capsule = obj.attr("__dlpack__")(py::arg("stream") = py::none());
-    } else {
-      return error(errc::unsupported, label + ": DLPack device type " + std::to_string(dev_type) +
-                                          " (only CPU and CUDA tensors are supported)");
-    }
-  } catch (py::error_already_set& e) {
-    return error(errc::invalid_argument, label + ": the DLPack export failed: " + std::string(py::str(e.value())));
-  }
+// Takes over a "dltensor" capsule: checks dtype, contiguity and device, and owns the DLManagedTensor.
+result<imported_tensor> adopt_capsule(const py::object& capsule, const std::string& label) {
   if (!PyCapsule_IsValid(capsule.ptr(), "dltensor"))
     return error(errc::invalid_argument, label + ": __dlpack__ did not return a \"dltensor\" capsule (already consumed?)");
   auto* m = static_cast<DLManagedTensor*>(PyCapsule_GetPointer(capsule.ptr(), "dltensor"));
@@ -180,8 +151,58 @@ result<imported_tensor> import_tensor(py::handle obj, const std::string& name, s
   out.numel = numel;
   out.nbytes = numel * eb;
   out.data = static_cast<std::byte*>(t.data) + t.byte_offset;
-  out.device = (dev_type == kCuda || dev_type == kCudaManaged) ? dev_id : -1;
+  const int dev_type = static_cast<int>(t.device.device_type);
+  if (dev_type != kCpu && dev_type != kCudaHost && dev_type != kCuda && dev_type != kCudaManaged)
+    return error(errc::unsupported, label + ": DLPack device type " + std::to_string(dev_type) +
+                                        " (only CPU and CUDA tensors are supported)");
+  out.device = (dev_type == kCuda || dev_type == kCudaManaged) ? t.device.device_id : -1;
   return out;
+}
+
+result<imported_tensor> import_tensor(py::handle obj, const std::string& name, std::optional<intptr_t> producer_stream,
+                                      bool producer_synchronised) {
+  const std::string label = "tensor '" + name + "'";
+  if (producer_stream) {
+    // The caller knows this is a CUDA tensor on its producer's current stream: no protocol probing and no
+    // __dlpack_device__ round trip (the capsule names the device).
+    py::object capsule;
+    try {
+      capsule = obj.attr("__dlpack__")(py::arg("stream") = -1);
+    } catch (py::error_already_set& e) {
+      return error(errc::invalid_argument, label + ": the DLPack export failed: " + std::string(py::str(e.value())));
+    }
+    if (!producer_synchronised) {
+      py::gil_scoped_release nogil;
+      if (auto st = gpu::synchronize_foreign_stream(reinterpret_cast<void*>(*producer_stream)); !st)
+        return error(st.err().code, label + ": " + st.err().message);
+    }
+    return adopt_capsule(capsule, label);
+  }
+  if (!py::hasattr(obj, "__dlpack__") || !py::hasattr(obj, "__dlpack_device__"))
+    return error(errc::invalid_argument, label + ": " + std::string(py::str(py::type::handle_of(obj).attr("__name__"))) +
+                                             " does not implement the DLPack protocol (__dlpack__, __dlpack_device__)");
+  py::object capsule;
+  int dev_type = 0, dev_id = 0;
+  try {
+    py::tuple where = obj.attr("__dlpack_device__")();
+    dev_type = where[0].cast<int>();
+    dev_id = where[1].cast<int>();
+    if (dev_type == kCuda || dev_type == kCudaManaged) {
+      auto s = consumer_stream(dev_id);
+      if (!s) return error(s.err().code, label + " is on cuda:" + std::to_string(dev_id) + ": " + s.err().message);
+      capsule = obj.attr("__dlpack__")(py::arg("stream") = reinterpret_cast<intptr_t>((*s)->native()));
+      py::gil_scoped_release nogil;
+      if (auto st = (*s)->synchronize(); !st) return error(st.err().code, label + ": " + st.err().message);
+    } else if (dev_type == kCpu || dev_type == kCudaHost) {
+      capsule = obj.attr("__dlpack__")(py::arg("stream") = py::none());
+    } else {
+      return error(errc::unsupported, label + ": DLPack device type " + std::to_string(dev_type) +
+                                          " (only CPU and CUDA tensors are supported)");
+    }
+  } catch (py::error_already_set& e) {
+    return error(errc::invalid_argument, label + ": the DLPack export failed: " + std::string(py::str(e.value())));
+  }
+  return adopt_capsule(capsule, label);
 }
 
 }  // namespace deltasync::python

@@ -54,17 +54,22 @@ class imported_tensor {
   std::string device_name() const;
 
  private:
-  friend result<imported_tensor> import_tensor(pybind11::handle obj, const std::string& name,
-                                               std::optional<intptr_t> producer_stream);
+  friend result<imported_tensor> adopt_capsule(const pybind11::object& capsule, const std::string& label);
   DLManagedTensor* managed_ = nullptr;
 };
 
 // Imports `obj` (GIL held). `name` labels errors. Errors: invalid_argument (no DLPack protocol, a dtype
 // deltasync has no name for, a non-contiguous tensor, the producer refused the export: its message is kept),
 // unsupported (a device other than CPU / CUDA / CUDA host, or a CUDA tensor without GPU support in this build).
-// `producer_stream`: the cudaStream_t the producer writes the tensor on (see the fast path above); ignored
-// for a host tensor.
+// `producer_stream`: the cudaStream_t the producer writes the tensor on (see the fast path above); only for
+// a CUDA tensor (the caller checked: the protocol is not probed and __dlpack_device__ is not called).
+// `producer_synchronised`: the caller has already synchronised that stream since its last write to the
+// tensor (Sender.sync: once per device per sync), so the import waits for nothing.
 result<imported_tensor> import_tensor(pybind11::handle obj, const std::string& name,
-                                      std::optional<intptr_t> producer_stream = std::nullopt);
+                                      std::optional<intptr_t> producer_stream = std::nullopt,
+                                      bool producer_synchronised = false);
+
+// Internal: owns an exported "dltensor" capsule's tensor after checking dtype, contiguity and device.
+result<imported_tensor> adopt_capsule(const pybind11::object& capsule, const std::string& label);
 
 }  // namespace deltasync::python

@@ -57,6 +57,17 @@ PYBIND11_MODULE(_core, m) {
   python::register_receiver(m);
   python::register_inspect(m);
   m.def("gpu_available", [] { return gpu::available().ok(); }, "Whether this build and process can use a GPU");
+  m.def(
+      "_synchronize_stream",
+      [](intptr_t raw) {
+        status st;
+        {
+          py::gil_scoped_release nogil;
+          st = gpu::synchronize_foreign_stream(reinterpret_cast<void*>(raw));
+        }
+        if (!st) python::raise(std::move(st).err());
+      },
+      "Waits for everything queued on a cudaStream_t another library owns (Sender.sync: once per device)");
   m.def("set_log_level", [](const std::string& level) {
     log_level l;
     if (!parse_log_level(level, l)) python::raise(error(errc::invalid_argument, "unknown log level '" + level + "'"));

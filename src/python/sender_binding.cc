@@ -94,8 +94,8 @@ class py_sender {
   }
   ~py_sender() { close(); }
 
-  void seed(const std::string& name, py::handle t, std::optional<intptr_t> stream) {
-    imported_tensor it = value_or_raise(import_tensor(t, name, stream));
+  void seed(const std::string& name, py::handle t, std::optional<intptr_t> stream, bool synchronised) {
+    imported_tensor it = value_or_raise(import_tensor(t, name, stream, synchronised));
     status st;
     {
       py::gil_scoped_release nogil;
@@ -113,8 +113,8 @@ class py_sender {
     }
     check(std::move(st));
   }
-  void add(const std::string& name, py::handle t, std::optional<intptr_t> stream) {
-    imported_tensor it = value_or_raise(import_tensor(t, name, stream));
+  void add(const std::string& name, py::handle t, std::optional<intptr_t> stream, bool synchronised) {
+    imported_tensor it = value_or_raise(import_tensor(t, name, stream, synchronised));
     status st;
     {
       py::gil_scoped_release nogil;

@@ -422,3 +422,29 @@ def test_cuda_import_orders_after_pending_work(tmp_path, device):
         torch.cuda.synchronize()
         assert_bit_equal(rollout, trainer)
         assert float(rollout["w"][0]) == 3.0
+
+
+@pytest.mark.parametrize("device", DEVICES[1:])
+def test_cuda_add_orders_after_pending_work(tmp_path, device):
+    """add() on its own (no sync(): torch's stream is synchronised per tensor) sees a write still queued on
+    torch's stream, for every tensor of the sync, including ones on the same stream queued after the first
+    add returned."""
+    n = 1 << 22
+    trainer = {"a": torch.zeros(n, device="cuda", dtype=torch.bfloat16),
+               "b": torch.zeros(n, device="cuda", dtype=torch.bfloat16)}
+    rollout = {k: v.clone() for k, v in trainer.items()}
+    torch.cuda.synchronize()
+    d = str(tmp_path / "deltas")
+    with deltasync.Receiver(rollout, d) as rx, deltasync.Sender(d, push=[rx.url]) as s:
+        s.seed_all(trainer)
+        s.begin(1)
+        torch.cuda._sleep(200_000_000)
+        trainer["a"].fill_(1.5)
+        s.add("a", trainer["a"])
+        torch.cuda._sleep(200_000_000)
+        trainer["b"].fill_(-2.0)
+        s.add("b", trainer["b"])
+        s.finish()
+        torch.cuda.synchronize()
+        assert_bit_equal(rollout, trainer)
+        assert float(rollout["a"][0]) == 1.5 and float(rollout["b"][0]) == -2.0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import sys
 import threading
 import weakref
 
@@ -137,10 +138,10 @@ def _producer_stream(t):
     """For a torch CUDA tensor, the raw cudaStream_t torch writes it on (its current stream on that device):
     the import then synchronises that stream instead of having torch record and wait on an event (DLPack
     ``stream=-1``). None for anything else (the generic, fully general DLPack stream hand-off)."""
-    dev = getattr(t, "device", None)
-    if getattr(dev, "type", None) != "cuda":
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(t, torch.Tensor) or not t.is_cuda:
         return None
-    return _raw_stream(dev.index)
+    return _raw_stream(t.get_device())
 
 
 def _raw_stream(index):
@@ -185,7 +186,7 @@ class Sender:
     def seed(self, name, tensor):
         """Records what the receivers hold before the first sync (a copy is kept, on the tensor's device)."""
         t = _exportable(tensor)
-        self._s.seed(name, t, _producer_stream(t))
+        self._s.seed(name, t, _producer_stream(t), False)
 
     def seed_all(self, tensors):
         """seed() for every (name, tensor) of a dict or an iterable of pairs (e.g. model.named_parameters())."""
@@ -197,8 +198,9 @@ class Sender:
 
     def add(self, name, tensor):
         """Adds the tensor's current value to the sync begun (read before add returns)."""
-        t = _exportable(tensor)
-        self._s.add(name, t, _producer_stream(t))
+        if getattr(tensor, "requires_grad", False):
+            tensor = tensor.detach()
+        self._s.add(name, tensor, _producer_stream(tensor), False)
 
     def finish(self):
         """Writes the last bucket, pushes, waits for every receiver. Returns the report (a dict: version,
@@ -211,11 +213,21 @@ class Sender:
             raise
 
     def sync(self, version, tensors):
-        """begin(version), add() for every (name, tensor), finish(); aborts the sync if an add fails."""
+        """begin(version), add() for every (name, tensor), finish(); aborts the sync if an add fails.
+
+        Torch's current stream is synchronised once per CUDA device here rather than once per tensor, so no
+        other thread may write these tensors while sync() runs."""
+        pairs = _named(tensors)
         self.begin(version)
         try:
-            for name, t in _named(tensors):
-                self.add(name, t)
+            synced = {}  # raw stream -> True, once per device
+            for name, t in pairs:
+                t = _exportable(t)
+                stream = _producer_stream(t)
+                if stream is not None and stream not in synced:
+                    _core._synchronize_stream(stream)
+                    synced[stream] = True
+                self._s.add(name, t, stream, stream is not None)
         except BaseException:
             self._s.abort()
             raise
