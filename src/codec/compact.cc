@@ -1,254 +1,188 @@
-// The compact encoding: block encoder, validating decoder, in-place apply and the entropy figures of reports.
-// The format is defined in compact.h; this file says why where the code is not obvious.
+// The compact encoding: the compact/2 encoder and validating decoder (compact/1 streams are decoded by
+// compact_v1.cc), in-place apply and the entropy figures of reports. The format is defined in compact.h and the
+// value coder's arithmetic in compact_coder.h; this file says why where the code is not obvious.
 #include "codec/compact.h"
 
 #include <algorithm>
-#include <bit>
 #include <cmath>
 #include <cstring>
 #include <string>
 #include <unordered_map>
 
 #include "base/check.h"
+#include "codec/compact_bits.h"
 
 namespace deltasync::compact {
 namespace {
 
-template <typename T>
-constexpr uint32_t bits_of = 8 * sizeof(T);
+using namespace detail;
+namespace cd = coder;
 
-// LSB-first bit writer over a buffer sized exactly for the block (the encoder knows each block's bit count
-// before writing it, so nothing is written past the block and nothing is zero-filled twice).
-struct bit_writer {
-  std::byte* p;
-  uint64_t acc = 0;
-  uint32_t n = 0;
-  // v < 2^bits, bits <= 32.
-  inline void put(uint64_t v, uint32_t bits) noexcept {
-    acc |= v << n;
-    n += bits;
-    if (n >= 32) {
-      store_le<uint32_t>(p, static_cast<uint32_t>(acc));
-      p += 4;
-      acc >>= 32;
-      n -= 32;
-    }
-  }
-  inline void put_wide(uint64_t v, uint32_t bits) noexcept {  // bits <= 64
-    if (bits <= 32) return put(v, bits);
-    put(v & 0xFFFFFFFFu, 32);
-    put(v >> 32, bits - 32);
-  }
-  void flush() noexcept {
-    while (n > 0) {
-      *p++ = static_cast<std::byte>(acc & 0xFF);
-      acc >>= 8;
-      n = n >= 8 ? n - 8 : 0;
-    }
+constexpr uint32_t kMaxTableBytes = 1 + 2 * cd::kMaxSymbols;
+
+// The value table with its cumulative starts (cum[s] = sum of freq below s).
+struct table {
+  uint32_t nsym = 0;
+  uint32_t freq[cd::kMaxSymbols] = {};
+  uint32_t cum[cd::kMaxSymbols + 1] = {};
+  void finish() noexcept {
+    cum[0] = 0;
+    for (uint32_t s = 0; s < nsym; ++s) cum[s + 1] = cum[s] + freq[s];
   }
 };
 
-inline void put_rice(bit_writer& w, uint64_t x, uint32_t k, uint32_t escape_bits, uint32_t escape_q) noexcept {
-  const uint64_t q = x >> k;
-  if (q < escape_q) {
-    w.put(uint64_t{1} << q, static_cast<uint32_t>(q) + 1);
-    if (k > 0) w.put(x & ((uint64_t{1} << k) - 1), k);
-  } else {
-    w.put(0, escape_q);
-    w.put_wide(x, escape_bits);
-  }
-}
-
-// LSB-first bit reader over one block. Bits of `buf` above `avail` are either the block's upcoming bits (the
-// 8-byte refill loads ahead) or zero past the block's end, so shifting them down is always consistent.
-struct bit_reader {
-  const std::byte* p;
-  const std::byte* end;
-  uint64_t buf = 0;
-  uint32_t avail = 0;
-  inline void refill() noexcept {
-    if (end - p >= 8) {
-      buf |= load_le<uint64_t>(p) << avail;
-      const uint32_t take = (63 - avail) >> 3;
-      p += take;
-      avail += take << 3;
+size_t put_table(const table& t, std::byte* p) noexcept {
+  size_t at = 0;
+  p[at++] = static_cast<std::byte>(t.nsym);
+  for (uint32_t s = 0; s < t.nsym; ++s) {
+    const uint32_t f = t.freq[s];
+    if (f < 0x80) {
+      p[at++] = static_cast<std::byte>(f);
     } else {
-      while (avail <= 56 && p < end) {
-        buf |= uint64_t{static_cast<uint8_t>(*p++)} << avail;
-        avail += 8;
-      }
+      p[at++] = static_cast<std::byte>((f & 0x7F) | 0x80);
+      p[at++] = static_cast<std::byte>(f >> 7);
     }
   }
-  inline bool take(uint32_t bits, uint64_t& out) noexcept {  // bits <= 32, after a refill
-    if (bits > avail) return false;
-    out = bits == 0 ? 0 : (buf & ((uint64_t{1} << bits) - 1));
-    buf = bits == 64 ? 0 : buf >> bits;
-    avail -= bits;
-    return true;
-  }
-  inline bool take_wide(uint32_t bits, uint64_t& out) noexcept {
-    if (bits <= 32) {
-      refill();
-      return take(bits, out);
-    }
-    uint64_t lo = 0, hi = 0;
-    refill();
-    if (!take(32, lo)) return false;
-    refill();
-    if (!take(bits - 32, hi)) return false;
-    out = lo | (hi << 32);
-    return true;
-  }
-  inline bool rice(uint32_t k, uint32_t escape_bits, uint32_t escape_q, uint64_t& out) noexcept {
-    refill();
-    const uint32_t z = buf == 0 ? 64u : static_cast<uint32_t>(std::countr_zero(buf));
-    if (z < escape_q) {
-      if (z + 1 + k > avail) return false;
-      buf >>= z + 1;
-      avail -= z + 1;
-      uint64_t r = 0;
-      take(k, r);
-      out = (uint64_t{z} << k) | r;
-      return true;
-    }
-    if (avail < escape_q) return false;
-    buf >>= escape_q;
-    avail -= escape_q;
-    return take_wide(escape_bits, out);
-  }
-  // The block ended exactly: every byte used and only zero padding (< 8 bits) left.
-  bool at_end() const noexcept { return p == end && avail < 8 && buf == 0; }
+  return at;
+}
+
+inline uint32_t load24(const std::byte* p) noexcept {
+  return uint32_t{static_cast<uint8_t>(p[0])} | uint32_t{static_cast<uint8_t>(p[1])} << 8 |
+         uint32_t{static_cast<uint8_t>(p[2])} << 16;
+}
+
+// Per-thread block scratch: 8192 gaps, codes and symbols (136 KiB, too much for every thread's stack).
+struct block_scratch {
+  uint64_t gaps[kBlockElems];
+  uint64_t codes[kBlockElems];
+  uint8_t syms[kBlockElems];
 };
-
-struct k_choice {
-  uint32_t k;
-  uint64_t bits;
-};
-
-k_choice best_k(const uint64_t* x, size_t n, uint32_t escape_bits, uint32_t escape_q) noexcept {
-  // A histogram of bit widths (widths past 33 counted as 33) gives an estimate of every k's cost, each value
-  // taken as 3/4 of its width's top (integers only, so every encoder computes the same); the three k around the
-  // estimate's best are then costed exactly. A mean would do for geometric data, but a few escaped outliers (a
-  // weight crossing zero) pull the mean far above the bulk's best k.
-  uint32_t hist[34] = {};
-  for (size_t i = 0; i < n; ++i) ++hist[std::min<uint32_t>(static_cast<uint32_t>(std::bit_width(x[i])), 33)];
-  uint32_t k_est = 0;
-  uint64_t est_best = UINT64_MAX;
-  for (uint32_t k = 0; k <= kMaxK; ++k) {
-    uint64_t bits = 0;
-    for (uint32_t b = 0; b < 34; ++b) {
-      if (hist[b] == 0) continue;
-      const uint64_t rep = b == 0 ? 0 : b == 1 ? 1 : uint64_t{3} << (b - 2);
-      bits += hist[b] * rice_bits(rep, k, escape_bits, escape_q);
-    }
-    if (bits < est_best) est_best = bits, k_est = k;
-  }
-  const uint32_t lo = k_est == 0 ? 0 : k_est - 1;
-  const uint32_t hi = std::min(k_est + 1, kMaxK);
-  // The (up to) three candidates costed in one pass.
-  const uint32_t k1 = std::min(lo + 1, hi), k2 = hi;
-  uint64_t b0 = 0, b1 = 0, b2 = 0;
-  for (size_t i = 0; i < n; ++i) {
-    b0 += rice_bits(x[i], lo, escape_bits, escape_q);
-    b1 += rice_bits(x[i], k1, escape_bits, escape_q);
-    b2 += rice_bits(x[i], k2, escape_bits, escape_q);
-  }
-  k_choice best{lo, b0};
-  if (b1 < best.bits) best = {k1, b1};
-  if (b2 < best.bits) best = {k2, b2};
-  return best;
-}
-
-template <typename T>
-inline uint64_t zigzag_minus_one(T d) noexcept {
-  using S = std::make_signed_t<T>;
-  const S s = static_cast<S>(d);
-  const T z = static_cast<T>(static_cast<T>(static_cast<T>(s) << 1) ^ static_cast<T>(s >> (bits_of<T> - 1)));
-  return uint64_t{z} - 1;  // z >= 1: a changed element differs
-}
-
-template <typename T>
-inline T from_code(uint64_t u) noexcept {
-  const T z = static_cast<T>(u + 1);
-  return static_cast<T>((z >> 1) ^ static_cast<T>(-static_cast<T>(z & 1)));
-}
 
 template <typename T>
 void encode_t(std::span<const uint32_t> positions, byte_span old_values, byte_span new_values, byte_buffer& out,
               encode_stats* stats) {
-  constexpr uint32_t w = bits_of<T>;
   const size_t n = positions.size();
   const uint32_t blocks = static_cast<uint32_t>((n + kBlockElems - 1) / kBlockElems);
+  const std::byte* ov = old_values.data();
+  const std::byte* nv = new_values.data();
+
+  // The value table comes first in the stream, so the histogram takes a pass of its own.
+  table t;
+  if (n > 0) {
+    uint32_t counts[cd::kMaxSymbols] = {};
+    for (size_t i = 0; i < n; ++i) {
+      const T o = load_le<T>(ov + i * sizeof(T)), v = load_le<T>(nv + i * sizeof(T));
+      DS_CHECK(o != v, "compact::encode: an unchanged element among the changes");
+      ++counts[cd::symbol_of(zigzag_minus_one<T>(static_cast<T>(v - o)))];
+    }
+    t.nsym = cd::kMaxSymbols;
+    while (counts[t.nsym - 1] == 0) --t.nsym;
+    cd::normalize(counts, t.nsym, n, t.freq);
+  }
+  t.finish();
+
   const size_t head = out.size();
-  out.resize(head + kHeaderBytes + size_t{kDirEntryBytes} * blocks);
+  out.resize(head + kHeaderBytes + kMaxTableBytes);
   std::byte* h = out.data() + head;
   h[0] = std::byte{kMagic};
   h[1] = std::byte{static_cast<uint8_t>(kLog2BlockElems)};
   h[2] = std::byte{static_cast<uint8_t>(sizeof(T))};
-  h[3] = std::byte{0};
+  h[3] = std::byte{static_cast<uint8_t>(kLog2LaneElems)};
   store_le<uint32_t>(h + 4, static_cast<uint32_t>(n));
-  if (stats != nullptr) stats->overhead_bits += 8 * (kHeaderBytes + uint64_t{kDirEntryBytes} * blocks);
+  const size_t table_bytes = put_table(t, h + kHeaderBytes);
+  const size_t dir = head + kHeaderBytes + table_bytes;
+  out.resize(dir + size_t{kDirEntryBytes} * blocks);
+  uint64_t position_bits = 0, value_bits = 0;
 
-  uint64_t gaps[kBlockElems], codes[kBlockElems];
-  T diffs[kBlockElems];
+  thread_local block_scratch sc;
   uint64_t next = 0;  // previous index + 1
   for (uint32_t b = 0; b < blocks; ++b) {
     const size_t first = size_t{b} * kBlockElems;
-    const size_t m = std::min<size_t>(kBlockElems, n - first);
+    const uint32_t m = static_cast<uint32_t>(std::min<size_t>(kBlockElems, n - first));
+    const uint32_t lanes = (m + kLaneElems - 1) / kLaneElems;
     const uint64_t base = next;
-    bool dense = true;
-    for (size_t i = 0; i < m; ++i) {
+    uint64_t any_gap = 0, extra_bits = 0;
+    for (uint32_t i = 0; i < m; ++i) {
       const uint32_t idx = positions[first + i];
       DS_CHECK(idx >= next, "compact::encode: positions do not ascend");
-      gaps[i] = idx - next;
-      dense &= gaps[i] == 0;
+      sc.gaps[i] = idx - next;
+      any_gap |= sc.gaps[i];
       next = uint64_t{idx} + 1;
-      const T o = load_le<T>(old_values.data() + (first + i) * sizeof(T));
-      const T v = load_le<T>(new_values.data() + (first + i) * sizeof(T));
-      DS_CHECK(o != v, "compact::encode: an unchanged element among the changes");
-      diffs[i] = static_cast<T>(v - o);
-      codes[i] = zigzag_minus_one<T>(diffs[i]);
+      const T o = load_le<T>(ov + (first + i) * sizeof(T)), v = load_le<T>(nv + (first + i) * sizeof(T));
+      const uint64_t u = zigzag_minus_one<T>(static_cast<T>(v - o));
+      sc.codes[i] = u;
+      const uint32_t s = cd::symbol_of(u);
+      sc.syms[i] = static_cast<uint8_t>(s);
+      extra_bits += cd::extra_bits_of(s);
     }
-    const k_choice kp = dense ? k_choice{kModeSpecial, 0} : best_k(gaps, m, 32, kEscapeQ);
-    k_choice kv = best_k(codes, m, w, kValueEscapeQ);
-    if (uint64_t{w} * m <= kv.bits) kv = {kModeSpecial, uint64_t{w} * m};
-    const uint64_t block_bytes = 2 + (kp.bits + kv.bits + 7) / 8;
-    DS_CHECK(block_bytes <= UINT32_MAX, "compact::encode: block too large");
-    store_le<uint32_t>(out.data() + head + kHeaderBytes + size_t{kDirEntryBytes} * b, static_cast<uint32_t>(base));
-    store_le<uint32_t>(out.data() + head + kHeaderBytes + size_t{kDirEntryBytes} * b + 4,
-                       static_cast<uint32_t>(block_bytes));
+    const k_choice kp = any_gap == 0 ? k_choice{kModeSpecial, 0} : best_k(sc.gaps, m, 32, kEscapeQ);
+    // At most: kp, the lane table, per lane its state and padding byte, per element a 56-bit gap code, 63 extra
+    // bits and 2 rANS bytes (a symbol of frequency 1 adds 11 bits to the state).
     const size_t at = out.size();
-    out.resize(at + block_bytes);
+    out.resize(at + 1 + 6 * size_t{lanes} + (kp.bits + extra_bits) / 8 + 2 * size_t{m} + 8);
     std::byte* p = out.data() + at;
     p[0] = std::byte{static_cast<uint8_t>(kp.k)};
-    p[1] = std::byte{static_cast<uint8_t>(kv.k)};
-    bit_writer bw{p + 2};
-    for (size_t i = 0; i < m; ++i) {
-      if (kp.k != kModeSpecial) put_rice(bw, gaps[i], kp.k, 32, kEscapeQ);
-      if (kv.k != kModeSpecial)
-        put_rice(bw, codes[i], kv.k, w, kValueEscapeQ);
-      else
-        bw.put_wide(uint64_t{diffs[i]}, w);
+    std::byte* cur = p + 1 + 2 * size_t{lanes};
+    for (uint32_t l = 0; l < lanes; ++l) {
+      const uint32_t i0 = l * kLaneElems, i1 = std::min(m, i0 + kLaneElems);
+      std::byte* region = cur;
+      bit_writer bw{region + cd::kStateBytes};
+      uint64_t lane_extra = 0;
+      for (uint32_t i = i0; i < i1; ++i) {
+        if (kp.k != kModeSpecial) put_rice(bw, sc.gaps[i], kp.k, 32, kEscapeQ);
+        const uint32_t eb = cd::extra_bits_of(sc.syms[i]);
+        if (eb > 0) bw.put_wide(sc.codes[i] & ((uint64_t{1} << eb) - 1), eb);
+        lane_extra += eb;
+      }
+      bw.flush();
+      cur = bw.p;
+      const std::byte* rans_start = cur;
+      // rANS runs backwards over the lane so the decoder reads forwards; its bytes follow the bit stream in the
+      // order they were emitted, and the decoder takes them from the region's end.
+      uint32_t x = cd::kStateLow;
+      for (uint32_t i = i1; i-- > i0;) {
+        const uint32_t s = sc.syms[i];
+        x = cd::encode_step(x, t.freq[s], t.cum[s], [&](uint8_t byte) { *cur++ = static_cast<std::byte>(byte); });
+      }
+      region[0] = static_cast<std::byte>(x & 0xFF);
+      region[1] = static_cast<std::byte>((x >> 8) & 0xFF);
+      region[2] = static_cast<std::byte>(x >> 16);
+      const size_t lane_bytes = static_cast<size_t>(cur - region);
+      DS_CHECK(lane_bytes <= UINT16_MAX, "compact::encode: lane too large");
+      store_le<uint16_t>(p + 1 + 2 * size_t{l}, static_cast<uint16_t>(lane_bytes));
+      value_bits += lane_extra + 8 * (cd::kStateBytes + static_cast<uint64_t>(cur - rans_start));
     }
-    bw.flush();
-    DS_CHECK(bw.p == p + block_bytes, "compact::encode: block size");
-    if (stats != nullptr) {
-      stats->position_bits += kp.bits;
-      stats->value_bits += kv.bits;
-      stats->overhead_bits += 8 * block_bytes - kp.bits - kv.bits;
-    }
+    const size_t block_bytes = static_cast<size_t>(cur - p);
+    DS_CHECK(block_bytes <= UINT32_MAX, "compact::encode: block too large");
+    out.resize(at + block_bytes);
+    store_le<uint32_t>(out.data() + dir + size_t{kDirEntryBytes} * b, static_cast<uint32_t>(base));
+    store_le<uint32_t>(out.data() + dir + size_t{kDirEntryBytes} * b + 4, static_cast<uint32_t>(block_bytes));
+    position_bits += kp.bits;
+  }
+  if (stats != nullptr) {
+    stats->position_bits += position_bits;
+    stats->value_bits += value_bits;
+    stats->overhead_bits += 8 * (out.size() - head) - position_bits - value_bits;
   }
 }
 
-error bad_block(uint32_t b, const char* what) {
-  return error(errc::delta_bad_manifest, "compact stream: block " + std::to_string(b) + " " + what);
+// A lane whose codes or bytes do not add up.
+error bad_lane(uint32_t b, uint32_t l, const char* what) {
+  return error(errc::delta_bad_manifest,
+               "compact stream: block " + std::to_string(b) + " lane " + std::to_string(l) + " " + what);
 }
 
 template <typename T>
 status decode_t(byte_span stream, const stream_info& info, uint64_t numel, uint32_t* positions, T* diffs) {
   constexpr uint32_t w = bits_of<T>;
   constexpr uint64_t max_code = (w == 64 ? UINT64_MAX : (uint64_t{1} << w) - 1) - 1;  // zigzag + 1 fits w bits
-  const std::byte* dir = stream.data() + kHeaderBytes;
+  table t;
+  t.nsym = info.nsym;
+  std::copy(info.freqs, info.freqs + info.nsym, t.freq);
+  t.finish();
+  uint8_t lut[cd::kProbScale];
+  for (uint32_t s = 0; s < t.nsym; ++s) std::memset(lut + t.cum[s], static_cast<int>(s), t.freq[s]);
+  const std::byte* dir = stream.data() + info.dir_offset;
   const std::byte* data = dir + size_t{kDirEntryBytes} * info.blocks;
   uint64_t next = 0;
   for (uint32_t b = 0; b < info.blocks; ++b) {
@@ -256,39 +190,92 @@ status decode_t(byte_span stream, const stream_info& info, uint64_t numel, uint3
     const uint32_t bytes = load_le<uint32_t>(dir + size_t{kDirEntryBytes} * b + 4);
     if (base != next) return bad_block(b, "does not start right after the previous block's last position");
     const size_t first = size_t{b} * kBlockElems;
-    const size_t m = std::min<size_t>(kBlockElems, info.count - first);
+    const uint32_t m = static_cast<uint32_t>(std::min<uint64_t>(kBlockElems, info.count - first));
+    const uint32_t lanes = (m + kLaneElems - 1) / kLaneElems;
     const uint32_t kp = static_cast<uint8_t>(data[0]);
-    const uint32_t kv = static_cast<uint8_t>(data[1]);
-    if ((kp > kMaxK && kp != kModeSpecial) || (kv > kMaxK && kv != kModeSpecial))
-      return bad_block(b, "has a Rice parameter past 31");
-    bit_reader r{data + 2, data + bytes};
-    for (size_t i = 0; i < m; ++i) {
-      uint64_t g = 0;
-      if (kp != kModeSpecial && !r.rice(kp, 32, kEscapeQ, g)) return bad_block(b, "ends inside a position code");
-      if (g > UINT32_MAX) return bad_block(b, "has a gap wider than 32 bits");
-      const uint64_t idx = next + g;
-      if (idx >= numel)
-        return error(errc::delta_position_out_of_range, "compact stream: position " + std::to_string(idx) +
-                                                            " is past the tensor's " + std::to_string(numel) +
-                                                            " elements");
-      positions[first + i] = static_cast<uint32_t>(idx);
-      next = idx + 1;
-      uint64_t u = 0;
-      T d;
-      if (kv != kModeSpecial) {
-        if (!r.rice(kv, w, kValueEscapeQ, u)) return bad_block(b, "ends inside a value code");
-        if (u > max_code) return bad_block(b, "has a value code wider than the element");
-        d = from_code<T>(u);
-      } else {
-        if (!r.take_wide(w, u)) return bad_block(b, "ends inside a raw value");
-        d = static_cast<T>(u);
-        if (d == 0) return bad_block(b, "has a zero difference (an unchanged element)");
+    if (kp > kMaxK && kp != kModeSpecial) return bad_block(b, "has a Rice parameter past 31");
+    const std::byte* region = data + 1 + 2 * size_t{lanes};
+    const std::byte* block_end = data + bytes;
+    for (uint32_t l = 0; l < lanes; ++l) {
+      const uint32_t size = load_le<uint16_t>(data + 1 + 2 * size_t{l});
+      if (size < cd::kStateBytes || size > block_end - region) return bad_lane(b, l, "runs past its block");
+      const std::byte* end = region + size;
+      const std::byte* bits = region + cd::kStateBytes;
+      uint32_t x = load24(region);
+      if (x < cd::kStateLow) return bad_lane(b, l, "starts in a rANS state below 2^16");
+      bit_reader r{bits, end};
+      const std::byte* q = end;  // the rANS bytes, read backwards
+      const uint32_t i0 = l * kLaneElems, i1 = std::min(m, i0 + kLaneElems);
+      for (uint32_t i = i0; i < i1; ++i) {
+        uint64_t g = 0;
+        if (kp != kModeSpecial && !r.rice(kp, 32, kEscapeQ, g)) return bad_lane(b, l, "ends inside a position code");
+        if (g > UINT32_MAX) return bad_lane(b, l, "has a gap wider than 32 bits");
+        const uint64_t idx = next + g;
+        if (idx >= numel)
+          return error(errc::delta_position_out_of_range, "compact stream: position " + std::to_string(idx) +
+                                                              " is past the tensor's " + std::to_string(numel) +
+                                                              " elements");
+        positions[first + i] = static_cast<uint32_t>(idx);
+        next = idx + 1;
+        const uint32_t s = lut[x & (cd::kProbScale - 1)];
+        x = cd::decode_step(x, t.freq[s], t.cum[s]);
+        while (x < cd::kStateLow) {
+          if (q == bits) return bad_lane(b, l, "runs out of rANS bytes");
+          x = (x << 8) | static_cast<uint8_t>(*--q);
+        }
+        uint64_t u = s;
+        if (s >= cd::kDirectSymbols) {
+          const uint32_t eb = cd::extra_bits_of(s);
+          uint64_t extra = 0;
+          if (!r.take_wide(eb, extra)) return bad_lane(b, l, "ends inside a value's bits");
+          u = (uint64_t{1} << eb) | extra;
+        }
+        if (u > max_code) return bad_lane(b, l, "has a value code wider than the element");
+        diffs[first + i] = from_code<T>(u);
       }
-      diffs[first + i] = d;
+      if (x != cd::kStateLow) return bad_lane(b, l, "does not end in the rANS decoder's final state");
+      // The bit stream must end exactly where the rANS bytes begin, padded with zero bits.
+      const uint64_t used = 8 * static_cast<uint64_t>(r.p - bits) - r.avail;
+      if (bits + (used + 7) / 8 != q) return bad_lane(b, l, "has bytes its codes do not use");
+      if (used % 8 != 0 && (static_cast<uint8_t>(bits[used / 8]) >> (used % 8)) != 0)
+        return bad_lane(b, l, "has non-zero padding bits");
+      region = end;
     }
-    if (!r.at_end()) return bad_block(b, "has bytes or non-zero bits after its last code");
-    data += bytes;
+    if (region != block_end) return bad_block(b, "has bytes after its last lane");
+    data = block_end;
   }
+  return {};
+}
+
+error bad_header(const std::string& what) { return error(errc::delta_bad_manifest, "compact stream: " + what); }
+
+// compact/2's value table at stream[8...]: its symbols and frequencies into `info`, its size to `bytes`.
+status read_table(byte_span stream, stream_info& info, uint32_t& bytes) {
+  const std::byte* p = stream.data() + kHeaderBytes;
+  const size_t avail = stream.size() - kHeaderBytes;
+  if (avail < 1) return bad_header("its value table is missing");
+  info.nsym = static_cast<uint8_t>(p[0]);
+  const uint32_t most = cd::max_symbol_for(8 * info.elem_bytes) + 1;
+  if (info.count == 0 ? info.nsym != 0 : (info.nsym == 0 || info.nsym > most))
+    return bad_header("its value table has " + std::to_string(info.nsym) + " symbols (" +
+                      (info.count == 0 ? std::string("0 for no changes") : "1.." + std::to_string(most)) + " allowed)");
+  size_t at = 1;
+  uint32_t sum = 0;
+  for (uint32_t s = 0; s < info.nsym; ++s) {
+    if (at >= avail) return bad_header("its value table runs past its bytes");
+    uint32_t f = static_cast<uint8_t>(p[at++]);
+    if (f & 0x80) {
+      if (at >= avail) return bad_header("its value table runs past its bytes");
+      const uint32_t hi = static_cast<uint8_t>(p[at++]);
+      if (hi == 0 || hi > (cd::kProbScale >> 7)) return bad_header("its value table has a malformed frequency");
+      f = (f & 0x7F) | hi << 7;
+    }
+    info.freqs[s] = f;
+    sum += f;
+  }
+  if (info.nsym > 0 && (sum != cd::kProbScale || info.freqs[info.nsym - 1] == 0))
+    return bad_header("its value table's frequencies sum to " + std::to_string(sum) + ", not 2048, or end in 0");
+  bytes = static_cast<uint32_t>(at);
   return {};
 }
 
@@ -326,39 +313,49 @@ void encode(std::span<const uint32_t> positions, byte_span old_values, byte_span
 
 result<stream_info> read_header(byte_span stream, uint64_t count, uint32_t elem_bytes) {
   if (stream.size() < kHeaderBytes)
-    return error(errc::delta_bad_manifest,
-                 "compact stream: " + std::to_string(stream.size()) + " bytes, shorter than its 8-byte header");
+    return bad_header(std::to_string(stream.size()) + " bytes, shorter than its 8-byte header");
   const std::byte* h = stream.data();
-  if (static_cast<uint8_t>(h[0]) != kMagic || static_cast<uint8_t>(h[1]) != kLog2BlockElems ||
-      static_cast<uint8_t>(h[3]) != 0)
-    return error(errc::delta_bad_manifest, "compact stream: bad magic or block size");
   stream_info info;
+  const uint8_t magic = static_cast<uint8_t>(h[0]);
+  if (magic == kMagic && static_cast<uint8_t>(h[1]) == kLog2BlockElems && static_cast<uint8_t>(h[3]) == kLog2LaneElems)
+    info.version = 2;
+  else if (magic == kMagicV1 && static_cast<uint8_t>(h[1]) == kLog2BlockElemsV1 && static_cast<uint8_t>(h[3]) == 0)
+    info.version = 1;
+  else
+    return bad_header("bad magic, block or lane size");
   info.elem_bytes = static_cast<uint8_t>(h[2]);
   // The header is untrusted: only the four element sizes the codec has codes for (decode's width switch
   // relies on it).
   if (info.elem_bytes != 1 && info.elem_bytes != 2 && info.elem_bytes != 4 && info.elem_bytes != 8)
-    return error(errc::delta_bad_manifest,
-                 "compact stream: element size " + std::to_string(info.elem_bytes) + " is not 1, 2, 4 or 8");
+    return bad_header("element size " + std::to_string(info.elem_bytes) + " is not 1, 2, 4 or 8");
   if (info.elem_bytes != elem_bytes)
-    return error(errc::delta_bad_manifest, "compact stream: element size " + std::to_string(info.elem_bytes) +
-                                               ", the param's dtype has " + std::to_string(elem_bytes));
+    return bad_header("element size " + std::to_string(info.elem_bytes) + ", the param's dtype has " +
+                      std::to_string(elem_bytes));
   info.count = load_le<uint32_t>(h + 4);
   if (info.count != count)
     return error(errc::delta_value_count_mismatch, "compact stream: holds " + std::to_string(info.count) +
                                                        " changes, the manifest says " + std::to_string(count));
-  info.blocks = static_cast<uint32_t>((info.count + kBlockElems - 1) / kBlockElems);
-  const uint64_t dir_end = kHeaderBytes + uint64_t{kDirEntryBytes} * info.blocks;
-  if (dir_end > stream.size())
-    return error(errc::delta_bad_manifest, "compact stream: its block directory runs past its bytes");
+  uint32_t table_bytes = 0;
+  if (info.version == 2) DS_TRY_STATUS(read_table(stream, info, table_bytes));
+  info.dir_offset = kHeaderBytes + table_bytes;
+  const uint64_t block_elems = info.version == 2 ? kBlockElems : kBlockElemsV1;
+  info.blocks = static_cast<uint32_t>((info.count + block_elems - 1) / block_elems);
+  const uint64_t dir_end = info.dir_offset + uint64_t{kDirEntryBytes} * info.blocks;
+  if (dir_end > stream.size()) return bad_header("its block directory runs past its bytes");
   uint64_t total = dir_end;
   for (uint32_t b = 0; b < info.blocks; ++b) {
-    const uint32_t bytes = load_le<uint32_t>(h + kHeaderBytes + size_t{kDirEntryBytes} * b + 4);
-    if (bytes < 2) return bad_block(b, "is shorter than its 2-byte header");
+    const uint32_t bytes = load_le<uint32_t>(h + info.dir_offset + size_t{kDirEntryBytes} * b + 4);
+    uint32_t least = 2;
+    if (info.version == 2) {
+      const uint64_t m = std::min<uint64_t>(block_elems, info.count - uint64_t{b} * block_elems);
+      least = 1 + static_cast<uint32_t>((m + kLaneElems - 1) / kLaneElems) * (2 + cd::kStateBytes);
+    }
+    if (bytes < least) return bad_block(b, "is shorter than its header and lanes");
     total += bytes;
   }
   if (total != stream.size())
-    return error(errc::delta_bad_manifest, "compact stream: blocks cover " + std::to_string(total) +
-                                               " bytes of a " + std::to_string(stream.size()) + "-byte range");
+    return bad_header("blocks cover " + std::to_string(total) + " bytes of a " + std::to_string(stream.size()) +
+                      "-byte range");
   return info;
 }
 
@@ -375,11 +372,15 @@ status decode(byte_span stream, uint64_t count, uint64_t numel, uint32_t elem_by
   positions.resize(info.count);
   diffs.resize(info.count * elem_bytes);
   status st;
-  switch (elem_bytes) {
-    case 1: st = decode_t<uint8_t>(stream, info, numel, positions.data(), reinterpret_cast<uint8_t*>(diffs.data())); break;
-    case 2: st = decode_t<uint16_t>(stream, info, numel, positions.data(), reinterpret_cast<uint16_t*>(diffs.data())); break;
-    case 4: st = decode_t<uint32_t>(stream, info, numel, positions.data(), reinterpret_cast<uint32_t*>(diffs.data())); break;
-    default: st = decode_t<uint64_t>(stream, info, numel, positions.data(), reinterpret_cast<uint64_t*>(diffs.data())); break;
+  if (info.version == 1) {
+    st = decode_v1(stream, info, numel, positions.data(), diffs.data());
+  } else {
+    switch (elem_bytes) {
+      case 1: st = decode_t<uint8_t>(stream, info, numel, positions.data(), reinterpret_cast<uint8_t*>(diffs.data())); break;
+      case 2: st = decode_t<uint16_t>(stream, info, numel, positions.data(), reinterpret_cast<uint16_t*>(diffs.data())); break;
+      case 4: st = decode_t<uint32_t>(stream, info, numel, positions.data(), reinterpret_cast<uint32_t*>(diffs.data())); break;
+      default: st = decode_t<uint64_t>(stream, info, numel, positions.data(), reinterpret_cast<uint64_t*>(diffs.data())); break;
+    }
   }
   if (!st.ok()) {
     positions.clear();

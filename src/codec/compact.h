@@ -1,20 +1,32 @@
 // The `compact` encoding of one param's changes (docs/codec.md "compact"): positions as Rice-coded gaps, values
-// as the Rice-coded difference, in the element's raw bits, between the new value and the value the receiver
+// as the rANS-coded difference, in the element's raw bits, between the new value and the value the receiver
 // already holds. Pure: no I/O, no allocation beyond the caller's buffers.
 //
-// Stream of one param (all integers little-endian):
-//   u8 magic 0xC1 | u8 log2(block elements) | u8 element bytes (1, 2, 4, 8) | u8 0 | u32 count n
-//   directory: ceil(n / B) entries {u32 base, u32 block bytes}
-//   blocks, back to back: u8 kp | u8 kv | LSB-first bit stream, zero-padded to a whole byte
-// Block b holds elements [b*B, min(n, (b+1)*B)); `base` is the index its first gap counts from (0 for the first
-// block, the previous block's last index + 1 after), so every block decodes on its own (in parallel, on the
-// GPU, or as soon as its bytes have arrived). Per element, in order: the gap g = index - next (next = base, then
-// previous index + 1) and the value code u = zigzag(new - old mod 2^w) - 1 (w = 8 x element bytes; new != old
-// for a changed element, so zigzag >= 1). Each is Rice-coded with the block's parameter (kp for gaps, kv for
-// values): q = x >> k as q zero bits and a one bit, then the low k bits; when q >= Q (24 for gaps, 16 for
-// values), Q zero bits and x raw (32 bits for a gap, w bits for a value). kp = 0xFF: the block's positions are base, base + 1, ... (no gap
-// bits). kv = 0xFF: values are raw w-bit differences (new - old), no Rice code. The encoder's choice of k is
-// part of the format's definition (choose_k below), so the CPU and GPU encoders write the same bytes.
+// compact/2 (magic 0xC2, what encode writes). Stream of one param (all integers little-endian):
+//   u8 magic 0xC2 | u8 log2(block elements) = 13 | u8 element bytes (1, 2, 4, 8) | u8 log2(lane elements) = 8
+//   u32 count n
+//   value table: u8 nsym (0 when n = 0), then nsym frequencies, each LEB128 in 1 or 2 bytes, summing to 2^11
+//   directory: ceil(n / 8192) entries {u32 base, u32 block bytes}
+//   blocks, back to back: u8 kp | lanes x u16 lane bytes | the lanes' regions, back to back
+// Block b holds elements [8192 b, min(n, 8192 (b + 1))) in ceil(m / 256) lanes of 256 (the last may be shorter);
+// `base` is the index the block's first gap counts from (0 for the first block, the previous block's last index
+// + 1 after). A lane's region: its rANS decoder's initial state (3 bytes, in [2^16, 2^24)) | a LSB-first bit
+// stream, zero-padded to a whole byte | the rANS bytes, which the decoder reads from the region's end backwards.
+// Per element, in order: the gap g = index - next (next = base, then previous index + 1) Rice-coded with the
+// block's kp (q = g >> kp as q zero bits and a one bit, then the low kp bits; q >= 24: 24 zero bits and g raw in
+// 32 bits; kp = 0xFF: the block's positions are base, base + 1, ... and cost no bits) in the bit stream; the value
+// code u = zigzag(new - old mod 2^w) - 1 (w = 8 x element bytes; >= 0 since a changed element differs) as a
+// symbol (codec/compact_coder.h: u itself below 16, else 11 + its bit width) rANS-coded with the stream's table,
+// then, for a symbol of 16 or more, u's bits below its leading one, raw, in the bit stream. The lane's decoder
+// must end in state 2^16 with every byte of the region used. Lanes decode independently (the GPU decodes a
+// block's 32 lanes at once; each lane's positions are offset by the lanes before it with one warp scan).
+// The encoder's choices (kp by choose_k below, the table by coder::normalize) are part of the format's
+// definition, so the CPU and GPU encoders write the same bytes.
+//
+// compact/1 (magic 0xC1, written by the first release of `compact`; still decoded): header 0xC1 | 11 | element
+// bytes | 0 | u32 n, the same directory with blocks of 2048, each block u8 kp | u8 kv | one bit stream holding
+// per element the Rice-coded gap and the Rice-coded u (kv; a quotient of 16 or more escapes to u raw in w bits;
+// kv = 0xFF: raw w-bit differences).
 //
 // Not idempotent: applying the stream twice, or to a tensor other than the sender's base, gives wrong values.
 // The native format guards it with base_version and the per-tensor digests of the new tensor.
@@ -26,21 +38,28 @@
 
 #include "base/bytes.h"
 #include "base/result.h"
+#include "codec/compact_coder.h"
 
 namespace deltasync::compact {
 
-inline constexpr uint8_t kMagic = 0xC1;
-inline constexpr uint32_t kLog2BlockElems = 11;  // 2048 changed elements per block
+inline constexpr uint8_t kMagic = 0xC2;
+inline constexpr uint32_t kLog2BlockElems = 13;  // 8192 changed elements per block
 inline constexpr uint32_t kBlockElems = 1u << kLog2BlockElems;
+inline constexpr uint32_t kLog2LaneElems = 8;  // 256 changed elements per lane
+inline constexpr uint32_t kLaneElems = 1u << kLog2LaneElems;
+inline constexpr uint32_t kLanesPerBlock = kBlockElems / kLaneElems;  // 32: a warp decodes a block
+inline constexpr uint8_t kMagicV1 = 0xC1;
+inline constexpr uint32_t kLog2BlockElemsV1 = 11;  // compact/1: 2048 changed elements per block
 inline constexpr uint32_t kHeaderBytes = 8;
 inline constexpr uint32_t kDirEntryBytes = 8;
 inline constexpr uint32_t kEscapeQ = 24;       // gap quotients from here on are escaped to the raw gap
-inline constexpr uint32_t kValueEscapeQ = 16;  // value quotients from here on are escaped to the raw code
-inline constexpr uint8_t kModeSpecial = 0xFF;  // kp: dense run; kv: raw differences
+inline constexpr uint32_t kValueEscapeQ = 16;  // compact/1: value quotients from here on escape to the raw code
+inline constexpr uint8_t kModeSpecial = 0xFF;  // kp: dense run; compact/1's kv: raw differences
 inline constexpr uint32_t kMaxK = 31;
 
-// What an encode produced, for reports: bits spent on gaps, on values, and on the rest (headers, directory,
-// block headers, padding); the three add up to 8 x the bytes appended.
+// What an encode produced, for reports: bits spent on gaps (their Rice codes), on values (rANS bytes, the lanes'
+// 3-byte states, the raw bits of large symbols), and on the rest (header, value table, directory, kp and lane
+// tables, padding); the three add up to 8 x the bytes appended.
 struct encode_stats {
   uint64_t position_bits = 0;
   uint64_t value_bits = 0;
@@ -65,20 +84,27 @@ inline uint64_t rice_bits(uint64_t x, uint32_t k, uint32_t escape_bits, uint32_t
 void encode(std::span<const uint32_t> positions, byte_span old_values, byte_span new_values, uint32_t elem_bytes,
             byte_buffer& out, encode_stats* stats = nullptr);
 
-// The stream's fixed header, read and checked: magic, block size, `elem_bytes`, count == `count`, and that
-// the directory and every block lie inside `stream` and cover it exactly.
+// The stream's fixed part, read and checked: magic (0xC2 or 0xC1), block and lane sizes, `elem_bytes`, count ==
+// `count`, the value table (compact/2: nsym within the element's alphabet, canonical LEB128, frequencies summing
+// to 2^11, the last one non-zero), and that the directory and every block lie inside `stream` and cover it
+// exactly (compact/2: each block at least its kp and lane table, and 3 bytes per lane).
 struct stream_info {
   uint64_t count = 0;
   uint32_t elem_bytes = 0;
   uint32_t blocks = 0;
+  uint32_t version = 2;       // 2 (0xC2) or 1 (0xC1)
+  uint32_t dir_offset = 0;    // byte offset of the directory
+  uint32_t nsym = 0;          // compact/2: the value table's symbols
+  uint32_t freqs[coder::kMaxSymbols] = {};
 };
 // Errors: delta_bad_manifest (header, sizes, directory), delta_value_count_mismatch (count).
 result<stream_info> read_header(byte_span stream, uint64_t count, uint32_t elem_bytes);
 
-// Decodes the whole stream into positions (ascending, each < numel) and the raw differences (new - old mod
-// 2^w, elem_bytes each, little-endian), replacing both outputs' contents. Validates everything: header,
-// directory, every code (no read past a block, no unused block bytes beyond the padding byte, block bases
-// ascending past the previous block's last index, positions < numel, no zero difference).
+// Decodes the whole stream (compact/2 or compact/1) into positions (ascending, each < numel) and the raw
+// differences (new - old mod 2^w, elem_bytes each, little-endian), replacing both outputs' contents. Validates
+// everything: header, table, directory, every code (no read past a lane or block, every lane ending in the rANS
+// decoder's final state with its bit stream meeting its rANS bytes, zero padding, block bases ascending past the
+// previous block's last index, positions < numel, value codes within the element).
 // Errors: those of read_header, delta_bad_manifest (a malformed block), delta_position_out_of_range,
 // delta_positions_not_ascending. On error the outputs are empty.
 status decode(byte_span stream, uint64_t count, uint64_t numel, uint32_t elem_bytes, std::vector<uint32_t>& positions,

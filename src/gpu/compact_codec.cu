@@ -1,12 +1,13 @@
-// The compact stream (codec/compact.h) encoded and decoded on the device, byte for byte what the CPU codec
-// writes and accepts. Encode: one warp per block of 2048 changes chooses kp / kv exactly as compact.cc does
-// (same clamped sums, same three candidates, same ties), one CTA lays out the header and directory (a scan of
-// the block sizes),
-// and one warp per block writes its bits into shared memory (each lane places its element's codes at the
-// offset a warp scan of the code lengths gives) and copies them out. Decode: one warp per block stages the
-// block's bytes in shared memory and one lane decodes them (a Rice code's length is known only once it is read),
-// validating exactly what the CPU decoder validates; the cross-block
-// rule (each base is the previous block's last index + 1) is checked by a second pass.
+// The compact/2 stream (codec/compact.h) encoded and decoded on the device, byte for byte what the CPU codec
+// writes and accepts; the value coder's arithmetic is codec/compact_coder.h, compiled for both. Encode: a histogram
+// of the value symbols and one thread's normalisation give the stream's table; one warp per block of 8192 changes
+// chooses kp exactly as compact.cc does (same estimate, same three candidates, same ties), then each lane codes its
+// 256 changes: the bit count of its Rice codes and raw bits, and its rANS bytes into scratch; one CTA lays out
+// the directory (a scan of the block sizes); one warp per block writes each lane's region at the offset a warp
+// scan of the lane sizes gives. Decode: one warp per block, each lane decoding its lane (its entry point from a
+// warp scan of the lane table), its positions offset by the lanes before it with a second warp scan; every check
+// the CPU decoder makes, the cross-block rule (each base is the previous block's last index + 1) by a second pass.
+// compact/1 streams are decoded on the host and copied up.
 #include <cuda_runtime.h>
 
 #include <cstring>
@@ -14,17 +15,19 @@
 #include <vector>
 
 #include "codec/compact.h"
+#include "codec/compact_coder.h"
 #include "gpu/cuda_check.h"
 #include "gpu/kernels.h"
 
 namespace deltasync::gpu {
 namespace {
 
+namespace cd = compact::coder;
 constexpr uint32_t B = compact::kBlockElems;
+constexpr uint32_t LE = compact::kLaneElems;
 constexpr uint32_t kEsc = compact::kEscapeQ;
 constexpr uint32_t kSpecial = compact::kModeSpecial;
-// A block's largest bit stream: 2048 x (56 gap bits + 88 value bits), in 32-bit words.
-constexpr uint32_t kMaxBlockWords = (B * 144) / 32;
+constexpr uint32_t kLaneRansBytes = 2 * LE;  // a lane's rANS bytes: at most 11 bits per symbol
 
 template <typename T>
 struct width_of {
@@ -98,47 +101,118 @@ __device__ void best_k_warp(F sym, uint32_t m, uint32_t esc_bits, uint32_t esc_q
   bits_out = best;
 }
 
-// Per block: kp, kv and the block's byte size (2 + whole bytes of its bits).
+
+// The value table on the device: frequencies and cumulative starts, as compact.cc's `table`.
+struct dtable {
+  uint32_t nsym;
+  uint32_t freq[cd::kMaxSymbols];
+  uint32_t cum[cd::kMaxSymbols + 1];
+};
+
 template <typename T>
-__global__ void choose_kernel(const uint32_t* positions, const T* old_v, const T* new_v, uint64_t n, uint32_t blocks,
-                              uint8_t* kp_out, uint8_t* kv_out, uint32_t* bytes_out) {
-  constexpr uint32_t w = width_of<T>::value;
+__global__ void hist_kernel(const T* old_v, const T* new_v, uint64_t n, uint32_t* counts) {
+  __shared__ uint32_t h[cd::kMaxSymbols];
+  for (uint32_t s = threadIdx.x; s < cd::kMaxSymbols; s += blockDim.x) h[s] = 0;
+  __syncthreads();
+  for (uint64_t i = blockIdx.x * uint64_t{blockDim.x} + threadIdx.x; i < n; i += uint64_t{gridDim.x} * blockDim.x)
+    atomicAdd(h + cd::symbol_of(code_of<T>(old_v[i], new_v[i])), 1u);
+  __syncthreads();
+  for (uint32_t s = threadIdx.x; s < cd::kMaxSymbols; s += blockDim.x)
+    if (h[s] != 0) atomicAdd(counts + s, h[s]);
+}
+
+// One thread: the header, the normalised table (its bytes after the header) and the directory's offset.
+__global__ void table_kernel(const uint32_t* counts, uint64_t n, uint32_t elem_bytes, dtable* t, unsigned char* out,
+                             uint32_t* dir_offset) {
+  out[0] = compact::kMagic;
+  out[1] = compact::kLog2BlockElems;
+  out[2] = static_cast<unsigned char>(elem_bytes);
+  out[3] = compact::kLog2LaneElems;
+  for (int i = 0; i < 4; ++i) out[4 + i] = static_cast<unsigned char>(n >> (8 * i));
+  uint32_t nsym = 0;
+  if (n > 0) {
+    nsym = cd::kMaxSymbols;
+    while (counts[nsym - 1] == 0) --nsym;
+    cd::normalize(counts, nsym, n, t->freq);
+  }
+  t->nsym = nsym;
+  t->cum[0] = 0;
+  for (uint32_t s = 0; s < nsym; ++s) t->cum[s + 1] = t->cum[s] + t->freq[s];
+  uint32_t at = compact::kHeaderBytes;
+  out[at++] = static_cast<unsigned char>(nsym);
+  for (uint32_t s = 0; s < nsym; ++s) {
+    const uint32_t f = t->freq[s];
+    if (f < 0x80) {
+      out[at++] = static_cast<unsigned char>(f);
+    } else {
+      out[at++] = static_cast<unsigned char>((f & 0x7F) | 0x80);
+      out[at++] = static_cast<unsigned char>(f >> 7);
+    }
+  }
+  *dir_offset = at;
+}
+
+// One warp per block: kp, then each lane's bit count, rANS bytes (into its scratch slot) and final state; the
+// block's byte size.
+template <typename T>
+__global__ void lanes_kernel(const uint32_t* positions, const T* old_v, const T* new_v, uint64_t n, uint32_t blocks,
+                             const dtable* table, uint8_t* kp_out, uint32_t* block_bytes, uint32_t* lane_bits,
+                             uint32_t* lane_rans, uint32_t* lane_state, unsigned char* rans_scratch) {
+  __shared__ uint32_t hists[4][34];  // one per warp (4 warps per CTA)
+  __shared__ uint32_t freq[cd::kMaxSymbols], cum[cd::kMaxSymbols];
+  for (uint32_t s = threadIdx.x; s < cd::kMaxSymbols; s += blockDim.x) {
+    freq[s] = s < table->nsym ? table->freq[s] : 0;
+    cum[s] = s < table->nsym ? table->cum[s] : 0;
+  }
+  __syncthreads();
   const uint32_t b = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
   if (b >= blocks) return;
   const uint64_t first = uint64_t{b} * B;
   const uint32_t m = static_cast<uint32_t>(n - first < B ? n - first : B);
   const uint32_t lane = threadIdx.x & 31;
-  __shared__ uint32_t hists[4][34];  // one per warp (4 warps per CTA)
   uint32_t* hist = hists[(threadIdx.x / 32) & 3];
   bool dense = true;
   for (uint32_t i = lane; i < m; i += 32) dense &= gap_at(positions, first + i) == 0;
   dense = __all_sync(0xFFFFFFFFu, dense);
-  uint32_t kp = kSpecial, kv = 0;
-  uint64_t pbits = 0, vbits = 0;
+  uint32_t kp = kSpecial;
+  uint64_t pbits = 0;
   if (!dense) best_k_warp([&](uint32_t i) { return gap_at(positions, first + i); }, m, 32, kEsc, hist, kp, pbits);
-  best_k_warp([&](uint32_t i) { return code_of<T>(old_v[first + i], new_v[first + i]); }, m, w, compact::kValueEscapeQ, hist, kv, vbits);
-  if (uint64_t{w} * m <= vbits) kv = kSpecial, vbits = uint64_t{w} * m;
+  const uint32_t lanes = (m + LE - 1) / LE;
+  uint32_t bytes = 0;
+  if (lane < lanes) {
+    const uint32_t i0 = lane * LE, i1 = i0 + LE < m ? i0 + LE : m;
+    uint64_t bits = 0;
+    for (uint32_t i = i0; i < i1; ++i) {
+      if (kp != kSpecial) bits += rice_bits_d(gap_at(positions, first + i), kp, 32, kEsc);
+      bits += cd::extra_bits_of(cd::symbol_of(code_of<T>(old_v[first + i], new_v[first + i])));
+    }
+    unsigned char* r = rans_scratch + (uint64_t{b} * compact::kLanesPerBlock + lane) * kLaneRansBytes;
+    uint32_t k = 0, x = cd::kStateLow;
+    for (uint32_t i = i1; i-- > i0;) {
+      const uint32_t s = cd::symbol_of(code_of<T>(old_v[first + i], new_v[first + i]));
+      x = cd::encode_step(x, freq[s], cum[s], [&](uint8_t byte) { r[k++] = byte; });
+    }
+    const uint64_t id = uint64_t{b} * compact::kLanesPerBlock + lane;
+    lane_bits[id] = static_cast<uint32_t>(bits);
+    lane_rans[id] = k;
+    lane_state[id] = x;
+    bytes = cd::kStateBytes + static_cast<uint32_t>((bits + 7) / 8) + k;
+  }
+  const uint32_t sum = static_cast<uint32_t>(warp_sum(bytes));
   if (lane == 0) {
     kp_out[b] = static_cast<uint8_t>(kp);
-    kv_out[b] = static_cast<uint8_t>(kv);
-    bytes_out[b] = static_cast<uint32_t>(2 + (pbits + vbits + 7) / 8);
+    block_bytes[b] = 1 + 2 * lanes + sum;
   }
 }
 
-// One CTA of kLayoutThreads: header, directory and each block's offset in the stream (a block-wide scan of the
-// block sizes, each thread owning a contiguous run of blocks); total bytes to *total.
+// One CTA of kLayoutThreads: the directory and each block's offset in the stream (a block-wide scan of the block
+// sizes, each thread owning a contiguous run of blocks); total bytes to *total.
 constexpr uint32_t kLayoutThreads = 1024;
-__global__ void layout_kernel(const uint32_t* positions, uint64_t n, uint32_t elem_bytes, uint32_t blocks,
-                              const uint32_t* bytes, uint64_t* offsets, unsigned char* out, uint64_t* total) {
+__global__ void layout_kernel(const uint32_t* positions, uint32_t blocks, const uint32_t* bytes,
+                              const uint32_t* dir_offset, uint64_t* offsets, unsigned char* out, uint64_t* total) {
   __shared__ uint64_t sums[kLayoutThreads];
   const uint32_t t = threadIdx.x;
-  if (t == 0) {
-    out[0] = compact::kMagic;
-    out[1] = compact::kLog2BlockElems;
-    out[2] = static_cast<unsigned char>(elem_bytes);
-    out[3] = 0;
-    for (int i = 0; i < 4; ++i) out[4 + i] = static_cast<unsigned char>(n >> (8 * i));
-  }
+  const uint64_t dir = *dir_offset;
   const uint32_t per = (blocks + kLayoutThreads - 1) / kLayoutThreads;
   const uint32_t lo = t * per < blocks ? t * per : blocks;
   const uint32_t hi = lo + per < blocks ? lo + per : blocks;
@@ -152,105 +226,100 @@ __global__ void layout_kernel(const uint32_t* positions, uint64_t n, uint32_t el
     sums[t] += add;
     __syncthreads();
   }
-  uint64_t at = compact::kHeaderBytes + uint64_t{compact::kDirEntryBytes} * blocks + sums[t] - mine;
+  const uint64_t data = dir + uint64_t{compact::kDirEntryBytes} * blocks;
+  uint64_t at = data + sums[t] - mine;
   for (uint32_t b = lo; b < hi; ++b) {
     const uint32_t base = b == 0 ? 0u : positions[uint64_t{b} * B - 1] + 1;
-    unsigned char* e = out + compact::kHeaderBytes + uint64_t{compact::kDirEntryBytes} * b;
+    unsigned char* e = out + dir + uint64_t{compact::kDirEntryBytes} * b;
     for (int i = 0; i < 4; ++i) e[i] = static_cast<unsigned char>(base >> (8 * i));
     for (int i = 0; i < 4; ++i) e[4 + i] = static_cast<unsigned char>(bytes[b] >> (8 * i));
     offsets[b] = at;
     at += bytes[b];
   }
-  if (t == kLayoutThreads - 1) *total = compact::kHeaderBytes + uint64_t{compact::kDirEntryBytes} * blocks + sums[t];
+  if (t == kLayoutThreads - 1) *total = data + sums[t];
 }
 
-// ORs `len` (<= 64) bits of v into the shared bit buffer at bit `pos`.
-__device__ __forceinline__ void or_bits(uint32_t* buf, uint64_t pos, uint64_t v, uint32_t len) {
-  while (len > 0) {
-    const uint32_t word = static_cast<uint32_t>(pos >> 5), shift = static_cast<uint32_t>(pos & 31);
-    const uint32_t take = 32 - shift < len ? 32 - shift : len;
-    const uint32_t piece = static_cast<uint32_t>(v & (take == 32 ? 0xFFFFFFFFu : ((1u << take) - 1)));
-    if (piece != 0) atomicOr(buf + word, piece << shift);
-    v = take == 64 ? 0 : v >> take;
-    pos += take;
-    len -= take;
-  }
-}
-
-// Places one Rice code (or escape) of x at bit `pos`.
-__device__ __forceinline__ void put_rice_d(uint32_t* buf, uint64_t pos, uint64_t x, uint32_t k, uint32_t esc_bits,
-                                           uint32_t esc_q) {
-  const uint64_t q = x >> k;
-  if (q < esc_q) {
-    or_bits(buf, pos + q, 1, 1);
-    if (k > 0) or_bits(buf, pos + q + 1, x & ((uint64_t{1} << k) - 1), k);
-  } else {
-    or_bits(buf, pos + esc_q, x, esc_bits);  // esc_q zero bits, then x raw
-  }
-}
-
-template <typename T>
-__global__ void write_kernel(const uint32_t* positions, const T* old_v, const T* new_v, uint64_t n,
-                             const uint8_t* kp_in, const uint8_t* kv_in, const uint32_t* bytes_in,
-                             const uint64_t* offsets, unsigned char* out) {
-  constexpr uint32_t w = width_of<T>::value;
-  __shared__ uint32_t buf[kMaxBlockWords + 2];
-  const uint32_t b = blockIdx.x;
-  const uint64_t first = uint64_t{b} * B;
-  const uint32_t m = static_cast<uint32_t>(n - first < B ? n - first : B);
-  const uint32_t kp = kp_in[b], kv = kv_in[b];
-  const uint32_t data_bytes = bytes_in[b] - 2;
-  const uint32_t words = (data_bytes + 3) / 4;
-  for (uint32_t i = threadIdx.x; i < words; i += blockDim.x) buf[i] = 0;
-  __syncthreads();
-  const uint32_t lane = threadIdx.x & 31;
-  // One warp walks the block in chunks of 32 elements; the other warps of the CTA only zero and copy.
-  if (threadIdx.x < 32) {
-    uint64_t base_bit = 0;
-    for (uint32_t c = 0; c < m; c += 32) {
-      const uint32_t i = c + lane;
-      uint64_t g = 0, u = 0, len = 0;
-      T d = 0;
-      if (i < m) {
-        if (kp != kSpecial) {
-          g = gap_at(positions, first + i);
-          len += rice_bits_d(g, kp, 32, kEsc);
-        }
-        const T o = old_v[first + i], v = new_v[first + i];
-        d = static_cast<T>(v - o);
-        if (kv != kSpecial) {
-          u = code_of<T>(o, v);
-          len += rice_bits_d(u, kv, w, compact::kValueEscapeQ);
-        } else {
-          len += w;
-        }
-      }
-      uint64_t incl = len;
-      for (int o = 1; o < 32; o <<= 1) {
-        const uint64_t y = __shfl_up_sync(0xFFFFFFFFu, incl, o);
-        if (lane >= static_cast<uint32_t>(o)) incl += y;
-      }
-      const uint64_t pos = base_bit + incl - len;
-      if (i < m) {
-        uint64_t at = pos;
-        if (kp != kSpecial) {
-          put_rice_d(buf, at, g, kp, 32, kEsc);
-          at += rice_bits_d(g, kp, 32, kEsc);
-        }
-        if (kv != kSpecial) put_rice_d(buf, at, u, kv, w, compact::kValueEscapeQ);
-        else or_bits(buf, at, static_cast<uint64_t>(d), w);
-      }
-      base_bit += __shfl_sync(0xFFFFFFFFu, incl, 31);
+// LSB-first bits into global memory, a byte at a time once 8 are ready (each lane owns its region's bytes).
+struct dwriter {
+  unsigned char* p;
+  uint64_t acc = 0;
+  uint32_t n = 0;
+  __device__ void put(uint64_t v, uint32_t bits) {  // bits <= 32
+    acc |= v << n;
+    n += bits;
+    while (n >= 8) {
+      *p++ = static_cast<unsigned char>(acc & 0xFF);
+      acc >>= 8;
+      n -= 8;
     }
   }
-  __syncthreads();
-  unsigned char* dst = out + offsets[b];
-  if (threadIdx.x == 0) {
-    dst[0] = static_cast<unsigned char>(kp);
-    dst[1] = static_cast<unsigned char>(kv);
+  __device__ void put_wide(uint64_t v, uint32_t bits) {
+    if (bits <= 32) return put(v, bits);
+    put(v & 0xFFFFFFFFu, 32);
+    put(v >> 32, bits - 32);
   }
-  const unsigned char* src = reinterpret_cast<const unsigned char*>(buf);
-  for (uint32_t i = threadIdx.x; i < data_bytes; i += blockDim.x) dst[2 + i] = src[i];
+  __device__ void flush() {
+    if (n > 0) *p++ = static_cast<unsigned char>(acc & 0xFF);
+    acc = 0;
+    n = 0;
+  }
+};
+
+// One warp per block: kp, the lane table, and every lane's region (state, bit stream, rANS bytes).
+template <typename T>
+__global__ void write_kernel(const uint32_t* positions, const T* old_v, const T* new_v, uint64_t n, uint32_t blocks,
+                             const uint8_t* kp_in, const uint32_t* lane_bits, const uint32_t* lane_rans,
+                             const uint32_t* lane_state, const unsigned char* rans_scratch, const uint64_t* offsets,
+                             unsigned char* out) {
+  constexpr uint32_t w = width_of<T>::value;
+  const uint32_t b = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+  if (b >= blocks) return;
+  const uint32_t lane = threadIdx.x & 31;
+  const uint64_t first = uint64_t{b} * B;
+  const uint32_t m = static_cast<uint32_t>(n - first < B ? n - first : B);
+  const uint32_t lanes = (m + LE - 1) / LE;
+  const uint32_t kp = kp_in[b];
+  const uint64_t id = uint64_t{b} * compact::kLanesPerBlock + lane;
+  uint32_t bytes = 0;
+  if (lane < lanes) bytes = cd::kStateBytes + (lane_bits[id] + 7) / 8 + lane_rans[id];
+  uint32_t incl = bytes;
+  for (int o = 1; o < 32; o <<= 1) {
+    const uint32_t y = __shfl_up_sync(0xFFFFFFFFu, incl, o);
+    if (lane >= static_cast<uint32_t>(o)) incl += y;
+  }
+  unsigned char* dst = out + offsets[b];
+  if (lane == 0) dst[0] = static_cast<unsigned char>(kp);
+  if (lane >= lanes) return;
+  dst[1 + 2 * lane] = static_cast<unsigned char>(bytes & 0xFF);
+  dst[2 + 2 * lane] = static_cast<unsigned char>(bytes >> 8);
+  unsigned char* region = dst + 1 + 2 * lanes + (incl - bytes);
+  const uint32_t x = lane_state[id];
+  region[0] = static_cast<unsigned char>(x & 0xFF);
+  region[1] = static_cast<unsigned char>((x >> 8) & 0xFF);
+  region[2] = static_cast<unsigned char>(x >> 16);
+  dwriter bw{region + cd::kStateBytes};
+  const uint32_t i0 = lane * LE, i1 = i0 + LE < m ? i0 + LE : m;
+  for (uint32_t i = i0; i < i1; ++i) {
+    if (kp != kSpecial) {
+      const uint64_t g = gap_at(positions, first + i);
+      const uint64_t q = g >> kp;
+      if (q < kEsc) {
+        bw.put(uint64_t{1} << q, static_cast<uint32_t>(q) + 1);
+        if (kp > 0) bw.put(g & ((uint64_t{1} << kp) - 1), kp);
+      } else {
+        bw.put(0, kEsc);
+        bw.put_wide(g, 32);
+      }
+    }
+    const uint64_t u = code_of<T>(old_v[first + i], new_v[first + i]);
+    const uint32_t eb = cd::extra_bits_of(cd::symbol_of(u));
+    if (eb > 0) bw.put_wide(u & ((uint64_t{1} << eb) - 1), eb);
+  }
+  bw.flush();
+  (void)w;
+  const unsigned char* r = rans_scratch + id * kLaneRansBytes;
+  const uint32_t k = lane_rans[id];
+  for (uint32_t i = 0; i < k; ++i) bw.p[i] = r[i];
 }
 
 // ---- decode ----
@@ -300,7 +369,6 @@ struct dreader {
     avail -= esc_q;
     return take_wide(esc_bits, out);
   }
-  __device__ bool at_end() const { return p == end && avail < 8 && buf == 0; }
 };
 
 template <typename T>
@@ -309,71 +377,141 @@ __device__ __forceinline__ T from_code_d(uint64_t u) {
   return static_cast<T>((z >> 1) ^ static_cast<T>(-static_cast<T>(z & 1)));
 }
 
-// One warp per block: the warp stages the block's bytes in shared memory (blocks larger than the staging area
-// are read from global memory), then lane 0 decodes them (a Rice code's length is known only once it is read).
-// bad[b] != 0 when the block is malformed; last[b] its last index (for the cross check).
-constexpr uint32_t kDecodeStage = 12u << 10;
+
+
+// What the host hands the decoder besides the stream: each block's offset, the table and its slot -> symbol map.
+struct dec_meta_layout {
+  uint32_t freq[cd::kMaxSymbols];
+  uint32_t cum[cd::kMaxSymbols];
+  uint8_t lut[cd::kProbScale];
+};
+
+// One warp per block (4 per CTA), one lane per lane of the block. bad[b] != 0 when the block is malformed;
+// last[b] its last index (for the cross check).
 template <typename T>
-__global__ void decode_kernel(const unsigned char* stream, const uint64_t* offsets, uint32_t blocks, uint64_t count,
-                              uint64_t numel, uint32_t* positions, T* diffs, uint32_t* last, int* bad) {
+__global__ void decode_kernel(const unsigned char* stream, const uint64_t* offsets, const dec_meta_layout* meta,
+                              uint32_t blocks, uint64_t dir_offset, uint64_t count, uint64_t numel,
+                              uint32_t* positions, T* diffs, uint32_t* last, int* bad) {
   constexpr uint32_t w = width_of<T>::value;
   constexpr uint64_t max_code = (w == 64 ? ~uint64_t{0} : (uint64_t{1} << w) - 1) - 1;
-  __shared__ unsigned char stage[kDecodeStage];
-  const uint32_t b = blockIdx.x;
+  __shared__ uint8_t lut[cd::kProbScale];
+  __shared__ uint32_t freq[cd::kMaxSymbols], cum[cd::kMaxSymbols];
+  for (uint32_t i = threadIdx.x; i < cd::kProbScale / 4; i += blockDim.x)
+    reinterpret_cast<uint32_t*>(lut)[i] = reinterpret_cast<const uint32_t*>(meta->lut)[i];
+  for (uint32_t s = threadIdx.x; s < cd::kMaxSymbols; s += blockDim.x) freq[s] = meta->freq[s], cum[s] = meta->cum[s];
+  __syncthreads();
+  const uint32_t b = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
   if (b >= blocks) return;
-  const unsigned char* dir = stream + compact::kHeaderBytes + uint64_t{compact::kDirEntryBytes} * b;
-  const uint32_t base = dir[0] | (uint32_t{dir[1]} << 8) | (uint32_t{dir[2]} << 16) | (uint32_t{dir[3]} << 24);
+  const uint32_t lane = threadIdx.x & 31;
+  const unsigned char* dir = stream + dir_offset + uint64_t{compact::kDirEntryBytes} * b;
+  const uint64_t base = dir[0] | (uint32_t{dir[1]} << 8) | (uint32_t{dir[2]} << 16) | (uint32_t{dir[3]} << 24);
   const uint32_t bytes = dir[4] | (uint32_t{dir[5]} << 8) | (uint32_t{dir[6]} << 16) | (uint32_t{dir[7]} << 24);
   const unsigned char* data = stream + offsets[b];
-  if (bytes <= kDecodeStage) {
-    for (uint32_t i = threadIdx.x; i < bytes; i += blockDim.x) stage[i] = data[i];
-    __syncthreads();
-    data = stage;
-  }
-  if (threadIdx.x != 0) return;
   const uint64_t first = uint64_t{b} * B;
   const uint32_t m = static_cast<uint32_t>(count - first < B ? count - first : B);
-  const uint32_t kp = data[0], kv = data[1];
-  if ((kp > compact::kMaxK && kp != kSpecial) || (kv > compact::kMaxK && kv != kSpecial)) {
-    bad[b] = 1;
+  const uint32_t lanes = (m + LE - 1) / LE;
+  const uint32_t kp = data[0];
+  bool ok = kp <= compact::kMaxK || kp == kSpecial;
+  uint32_t size = 0;
+  if (lane < lanes) size = data[1 + 2 * lane] | (uint32_t{data[2 + 2 * lane]} << 8);
+  uint32_t incl = size;
+  for (int o = 1; o < 32; o <<= 1) {
+    const uint32_t y = __shfl_up_sync(0xFFFFFFFFu, incl, o);
+    if (lane >= static_cast<uint32_t>(o)) incl += y;
+  }
+  const uint32_t all = __shfl_sync(0xFFFFFFFFu, incl, 31);
+  if (all != bytes - 1 - 2 * lanes) ok = false;  // the lanes must cover the block exactly
+  uint64_t total = 0;  // sum of (gap + 1) over the lane
+  if (ok && lane < lanes) {
+    const unsigned char* region = data + 1 + 2 * lanes + (incl - size);
+    const unsigned char* end = region + size;
+    const unsigned char* bits = region + cd::kStateBytes;
+    uint32_t x = 0;
+    if (size < cd::kStateBytes) {
+      ok = false;
+    } else {
+      x = region[0] | (uint32_t{region[1]} << 8) | (uint32_t{region[2]} << 16);
+      if (x < cd::kStateLow) ok = false;
+    }
+    dreader r{bits, end, 0, 0};
+    const unsigned char* q = end;
+    const uint32_t i0 = lane * LE, i1 = i0 + LE < m ? i0 + LE : m;
+    for (uint32_t i = i0; ok && i < i1; ++i) {
+      uint64_t g = 0;
+      if (kp != kSpecial && !r.rice(kp, 32, kEsc, g)) ok = false;
+      if (g > 0xFFFFFFFFull) ok = false;
+      total += g + 1;
+      if (total > (uint64_t{1} << 32)) ok = false;  // no index of a valid lane is that far from its start
+      positions[first + i] = static_cast<uint32_t>(total - 1);
+      const uint32_t s = lut[x & (cd::kProbScale - 1)];
+      x = cd::decode_step(x, freq[s], cum[s]);
+      while (ok && x < cd::kStateLow) {
+        if (q == bits) ok = false;
+        else x = (x << 8) | *--q;
+      }
+      uint64_t u = s;
+      if (ok && s >= cd::kDirectSymbols) {
+        const uint32_t eb = cd::extra_bits_of(s);
+        uint64_t extra = 0;
+        if (!r.take_wide(eb, extra)) ok = false;
+        u = (uint64_t{1} << eb) | extra;
+      }
+      if (u > max_code) ok = false;
+      diffs[first + i] = from_code_d<T>(u);
+    }
+    if (ok) {
+      if (x != cd::kStateLow) ok = false;
+      const uint64_t used = 8 * static_cast<uint64_t>(r.p - bits) - r.avail;
+      if (bits + (used + 7) / 8 != q) ok = false;
+      else if (used % 8 != 0 && (bits[used / 8] >> (used % 8)) != 0) ok = false;
+    }
+  }
+  ok = __all_sync(0xFFFFFFFFu, ok);
+  if (!ok) {
+    if (lane == 0) bad[b] = 1;
     return;
   }
-  dreader r{data + 2, data + bytes, 0, 0};
-  uint64_t next = base;
-  for (uint32_t i = 0; i < m; ++i) {
-    uint64_t g = 0;
-    if (kp != kSpecial && !r.rice(kp, 32, kEsc, g)) return void(bad[b] = 1);
-    if (g > 0xFFFFFFFFull) return void(bad[b] = 1);
-    const uint64_t idx = next + g;
-    if (idx >= numel) return void(bad[b] = 2);
-    positions[first + i] = static_cast<uint32_t>(idx);
-    next = idx + 1;
-    uint64_t u = 0;
-    T d;
-    if (kv != kSpecial) {
-      if (!r.rice(kv, w, compact::kValueEscapeQ, u) || u > max_code) return void(bad[b] = 1);
-      d = from_code_d<T>(u);
-    } else {
-      if (!r.take_wide(w, u)) return void(bad[b] = 1);
-      d = static_cast<T>(u);
-      if (d == 0) return void(bad[b] = 1);
-    }
-    diffs[first + i] = d;
+  // Each lane's positions start after the lanes before it.
+  uint64_t pre = total;
+  for (int o = 1; o < 32; o <<= 1) {
+    const uint64_t y = __shfl_up_sync(0xFFFFFFFFu, pre, o);
+    if (lane >= static_cast<uint32_t>(o)) pre += y;
   }
-  if (!r.at_end()) return void(bad[b] = 1);
-  last[b] = static_cast<uint32_t>(next - 1);
+  const uint64_t lane_base = base + pre - total;
+  bool in_range = true;
+  if (lane < lanes) {
+    const uint32_t i0 = lane * LE, i1 = i0 + LE < m ? i0 + LE : m;
+    for (uint32_t i = i0; i < i1; ++i) {
+      const uint64_t idx = lane_base + positions[first + i];
+      if (idx >= numel) in_range = false;
+      positions[first + i] = static_cast<uint32_t>(idx);
+    }
+  }
+  in_range = __all_sync(0xFFFFFFFFu, in_range);
+  if (lane == 31) {
+    if (!in_range) bad[b] = 2;
+    else last[b] = static_cast<uint32_t>(base + pre - 1);
+  }
 }
 
-__global__ void cross_kernel(const unsigned char* stream, uint32_t blocks, const uint32_t* last, const int* bad,
-                             int* any_bad) {
+__global__ void cross_kernel(const unsigned char* stream, uint64_t dir_offset, uint32_t blocks, const uint32_t* last,
+                             const int* bad, int* any_bad) {
   const uint32_t b = blockIdx.x * blockDim.x + threadIdx.x;
   if (b >= blocks) return;
   int e = bad[b];
-  const unsigned char* dir = stream + compact::kHeaderBytes + uint64_t{compact::kDirEntryBytes} * b;
+  const unsigned char* dir = stream + dir_offset + uint64_t{compact::kDirEntryBytes} * b;
   const uint64_t base = dir[0] | (uint32_t{dir[1]} << 8) | (uint32_t{dir[2]} << 16) | (uint32_t{dir[3]} << 24);
   if (e == 0 && b == 0 && base != 0) e = 1;
   if (e == 0 && b > 0 && bad[b - 1] == 0 && base != uint64_t{last[b - 1]} + 1) e = 1;
   if (e != 0) atomicMax(any_bad, 1);
+}
+
+// Carves `bytes` (8-aligned) off a scratch cursor.
+template <typename P>
+P* carve(unsigned char*& at, uint64_t bytes) {
+  P* p = reinterpret_cast<P*>(at);
+  at += (bytes + 7) / 8 * 8;
+  return p;
 }
 
 template <typename T>
@@ -381,28 +519,48 @@ status encode_t(const uint32_t* positions, const void* old_values, const void* n
                 device_buffer& out, uint64_t& out_bytes, compact_scratch& sc, stream& s) {
   cudaStream_t cs = static_cast<cudaStream_t>(s.native());
   const uint32_t blocks = static_cast<uint32_t>((n + B - 1) / B);
-  DS_TRY_STATUS(grow(sc.meta, uint64_t{blocks} * 16 + 64));
-  auto* kp = sc.meta.as<uint8_t>();
-  auto* kv = kp + blocks;
-  auto* bytes = reinterpret_cast<uint32_t*>(sc.meta.as<unsigned char>() + (2 * uint64_t{blocks} + 7) / 8 * 8);
-  auto* offsets = reinterpret_cast<uint64_t*>(reinterpret_cast<unsigned char*>(bytes) + (uint64_t{blocks} * 4 + 7) / 8 * 8);
-  auto* total = offsets + blocks;
-  // The stream is at most header + directory + per block 2 bytes + 1 padding byte + per element a 56-bit gap
-  // code and w value bits (a Rice code is chosen only when it is cheaper than w raw bits for the block).
-  const uint64_t max_bytes = compact::kHeaderBytes + uint64_t{blocks} * (compact::kDirEntryBytes + 3) +
-                             n * (56 + 8 * sizeof(T)) / 8 + 8;
+  const uint64_t lanes = uint64_t{blocks} * compact::kLanesPerBlock;
+  const uint64_t meta_bytes = 4 * cd::kMaxSymbols + sizeof(dtable) + 64 + uint64_t{blocks} * (1 + 4 + 8) + 64 +
+                              lanes * (3 * 4 + kLaneRansBytes) + 64;
+  DS_TRY_STATUS(grow(sc.meta, meta_bytes));
+  unsigned char* at = sc.meta.as<unsigned char>();
+  auto* counts = carve<uint32_t>(at, 4 * cd::kMaxSymbols);
+  auto* table = carve<dtable>(at, sizeof(dtable));
+  auto* dir_offset = carve<uint32_t>(at, 8);
+  auto* total = carve<uint64_t>(at, 8);
+  auto* kp = carve<uint8_t>(at, blocks);
+  auto* bytes = carve<uint32_t>(at, uint64_t{blocks} * 4);
+  auto* offsets = carve<uint64_t>(at, uint64_t{blocks} * 8);
+  auto* lane_bits = carve<uint32_t>(at, lanes * 4);
+  auto* lane_rans = carve<uint32_t>(at, lanes * 4);
+  auto* lane_state = carve<uint32_t>(at, lanes * 4);
+  auto* rans = carve<unsigned char>(at, lanes * kLaneRansBytes);
+  // At most: header, table, directory, per block kp and per lane its size, state and padding byte, per element a
+  // 56-bit gap code, 63 raw value bits and 2 rANS bytes.
+  const uint64_t max_bytes = compact::kHeaderBytes + 1 + 2 * cd::kMaxSymbols + uint64_t{blocks} * (compact::kDirEntryBytes + 1) +
+                             lanes * 6 + n * (56 + 63 + 16) / 8 + 16;
   DS_TRY_STATUS(grow(out, max_bytes));
   const T* o = static_cast<const T*>(old_values);
   const T* v = static_cast<const T*>(new_values);
-  if (blocks > 0) {
-    choose_kernel<T><<<(blocks + 3) / 4, 128, 0, cs>>>(positions, o, v, n, blocks, kp, kv, bytes);
+  unsigned char* dst = out.as<unsigned char>();
+  DS_CUDA_TRY(cudaMemsetAsync(counts, 0, 4 * cd::kMaxSymbols, cs));
+  if (n > 0) {
+    const uint64_t grid = (n + 255) / 256 < 1024 ? (n + 255) / 256 : 1024;
+    hist_kernel<T><<<static_cast<unsigned>(grid), 256, 0, cs>>>(o, v, n, counts);
     DS_CUDA_TRY(cudaGetLastError());
   }
-  layout_kernel<<<1, kLayoutThreads, 0, cs>>>(positions, n, sizeof(T), blocks, bytes, offsets, out.as<unsigned char>(),
-                                              total);
+  table_kernel<<<1, 1, 0, cs>>>(counts, n, sizeof(T), table, dst, dir_offset);
   DS_CUDA_TRY(cudaGetLastError());
   if (blocks > 0) {
-    write_kernel<T><<<blocks, 128, 0, cs>>>(positions, o, v, n, kp, kv, bytes, offsets, out.as<unsigned char>());
+    lanes_kernel<T><<<(blocks + 3) / 4, 128, 0, cs>>>(positions, o, v, n, blocks, table, kp, bytes, lane_bits,
+                                                      lane_rans, lane_state, rans);
+    DS_CUDA_TRY(cudaGetLastError());
+  }
+  layout_kernel<<<1, kLayoutThreads, 0, cs>>>(positions, blocks, bytes, dir_offset, offsets, dst, total);
+  DS_CUDA_TRY(cudaGetLastError());
+  if (blocks > 0) {
+    write_kernel<T><<<(blocks + 3) / 4, 128, 0, cs>>>(positions, o, v, n, blocks, kp, lane_bits, lane_rans, lane_state,
+                                                      rans, offsets, dst);
     DS_CUDA_TRY(cudaGetLastError());
   }
   DS_TRY_STATUS(grow(sc.host, 8));
@@ -419,19 +577,35 @@ status decode_t(const void* stream_dev, const compact::stream_info& info, const 
   const uint32_t blocks = info.blocks;
   ok = true;
   if (blocks == 0) return {};
-  DS_TRY_STATUS(grow(sc.meta, uint64_t{blocks} * 16 + 64));
-  auto* off = sc.meta.as<uint64_t>();
-  auto* last = reinterpret_cast<uint32_t*>(off + blocks);
-  auto* bad = reinterpret_cast<int*>(last + blocks);
-  auto* any = bad + blocks;
-  DS_TRY_STATUS(grow(sc.host, uint64_t{blocks} * 8 + 8));
-  std::memcpy(sc.host.data(), offsets.data(), uint64_t{blocks} * 8);
-  DS_TRY_STATUS(copy_h2d(off, sc.host.data(), uint64_t{blocks} * 8, s));
+  const uint64_t host_bytes = uint64_t{blocks} * 8 + sizeof(dec_meta_layout) + 16;
+  DS_TRY_STATUS(grow(sc.meta, host_bytes + uint64_t{blocks} * 8 + 64));
+  DS_TRY_STATUS(grow(sc.host, host_bytes));
+  // Offsets, then the table and its slot -> symbol map, in one H2D.
+  unsigned char* h = sc.host.as<unsigned char>();
+  std::memcpy(h, offsets.data(), uint64_t{blocks} * 8);
+  auto* hm = reinterpret_cast<dec_meta_layout*>(h + uint64_t{blocks} * 8);
+  std::memset(hm, 0, sizeof(dec_meta_layout));
+  uint32_t c = 0;
+  for (uint32_t sym = 0; sym < info.nsym; ++sym) {
+    hm->freq[sym] = info.freqs[sym];
+    hm->cum[sym] = c;
+    std::memset(hm->lut + c, static_cast<int>(sym), info.freqs[sym]);
+    c += info.freqs[sym];
+  }
+  unsigned char* d = sc.meta.as<unsigned char>();
+  const auto* off = reinterpret_cast<const uint64_t*>(d);
+  const auto* meta = reinterpret_cast<const dec_meta_layout*>(d + uint64_t{blocks} * 8);
+  unsigned char* rest = d + (host_bytes + 7) / 8 * 8;
+  auto* last = carve<uint32_t>(rest, uint64_t{blocks} * 4);
+  auto* bad = carve<int>(rest, (uint64_t{blocks} + 1) * 4);
+  int* any = bad + blocks;
+  DS_TRY_STATUS(copy_h2d(d, h, host_bytes, s));
   DS_CUDA_TRY(cudaMemsetAsync(bad, 0, (uint64_t{blocks} + 1) * sizeof(int), cs));
-  decode_kernel<T><<<blocks, 32, 0, cs>>>(static_cast<const unsigned char*>(stream_dev), off, blocks,
-                                                      info.count, numel, positions, static_cast<T*>(diffs), last, bad);
+  const auto* st = static_cast<const unsigned char*>(stream_dev);
+  decode_kernel<T><<<(blocks + 3) / 4, 128, 0, cs>>>(st, off, meta, blocks, info.dir_offset, info.count, numel,
+                                                     positions, static_cast<T*>(diffs), last, bad);
   DS_CUDA_TRY(cudaGetLastError());
-  cross_kernel<<<(blocks + 255) / 256, 256, 0, cs>>>(static_cast<const unsigned char*>(stream_dev), blocks, last, bad, any);
+  cross_kernel<<<(blocks + 255) / 256, 256, 0, cs>>>(st, info.dir_offset, blocks, last, bad, any);
   DS_CUDA_TRY(cudaGetLastError());
   DS_TRY_STATUS(copy_d2h(sc.host.data(), any, sizeof(int), s));
   DS_TRY_STATUS(s.synchronize());
@@ -456,17 +630,31 @@ status compact_encode(const uint32_t* positions, const void* old_values, const v
 
 status compact_decode(byte_span host_stream, const void* device_stream, uint64_t count, uint64_t numel,
                       uint32_t elem_bytes, uint32_t* positions, void* diffs, compact_scratch& scratch, stream& s) {
-  // The header and directory are read on the host (the caller has the bytes); the codes on the device.
+  // The header, table and directory are read on the host (the caller has the bytes); the codes on the device.
   DS_ASSIGN_OR_RETURN(compact::stream_info info, compact::read_header(host_stream, count, elem_bytes));
   if (numel > (uint64_t{1} << 32)) numel = uint64_t{1} << 32;
   if (info.count > numel)
     return error(errc::delta_position_out_of_range, "compact stream: " + std::to_string(info.count) +
                                                         " changes for a tensor of " + std::to_string(numel) + " elements");
+  if (info.version == 1) {
+    // compact/1 (the first release's streams): decoded on the host, the result copied up.
+    std::vector<uint32_t> p;
+    byte_buffer d;
+    DS_TRY_STATUS(compact::decode(host_stream, count, numel, elem_bytes, p, d));
+    DS_TRY_STATUS(grow(scratch.host, p.size() * 4 + d.size() + 8));
+    std::memcpy(scratch.host.data(), p.data(), p.size() * 4);
+    std::memcpy(scratch.host.as<unsigned char>() + p.size() * 4, d.data(), d.size());
+    if (!p.empty()) {
+      DS_TRY_STATUS(copy_h2d(positions, scratch.host.data(), p.size() * 4, s));
+      DS_TRY_STATUS(copy_h2d(diffs, scratch.host.as<unsigned char>() + p.size() * 4, d.size(), s));
+    }
+    return s.synchronize();
+  }
   std::vector<uint64_t> offsets(info.blocks);
-  uint64_t at = compact::kHeaderBytes + uint64_t{compact::kDirEntryBytes} * info.blocks;
+  uint64_t at = info.dir_offset + uint64_t{compact::kDirEntryBytes} * info.blocks;
   for (uint32_t b = 0; b < info.blocks; ++b) {
     offsets[b] = at;
-    at += load_le<uint32_t>(host_stream.data() + compact::kHeaderBytes + uint64_t{compact::kDirEntryBytes} * b + 4);
+    at += load_le<uint32_t>(host_stream.data() + info.dir_offset + uint64_t{compact::kDirEntryBytes} * b + 4);
   }
   bool ok = true;
   switch (elem_bytes) {

@@ -25,16 +25,36 @@ byte_buffer hex_bytes(std::initializer_list<int> xs) {
 
 TEST(CompactStream, HandDerivedVector) {
   // positions 3, 4, 100; bf16 1.0 -> next up, 1.0 -> next down, -1.0 -> next down in magnitude order.
-  // gaps 3, 0, 95 -> kp 4 (20 bits; k=5 ties and the smaller k wins); codes 1, 0, 1 -> kv 0 (5 bits).
+  // gaps 3, 0, 95 -> kp 4 (20 bits; k=5 ties and the smaller k wins). Differences +1, -1, +1 -> codes 1, 0, 1 ->
+  // symbols 1, 0, 1 -> table {682, 1366} (2048/3 floored, the rest to the most frequent), LEB128 AA 05 D6 0A.
+  // rANS from 2^16 backwards over 1, 0, 1: 98272, 294976, 442288 = 0x06BFB0, no byte emitted. One lane of 6 bytes:
+  // state B0 BF 06, bits 27 80 0F.
   const std::vector<uint32_t> positions = {3, 4, 100};
   const uint16_t old_v[] = {0x3F80, 0x3F80, 0xBF80}, new_v[] = {0x3F81, 0x3F7F, 0xBF81};
   byte_buffer stream;
   compact::encode(positions, byte_span(reinterpret_cast<const std::byte*>(old_v), 6),
                   byte_span(reinterpret_cast<const std::byte*>(new_v), 6), 2, stream);
-  const byte_buffer expected = hex_bytes({0xC1, 0x0B, 0x02, 0x00, 0x03, 0x00, 0x00, 0x00,   // header, n = 3
-                                          0x00, 0x00, 0x00, 0x00, 0x06, 0x00, 0x00, 0x00,   // base 0, 6 bytes
-                                          0x04, 0x00, 0xC7, 0x10, 0x7C, 0x01});            // kp, kv, 25 bits
+  const byte_buffer expected = hex_bytes({0xC2, 0x0D, 0x02, 0x08, 0x03, 0x00, 0x00, 0x00,   // header, n = 3
+                                          0x02, 0xAA, 0x05, 0xD6, 0x0A,                     // table: 682, 1366
+                                          0x00, 0x00, 0x00, 0x00, 0x09, 0x00, 0x00, 0x00,   // base 0, 9 bytes
+                                          0x04, 0x06, 0x00,                                 // kp, lane of 6 bytes
+                                          0xB0, 0xBF, 0x06, 0x27, 0x80, 0x0F});             // state, 20 bits
   EXPECT_EQ(stream, expected);
+}
+
+TEST(CompactStream, HandDerivedVectorOfTheFirstFormatStillDecodes) {
+  // compact/1 (magic 0xC1) of the same change: gaps kp 4, codes 1, 0, 1 Rice-coded with kv 0, 25 bits.
+  const byte_buffer v1 = hex_bytes({0xC1, 0x0B, 0x02, 0x00, 0x03, 0x00, 0x00, 0x00,   // header, n = 3
+                                    0x00, 0x00, 0x00, 0x00, 0x06, 0x00, 0x00, 0x00,   // base 0, 6 bytes
+                                    0x04, 0x00, 0xC7, 0x10, 0x7C, 0x01});            // kp, kv, 25 bits
+  std::vector<uint32_t> positions;
+  byte_buffer diffs;
+  ASSERT_TRUE(compact::decode(v1, 3, 101, 2, positions, diffs).ok());
+  EXPECT_EQ(positions, (std::vector<uint32_t>{3, 4, 100}));
+  EXPECT_EQ(diffs, hex_bytes({0x01, 0x00, 0xFF, 0xFF, 0x01, 0x00}));
+  auto info = compact::read_header(v1, 3, 2);
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(info->version, 1u);
 }
 
 struct test_tensor {

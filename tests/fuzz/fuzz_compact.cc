@@ -1,4 +1,4 @@
-// libFuzzer target: the compact stream decoder (codec/compact.h). Bytes 0-2 give the tensor's element count (< 2^20),
+// libFuzzer target: the compact stream decoder (codec/compact.h; compact/2 and compact/1 streams, seeds of both). Bytes 0-2 give the tensor's element count (< 2^20),
 // the rest is one param's stream; its header says the element size and count, which the target passes back
 // (so a fuzzed stream gets past the count check and reaches the codes). Whatever decodes must be in range and
 // strictly ascending, apply to a tensor without leaving it, and re-encode to a stream that decodes the same.
