@@ -8,6 +8,7 @@
 #include "codec/delta_format.h"
 #include "codec/diff.h"
 #include "codec/positions.h"
+#include "codec/sum_digest.h"
 
 namespace deltasync {
 namespace detail {
@@ -33,7 +34,19 @@ namespace {
 // decode with write prefetches measured no faster).
 template <size_t kElem>
 void scatter_same_dtype(encoding enc, uint32_t width, byte_span encoded, const std::byte* values,
-                        std::byte* dest, std::byte* old) {
+                        std::byte* dest, std::byte* old, sum_delta* sum) {
+  if (sum != nullptr) {
+    // The digest's change comes from the old and new values in hand: no second visit of the element.
+    for_each_position(enc, width, encoded, [&](size_t i, uint64_t idx) {
+      uint64_t was = 0, now = 0;
+      std::memcpy(&was, dest + idx * kElem, kElem);
+      std::memcpy(&now, values + i * kElem, kElem);
+      if (old != nullptr) std::memcpy(old + i * kElem, &was, kElem);
+      std::memcpy(dest + idx * kElem, &now, kElem);
+      sum->change(idx, was, now);
+    });
+    return;
+  }
   if (old == nullptr) {
     for_each_position(enc, width, encoded, [&](size_t i, uint64_t idx) {
       std::memcpy(dest + idx * kElem, values + i * kElem, kElem);
@@ -49,7 +62,8 @@ void scatter_same_dtype(encoding enc, uint32_t width, byte_span encoded, const s
 
 }  // namespace
 
-status apply_param(const delta_file& f, const param_entry& p, mutable_byte_span dest, byte_buffer* old_values) {
+status apply_param(const delta_file& f, const param_entry& p, mutable_byte_span dest, byte_buffer* old_values,
+                   sum_delta* sum) {
   const std::string label = "param " + quoted(p.name);
   const uint32_t peb = element_bytes(p.type);
   const uint32_t veb = element_bytes(f.values_type);
@@ -72,7 +86,12 @@ status apply_param(const delta_file& f, const param_entry& p, mutable_byte_span 
       error e = std::move(st).err();
       return error(e.code, label + ": " + e.message);
     }
+    // The digest's change from a visit before and one after (compact applies differences in place).
+    if (sum != nullptr)
+      for (uint32_t idx : positions) sum->remove(idx, sum_detail::element_bits(dest.data() + uint64_t{idx} * peb, peb));
     compact::apply_diffs(positions, diffs, peb, dest, old_values);
+    if (sum != nullptr)
+      for (uint32_t idx : positions) sum->add(idx, sum_detail::element_bits(dest.data() + uint64_t{idx} * peb, peb));
     return {};
   }
   // p may come from anywhere, so its ranges are checked against this file again.
@@ -103,10 +122,10 @@ status apply_param(const delta_file& f, const param_entry& p, mutable_byte_span 
 
   if (f.values_type == p.type) {
     switch (peb) {
-      case 1: scatter_same_dtype<1>(f.manifest.enc, p.pos_width, encoded, vals, out, old); break;
-      case 2: scatter_same_dtype<2>(f.manifest.enc, p.pos_width, encoded, vals, out, old); break;
-      case 4: scatter_same_dtype<4>(f.manifest.enc, p.pos_width, encoded, vals, out, old); break;
-      default: scatter_same_dtype<8>(f.manifest.enc, p.pos_width, encoded, vals, out, old); break;
+      case 1: scatter_same_dtype<1>(f.manifest.enc, p.pos_width, encoded, vals, out, old, sum); break;
+      case 2: scatter_same_dtype<2>(f.manifest.enc, p.pos_width, encoded, vals, out, old, sum); break;
+      case 4: scatter_same_dtype<4>(f.manifest.enc, p.pos_width, encoded, vals, out, old, sum); break;
+      default: scatter_same_dtype<8>(f.manifest.enc, p.pos_width, encoded, vals, out, old, sum); break;
     }
     return {};
   }
@@ -127,7 +146,9 @@ status apply_param(const delta_file& f, const param_entry& p, mutable_byte_span 
   }
   for_each_position(f.manifest.enc, p.pos_width, encoded, [&](size_t i, uint64_t idx) {
     if (old != nullptr) std::memcpy(old + i * peb, out + idx * peb, peb);
+    if (sum != nullptr) sum->remove(idx, sum_detail::element_bits(out + idx * peb, peb));
     cast_element(f.values_type, vals + i * veb, p.type, out + idx * peb);
+    if (sum != nullptr) sum->add(idx, sum_detail::element_bits(out + idx * peb, peb));
   });
   return {};
 }

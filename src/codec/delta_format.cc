@@ -40,6 +40,7 @@ constexpr std::string_view kMetaBaseVersion = "base_version";
 constexpr std::string_view kMetaNativeVersion = "version";
 constexpr std::string_view kMetaPayloadHash = "payload_xxh3_64";
 constexpr std::string_view kMetaTensorDigests = "tensor_xxh3_128";
+constexpr std::string_view kMetaTensorSums = "tensor_sum128";
 
 // ---- small parsers ----
 
@@ -112,6 +113,19 @@ result<std::optional<native_info>> parse_native_metadata(const safetensors_heade
       return error(errc::delta_bad_metadata, "native delta file: tensor_xxh3_128 of " + quoted(name) +
                                                  " is not 32 lowercase hex digits");
     n.tensor_digests.emplace(std::string(name), *digest128_from_hex(std::string_view(hex->data(), hex->size())));
+  }
+  if (auto sums_text = h.meta(kMetaTensorSums)) {
+    json::value sroot = json::parse(json::string_view(sums_text->data(), sums_text->size()), ec);
+    const json::object* sums = ec ? nullptr : sroot.if_object();
+    if (sums == nullptr) return error(errc::delta_bad_metadata, "native delta file: tensor_sum128 is not a JSON object");
+    for (const auto& [key, value] : *sums) {
+      const std::string_view name(key.data(), key.size());
+      const json::string* hex = value.if_string();
+      if (hex == nullptr || !lowercase_hex(std::string_view(hex->data(), hex->size()), 32))
+        return error(errc::delta_bad_metadata, "native delta file: tensor_sum128 of " + quoted(name) +
+                                                   " is not 32 lowercase hex digits");
+      n.tensor_sums.emplace(std::string(name), *digest128_from_hex(std::string_view(hex->data(), hex->size())));
+    }
   }
   return std::optional<native_info>{std::move(n)};
 }
@@ -202,6 +216,10 @@ result<safetensors_layout> build_delta_header(const encoded_bucket& b, uint64_t 
     metadata.emplace_back(kMetaNativeVersion, std::to_string(b.current_version));
     metadata.emplace_back(kMetaPayloadHash, to_hex64(payload_xxh3_64));
     metadata.emplace_back(kMetaTensorDigests, json::serialize(digests));
+    json::object sums;
+    for (const auto& p : b.params)
+      if (auto it = native->tensor_sums.find(p.name); it != native->tensor_sums.end()) sums[p.name] = to_hex(it->second);
+    if (!sums.empty()) metadata.emplace_back(kMetaTensorSums, json::serialize(sums));
   }
   if (b.enc == encoding::compact) {
     if (native == nullptr)
@@ -454,6 +472,10 @@ result<delta_file> parse_delta_file(byte_span file, const delta_read_limits& lim
         if (!names.contains(n))
           return error(errc::delta_bad_metadata,
                        "native delta file: tensor_xxh3_128 names " + quoted(n) + ", which the file does not change");
+    for (const auto& [n, d] : f.native->tensor_sums)
+      if (!names.contains(n))
+        return error(errc::delta_bad_metadata,
+                     "native delta file: tensor_sum128 names " + quoted(n) + ", which the file does not change");
   }
 
   if (limits.verify_checksum) {

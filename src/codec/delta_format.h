@@ -11,6 +11,11 @@
 //                    __positions__ followed by those of __values__, as stored
 //   tensor_xxh3_128  a JSON object {param name: 32 lowercase hex}: XXH3-128 of each param's full NEW tensor,
 //                    one for exactly the params of this file (verified by the receiver after apply)
+// and one optional key (added later; a reader that does not know it ignores it, as it ignores any unknown key):
+//   tensor_sum128    a JSON object {param name: 32 lowercase hex}: the additive digest (codec/sum_digest.h) of
+//                    the param's full NEW tensor, for some or all of the file's params (no other names). A
+//                    receiver that keeps these digests checks them after apply in O(changed elements) instead
+//                    of hashing the tensor; for the params without one it checks tensor_xxh3_128 as before.
 // A file without `format` is a slime file; the reader ignores native keys there.
 //
 // The `compact` encoding (native files only; codec/compact.h, docs/codec.md) replaces the two tensors with
@@ -56,6 +61,8 @@
 #include "codec/tensor_hash.h"
 
 namespace deltasync {
+
+struct sum_delta;  // codec/sum_digest.h
 
 enum class encoding : uint8_t { indices, deltas, deltas_zstd, compact };
 
@@ -130,6 +137,7 @@ inline constexpr std::string_view kNativeRecordsFormatName = "deltasync-native/2
 struct native_fields {
   uint64_t base_version = 0;
   std::map<std::string, digest128> tensor_digests;  // full new tensor, by param name; may hold more names
+  std::map<std::string, digest128> tensor_sums;     // optional additive digests of the new tensors (tensor_sum128)
   bool records = false;  // write the streamable layout "deltasync-native/2" (builder only; see the top)
 };
 
@@ -202,6 +210,7 @@ struct native_info {
   uint64_t version = 0;
   uint64_t payload_xxh3_64 = 0;
   std::map<std::string, digest128, std::less<>> tensor_digests;
+  std::map<std::string, digest128, std::less<>> tensor_sums;  // tensor_sum128, when the file has it
 };
 
 // A validated delta file. `positions` and `values` view either the caller's bytes or `storage` (the
@@ -265,7 +274,9 @@ result<delta_file> parse_delta_file(byte_span file, const delta_read_limits& lim
 // delta_value_count_mismatch, delta_dtype_mismatch, delta_value_not_representable.
 // With `old_values`, the overwritten elements are saved there first (resized to changed() x element size, in
 // position order), in the same pass: the undo record of a transactional apply at no extra memory traffic.
+// With `sum`, the change of dest's additive digest (codec/sum_digest.h) is accumulated there, from the same
+// visit of each element (nothing is added on error).
 status apply_param(const delta_file& f, const param_entry& p, mutable_byte_span dest,
-                   byte_buffer* old_values = nullptr);
+                   byte_buffer* old_values = nullptr, sum_delta* sum = nullptr);
 
 }  // namespace deltasync

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <cstddef>
 
 #include "base/check.h"
@@ -107,6 +108,16 @@ uint64_t hash_bytes_by_parity(dtype t, const std::byte* p, size_t n) noexcept {
   return h;
 }
 
+// True when this thread's float -> double conversion is the exact IEEE one hash_tensor specifies (keeps
+// subnormals, quiets a signalling NaN by setting bit 51): not so under denormals-are-zero, which a library
+// may have set in this thread's MXCSR. Checked on every call (two conversions), since the mode is per thread.
+bool hardware_widening_exact() noexcept {
+  volatile uint32_t sub = 0x00010000u, snan = 0x7F810000u;  // a float subnormal, a signalling NaN
+  const uint64_t a = std::bit_cast<uint64_t>(static_cast<double>(std::bit_cast<float>(sub)));
+  const uint64_t b = std::bit_cast<uint64_t>(static_cast<double>(std::bit_cast<float>(snan)));
+  return a == f32_bits_to_f64_bits(0x00010000u) && b == f32_bits_to_f64_bits(0x7F810000u);
+}
+
 // 2-byte floats: normal numbers widen by a fixed shift and exponent rebias, which vectorises; a block that
 // holds a zero, subnormal, inf or NaN is redone element by element with the exact conversion.
 template <int kManBits, int kBias>
@@ -127,7 +138,16 @@ uint64_t hash_half_floats(dtype t, const std::byte* p, size_t n) noexcept {
     }
     if (special) {
       acc = 0;
-      for (size_t i = 0; i < m; ++i) acc ^= small_element_image(t, load_le<uint16_t>(p + 2 * (b + i)));
+      if (kManBits == 7 && hardware_widening_exact()) {
+        // bf16 is the top half of a float: the hardware float -> double conversion is torch's own, and it
+        // vectorises (the records of a native/2 file hash their position bytes as bf16: mostly zeros and
+        // subnormals, which the exact scalar path below would take element by element).
+        for (size_t i = 0; i < m; ++i)
+          acc ^= std::bit_cast<uint64_t>(static_cast<double>(
+              std::bit_cast<float>(uint32_t{load_le<uint16_t>(p + 2 * (b + i))} << 16)));
+      } else {
+        for (size_t i = 0; i < m; ++i) acc ^= small_element_image(t, load_le<uint16_t>(p + 2 * (b + i)));
+      }
     }
     h ^= acc;
   }

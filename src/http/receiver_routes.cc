@@ -55,13 +55,12 @@ json::object stats_json(const sync_stats& s) {
   return o;
 }
 
-// Shared state of the routes: /checksums reads the store on a worker, so no sync may start meanwhile.
+// Shared state of the routes.
 struct route_state {
   receiver& rx;
   io::worker_pool& workers;
   metrics_registry& metrics;
   const recovery_report* recovery = nullptr;
-  bool checksums_running = false;
   nccl_member* nccl = nullptr;
   io::event_loop* loop = nullptr;  // set: online catch-up
   bool catching_up = false;
@@ -106,7 +105,6 @@ void start_sync_route(const std::shared_ptr<route_state>& st, result<sync_reques
   receiver& rx = st->rx;
   auto answer_error = [&rx, sglang](const error& e) { return route_error(rx, e, sglang); };
   if (!req) return respond(answer_error(req.err()));
-  if (st->checksums_running) return respond(answer_error(error(errc::busy, "a /checksums computation is running")));
   if (st->catching_up) return respond(answer_error(error(errc::busy, "catching up on the kept chain; retry shortly")));
   const uint64_t cur = rx.store().version();
   if (sglang && !st->sglang_allow_version_gap && req->version != cur + 1)
@@ -261,12 +259,13 @@ router make_receiver_routes(receiver& rx, io::worker_pool& workers, metrics_regi
     respond(std::move(out));
   });
   r.add("GET", "/checksums", [st](const request&, responder respond) {
-    if (st->rx.busy() || st->checksums_running || st->catching_up)
-      return respond(sync_error(error(errc::busy, "a sync is in progress; ask again after it commits"),
+    // Computed by the receiver between syncs (receiver::checksums): a sync in flight is waited for, and a
+    // sync that arrives meanwhile is never refused for it.
+    if (st->catching_up)
+      return respond(sync_error(error(errc::busy, "catching up on the kept chain; ask again after it commits"),
                                 st->rx.store().version()));
-    st->checksums_running = true;
-    auto body = std::make_shared<std::string>();
-    auto work = [st, body] {
+    st->rx.checksums([st, respond](result<receiver::checksums_result> got) {
+      if (!got) return respond(sync_error(got.err(), st->rx.store().version()));
       weight_store& store = st->rx.store();
       json::object tensors;
       for (size_t i = 0; i < store.size(); ++i) {
@@ -275,20 +274,12 @@ router make_receiver_routes(receiver& rx, io::worker_pool& workers, metrics_regi
         for (uint64_t d : t.shape) shape.push_back(d);
         tensors[t.name] = json::object{{"dtype", std::string(name(t.type))},
                                        {"shape", std::move(shape)},
-                                       {"xxh3_128", to_hex(store.digest(i))}};
+                                       {"xxh3_128", to_hex(got->digests[i])}};
       }
-      *body = json::serialize(json::object{{"version", store.version()}, {"tensors", std::move(tensors)}});
-    };
-    auto done = [st, body, respond] {
-      st->checksums_running = false;
       response out;
-      out.body = std::move(*body);
+      out.body = json::serialize(json::object{{"version", got->version}, {"tensors", std::move(tensors)}});
       respond(std::move(out));
-    };
-    if (!st->workers.try_submit(std::move(work), std::move(done))) {
-      st->checksums_running = false;
-      respond(sync_error(error(errc::busy, "worker pool saturated"), st->rx.store().version()));
-    }
+    });
   });
   return r;
 }

@@ -76,7 +76,7 @@ receiver::receiver(io::event_loop& loop, io::io_backend& backend, io::buffer_poo
 
 receiver::~receiver() { DS_CHECK(!current_, "receiver destroyed with a sync in flight"); }
 
-bool receiver::busy() const noexcept { return current_ != nullptr; }
+bool receiver::busy() const noexcept { return current_ != nullptr || deferred_.has_value(); }
 
 void receiver::start_sync(sync_request req, std::function<void(result<sync_stats>)> done) {
   auto refuse = [&](error e) {
@@ -88,7 +88,12 @@ void receiver::start_sync(sync_request req, std::function<void(result<sync_stats
     last_error_ = e;
     done(std::move(e));
   };
-  if (current_) return done(error(errc::busy, "another sync is in progress"));
+  if (current_ || deferred_) return done(error(errc::busy, "another sync is in progress"));
+  if (hashing_) {
+    // /checksums is hashing one tensor on a worker: this sync starts the moment that one is done.
+    deferred_.emplace(std::move(req), std::move(done));
+    return;
+  }
   const bool disk = req.transport == "disk";
   const bool pull = req.transport == "http";
   auto transport = transports_.find(req.transport);

@@ -13,6 +13,9 @@
 // Transactional: any failure (bad request, missing file, invalid file, digest mismatch, I/O error) leaves the
 // store bit-identical — applied params are rolled back from the undo log once nothing is in flight.
 // One sync at a time: a second start_sync while one runs fails with errc::busy.
+// GET /checksums (checksums()): the exact XXH3-128 of every tensor, hashed on the workers one tensor at a time
+// between syncs and cached per tensor until a sync touches it (receiver_checksums.cc). It never refuses a
+// sync: a sync that arrives while a tensor is being hashed starts as soon as that one tensor is done.
 //
 // Threading: construct, start_sync and every accessor on the loop thread; `done` runs on the loop thread.
 #pragma once
@@ -23,6 +26,8 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "base/metrics.h"
 #include "base/result.h"
@@ -91,7 +96,16 @@ class receiver {
   // Serves syncs of transport `name` (e.g. "nccl") from sources made by `factory` (docs/nccl.md). Such a
   // sync announces its files' sizes; one refused after its source exists still drains the announced bytes.
   void set_transport(std::string name, transport_source_factory factory);
-  bool busy() const noexcept;
+  bool busy() const noexcept;  // a sync is in flight (or waits for the one tensor /checksums is hashing)
+  // The XXH3-128 of every tensor in store order, all at one version (`version`): computed when asked (per
+  // tensor on the workers, between syncs), cached until a sync touches the tensor. A sync in flight is waited
+  // for; a sync that arrives meanwhile runs first, and what it touched is hashed again. Concurrent calls share
+  // one pass. `done` runs on the loop thread; errc::busy only when the worker pool refuses the work.
+  struct checksums_result {
+    uint64_t version = 0;
+    std::vector<digest128> digests;
+  };
+  void checksums(std::function<void(result<checksums_result>)> done);
   const std::optional<sync_stats>& last_sync() const noexcept { return last_; }
   const std::optional<error>& last_error() const noexcept { return last_error_; }
   weight_store& store() noexcept { return store_; }
@@ -108,6 +122,8 @@ class receiver {
   void refuse_draining(std::unique_ptr<piece_source> source, error e, std::function<void(result<sync_stats>)> done);
   void start_pipeline(std::shared_ptr<run> r, uint64_t cur);  // read -> decode -> apply, once r->reader is set
   void start_pull(sync_request req, std::function<void(result<sync_stats>)> done, uint64_t cur);
+  void checksum_step();                     // next tensor of the /checksums pass, or its answer
+  void touched(const std::vector<size_t>& tensors);  // a sync ended that wrote these: their digests are stale
 
   io::event_loop& loop_;
   io::io_backend& backend_;
@@ -120,6 +136,17 @@ class receiver {
   std::map<std::string, transport_source_factory> transports_;
   std::optional<sync_stats> last_;
   std::optional<error> last_error_;
+  // /checksums (receiver_checksums.cc). tensor_gen_[i] counts the syncs that wrote tensor i; a cached digest
+  // is current while its generation equals it.
+  struct cached_digest {
+    uint64_t gen = 0;
+    digest128 digest;
+  };
+  std::vector<uint64_t> tensor_gen_;
+  std::vector<std::optional<cached_digest>> digest_cache_;
+  std::vector<std::function<void(result<checksums_result>)>> checksum_waiters_;
+  bool hashing_ = false;  // a worker is hashing one tensor: a sync that arrives now waits in deferred_
+  std::optional<std::pair<sync_request, std::function<void(result<sync_stats>)>>> deferred_;
   struct counters;
   std::unique_ptr<counters> m_;
 };

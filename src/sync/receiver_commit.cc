@@ -35,6 +35,7 @@ void receiver::finish(std::shared_ptr<run> r) {
              static_cast<unsigned long long>(r->req.version), static_cast<unsigned long long>(store_.version()),
              r->failure->describe().c_str());
       done(*r->failure);
+      touched(r->touched);  // rolled back, bytes as before; counted as written all the same
       return;
     }
     store_.set_version(r->req.version);
@@ -66,6 +67,7 @@ void receiver::finish(std::shared_ptr<run> r) {
            s.read_ms, s.decode_ms, s.apply_ms, s.verify_ms, s.total_ms,
            static_cast<unsigned long long>(s.streamed_files), s.native ? "native" : "slime");
     done(r->stats);
+    touched(r->touched);
   };
   // Verification and rollback touch the store: they run on workers (nothing else is in flight now). The
   // digests of the touched tensors are computed in parallel, one job per worker.
@@ -80,6 +82,22 @@ void receiver::finish(std::shared_ptr<run> r) {
     }
   };
   if (r->failure) return rollback_then_complete();
+  // The additive digests, which the store kept current while it applied: O(1) per tensor, here on the loop
+  // thread (nothing is in flight now).
+  {
+    stopwatch sum_sw;
+    for (const auto& [idx, want] : r->expected_sum) {
+      const std::optional<digest128> got = store_.sum(idx);
+      if (got && *got == want) continue;
+      r->failure = error(errc::delta_tensor_digest_mismatch,
+                         "tensor '" + store_.tensor(idx).name + "' has the additive digest (tensor_sum128) " +
+                             (got ? to_hex(*got) : std::string("(none)")) + " after apply; the sender's is " +
+                             to_hex(want));
+      break;
+    }
+    r->stats.verify_ms += sum_sw.elapsed_ms();
+    if (r->failure) return rollback_then_complete();
+  }
   auto expected = std::make_shared<std::vector<std::pair<size_t, digest128>>>();
   for (const auto& e : r->expected)
     if (!r->verified.count(e.first)) expected->push_back(e);
@@ -92,7 +110,7 @@ void receiver::finish(std::shared_ptr<run> r) {
   auto remaining = std::make_shared<size_t>(jobs);
   auto sw = std::make_shared<stopwatch>();
   auto all_verified = [this, r, mismatches, sw, complete, rollback_then_complete] {
-    r->stats.verify_ms = sw->elapsed_ms();
+    r->stats.verify_ms += sw->elapsed_ms();
     for (auto& m : *mismatches)
       if (m && !r->failure) r->failure = *m;
     if (r->failure) return rollback_then_complete();

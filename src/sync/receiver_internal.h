@@ -18,6 +18,7 @@
 
 #include "base/clock.h"
 #include "base/memory_budget.h"
+#include "base/page_block.h"
 #include "base/metrics.h"
 #include "io/chunked_reader.h"
 #include "sync/receiver.h"
@@ -37,7 +38,7 @@ namespace receiver_detail {
 
 struct decoded_file {
   size_t index = 0;
-  byte_buffer bytes;  // delta_file views these (or its own storage)
+  page_block bytes;  // delta_file views these (or its own storage)
   std::optional<delta_file> file;
   std::vector<size_t> tensors;  // store index per manifest param
   double decode_ms = 0;
@@ -56,7 +57,7 @@ struct decoded_file {
 // * whole: everything else (a zstd frame, a header that fails its checks, a file read in one piece, an
 //   undo log that would pass its budget): decoded when complete, applied when it is the head file.
 struct file_slot {
-  byte_buffer bytes;              // allocated at the first piece (the file's size)
+  page_block bytes;               // allocated at the first piece (the file's size; not zero-filled)
   bool allocated = false;
   uint64_t received = 0;          // a prefix: pieces of one file arrive in order
   bool complete = false;          // its last piece is in
@@ -102,10 +103,14 @@ struct receiver::run {
   std::shared_ptr<memory_budget> memory;
   std::vector<memory_lease> read_leases;  // per file, taken at its first piece, given back once it is applied
   memory_lease undo_lease;
-  std::map<size_t, digest128> expected;  // native: digests of the new tensors
+  std::map<size_t, digest128> expected;  // native: XXH3-128 digests of the new tensors (checked by hashing them)
+  // native: additive digests (tensor_sum128) of the new tensors whose store keeps one: checked against
+  // weight_store::sum() in O(1) each, instead of `expected` (a tensor is in one of the two maps).
+  std::map<size_t, digest128> expected_sum;
   // Tensors whose digest matched right after their last apply (checked inside the apply job, while the
   // tensor is hot); finish() re-checks only the others.
   std::set<size_t> verified;
+  std::vector<size_t> touched;  // tensors the sync's applies were dispatched to (their /checksums go stale)
   sync_stats stats;
   stopwatch total;
   bool finishing = false;

@@ -91,6 +91,12 @@ result<delta_file> parse_whole(byte_span bytes, const receiver_options& o, const
   return error(f.err().code, path + ": " + why);
 }
 
+// Whether tensor t, applied from file f, is verified by its additive digest: the file carries one for it and
+// the store keeps them.
+bool uses_sum(const weight_store& store, const delta_file& f, const std::string& name, size_t t) {
+  return f.native && f.native->tensor_sums.contains(name) && store.sum(t).has_value();
+}
+
 uint64_t undo_need(const delta_file& f) {
   uint64_t need = 0;
   for (const auto& p : f.manifest.params) need += (p.pos_end - p.pos_start) + p.changed() * element_bytes(p.type);
@@ -169,7 +175,14 @@ struct receiver::pipeline {
         fail(rx, r, r->read_leases[i].refusal(r->paths[i] + ": its read buffer", size));
         return true;
       }
-      s.bytes.resize(size);
+      // Never zero-filled: every byte is written by a piece before anything reads it (pieces arrive in order).
+      auto block = page_block::allocate(size, r->paths[i] + ": its read buffer");
+      if (!block) {
+        piece.buffer.reset();
+        fail(rx, r, std::move(block).err());
+        return true;
+      }
+      s.bytes = std::move(block).value();
       s.allocated = true;
       r->assembled_bytes += size;
     }
@@ -289,7 +302,7 @@ struct receiver::pipeline {
     auto outcome = std::make_shared<status>();
     auto work = [&rx, r, d, outcome] {
       stopwatch sw;
-      auto f = parse_whole(d->bytes, rx.options_, r->paths[d->index], rx.store_, r->memory);
+      auto f = parse_whole(d->bytes.span(), rx.options_, r->paths[d->index], rx.store_, r->memory);
       if (!f) {
         *outcome = std::move(f).err();
       } else {
@@ -377,6 +390,7 @@ struct receiver::pipeline {
     const bool first_job_of_file = first == 0;
     const size_t jobs = std::max<size_t>(1, std::min(end - first, rx.workers_.threads()));
     auto groups = balance(rx.store_, *s.d, first, end, jobs);
+    for (size_t k = first; k < end; ++k) r->touched.push_back(s.d->tensors[k]);
     for (size_t j = 0; j < jobs; ++j) {
       struct job_state {
         undo_log undo{~uint64_t{0}};
@@ -399,7 +413,8 @@ struct receiver::pipeline {
             js->outcome = error(st.err().code, r->paths[d->index] + ": " + st.err().message);
             break;
           }
-          if (d->file->native) {
+          // A tensor with an additive digest is checked at the end in O(1); the others are hashed here, while hot.
+          if (d->file->native && !uses_sum(rx.store_, *d->file, ps[k].name, d->tensors[k])) {
             auto it = d->file->native->tensor_digests.find(ps[k].name);
             if (it != d->file->native->tensor_digests.end() && rx.store_.digest(d->tensors[k]) == it->second)
               js->matched.push_back(d->tensors[k]);
@@ -443,8 +458,15 @@ struct receiver::pipeline {
       r->stats.changed_elements += f.manifest.params[k].changed();
       ++r->stats.params;
       if (f.native) {
-        auto it = f.native->tensor_digests.find(f.manifest.params[k].name);
-        if (it != f.native->tensor_digests.end()) r->expected[d.tensors[k]] = it->second;
+        const std::string& name = f.manifest.params[k].name;
+        const size_t t = d.tensors[k];
+        if (uses_sum(rx.store_, f, name, t)) {
+          r->expected_sum[t] = f.native->tensor_sums.find(name)->second;
+          r->expected.erase(t);
+        } else if (auto it = f.native->tensor_digests.find(name); it != f.native->tensor_digests.end()) {
+          r->expected[t] = it->second;
+          r->expected_sum.erase(t);
+        }
       }
     }
     // A tensor applied again loses an earlier file's verification; this file's matches count instead.
@@ -454,8 +476,7 @@ struct receiver::pipeline {
     r->assembled_bytes -= r->sizes[r->head];
     r->read_leases[r->head].reset();  // [memory budget] with s.d goes the decompressed payload's lease too
     s.d.reset();
-    s.bytes.clear();
-    s.bytes.shrink_to_fit();
+    s.bytes.reset();
     ++r->head;
     take_held(rx, r);
   }

@@ -32,6 +32,7 @@ void receiver::refuse_draining(std::unique_ptr<piece_source> source, error e,
                current_.reset();
                loop_.post([r] { r->reader.reset(); });
                done(std::move(e));
+               touched({});  // nothing written; a waiting /checksums pass goes on
              });
   src->cancel();
 }
@@ -50,6 +51,7 @@ void receiver::start_pull(sync_request req, std::function<void(result<sync_stats
     last_error_ = e;
     auto d = std::move(r->done);
     d(std::move(e));
+    touched({});  // nothing written; a waiting /checksums pass goes on
   };
   current_ = r;
   if (auto names = check_remote_names(r->req.dir, r->req.files); !names) return refuse(names.err());

@@ -20,6 +20,7 @@
 #include "base/log.h"
 #include "codec/diff.h"
 #include "codec/digest.h"
+#include "codec/sum_digest.h"
 #include "io/file_lock.h"
 #include "sync/fleet_state.h"
 #include "sync/gpu_sender_path.h"
@@ -235,6 +236,23 @@ status sender::add(const std::string& name, const tensor_view& t) {
     DS_TRY_STATUS(s.gpu->start_digest(name, t.data, &b.native.tensor_digests[name]));
   } else if (native) {
     b.native.tensor_digests[name] = digest.valid() ? digest.get() : xxh3_128(now);
+    const uint32_t sb = element_bytes(t.type);
+    if (!full && (sb == 1 || sb == 2 || sb == 4 || sb == 8)) {
+      // The additive digest of the new tensor from the snapshot's, in O(changed elements): the receiver
+      // checks it instead of hashing the tensor (codec/sum_digest.h).
+      impl::snapshot_tensor& old = snap->second;
+      if (!old.sum) old.sum = sum_digest(old.bytes, sb);
+      digest128 next = *old.sum;
+      sum_delta d;
+      for (size_t k = 0; k < s.positions.size(); ++k) {
+        const uint64_t at = uint64_t{s.positions[k]} * sb;
+        d.change(s.positions[k], sum_detail::element_bits(old.bytes.data() + at, sb),
+                 sum_detail::element_bits(s.values.data() + k * sb, sb));
+      }
+      d.apply(next);
+      b.native.tensor_sums[name] = next;
+      change.new_sum = next;
+    }
   }
   s.report.changed_elements += on_gpu ? gpu_changed : s.positions.size();
   if (!full && !on_gpu) {

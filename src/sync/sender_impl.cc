@@ -52,6 +52,7 @@ status sender::impl::flush(dtype type, bucket& b) {
     const bool to_host = nccl() || options.enc == encoding::deltas_zstd;
     DS_ASSIGN_OR_RETURN(auto built, gpu->finish_bucket(type, options.enc, version, options.data_alignment, native, to_host));
     b.native.tensor_digests.clear();
+    b.native.tensor_sums.clear();
     report.diff_encode_s += seconds_since(t0);
     if (!to_host) {
       t0 = steady::now();
@@ -66,6 +67,7 @@ status sender::impl::flush(dtype type, bucket& b) {
     b.native.records = options.native_records;
     DS_ASSIGN_OR_RETURN(file, b.builder.finish(version, options.data_alignment, native));
     b.native.tensor_digests.clear();
+    b.native.tensor_sums.clear();
     report.diff_encode_s += seconds_since(t0);
   }
 
@@ -146,6 +148,7 @@ void sender::impl::commit() {
     }
     auto st = scatter_apply(it->second.bytes, c.type, c.positions, c.values, c.type);
     DS_CHECK(st.ok(), "sender: a diff of the snapshot does not apply to it");
+    it->second.sum = c.new_sum;  // nullopt when this sync did not keep it: recomputed at the next need
   }
 }
 

@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <map>
+#include <optional>
 #include <memory>
 #include <set>
 #include <string>
@@ -36,6 +37,7 @@ struct sender::impl {
     std::vector<uint64_t> shape;
     byte_buffer bytes;
     bool on_gpu = false;  // the bytes live in `gpu` (device or pinned host memory)
+    std::optional<digest128> sum;  // additive digest of `bytes` (host tensors; computed at first need)
   };
   // What a sync changed in one tensor, kept until the push is acknowledged. Full mode keeps the whole new
   // tensor in `values` (whole = true) instead of positions 0..n-1.
@@ -45,6 +47,7 @@ struct sender::impl {
     bool whole = false;
     std::vector<uint32_t> positions;
     byte_buffer values;
+    std::optional<digest128> new_sum;  // the snapshot's additive digest once this change is committed
   };
 
   sender_options options;

@@ -2,11 +2,14 @@
 // apply, cached XXH3-128 digests.
 #include "sync/weight_store.h"
 
+#include <algorithm>
 #include <cstring>
+#include <thread>
 #include <utility>
 
 #include "base/check.h"
 #include "codec/safetensors.h"
+#include "codec/sum_digest.h"
 #include "io/sync_io.h"
 #include "sync/synthetic_model.h"
 
@@ -23,6 +26,41 @@ std::string shape_string(const std::vector<uint64_t>& shape) {
     out += std::to_string(shape[k]);
   }
   return out + "]";
+}
+
+// The additive digest of every tensor: one pass over the model when the store is made, split into slices
+// of whole elements over every core (a slice's digest is a partial sum; the lanes add up).
+std::vector<digest128> initial_sums(const loaded_tensors& data, const std::vector<store_tensor>& tensors) {
+  struct slice {
+    size_t tensor;
+    uint64_t first, count;
+  };
+  constexpr uint64_t kSliceBytes = 8u << 20;
+  std::vector<slice> slices;
+  uint64_t total = 0;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const uint32_t eb = element_bytes(tensors[i].type);
+    if (eb != 1 && eb != 2 && eb != 4 && eb != 8) continue;  // sub-byte: never delta-applied, digest stays 0
+    const uint64_t n = tensors[i].nbytes / eb, per = std::max<uint64_t>(1, kSliceBytes / eb);
+    for (uint64_t first = 0; first < n; first += per) slices.push_back({i, first, std::min(per, n - first)});
+    total += tensors[i].nbytes;
+  }
+  std::vector<digest128> parts(slices.size());
+  auto work = [&](size_t from, size_t step) {
+    for (size_t s = from; s < slices.size(); s += step) {
+      const slice& c = slices[s];
+      const uint32_t eb = element_bytes(tensors[c.tensor].type);
+      parts[s] = sum_digest_part(data[c.tensor].bytes.subspan(c.first * eb, c.count * eb), eb, c.first);
+    }
+  };
+  const size_t threads = total < (64u << 20) ? 1 : std::max(1u, std::thread::hardware_concurrency());
+  std::vector<std::thread> pool;
+  for (size_t t = 1; t < threads; ++t) pool.emplace_back(work, t, threads);
+  work(0, threads);
+  for (auto& th : pool) th.join();
+  std::vector<digest128> sums(tensors.size());
+  for (size_t s = 0; s < slices.size(); ++s) sums[slices[s].tensor] = sum_add(sums[slices[s].tensor], parts[s]);
+  return sums;
 }
 
 }  // namespace
@@ -58,6 +96,7 @@ std::unique_ptr<host_weight_store> host_weight_store::from_tensors(loaded_tensor
   }
   store->data_ = std::move(t);
   store->digests_.assign(store->tensors_.size(), std::nullopt);
+  store->sums_ = initial_sums(store->data_, store->tensors_);
   return store;
 }
 
@@ -128,11 +167,13 @@ status host_weight_store::apply(size_t i, const delta_file& f, const param_entry
   rec.enc = f.manifest.enc;
   rec.pos_width = p.pos_width;
   {
-    auto st = apply_param(f, p, data_[i].bytes, &rec.old_values);  // by contract, on error the tensor is untouched
+    sum_delta change;
+    auto st = apply_param(f, p, data_[i].bytes, &rec.old_values, &change);  // on error the tensor is untouched
     if (!st.ok()) {
       error e = std::move(st).err();
       return error(e.code, label + ": " + e.message);
     }
+    change.apply(sums_[i]);
   }
   rec.encoded_positions.assign(encoded.begin(), encoded.end());
   const bool reserved = undo.reserve(undo_bytes);
@@ -153,11 +194,15 @@ void host_weight_store::rollback(undo_log& undo) {
     auto st = decode_positions(it->enc, it->pos_width, it->encoded_positions, data.size() / eb, positions);
     DS_CHECK(st.ok(), "undo record positions no longer decode");
     DS_CHECK(it->old_values.size() == positions.size() * eb, "undo record sizes disagree");
+    sum_delta change;
     for (size_t k = 0; k < positions.size(); ++k) {
       const uint64_t at = uint64_t{positions[k]} * eb;
       DS_CHECK(at + eb <= data.size(), "undo record position outside its tensor");
-      std::memcpy(data.data() + at, it->old_values.data() + k * eb, eb);
+      const std::byte* was = it->old_values.data() + k * eb;
+      change.change(positions[k], sum_detail::element_bits(data.data() + at, eb), sum_detail::element_bits(was, eb));
+      std::memcpy(data.data() + at, was, eb);
     }
+    change.apply(sums_[it->tensor]);
     digests_[it->tensor].reset();
   }
   undo.clear();

@@ -82,6 +82,14 @@ class weight_store {
   virtual void rollback(undo_log& undo) = 0;
   // XXH3-128 of tensor i's bytes; cached, recomputed after an apply touched the tensor.
   virtual digest128 digest(size_t i) = 0;
+  // The additive digest of tensor i (codec/sum_digest.h), kept current by apply() and rollback() in
+  // O(changed elements); nullopt for a store that does not keep one (the receiver then checks digest()).
+  // It tracks what the store wrote, so it does not see memory that changed behind the store's back: only
+  // digest() reads the bytes (docs/verification.md).
+  virtual std::optional<digest128> sum(size_t i) const {
+    (void)i;
+    return std::nullopt;
+  }
   // Copies tensor i's bytes out; invalid_argument unless out.size() == nbytes.
   virtual status read(size_t i, mutable_byte_span out) const = 0;
 
@@ -113,6 +121,7 @@ class host_weight_store final : public weight_store {
   status apply(size_t i, const delta_file& f, const param_entry& p, undo_log& undo) override;
   void rollback(undo_log& undo) override;
   digest128 digest(size_t i) override;
+  std::optional<digest128> sum(size_t i) const override { return sums_.at(i); }
   status read(size_t i, mutable_byte_span out) const override;
 
   byte_span data(size_t i) const { return data_[i].bytes; }
@@ -123,6 +132,7 @@ class host_weight_store final : public weight_store {
  private:
   loaded_tensors data_;  // data_[i].bytes is tensor i (its desc lives in tensors_)
   std::vector<std::optional<digest128>> digests_;
+  std::vector<digest128> sums_;  // additive digests, computed once when the store is made (every core)
 };
 
 }  // namespace deltasync

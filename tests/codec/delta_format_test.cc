@@ -32,6 +32,13 @@ byte_buffer bytes_of(std::initializer_list<T> xs) {
   return b;
 }
 
+template <typename T>
+byte_buffer bytes_of(const std::vector<T>& xs) {
+  byte_buffer b(xs.size() * sizeof(T));
+  if (!xs.empty()) std::memcpy(b.data(), xs.data(), b.size());
+  return b;
+}
+
 uint64_t dbits(double d) { return std::bit_cast<uint64_t>(d); }
 
 std::string hex(checksum128 v) {
@@ -109,6 +116,24 @@ TEST(ChecksumHash, FloatSpecialsWidenLikeHardware) {
   EXPECT_EQ(hash_tensor(dtype::F16, bytes_of<uint16_t>({0x0001})), dbits(std::ldexp(1.0, -24)));
   EXPECT_EQ(hash_tensor(dtype::F16, bytes_of<uint16_t>({0xFC00})), 0xFFF0000000000000ull);
   EXPECT_EQ(hash_tensor(dtype::F16, bytes_of<uint16_t>({0x7C01})), 0x7FF8040000000000ull);
+}
+
+// Every bf16 value hashes as the float with the same top half (the f32 path's exact scalar widening), alone
+// and in blocks that mix specials (zeros, subnormals, inf, NaN) with normals: the bf16 path takes the
+// hardware conversion for such blocks.
+TEST(ChecksumHash, EveryBf16WidensLikeItsFloat) {
+  std::vector<uint16_t> all(65536);
+  std::vector<uint32_t> wide(65536);
+  uint64_t want = 0;
+  for (uint32_t v = 0; v < 65536; ++v) {
+    all[v] = static_cast<uint16_t>(v);
+    wide[v] = v << 16;
+    const uint64_t one = hash_tensor(dtype::F32, bytes_of<uint32_t>({v << 16}));
+    ASSERT_EQ(hash_tensor(dtype::BF16, bytes_of<uint16_t>({static_cast<uint16_t>(v)})), one) << "bf16 0x" << std::hex << v;
+    want ^= one;
+  }
+  EXPECT_EQ(hash_tensor(dtype::BF16, bytes_of<uint16_t>(all)), want);
+  EXPECT_EQ(hash_tensor(dtype::F32, bytes_of<uint32_t>(wide)), want);
 }
 
 // Reference decoder for the fp8 formats: the value by formula, with no bit tricks.

@@ -180,6 +180,44 @@ TEST(NativeFormat, OnlyTheBucketsDigestsAreWritten) {
   EXPECT_EQ(f->native->tensor_digests.size(), ts.size());
 }
 
+// tensor_sum128 (optional): written for the params that have one (others' and foreign names left out), read
+// back exactly; absent when no param has one (a file as older writers made it, which still parses); a
+// garbled value or a name the file does not change is bad metadata.
+TEST(NativeFormat, AdditiveDigestsAreOptionalAndChecked) {
+  auto ts = make_tensors(5, 0.05);
+  native_fields nf = digests_of(ts, 1);
+  auto plain = build(ts, encoding::deltas, 2, &nf);
+  ASSERT_TRUE(plain.ok());
+  auto f0 = parse_delta_file(*plain);
+  ASSERT_TRUE(f0.ok()) << f0.err().describe();
+  EXPECT_TRUE(f0->native->tensor_sums.empty());
+  EXPECT_EQ(meta_of(*f0, "tensor_sum128"), "");
+  nf.tensor_sums[ts[0].name] = digest128{0x0123456789abcdefull, 42};
+  nf.tensor_sums["not.in.this.bucket"] = digest128{1, 2};
+  auto file = build(ts, encoding::deltas, 2, &nf);
+  ASSERT_TRUE(file.ok());
+  auto f = parse_delta_file(*file);
+  ASSERT_TRUE(f.ok()) << f.err().describe();
+  ASSERT_EQ(f->native->tensor_sums.size(), 1u);
+  EXPECT_EQ(f->native->tensor_sums.at(ts[0].name), (digest128{0x0123456789abcdefull, 42}));
+  using md_t = std::vector<std::pair<std::string, std::string>>;
+  const std::string good = to_hex(digest128{3, 4});
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"not JSON", "{\"a\":"},
+      {"a list", "[]"},
+      {"not a string", "{\"" + ts[0].name + "\":7}"},
+      {"short", "{\"" + ts[0].name + "\":\"" + good.substr(1) + "\"}"},
+      {"a tensor not in the file", "{\"other\":\"" + good + "\"}"},
+  };
+  for (const auto& [what, value] : cases) {
+    SCOPED_TRACE(what);
+    auto bad = with_metadata(*file, [&](md_t& md) { set_key(md, "tensor_sum128", value); });
+    auto g = parse_delta_file(bad);
+    ASSERT_FALSE(g.ok());
+    EXPECT_TRUE(g.err().is(errc::delta_bad_metadata)) << g.err().describe();
+  }
+}
+
 TEST(NativeFormat, WriterRefusesMissingDigestOrBadBaseAndKeepsItsContents) {
   auto ts = make_tensors(5, 0.05);
   delta_bucket_builder b(encoding::indices);

@@ -8,6 +8,7 @@
 
 #include "codec/delta_format.h"
 #include "codec/diff.h"
+#include "codec/sum_digest.h"
 #include "io/buffer_pool.h"
 #include "io/event_loop.h"
 #include "io/io_backend.h"
@@ -87,6 +88,38 @@ struct fixture {
     std::promise<result<sync_stats>> p;
     loop.post([&] { rx->start_sync(req, [&](result<sync_stats> r) { p.set_value(std::move(r)); }); });
     return p.get_future().get();
+  }
+
+  // Writes a native/2 file changing `count` elements of tensor `t` to 0x3F11 (from `first`, every third) into
+  // weight_v<version>/name, with the XXH3-128 digest of the new tensor and, unless `sum` is nullopt, the
+  // additive digest `sum` (by default the new tensor's true one). Returns the new tensor.
+  byte_buffer write_native(uint64_t version, const std::string& file, size_t t, uint32_t first, uint32_t count,
+                           std::optional<std::optional<digest128>> sum = std::nullopt,
+                           std::optional<digest128> xxh = std::nullopt) {
+    std::vector<uint32_t> pos;
+    byte_buffer vals;
+    byte_buffer now(store->data(t).begin(), store->data(t).end());
+    for (uint32_t k = 0; k < count; ++k) {
+      pos.push_back(first + 3 * k);
+      vals.push_back(std::byte(0x11));
+      vals.push_back(std::byte(0x3F));
+      now[2 * (first + 3 * k)] = std::byte(0x11);
+      now[2 * (first + 3 * k) + 1] = std::byte(0x3F);
+    }
+    const std::string name = "w" + std::to_string(t);
+    delta_bucket_builder b(encoding::deltas);
+    b.add({name, dtype::BF16, {50, 100}, pos, vals});
+    native_fields nf;
+    nf.base_version = version - 1;
+    nf.records = true;
+    nf.tensor_digests[name] = xxh ? *xxh : xxh3_128(now);
+    if (!sum) nf.tensor_sums[name] = sum_digest(now, 2);
+    else if (*sum) nf.tensor_sums[name] = **sum;
+    byte_buffer bytes = std::move(b.finish(version, 8, &nf)).value();
+    fs::path vd = dir / ("weight_v" + std::string(6 - std::to_string(version).size(), '0') + std::to_string(version));
+    fs::create_directories(vd);
+    EXPECT_TRUE(io::write_file_atomic((vd / file).string(), bytes).ok());
+    return now;
   }
 
   std::vector<byte_buffer> snapshot() {
@@ -181,6 +214,108 @@ TEST(Receiver, RefusesWithTheDocumentedStatus) {
   EXPECT_TRUE(mismatch.err().is(errc::delta_version_mismatch)) << mismatch.err().describe();
   EXPECT_EQ(f.snapshot(), before);
   EXPECT_EQ(f.store->version(), 0u);
+}
+
+// The additive digest (tensor_sum128) checked in place of hashing: the sender's value (here the new
+// tensor's, computed in full) agrees with what the store kept current while applying.
+TEST(Receiver, TheAdditiveDigestOfANativeFileVerifiesTheApply) {
+  fixture f;
+  const byte_buffer now = f.write_native(1, "n.safetensors", 1, 4, 700);
+  auto r = f.sync(req(1, 0, {"n.safetensors"}));
+  ASSERT_TRUE(r.ok()) << r.err().describe();
+  EXPECT_TRUE(std::equal(now.begin(), now.end(), f.store->data(1).begin()));
+  EXPECT_EQ(f.store->sum(1), sum_digest(now, 2));
+  EXPECT_EQ(f.store->sum(0), sum_digest(f.base[0], 2));
+}
+
+// A wrong additive digest (the XXH3-128 one right): refused, rolled back bit-identical, and the store's
+// additive digests back where they were, so the next good sync verifies.
+TEST(Receiver, AWrongAdditiveDigestIsRefusedAndRolledBack) {
+  fixture f;
+  const auto before = f.snapshot();
+  const auto sum_before = f.store->sum(1);
+  f.write_native(1, "n.safetensors", 1, 4, 700, std::optional<digest128>(digest128{5, 6}));
+  auto r = f.sync(req(1, 0, {"n.safetensors"}));
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(r.err().is(errc::delta_tensor_digest_mismatch)) << r.err().describe();
+  EXPECT_NE(r.err().message.find("tensor_sum128"), std::string::npos) << r.err().describe();
+  EXPECT_EQ(http_status_for(r.err()), 422u);
+  EXPECT_EQ(f.snapshot(), before);
+  EXPECT_EQ(f.store->sum(1), sum_before);
+  EXPECT_EQ(f.store->version(), 0u);
+  f.write_native(1, "n.safetensors", 1, 4, 700);
+  EXPECT_TRUE(f.sync(req(1, 0, {"n.safetensors"})).ok());
+}
+
+// A corrupted value: the file's payload hash and checksum are consistent (the writer made them), but the
+// value is not the one the sender's digests describe. The additive check catches it without hashing.
+TEST(Receiver, ACorruptedValueFailsTheAdditiveDigest) {
+  fixture f;
+  const auto before = f.snapshot();
+  byte_buffer intended(f.store->data(2).begin(), f.store->data(2).end());
+  for (uint32_t k = 0; k < 50; ++k) {
+    intended[2 * (3 * k)] = std::byte(0x11);
+    intended[2 * (3 * k) + 1] = std::byte(0x3F);
+  }
+  intended[2 * 3 * 7] = std::byte(0x12);  // the sender meant another value for one element
+  f.write_native(1, "n.safetensors", 2, 0, 50, std::optional<digest128>(sum_digest(intended, 2)), xxh3_128(intended));
+  auto r = f.sync(req(1, 0, {"n.safetensors"}));
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(r.err().is(errc::delta_tensor_digest_mismatch)) << r.err().describe();
+  EXPECT_NE(r.err().message.find("tensor_sum128"), std::string::npos) << r.err().describe();
+  EXPECT_EQ(f.snapshot(), before);
+}
+
+// A native file without tensor_sum128 (written before the key existed) still verifies by XXH3-128: a good
+// one commits (and the store's additive digest follows the apply), a wrong digest is refused.
+TEST(Receiver, ANativeFileWithoutTheAdditiveDigestVerifiesByHash) {
+  fixture f;
+  const byte_buffer now = f.write_native(1, "n.safetensors", 0, 1, 300, std::optional<digest128>());
+  auto r = f.sync(req(1, 0, {"n.safetensors"}));
+  ASSERT_TRUE(r.ok()) << r.err().describe();
+  EXPECT_EQ(f.store->sum(0), sum_digest(now, 2));
+  const auto before = f.snapshot();
+  f.write_native(2, "n.safetensors", 0, 2, 300, std::optional<digest128>(), digest128{1, 2});
+  auto bad = f.sync(req(2, 1, {"n.safetensors"}));
+  ASSERT_FALSE(bad.ok());
+  EXPECT_TRUE(bad.err().is(errc::delta_tensor_digest_mismatch)) << bad.err().describe();
+  EXPECT_EQ(bad.err().message.find("tensor_sum128"), std::string::npos) << bad.err().describe();
+  EXPECT_EQ(f.snapshot(), before);
+}
+
+// GET /checksums never makes a sync fail (issue 17 item 5): a sync that arrives while the pass hashes a
+// tensor starts right after that one, and the answer is of the version after the sync, exact.
+TEST(Receiver, ChecksumsYieldToASyncAndStayExact) {
+  fixture f;
+  f.write_delta(1, "a.safetensors", 0, 0, 100);
+  f.write_delta(1, "b.safetensors", 2, 1, 100);
+  std::promise<result<sync_stats>> synced;
+  std::promise<result<receiver::checksums_result>> summed;
+  f.loop.post([&] {
+    f.rx->checksums([&](result<receiver::checksums_result> r) { summed.set_value(std::move(r)); });
+    f.rx->start_sync(req(1, 0, {"a.safetensors", "b.safetensors"}),
+                     [&](result<sync_stats> r) { synced.set_value(std::move(r)); });
+  });
+  auto s = synced.get_future().get();
+  ASSERT_TRUE(s.ok()) << s.err().describe();  // not errc::busy
+  auto c = summed.get_future().get();
+  ASSERT_TRUE(c.ok()) << c.err().describe();
+  EXPECT_EQ(c->version, 1u);
+  ASSERT_EQ(c->digests.size(), f.store->size());
+  for (size_t i = 0; i < f.store->size(); ++i) EXPECT_EQ(c->digests[i], xxh3_128(f.store->data(i))) << i;
+  // Asked while a sync is in flight: waits for it, then answers for the new version.
+  f.write_delta(2, "a.safetensors", 1, 3, 100);
+  std::promise<result<sync_stats>> synced2;
+  std::promise<result<receiver::checksums_result>> summed2;
+  f.loop.post([&] {
+    f.rx->start_sync(req(2, 1, {"a.safetensors"}), [&](result<sync_stats> r) { synced2.set_value(std::move(r)); });
+    f.rx->checksums([&](result<receiver::checksums_result> r) { summed2.set_value(std::move(r)); });
+  });
+  ASSERT_TRUE(synced2.get_future().get().ok());
+  auto c2 = summed2.get_future().get();
+  ASSERT_TRUE(c2.ok());
+  EXPECT_EQ(c2->version, 2u);
+  for (size_t i = 0; i < f.store->size(); ++i) EXPECT_EQ(c2->digests[i], xxh3_128(f.store->data(i))) << i;
 }
 
 }  // namespace

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "codec/delta_format.h"
+#include "codec/sum_digest.h"
 #include "codec/digest.h"
 #include "sync/sender.h"
 
@@ -169,6 +170,9 @@ void apply_push(const seen_push& p, model& m, bool expect_native) {
       ASSERT_TRUE(apply_param(*f, param, it->bytes).ok()) << param.name;
       if (expect_native) {
         EXPECT_EQ(f->native->tensor_digests.at(param.name), xxh3_128(it->bytes)) << param.name;
+        // The additive digest, which the sender updates from the snapshot's in O(changed): the new tensor's.
+        if (auto sum = f->native->tensor_sums.find(param.name); sum != f->native->tensor_sums.end())
+          EXPECT_EQ(sum->second, sum_digest(it->bytes, element_bytes(param.type))) << param.name;
       }
     }
   }
@@ -216,6 +220,12 @@ TEST_F(Sender, FilesRoundTripEveryEncodingAndFormat) {
       model got = base;
       apply_push(p, got, fmt == wire_format::native);
       expect_equal(got, next);
+      if (fmt == wire_format::native)
+        for (const auto& [n, b] : p.files) {
+          auto f = parse_delta_file(b);
+          ASSERT_TRUE(f.ok());
+          EXPECT_EQ(f->native->tensor_sums.size(), f->manifest.params.size()) << n << ": a host delta has every sum";
+        }
       EXPECT_TRUE(r->snapshot_advanced);
       EXPECT_EQ(s.snapshot_version(), 5u);
       EXPECT_EQ(r->receivers.size(), 2u);
