@@ -250,28 +250,30 @@ status queue_decode(bool deltas, uint32_t width, const void* encoded, uint64_t c
     DS_CUDA_TRY(cudaGetLastError());
     return {};
   }
-  // The scan runs in 2^30-element launches, each starting from the previous total (CUB's item count is int).
-  DS_TRY_STATUS(grow(scratch.scan, count * 8));
+  // The scan runs in 2^30-element launches, each starting from the previous total (CUB's item count is int);
+  // input (the steps) and output (their prefix sums) are separate halves of the scratch.
+  DS_TRY_STATUS(grow(scratch.scan, count * 16));
   auto* steps = scratch.scan.as<unsigned long long>();
+  auto* sums = steps + count;
   steps_kernel<<<grid_for(count), 256, 0, cs>>>(static_cast<const unsigned char*>(encoded), static_cast<int>(width),
                                                 count, steps);
   DS_CUDA_TRY(cudaGetLastError());
   constexpr uint64_t kPart = 1ull << 30;
   size_t temp_bytes = 0;
-  DS_CUDA_TRY(cub::DeviceScan::InclusiveSum(nullptr, temp_bytes, steps, steps,
+  DS_CUDA_TRY(cub::DeviceScan::InclusiveSum(nullptr, temp_bytes, steps, sums,
                                             static_cast<int>(std::min(count, kPart)), cs));
   DS_TRY_STATUS(grow(scratch.cub, std::max<size_t>(temp_bytes, 16)));
   for (uint64_t at = 0; at < count; at += kPart) {
     const uint64_t n = std::min(count - at, kPart);
     if (at > 0) {
       // Carry the previous part's total into this part's first step.
-      carry_kernel<<<1, 1, 0, cs>>>(steps + at, steps + at - 1);
+      carry_kernel<<<1, 1, 0, cs>>>(steps + at, sums + at - 1);
       DS_CUDA_TRY(cudaGetLastError());
     }
     size_t bytes = scratch.cub.size();
-    DS_CUDA_TRY(cub::DeviceScan::InclusiveSum(scratch.cub.data(), bytes, steps + at, steps + at, static_cast<int>(n), cs));
+    DS_CUDA_TRY(cub::DeviceScan::InclusiveSum(scratch.cub.data(), bytes, steps + at, sums + at, static_cast<int>(n), cs));
   }
-  sums_kernel<<<grid_for(count), 256, 0, cs>>>(steps, count, positions, st);
+  sums_kernel<<<grid_for(count), 256, 0, cs>>>(sums, count, positions, st);
   DS_CUDA_TRY(cudaGetLastError());
   return {};
 }
@@ -293,6 +295,7 @@ result<decode_status> decode_scatter(const decode_scatter_args& a, decode_scratc
     return error(errc::delta_dtype_mismatch, "scatter_apply: no exact cast from " + std::string(name(a.values_type)) +
                                                  " to " + std::string(name(a.dest_type)));
   decode_status out;
+  out.applied = true;
   if (a.count == 0) return out;
   DS_TRY_STATUS(grow(scratch.status, w_words * 8));
   DS_TRY_STATUS(grow(scratch.host, w_words * 8));

@@ -147,7 +147,7 @@ status scatter_restore(void* dest, uint32_t elem_bytes, const uint32_t* position
 
 // Scratch of decode_scatter / decode_positions_unchecked on one stream (grown as needed). Not thread-safe.
 struct decode_scratch {
-  device_buffer scan;    // 8 bytes per position (deltas: the steps g + 1 and their prefix sums)
+  device_buffer scan;    // 16 bytes per position (deltas: the steps g + 1, and their prefix sums)
   device_buffer cub;     // the scan's temporary storage
   device_buffer status;  // the status words on the device
   pinned_buffer host;    // their copy on the host

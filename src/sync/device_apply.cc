@@ -140,6 +140,11 @@ class device_apply_engine::arena {
     std::lock_guard lk(mu_);
     return held_;
   }
+  // A new bound applies to later blocks; blocks held already stay (they are reused, never freed).
+  void set_max_bytes(uint64_t max_bytes) {
+    std::lock_guard lk(mu_);
+    max_bytes_ = max_bytes;
+  }
 
  private:
   void release() {
@@ -152,7 +157,7 @@ class device_apply_engine::arena {
   std::vector<gpu::device_buffer> blocks_;
   size_t block_ = 0;
   uint64_t used_ = 0, live_ = 0, held_ = 0;
-  const uint64_t max_bytes_;
+  uint64_t max_bytes_;  // guarded by mu_
 };
 
 struct device_apply_engine::lane {
@@ -211,6 +216,11 @@ device_apply_engine::lane_lease device_apply_engine::take_lane() {
 }
 
 uint64_t device_apply_engine::arena_bytes() const { return arena_->held(); }
+
+void device_apply_engine::set_options(const device_apply_options& o) {
+  options_ = o;
+  arena_->set_max_bytes(o.max_arena_bytes);
+}
 
 status device_apply_engine::apply(size_t tensor, void* dest, const store_tensor& t, const delta_file& f,
                                   const param_entry& p, undo_log& undo) {
@@ -294,7 +304,12 @@ status device_apply_engine::apply_positions(size_t, void* dest, const store_tens
   a.values_type = f.values_type;
   a.positions = l->positions.as<uint32_t>();
   a.old_values = old;
-  DS_ASSIGN_OR_RETURN(gpu::decode_status ds, gpu::decode_scatter(a, l->dec, l->s));
+  auto decoded = gpu::decode_scatter(a, l->dec, l->s);
+  if (!decoded) {
+    (void)l->s.synchronize();  // the copy into the arena slot may still be queued: finish it before the slot goes
+    return std::move(decoded).err();
+  }
+  const gpu::decode_status& ds = *decoded;
   if (!ds.applied) {
     // The host decoder's errors, in its order; then scatter_apply's.
     if (enc == encoding::indices) {

@@ -51,7 +51,8 @@ class device_apply_engine {
   device_apply_engine& operator=(const device_apply_engine&) = delete;
 
   int device() const noexcept { return device_; }
-  void set_options(const device_apply_options& o) { options_ = o; }
+  // Between syncs only (no apply in flight).
+  void set_options(const device_apply_options& o);
 
   // Applies param p of f to the device tensor `dest` described by t (store index `tensor`, kept in the record):
   // check_param, then the device decode, checks and scatter. On error dest is untouched and nothing was

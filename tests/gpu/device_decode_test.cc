@@ -180,7 +180,7 @@ TEST(device_decode, every_encoding_layout_and_dtype_applies_bit_exact_and_rolls_
           undo_log u;
           auto st = apply_file(*g, *f, u);
           ASSERT_TRUE(st.ok()) << label << ": " << st.err().message;
-          EXPECT_EQ(u.bytes(), hu.bytes()) << label;
+          EXPECT_EQ(u.bytes(), hu.bytes()) << label << ": the undo log counts other bytes than the host store's";
           expect_tensors(*g, ts, true, label);
           for (size_t i = 0; i < ts.size(); ++i) EXPECT_EQ(g->digest(i), xxh3_128(ts[i].now)) << label;
           g->rollback(u);
