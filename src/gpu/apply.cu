@@ -1,6 +1,8 @@
-// Scatter-apply (with the exact cast from a promoted values dtype), its undo, and torch.hash_tensor on the
-// device. Casts follow codec's cast_element: a promoted value must round-trip to the param's dtype
-// (narrow, widen back, same bits) or nothing is written; NaN payloads move bit for bit.
+// Scatter-apply (with the exact cast from a promoted values dtype), its undo, the device decode of raw
+// `indices` / `deltas` positions with every check (decode_scatter), and torch.hash_tensor on the device.
+// Casts follow codec's cast_element: a promoted value must round-trip to the param's dtype (narrow, widen
+// back, same bits) or nothing is written; NaN payloads move bit for bit.
+#include <cub/device/device_scan.cuh>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -130,6 +132,58 @@ __global__ void xor_hash_kernel(const unsigned char* p, uint64_t n, int mode, in
   if ((threadIdx.x & 31) == 0 && h != 0) atomicXor(out, static_cast<unsigned long long>(h));
 }
 
+
+// decode_status words on the device, in this order (see kernels.h).
+enum : int { w_not_ascending = 0, w_end = 1, w_bad_value = 2, w_gate = 3, w_words = 4 };
+
+__global__ void status_init_kernel(unsigned long long* st) {
+  st[w_not_ascending] = ~0ull;
+  st[w_end] = 0;
+  st[w_bad_value] = ~0ull;
+  st[w_gate] = 0;
+}
+
+// indices: little-endian uint32 entries (the buffer is 4-byte aligned), each checked against its predecessor.
+__global__ void indices_kernel(const uint32_t* enc, uint64_t count, uint32_t* pos, unsigned long long* st) {
+  for (uint64_t k = uint64_t{blockIdx.x} * blockDim.x + threadIdx.x; k < count; k += uint64_t{gridDim.x} * blockDim.x) {
+    const uint32_t v = enc[k];
+    pos[k] = v;
+    if (k > 0 && v <= enc[k - 1] && st != nullptr) atomicMin(st + w_not_ascending, static_cast<unsigned long long>(k));
+    if (k + 1 == count && st != nullptr) st[w_end] = v;
+  }
+}
+
+// deltas, step 1: each gap g becomes the step g + 1 (64-bit: the sum of 2^32 steps of up to 2^32 fits).
+__global__ void steps_kernel(const unsigned char* enc, int width, uint64_t count, unsigned long long* steps) {
+  for (uint64_t k = uint64_t{blockIdx.x} * blockDim.x + threadIdx.x; k < count; k += uint64_t{gridDim.x} * blockDim.x)
+    steps[k] = (width == 2 ? uint64_t{reinterpret_cast<const uint16_t*>(enc)[k]}
+                           : uint64_t{reinterpret_cast<const uint32_t*>(enc)[k]}) + 1;
+}
+
+// deltas, step 3 (after the inclusive scan): idx = cumsum(g + 1) - 1; the total is the bound check's input.
+__global__ void sums_kernel(const unsigned long long* sums, uint64_t count, uint32_t* pos, unsigned long long* st) {
+  for (uint64_t k = uint64_t{blockIdx.x} * blockDim.x + threadIdx.x; k < count; k += uint64_t{gridDim.x} * blockDim.x) {
+    pos[k] = static_cast<uint32_t>(sums[k] - 1);
+    if (k + 1 == count && st != nullptr) st[w_end] = sums[k];
+  }
+}
+
+// Opens the gate for the scatter only when every check passed. The bound checks are the host decoder's
+// (codec/positions.cc): indices ascend strictly and the last is < numel; gap sums wrap only at exactly 2^64,
+// where sum - 1 fails the same comparison.
+__global__ void verdict_kernel(unsigned long long* st, int deltas, uint64_t numel) {
+  bool ok = st[w_bad_value] == ~0ull;
+  if (deltas) ok = ok && st[w_end] - 1 < numel;
+  else ok = ok && st[w_not_ascending] == ~0ull && st[w_end] < numel;
+  st[w_gate] = ok ? ~0ull : 0ull;
+}
+
+__global__ void carry_kernel(unsigned long long* first, const unsigned long long* previous_total) {
+  *first += *previous_total;
+}
+
+// scatter_kernel's gate is "go" when it reads ~0: the verdict's word is passed as its `bad`.
+
 }  // namespace
 
 status scatter_apply(void* dest, dtype dest_type, uint64_t numel, const uint32_t* positions, uint64_t count,
@@ -183,6 +237,100 @@ status scatter_restore(void* dest, uint32_t elem_bytes, const uint32_t* position
                                                   static_cast<int>(elem_bytes), 0, 0, nullptr, nullptr);
   DS_CUDA_TRY(cudaGetLastError());
   return s.synchronize();
+}
+
+
+namespace {
+
+// Queues the decode of `count` positions (no checks when st is null); deltas need the scan scratch.
+status queue_decode(bool deltas, uint32_t width, const void* encoded, uint64_t count, uint32_t* positions,
+                    unsigned long long* st, decode_scratch& scratch, cudaStream_t cs) {
+  if (!deltas) {
+    indices_kernel<<<grid_for(count), 256, 0, cs>>>(static_cast<const uint32_t*>(encoded), count, positions, st);
+    DS_CUDA_TRY(cudaGetLastError());
+    return {};
+  }
+  // The scan runs in 2^30-element launches, each starting from the previous total (CUB's item count is int);
+  // input (the steps) and output (their prefix sums) are separate halves of the scratch.
+  DS_TRY_STATUS(grow(scratch.scan, count * 16));
+  auto* steps = scratch.scan.as<unsigned long long>();
+  auto* sums = steps + count;
+  steps_kernel<<<grid_for(count), 256, 0, cs>>>(static_cast<const unsigned char*>(encoded), static_cast<int>(width),
+                                                count, steps);
+  DS_CUDA_TRY(cudaGetLastError());
+  constexpr uint64_t kPart = 1ull << 30;
+  size_t temp_bytes = 0;
+  DS_CUDA_TRY(cub::DeviceScan::InclusiveSum(nullptr, temp_bytes, steps, sums,
+                                            static_cast<int>(std::min(count, kPart)), cs));
+  DS_TRY_STATUS(grow(scratch.cub, std::max<size_t>(temp_bytes, 16)));
+  for (uint64_t at = 0; at < count; at += kPart) {
+    const uint64_t n = std::min(count - at, kPart);
+    if (at > 0) {
+      // Carry the previous part's total into this part's first step.
+      carry_kernel<<<1, 1, 0, cs>>>(steps + at, sums + at - 1);
+      DS_CUDA_TRY(cudaGetLastError());
+    }
+    size_t bytes = scratch.cub.size();
+    DS_CUDA_TRY(cub::DeviceScan::InclusiveSum(scratch.cub.data(), bytes, steps + at, sums + at, static_cast<int>(n), cs));
+  }
+  sums_kernel<<<grid_for(count), 256, 0, cs>>>(sums, count, positions, st);
+  DS_CUDA_TRY(cudaGetLastError());
+  return {};
+}
+
+}  // namespace
+
+result<decode_status> decode_scatter(const decode_scatter_args& a, decode_scratch& scratch, stream& s) {
+  DS_CHECK(a.enc != encoding::compact, "decode_scatter: compact streams have their own decoder");
+  const bool deltas = a.enc != encoding::indices;
+  DS_CHECK(deltas ? (a.pos_width == 2 || a.pos_width == 4) : a.pos_width == 4, "decode_scatter: pos_width");
+  cudaStream_t cs = static_cast<cudaStream_t>(s.native());
+  const uint32_t deb = element_bytes(a.dest_type);
+  const uint32_t veb = element_bytes(a.values_type);
+  if (deb == 0 || veb == 0 || deb > 8 || veb > 8 || (deb & (deb - 1)) != 0 || (veb & (veb - 1)) != 0)
+    return error(errc::delta_dtype_mismatch, "scatter_apply: " + std::string(name(a.dest_type)) + " from " +
+                                                 std::string(name(a.values_type)) + " is not supported on the GPU");
+  int from = 0, to = 0;
+  if (a.values_type != a.dest_type && (!float_kind(a.values_type, from) || !float_kind(a.dest_type, to)))
+    return error(errc::delta_dtype_mismatch, "scatter_apply: no exact cast from " + std::string(name(a.values_type)) +
+                                                 " to " + std::string(name(a.dest_type)));
+  decode_status out;
+  out.applied = true;
+  if (a.count == 0) return out;
+  DS_TRY_STATUS(grow(scratch.status, w_words * 8));
+  DS_TRY_STATUS(grow(scratch.host, w_words * 8));
+  auto* st = scratch.status.as<unsigned long long>();
+  status_init_kernel<<<1, 1, 0, cs>>>(st);
+  DS_CUDA_TRY(cudaGetLastError());
+  DS_TRY_STATUS(queue_decode(deltas, a.pos_width, a.encoded, a.count, a.positions, st, scratch, cs));
+  if (a.values_type != a.dest_type) {
+    check_cast_kernel<<<grid_for(a.count), 256, 0, cs>>>(static_cast<const unsigned char*>(a.values), a.count, from,
+                                                         to, static_cast<int>(veb), st + w_bad_value);
+    DS_CUDA_TRY(cudaGetLastError());
+  }
+  verdict_kernel<<<1, 1, 0, cs>>>(st, deltas ? 1 : 0, a.numel);
+  DS_CUDA_TRY(cudaGetLastError());
+  scatter_kernel<<<grid_for(a.count), 256, 0, cs>>>(static_cast<unsigned char*>(a.dest), static_cast<int>(deb),
+                                                    a.positions, a.count, static_cast<const unsigned char*>(a.values),
+                                                    static_cast<int>(veb), from, to,
+                                                    static_cast<unsigned char*>(a.old_values), st + w_gate);
+  DS_CUDA_TRY(cudaGetLastError());
+  DS_CUDA_TRY(cudaMemcpyAsync(scratch.host.data(), st, w_words * 8, cudaMemcpyDeviceToHost, cs));
+  DS_TRY_STATUS(s.synchronize());
+  const auto* h = scratch.host.as<uint64_t>();
+  out.first_not_ascending = h[w_not_ascending];
+  out.end = h[w_end];
+  out.first_bad_value = h[w_bad_value];
+  out.applied = h[w_gate] == ~0ull;
+  return out;
+}
+
+status decode_positions_unchecked(encoding enc, uint32_t pos_width, const void* encoded, uint64_t count,
+                                  uint32_t* positions, decode_scratch& scratch, stream& s) {
+  DS_CHECK(enc != encoding::compact, "decode_positions_unchecked: compact streams have their own decoder");
+  if (count == 0) return {};
+  return queue_decode(enc != encoding::indices, pos_width, encoded, count, positions, nullptr, scratch,
+                      static_cast<cudaStream_t>(s.native()));
 }
 
 result<uint64_t> xor_hash(const void* data, uint64_t bytes, dtype type, stream& s) {

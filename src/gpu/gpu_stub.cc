@@ -80,6 +80,10 @@ status compact_decode(byte_span, const void*, uint64_t, uint64_t, uint32_t, uint
                       stream&) {
   return not_built();
 }
+result<decode_status> decode_scatter(const decode_scatter_args&, decode_scratch&, stream&) { return not_built(); }
+status decode_positions_unchecked(encoding, uint32_t, const void*, uint64_t, uint32_t*, decode_scratch&, stream&) {
+  return not_built();
+}
 result<uint64_t> xor_hash(const void*, uint64_t, dtype, stream&) { return not_built(); }
 
 }  // namespace deltasync::gpu

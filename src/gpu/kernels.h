@@ -8,6 +8,9 @@
 //   digester         XXH3-128 of device memory, equal to deltasync::xxh3_128 (libxxhash) bit for bit.
 //   scatter_apply    new values (optionally in a promoted dtype, cast back exactly) into a device tensor at
 //                    decoded positions, saving the overwritten values first.
+//   decode_scatter   one param's raw encoded positions (`indices` / `deltas`, as the file holds them) decoded on
+//                    the device (gap prefix sums), checked (order, bounds, the values' cast) and, only when every
+//                    check passed, scattered as scatter_apply does; one small status word set comes back.
 //   xor_hash         torch.hash_tensor (the slime checksum's H) of device memory, for BF16/F16/F32/F64/ints.
 //
 // All of them queue work on the given stream; the calls that return host values synchronize it.
@@ -141,6 +144,46 @@ status scatter_apply(void* dest, dtype dest_type, uint64_t numel, const uint32_t
 // Writes `values` (count elements of `elem_bytes`) back at `positions` (the undo of scatter_apply).
 status scatter_restore(void* dest, uint32_t elem_bytes, const uint32_t* positions, uint64_t count,
                        const void* values, stream& s);
+
+// Scratch of decode_scatter / decode_positions_unchecked on one stream (grown as needed). Not thread-safe.
+struct decode_scratch {
+  device_buffer scan;    // 16 bytes per position (deltas: the steps g + 1, and their prefix sums)
+  device_buffer cub;     // the scan's temporary storage
+  device_buffer status;  // the status words on the device
+  pinned_buffer host;    // their copy on the host
+};
+struct decode_scatter_args {
+  encoding enc = encoding::indices;  // indices | deltas | deltas_zstd (positions as deltas)
+  uint32_t pos_width = 4;            // 4 for indices; 2 or 4 for deltas
+  const void* encoded = nullptr;     // device: count entries of pos_width bytes, little-endian, pos_width-aligned
+  uint64_t count = 0;
+  uint64_t numel = 0;                // the bound (the caller caps it at 2^32, as the host decoder does)
+  void* dest = nullptr;              // device tensor of dest_type
+  dtype dest_type = dtype::BF16;
+  const void* values = nullptr;      // device: count elements of values_type
+  dtype values_type = dtype::BF16;
+  uint32_t* positions = nullptr;     // device: count uint32, the decoded positions (written even on refusal)
+  void* old_values = nullptr;        // device: count elements of dest_type, the overwritten ones (may be null)
+};
+// What the device found, in the host decoder's terms (codec/positions.cc), so the caller can refuse with its
+// exact errors: first_not_ascending (indices only) is the first k with idx[k] <= idx[k-1], else ~0; end is
+// the last index (indices) or the 64-bit sum of every gap + 1 (deltas); first_bad_value the first value that
+// does not round-trip to dest_type, else ~0. applied: every check passed and the values were written; when
+// false, dest is untouched.
+struct decode_status {
+  uint64_t first_not_ascending = ~0ull;
+  uint64_t end = 0;
+  uint64_t first_bad_value = ~0ull;
+  bool applied = false;
+};
+// Queues decode, checks and the gated scatter on `s`, then reads the status back (one 32-byte D2H) and
+// synchronizes `s`. Errors (nothing queued): delta_dtype_mismatch for a cast the GPU does not do (the text of
+// scatter_apply's), internal.
+result<decode_status> decode_scatter(const decode_scatter_args& args, decode_scratch& scratch, stream& s);
+// Decodes positions that were validated before (the undo of a decode_scatter). Queued on `s`; does not
+// synchronize.
+status decode_positions_unchecked(encoding enc, uint32_t pos_width, const void* encoded, uint64_t count,
+                                  uint32_t* positions, decode_scratch& scratch, stream& s);
 
 // The compact encoding (codec/compact.h) on a device tensor: dest[positions[i]] += diffs[i] mod 2^w on the raw
 // bits of elements of `elem_bytes` (1, 2, 4, 8), saving the old element to old_values[i] first when it is not

@@ -12,16 +12,19 @@
 // Touched set: every tensor an apply() wrote is remembered (touched(), clear_touched()) so that a front end
 // can hand an engine exactly the tensors a sync changed (the Python Receiver's load_weights hook).
 //
+// CUDA tensors are applied by the device apply engine (sync/device_apply.h) that cuda_weight_store uses: the
+// param's raw bytes cross PCIe once and are decoded, checked and scattered on the device.
+//
 // Threading: as every weight_store; apply() of distinct tensors may run on several workers at once (host
-// tensors need nothing shared; CUDA tensors take one of a few lanes: stream, staging, scratch).
+// tensors need nothing shared; CUDA tensors take one of the engine's lanes: stream, staging ring, scratch).
 #pragma once
 
-#include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <string_view>
 #include <vector>
 
+#include "sync/device_apply.h"
 #include "sync/weight_store.h"
 
 namespace deltasync {
@@ -54,12 +57,7 @@ class borrowed_weight_store final : public weight_store {
   void clear_touched();
 
  private:
-  struct lane;
-  class lane_lease;
   borrowed_weight_store();
-  lane_lease take_lane() const;
-  status apply_device(size_t i, const delta_file& f, const param_entry& p, undo_log::record& rec);
-  status apply_device_compact(size_t i, const delta_file& f, const param_entry& p, undo_log::record& rec);
   void mark_touched(size_t i);
 
   std::vector<void*> data_;
@@ -67,10 +65,7 @@ class borrowed_weight_store final : public weight_store {
   int cuda_device_ = -1;  // the one device of every CUDA tensor, -1 when none
   mutable std::mutex touched_mu_;
   std::vector<bool> touched_;  // guarded by touched_mu_
-  mutable std::mutex lanes_mu_;
-  mutable std::condition_variable lanes_cv_;
-  mutable std::vector<std::unique_ptr<lane>> lanes_;
-  mutable std::vector<lane*> free_lanes_;  // guarded by lanes_mu_
+  std::unique_ptr<device_apply_engine> engine_;  // when any tensor is on a device
 };
 
 }  // namespace deltasync

@@ -1,17 +1,15 @@
 // The device weight store (`deltasync serve --store cuda [--device N]`): every tensor in its own GPU
-// allocation. apply() validates and decodes the param's positions on the host (the codec's decoder: bounds
-// and order checked before anything is written), copies positions and values to the device through pinned
-// staging, and scatters them with the GPU kernel (casting a promoted __values__ back exactly, refusing a
-// value that does not round-trip before any write), saving the overwritten values on the device and then in
-// the undo log. rollback() scatters the saved values back on the device. digest() is the device XXH3-128,
-// cached per tensor.
+// allocation. apply() hands the param's raw bytes to the device apply engine (sync/device_apply.h): they
+// cross PCIe once, and the positions are decoded, bounds- and order-checked on the device together with the
+// values' exact cast, then scattered with the overwritten values saved in device memory for the undo log;
+// a refusal leaves the tensor untouched with the host decoder's error. rollback() scatters the saved values
+// back on the device. digest() is the device XXH3-128, cached per tensor.
 //
 // Threading: like every weight_store, apply() of distinct tensors may run on several worker threads at once
-// (the receiver applies a file's params in parallel): each call takes one of a few lanes (a stream, staging
-// and scratch); digest() likewise. rollback() runs with nothing else in flight.
+// (the receiver applies a file's params in parallel): each call takes one of the engine's lanes (a stream,
+// staging ring and scratch); digest() likewise. rollback() runs with nothing else in flight.
 #pragma once
 
-#include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -20,6 +18,7 @@
 #include <vector>
 
 #include "gpu/gpu.h"
+#include "sync/device_apply.h"
 #include "sync/weight_store.h"
 
 namespace deltasync {
@@ -47,21 +46,18 @@ class cuda_weight_store final : public weight_store {
   int device() const noexcept { return device_; }
   // Device address of tensor i (for tools and benchmarks on the same device).
   void* device_data(size_t i) const { return data_.at(i).data(); }
+  // The engine that applies into this store (benchmarks pick its decode path through it).
+  device_apply_engine& engine() const noexcept { return *engine_; }
 
  private:
-  struct lane;
-  class lane_lease;
-  explicit cuda_weight_store(int device);
-  lane_lease take_lane() const;
+  cuda_weight_store(int device, std::unique_ptr<device_apply_engine> engine);
+  static result<std::unique_ptr<cuda_weight_store>> create(int device);
 
   int device_ = 0;
+  std::unique_ptr<device_apply_engine> engine_;
   std::vector<gpu::device_buffer> data_;
   mutable std::mutex digest_mu_;
   std::vector<std::optional<digest128>> digests_;  // guarded by digest_mu_
-  mutable std::mutex lanes_mu_;
-  mutable std::condition_variable lanes_cv_;
-  mutable std::vector<std::unique_ptr<lane>> lanes_;  // every lane
-  mutable std::vector<lane*> free_lanes_;              // guarded by lanes_mu_
 };
 
 }  // namespace deltasync

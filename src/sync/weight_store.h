@@ -39,6 +39,9 @@ class undo_log {
     uint32_t pos_width = 4;
     byte_buffer encoded_positions;
     byte_buffer old_values;
+    // A device store's record keeps its positions and old values in device memory instead (opaque here;
+    // sync/device_apply.h): the two buffers above are then empty.
+    std::shared_ptr<void> device;
   };
   std::vector<record>& records() noexcept { return records_; }
   uint64_t bytes() const noexcept { return bytes_; }
