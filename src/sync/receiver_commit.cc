@@ -34,8 +34,9 @@ void receiver::finish(std::shared_ptr<run> r) {
                     "version %llu failed, store unchanged at %llu: %s",
              static_cast<unsigned long long>(r->req.version), static_cast<unsigned long long>(store_.version()),
              r->failure->describe().c_str());
-      done(*r->failure);
+      // Before done(): its caller may destroy this receiver as soon as it learns the outcome.
       touched(r->touched);  // rolled back, bytes as before; counted as written all the same
+      done(*r->failure);
       return;
     }
     store_.set_version(r->req.version);
@@ -66,8 +67,8 @@ void receiver::finish(std::shared_ptr<run> r) {
            static_cast<unsigned long long>(s.changed_elements), static_cast<unsigned long long>(s.bytes_read),
            s.read_ms, s.decode_ms, s.apply_ms, s.verify_ms, s.total_ms,
            static_cast<unsigned long long>(s.streamed_files), s.native ? "native" : "slime");
+    touched(r->touched);  // before done(), which may end this receiver's life
     done(r->stats);
-    touched(r->touched);
   };
   // Verification and rollback touch the store: they run on workers (nothing else is in flight now). The
   // digests of the touched tensors are computed in parallel, one job per worker.

@@ -31,8 +31,8 @@ void receiver::refuse_draining(std::unique_ptr<piece_source> source, error e,
              [this, r, e = std::move(e), done = std::move(done)](status) mutable {
                current_.reset();
                loop_.post([r] { r->reader.reset(); });
+               touched({});  // nothing written; a waiting /checksums pass goes on (before done())
                done(std::move(e));
-               touched({});  // nothing written; a waiting /checksums pass goes on
              });
   src->cancel();
 }
@@ -50,8 +50,8 @@ void receiver::start_pull(sync_request req, std::function<void(result<sync_stats
            r->req.base_url.c_str(), e.describe().c_str());
     last_error_ = e;
     auto d = std::move(r->done);
+    touched({});  // nothing written; a waiting /checksums pass goes on (before done())
     d(std::move(e));
-    touched({});  // nothing written; a waiting /checksums pass goes on
   };
   current_ = r;
   if (auto names = check_remote_names(r->req.dir, r->req.files); !names) return refuse(names.err());
