@@ -120,6 +120,36 @@ bool hardware_widening_exact() noexcept {
 
 // 2-byte floats: normal numbers widen by a fixed shift and exponent rebias, which vectorises; a block that
 // holds a zero, subnormal, inf or NaN is redone element by element with the exact conversion.
+//
+// Whole blocks go four values per 64-bit word first. A normal value's image is
+//   sign << 63 | (e + R) << 52 | m << (52 - kManBits),   R = 1023 - bias = 1024 - 2^(exponent bits - 1),
+// and e + R carries nowhere: it is R | e when e's top bit (bit 14 of the value) is clear, else 0x400 | e
+// without that bit. So a block's XOR of images is the XOR of its raw values (sign, mantissa and e's low bits,
+// each in place up to a shift) plus the parities of how many values have bit 14 set and clear (the first is
+// bit 14 of that XOR; a block's count is even, so the second equals it); a lane whose
+// exponent is all zeros or all ones (zero, subnormal, inf, NaN) is caught in the same pass and sends the block
+// to the element-wise path.
+template <int kManBits, int kBias>
+bool fold_normal_block(const std::byte* p, size_t words, uint64_t& out) noexcept {
+  constexpr uint64_t kLanes = 0x0001000100010001ull;
+  constexpr uint64_t kExp4 = kLanes * (((1u << (15 - kManBits)) - 1) << kManBits);
+  constexpr uint64_t kHigh4 = kLanes * 0x8000u;
+  uint64_t x = 0, special = 0;
+  for (size_t w = 0; w < words; ++w) {
+    const uint64_t v = load_le<uint64_t>(p + 8 * w);
+    const uint64_t e = v & kExp4;  // every lane <= 0x7FFF: the subtractions below borrow inside their lane only
+    special |= ((kHigh4 - e) | (kHigh4 - (e ^ kExp4))) & kHigh4;  // a lane's bit 15: exponent all 0s or all 1s
+    x ^= v;
+  }
+  if (special != 0) return false;
+  x ^= x >> 32;
+  x ^= x >> 16;
+  const uint64_t top = (x >> 14) & 1;  // odd count of bit 14 set, and (even block) of bit 14 clear
+  out = ((x & 0x8000u) << 48) | ((x & 0x3FFFu) << (52 - kManBits)) | (top << 62) |
+        (top * (static_cast<uint64_t>(1023 - kBias) << 52));
+  return true;
+}
+
 template <int kManBits, int kBias>
 uint64_t hash_half_floats(dtype t, const std::byte* p, size_t n) noexcept {
   constexpr uint32_t kExpMask = ((1u << (15 - kManBits)) - 1) << kManBits;
@@ -128,6 +158,13 @@ uint64_t hash_half_floats(dtype t, const std::byte* p, size_t n) noexcept {
   uint64_t h = 0;
   for (size_t b = 0; b < n; b += kBlock) {
     const size_t m = std::min(kBlock, n - b);
+    if (m == kBlock) {
+      uint64_t folded = 0;
+      if (fold_normal_block<kManBits, kBias>(p + 2 * b, kBlock / 4, folded)) {
+        h ^= folded;
+        continue;
+      }
+    }
     uint64_t acc = 0;
     uint32_t special = 0;
     for (size_t i = 0; i < m; ++i) {

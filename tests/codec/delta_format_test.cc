@@ -222,6 +222,34 @@ TEST(ChecksumHash, FastPathsMatchPerElementHardwareConversion) {
   }
 }
 
+// Blocks of normal 2-byte floats take the word-parallel fold; every hash equals the XOR of the one-element
+// hashes (which take the exact element-wise path), with and without a special value planted in one block,
+// for bf16 and f16, exponents on both sides of the fold's bit 14.
+TEST(ChecksumHash, TheNormalBlockFoldMatchesElementByElement) {
+  for (dtype t : {dtype::BF16, dtype::F16}) {
+    const int man = t == dtype::BF16 ? 7 : 10;
+    const uint32_t emax = (1u << (15 - man)) - 1;
+    for (uint64_t seed : {1, 2}) {
+      std::mt19937_64 rng(seed);
+      for (size_t n : {512, 1024, 1536 + 7, 8192}) {
+        for (bool plant : {false, true}) {
+          SCOPED_TRACE(testing::Message() << name(t) << " seed " << seed << " n " << n << " plant " << plant);
+          byte_buffer b(2 * n);
+          uint64_t want = 0;
+          for (size_t i = 0; i < n; ++i) {
+            const uint32_t e = 1 + static_cast<uint32_t>(rng() % (emax - 1));  // normal: 1 .. emax - 1
+            auto h = static_cast<uint16_t>((rng() & 0x8000u) | (e << man) | (rng() & ((1u << man) - 1)));
+            if (plant && i == n / 2) h = static_cast<uint16_t>(rng() % 2 ? 0x8000u : (emax << man));  // -0 or inf
+            store_le(b.data() + 2 * i, h);
+            want ^= hash_tensor(t, byte_span(b.data() + 2 * i, 2));
+          }
+          EXPECT_EQ(hash_tensor(t, b), want);
+        }
+      }
+    }
+  }
+}
+
 // ---- positions ----
 
 std::vector<uint32_t> random_positions(std::mt19937_64& rng, uint64_t numel, double density) {
