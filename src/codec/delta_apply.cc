@@ -4,6 +4,7 @@
 #include <string>
 #include <utility>
 
+#include "base/check.h"
 #include "codec/compact.h"
 #include "codec/delta_format.h"
 #include "codec/diff.h"
@@ -33,7 +34,7 @@ namespace {
 // the cache, each store misses on its own line and the destination's memory traffic sets the pace (a blocked
 // decode with write prefetches measured no faster).
 template <size_t kElem>
-void scatter_same_dtype(encoding enc, uint32_t width, byte_span encoded, const std::byte* values,
+void scatter_same_dtype(encoding enc, uint32_t width, byte_span encoded, uint64_t base, const std::byte* values,
                         std::byte* dest, std::byte* old, sum_delta* sum) {
   if (sum != nullptr) {
     // The digest's change comes from the old and new values in hand: no second visit of the element.
@@ -44,20 +45,20 @@ void scatter_same_dtype(encoding enc, uint32_t width, byte_span encoded, const s
       if (old != nullptr) std::memcpy(old + i * kElem, &was, kElem);
       std::memcpy(dest + idx * kElem, &now, kElem);
       sum->change(idx, was, now);
-    });
+    }, base);
     return;
   }
   if (old == nullptr) {
     for_each_position(enc, width, encoded, [&](size_t i, uint64_t idx) {
       std::memcpy(dest + idx * kElem, values + i * kElem, kElem);
-    });
+    }, base);
     return;
   }
   // Saving the old value and writing the new one in the same visit costs one cache miss per element, not two.
   for_each_position(enc, width, encoded, [&](size_t i, uint64_t idx) {
     std::memcpy(old + i * kElem, dest + idx * kElem, kElem);
     std::memcpy(dest + idx * kElem, values + i * kElem, kElem);
-  });
+  }, base);
 }
 
 }  // namespace
@@ -75,6 +76,7 @@ status apply_param(const delta_file& f, const param_entry& p, mutable_byte_span 
     return error(errc::delta_shape_mismatch, label + ": destination holds " + std::to_string(dest.size()) +
                                                  " bytes, the tensor needs " + std::to_string(dest_bytes));
   if (f.manifest.enc == encoding::compact) {
+    DS_CHECK(p.pos_base == 0, "apply_param: a compact stream is never sliced");
     if (p.pos_start > p.pos_end || p.pos_end > f.positions.size())
       return error(errc::delta_manifest_bounds, label + ": range lies outside the file's __compact__");
     // Decoded (and validated in full) before the first write; the differences land on the current values.
@@ -100,7 +102,7 @@ status apply_param(const delta_file& f, const param_entry& p, mutable_byte_span 
     return error(errc::delta_manifest_bounds, label + ": ranges lie outside the file's tensors");
   const byte_span encoded = f.positions.subspan(p.pos_start, p.pos_end - p.pos_start);
   {
-    auto st = validate_positions(f.manifest.enc, p.pos_width, encoded, numel);
+    auto st = validate_positions(f.manifest.enc, p.pos_width, encoded, numel, p.pos_base);
     if (!st.ok()) {
       error e = std::move(st).err();
       return error(e.code, label + ": " + e.message);
@@ -122,10 +124,10 @@ status apply_param(const delta_file& f, const param_entry& p, mutable_byte_span 
 
   if (f.values_type == p.type) {
     switch (peb) {
-      case 1: scatter_same_dtype<1>(f.manifest.enc, p.pos_width, encoded, vals, out, old, sum); break;
-      case 2: scatter_same_dtype<2>(f.manifest.enc, p.pos_width, encoded, vals, out, old, sum); break;
-      case 4: scatter_same_dtype<4>(f.manifest.enc, p.pos_width, encoded, vals, out, old, sum); break;
-      default: scatter_same_dtype<8>(f.manifest.enc, p.pos_width, encoded, vals, out, old, sum); break;
+      case 1: scatter_same_dtype<1>(f.manifest.enc, p.pos_width, encoded, p.pos_base, vals, out, old, sum); break;
+      case 2: scatter_same_dtype<2>(f.manifest.enc, p.pos_width, encoded, p.pos_base, vals, out, old, sum); break;
+      case 4: scatter_same_dtype<4>(f.manifest.enc, p.pos_width, encoded, p.pos_base, vals, out, old, sum); break;
+      default: scatter_same_dtype<8>(f.manifest.enc, p.pos_width, encoded, p.pos_base, vals, out, old, sum); break;
     }
     return {};
   }
@@ -149,7 +151,7 @@ status apply_param(const delta_file& f, const param_entry& p, mutable_byte_span 
     if (sum != nullptr) sum->remove(idx, sum_detail::element_bits(out + idx * peb, peb));
     cast_element(f.values_type, vals + i * veb, p.type, out + idx * peb);
     if (sum != nullptr) sum->add(idx, sum_detail::element_bits(out + idx * peb, peb));
-  });
+  }, p.pos_base);
   return {};
 }
 

@@ -77,6 +77,10 @@ struct param_entry {
   uint64_t pos_start = 0, pos_end = 0;  // byte offsets into __positions__
   uint32_t pos_width = 4;               // 2 or 4; 1 for compact (a byte range)
   uint64_t val_start = 0, val_end = 0;  // element offsets into __values__
+  // 0 for a param as its file lists it. A slice of a param's positions (the receiver splits a large param's
+  // apply across workers: sync/receiver_stream.cc) narrows the ranges above and names here the smallest index
+  // its positions may hold; the gap encodings count from it (it is the index after the previous slice's last).
+  uint64_t pos_base = 0;
 
   uint64_t numel() const noexcept;  // product(shape); saturates at UINT64_MAX (parse_params_json refuses that)
   uint64_t changed() const noexcept { return val_end - val_start; }
@@ -117,8 +121,10 @@ uint32_t encode_positions(encoding enc, std::span<const uint32_t> positions, byt
 // element size its stream header gives, the whole stream validated). Errors: delta_bad_pos_width,
 // delta_bad_manifest (size not a multiple of the width), delta_position_out_of_range,
 // delta_positions_not_ascending. On error `out` is empty.
+// `base`: a slice's param_entry::pos_base (not for compact). check_positions: the same checks, nothing decoded.
 status decode_positions(encoding enc, uint32_t pos_width, byte_span encoded, uint64_t numel,
-                        std::vector<uint32_t>& out);
+                        std::vector<uint32_t>& out, uint64_t base = 0);
+status check_positions(encoding enc, uint32_t pos_width, byte_span encoded, uint64_t numel);
 
 // ---- writer ----
 

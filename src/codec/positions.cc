@@ -29,9 +29,9 @@ status check_width(encoding enc, uint32_t width, uint64_t bytes) {
 // With n <= numel <= 2^32 entries of at most 2^32 each, the 64-bit sum wraps only when it is exactly 2^64,
 // to 0, and 0 - 1 fails the check as it should.
 template <typename G>
-bool gaps_in_range(const std::byte* p, size_t n, uint64_t numel) noexcept {
+bool gaps_in_range(const std::byte* p, size_t n, uint64_t numel, uint64_t base) noexcept {
   if (n == 0) return true;
-  uint64_t sum = 0;
+  uint64_t sum = base;
   for (size_t i = 0; i < n; ++i) sum += uint64_t{load_le<G>(p + sizeof(G) * i)} + 1;
   return sum - 1 < numel;
 }
@@ -62,8 +62,9 @@ status decode_compact_positions(byte_span encoded, uint64_t numel, std::vector<u
   return compact::decode(encoded, count, numel, eb, out, diffs);
 }
 
-status validate_positions(encoding enc, uint32_t width, byte_span encoded, uint64_t numel) {
+status validate_positions(encoding enc, uint32_t width, byte_span encoded, uint64_t numel, uint64_t base) {
   if (enc == encoding::compact) {
+    DS_CHECK(base == 0, "validate_positions: a compact stream is never sliced");
     DS_TRY_STATUS(check_width(enc, width, encoded.size()));
     std::vector<uint32_t> scratch;
     return decode_compact_positions(encoded, numel, scratch);
@@ -78,7 +79,7 @@ status validate_positions(encoding enc, uint32_t width, byte_span encoded, uint6
   if (n == 0) return {};
   const std::byte* p = encoded.data();
   if (enc == encoding::indices) {
-    if (!indices_ascending(p, n))
+    if (!indices_ascending(p, n) || load_le<uint32_t>(p) < base)
       return error(errc::delta_positions_not_ascending, "indices do not ascend strictly");
     const uint32_t last = load_le<uint32_t>(p + 4 * (n - 1));
     if (last >= numel)
@@ -87,7 +88,8 @@ status validate_positions(encoding enc, uint32_t width, byte_span encoded, uint6
                                                           " elements");
     return {};
   }
-  const bool ok = width == 2 ? gaps_in_range<uint16_t>(p, n, numel) : gaps_in_range<uint32_t>(p, n, numel);
+  const bool ok =
+      width == 2 ? gaps_in_range<uint16_t>(p, n, numel, base) : gaps_in_range<uint32_t>(p, n, numel, base);
   if (!ok)
     return error(errc::delta_position_out_of_range,
                  "gaps run past the tensor's " + std::to_string(numel) + " elements");
@@ -129,18 +131,23 @@ uint32_t encode_positions(encoding enc, std::span<const uint32_t> positions, byt
 }
 
 status decode_positions(encoding enc, uint32_t pos_width, byte_span encoded, uint64_t numel,
-                        std::vector<uint32_t>& out) {
+                        std::vector<uint32_t>& out, uint64_t base) {
   out.clear();
   if (enc == encoding::compact) {
+    DS_CHECK(base == 0, "decode_positions: a compact stream is never sliced");
     if (pos_width != 1)
       return error(errc::delta_bad_pos_width, "pos_width " + std::to_string(pos_width) + " is not valid for encoding compact");
     return detail::decode_compact_positions(encoded, numel, out);
   }
-  DS_TRY_STATUS(validate_positions(enc, pos_width, encoded, numel));
+  DS_TRY_STATUS(validate_positions(enc, pos_width, encoded, numel, base));
   out.resize(encoded.size() / pos_width);
-  for_each_position(enc, pos_width, encoded,
-                    [&](size_t i, uint64_t idx) { out[i] = static_cast<uint32_t>(idx); });
+  for_each_position(
+      enc, pos_width, encoded, [&](size_t i, uint64_t idx) { out[i] = static_cast<uint32_t>(idx); }, base);
   return {};
+}
+
+status check_positions(encoding enc, uint32_t pos_width, byte_span encoded, uint64_t numel) {
+  return validate_positions(enc, pos_width, encoded, numel);
 }
 
 }  // namespace deltasync

@@ -25,27 +25,29 @@ bool width_valid(encoding enc, uint32_t width) noexcept;
 // whole stream is validated. Errors as compact::decode's.
 status decode_compact_positions(byte_span encoded, uint64_t numel, std::vector<uint32_t>& out);
 
-// Validates an encoded position list in full (bounds, order, count) without decoding it anywhere.
+// Validates an encoded position list in full (bounds, order, count) without decoding it anywhere. `base`
+// (param_entry::pos_base of a slice; not for compact): every index is >= base, and gaps count from it.
 // Errors: delta_bad_pos_width, delta_bad_manifest (size not a multiple of width), delta_position_out_of_range,
 // delta_positions_not_ascending.
-status validate_positions(encoding enc, uint32_t width, byte_span encoded, uint64_t numel);
+status validate_positions(encoding enc, uint32_t width, byte_span encoded, uint64_t numel, uint64_t base = 0);
 
-// Calls visit(i, index) for every entry of an already validated position list (not compact).
+// Calls visit(i, index) for every entry of an already validated position list (not compact), gaps counted
+// from `base`.
 template <typename Visit>
-void for_each_position(encoding enc, uint32_t width, byte_span encoded, Visit&& visit) {
+void for_each_position(encoding enc, uint32_t width, byte_span encoded, Visit&& visit, uint64_t base = 0) {
   const std::byte* p = encoded.data();
   const size_t n = encoded.size() / width;
   if (enc == encoding::indices) {
     for (size_t i = 0; i < n; ++i) visit(i, uint64_t{load_le<uint32_t>(p + 4 * i)});
   } else if (width == 2) {
-    uint64_t next = 0;
+    uint64_t next = base;
     for (size_t i = 0; i < n; ++i) {
       const uint64_t idx = next + load_le<uint16_t>(p + 2 * i);
       visit(i, idx);
       next = idx + 1;
     }
   } else {
-    uint64_t next = 0;
+    uint64_t next = base;
     for (size_t i = 0; i < n; ++i) {
       const uint64_t idx = next + load_le<uint32_t>(p + 4 * i);
       visit(i, idx);

@@ -81,6 +81,7 @@ struct sync_stats {
   double verify_ms = 0;  // digests left to check after the last apply (most are checked inside apply)
   double total_ms = 0;   // request accepted -> committed
   uint64_t streamed_files = 0;  // files whose params were applied while the file was still arriving
+  uint64_t split_params = 0;    // params whose apply was split across workers (weight_store::applies_slices)
   bool native = false;
 };
 

@@ -28,6 +28,9 @@ using receiver_detail::file_slot;
 
 namespace {
 
+// [slices] The smallest share of a dispatch's changes worth a worker of its own (pick_slices).
+constexpr uint64_t kMinSliceChanges = uint64_t{1} << 17;
+
 // The safetensors header (where the manifest lives) is length-prefixed: refuse a long one before parsing it.
 uint64_t header_length(byte_span file) {
   uint64_t n = 0;
@@ -104,12 +107,14 @@ uint64_t undo_need(const delta_file& f) {
 }
 
 // Longest-processing-time-first: each param (biggest first) goes to the least-loaded of `jobs` groups.
-std::vector<std::vector<size_t>> balance(const weight_store& store, const decoded_file& d, size_t first, size_t end,
+// A param verified by its XXH3-128 after its apply costs a pass over its tensor too.
+std::vector<std::vector<size_t>> balance(const weight_store& store, const decoded_file& d, std::vector<size_t> order,
                                          size_t jobs) {
   const auto& params = d.file->manifest.params;
-  std::vector<size_t> order;
-  for (size_t k = first; k < end; ++k) order.push_back(k);
-  auto weight = [&](size_t k) { return store.tensor(d.tensors[k]).nbytes + params[k].changed() * 16; };
+  auto weight = [&](size_t k) {
+    const bool hashed = d.file->native && !uses_sum(store, *d.file, params[k].name, d.tensors[k]);
+    return (hashed ? store.tensor(d.tensors[k]).nbytes : 0) + params[k].changed() * 16;
+  };
   std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return weight(a) > weight(b); });
   std::vector<std::vector<size_t>> out(jobs);
   std::vector<uint64_t> load(jobs, 0);
@@ -387,63 +392,186 @@ struct receiver::pipeline {
     if (end == s.next_param) return;
     const size_t first = s.next_param;
     s.next_param = end;
-    const bool first_job_of_file = first == 0;
-    const size_t jobs = std::max<size_t>(1, std::min(end - first, rx.workers_.threads()));
-    auto groups = balance(rx.store_, *s.d, first, end, jobs);
+    const bool delay = first == 0 || !s.stream;  // the test hook delays a file's first jobs
     for (size_t k = first; k < end; ++k) r->touched.push_back(s.d->tensors[k]);
-    for (size_t j = 0; j < jobs; ++j) {
-      struct job_state {
-        undo_log undo{~uint64_t{0}};
-        status outcome;
-        double ms = 0;
-        std::vector<size_t> matched;
-      };
-      auto js = std::make_shared<job_state>();
-      auto ks = std::make_shared<std::vector<size_t>>(std::move(groups[j]));
-      decoded_file* d = s.d.get();  // owned by the slot until the file is finished, after every job
-      const bool delay = first_job_of_file || !s.stream;
-      auto work = [&rx, r, d, js, ks, delay] {
-        if (delay && rx.options_.test_apply_delay_ms)
-          std::this_thread::sleep_for(std::chrono::milliseconds(rx.options_.test_apply_delay_ms));
-        stopwatch sw;
-        const auto& ps = d->file->manifest.params;
-        for (size_t k : *ks) {
-          auto st = rx.store_.apply(d->tensors[k], *d->file, ps[k], js->undo);
-          if (!st) {
-            js->outcome = error(st.err().code, r->paths[d->index] + ": " + st.err().message);
-            break;
-          }
-          // A tensor with an additive digest is checked at the end in O(1); the others are hashed here, while hot.
-          if (d->file->native && !uses_sum(rx.store_, *d->file, ps[k].name, d->tensors[k])) {
-            auto it = d->file->native->tensor_digests.find(ps[k].name);
-            if (it != d->file->native->tensor_digests.end() && rx.store_.digest(d->tensors[k]) == it->second)
-              js->matched.push_back(d->tensors[k]);
-          }
-        }
-        js->ms = sw.elapsed_ms();
-      };
-      ++s.jobs_in_flight;
-      const bool ok = submit(rx, r, std::move(work), [&rx, r, i, js, ks] {
-        file_slot& done_slot = r->slots[i];
-        --done_slot.jobs_in_flight;
-        // Merged even after a failure: the rollback must undo this job's writes.
-        for (auto& rec : js->undo.records()) r->undo.records().push_back(std::move(rec));
-        const bool reserved = r->undo.reserve(js->undo.bytes());
-        DS_CHECK(reserved, "undo log budget checked before the apply");
-        done_slot.params_done += ks->size();
-        done_slot.apply_ms = std::max(done_slot.apply_ms, js->ms);  // whole path: the slowest job; streamed: summed below
-        if (done_slot.stream) r->stats.apply_ms += js->ms;
-        done_slot.matched.insert(done_slot.matched.end(), js->matched.begin(), js->matched.end());
-        if (!js->outcome && !done_slot.param_error) done_slot.param_error = js->outcome.err();
-        if (!done_slot.stream && done_slot.param_error) return fail(rx, r, *done_slot.param_error);
-        pump(rx, r);
-        maybe_finish(rx, r);
-      });
-      if (!ok) {
-        --s.jobs_in_flight;
-        return;
+    std::vector<size_t> whole, split;
+    pick_slices(rx, *s.d, first, end, whole, split);
+    if (!whole.empty()) {
+      const size_t jobs = std::min(whole.size(), rx.workers_.threads());
+      auto groups = balance(rx.store_, *s.d, whole, jobs);
+      for (auto& g : groups) {
+        auto items = std::make_shared<std::vector<apply_item>>();
+        for (size_t k : g) items->push_back({k, &f.manifest.params[k], nullptr});
+        if (!submit_apply(rx, r, i, std::move(items), delay)) return;
       }
     }
+    for (size_t k : split)
+      if (!plan_slices(rx, r, i, k, delay)) return;
+  }
+
+  // One job's share of a file's apply: a whole param (slices == nullptr) or one slice of a split one.
+  struct apply_item {
+    size_t k;                                        // the param's index in the manifest
+    const param_entry* p;                            // what to apply: the manifest's entry or a slice of it
+    std::shared_ptr<std::vector<param_entry>> slices;  // keeps a slice alive; its size() counts them
+  };
+  struct slice_count {
+    size_t left;
+  };
+
+  // [slices] A param whose changes are several times a worker's fair share of the dispatch would keep one
+  // worker busy while the others idle (an embedding is a fifth of a model): when the store takes slices, it is
+  // split into runs of positions that apply on several workers. Only params of the store's own dtype with a
+  // gap or index encoding, verified by an additive digest or by nothing (a per-param XXH3-128 is taken
+  // after the whole param, in one job).
+  static void pick_slices(receiver& rx, const decoded_file& d, size_t first, size_t end, std::vector<size_t>& whole,
+                          std::vector<size_t>& split) {
+    const delta_file& f = *d.file;
+    const auto& params = f.manifest.params;
+    uint64_t total = 0;
+    for (size_t k = first; k < end; ++k) total += params[k].changed();
+    const size_t threads = rx.workers_.threads();
+    const uint64_t share = std::max<uint64_t>(kMinSliceChanges, total / std::max<size_t>(1, threads));
+    const bool can = rx.store_.applies_slices() && threads > 1 && f.manifest.enc != encoding::compact;
+    for (size_t k = first; k < end; ++k) {
+      const param_entry& p = params[k];
+      const bool eligible = can && p.changed() >= 2 * share && f.values_type == p.type &&
+                            (!f.native || uses_sum(rx.store_, f, p.name, d.tensors[k]));
+      (eligible ? split : whole).push_back(k);
+    }
+  }
+
+  // On a worker: validates the whole param's positions (so a refusal is the unsplit path's, word for word)
+  // and cuts them into slices, each starting where the last left off; then the slices go to the workers. A
+  // param that does not validate is applied whole, which refuses it as it always did.
+  static bool plan_slices(receiver& rx, const run_ptr& r, size_t i, size_t k, bool delay) {
+    file_slot& s = r->slots[i];
+    decoded_file* d = s.d.get();
+    const size_t parts = rx.workers_.threads();
+    auto slices = std::make_shared<std::vector<param_entry>>();
+    auto work = [&rx, d, k, parts, slices] {
+      const delta_file& f = *d->file;
+      const param_entry& p = f.manifest.params[k];
+      const byte_span encoded = f.positions.subspan(p.pos_start, p.pos_end - p.pos_start);
+      const uint64_t numel = rx.store_.tensor(d->tensors[k]).numel;
+      const uint32_t veb = element_bytes(f.values_type);
+      if (p.pos_start > p.pos_end || p.pos_end > f.positions.size() || p.pos_width == 0 || veb == 0 ||
+          encoded.size() / p.pos_width != p.changed() || p.val_start > p.val_end || p.val_end > f.values.size() / veb ||
+          !check_positions(f.manifest.enc, p.pos_width, encoded, numel).ok())
+        return;  // applied whole: refused there as always
+      *slices = cut_slices(f.manifest.enc, p, encoded, parts);
+    };
+    ++s.jobs_in_flight;
+    return submit(rx, r, std::move(work), [&rx, r, i, k, slices, delay] {
+      file_slot& done_slot = r->slots[i];
+      const auto& ps = done_slot.d->file->manifest.params;
+      bool ok = true;
+      if (!r->failure && !done_slot.param_error) {
+        if (slices->size() < 2) {
+          auto items = std::make_shared<std::vector<apply_item>>();
+          items->push_back({k, &ps[k], nullptr});
+          ok = submit_apply(rx, r, i, std::move(items), delay);
+        } else {
+          ++r->stats.split_params;
+          auto left = std::make_shared<slice_count>(slice_count{slices->size()});
+          for (const param_entry& piece : *slices) {
+            auto items = std::make_shared<std::vector<apply_item>>();
+            items->push_back({k, &piece, slices});
+            if (!(ok = submit_apply(rx, r, i, std::move(items), delay, left))) break;
+          }
+        }
+      } else {
+        ++done_slot.params_done;  // not applied: the sync fails (or has failed) anyway
+      }
+      --done_slot.jobs_in_flight;
+      if (!ok) return;
+      pump(rx, r);
+      maybe_finish(rx, r);
+    });
+  }
+
+  // Cuts a validated param into `parts` runs of positions of about the same length; each slice's pos_base is
+  // the index after its predecessor's last (its gap list continues from there).
+  static std::vector<param_entry> cut_slices(encoding enc, const param_entry& p, byte_span encoded, size_t parts) {
+    const uint64_t n = p.changed();
+    const uint32_t w = p.pos_width;
+    std::vector<param_entry> out;
+    uint64_t at = 0, next = 0;  // entries consumed; the index the next entry's gap counts from
+    for (size_t j = 0; j < parts; ++j) {
+      const uint64_t to = n * (j + 1) / parts;
+      if (to == at) continue;
+      param_entry piece = p;
+      piece.pos_start = p.pos_start + at * w;
+      piece.pos_end = p.pos_start + to * w;
+      piece.val_start = p.val_start + at;
+      piece.val_end = p.val_start + to;
+      piece.pos_base = next;
+      if (enc == encoding::indices) {
+        next = uint64_t{load_le<uint32_t>(encoded.data() + 4 * (to - 1))} + 1;
+      } else {
+        for (uint64_t e = at; e < to; ++e)
+          next += (w == 2 ? uint64_t{load_le<uint16_t>(encoded.data() + 2 * e)} : load_le<uint32_t>(encoded.data() + 4 * e)) + 1;
+      }
+      out.push_back(std::move(piece));
+      at = to;
+    }
+    return out;
+  }
+
+  // Submits one apply job of file i's items. `left` counts a split param's slices still to finish: the param
+  // is done when the last one is.
+  static bool submit_apply(receiver& rx, const run_ptr& r, size_t i, std::shared_ptr<std::vector<apply_item>> items,
+                           bool delay, std::shared_ptr<slice_count> left = nullptr) {
+    file_slot& s = r->slots[i];
+    struct job_state {
+      undo_log undo{~uint64_t{0}};
+      status outcome;
+      double ms = 0;
+      std::vector<size_t> matched;
+    };
+    auto js = std::make_shared<job_state>();
+    decoded_file* d = s.d.get();  // owned by the slot until the file is finished, after every job
+    auto work = [&rx, r, d, js, items, delay] {
+      if (delay && rx.options_.test_apply_delay_ms)
+        std::this_thread::sleep_for(std::chrono::milliseconds(rx.options_.test_apply_delay_ms));
+      stopwatch sw;
+      for (const apply_item& it : *items) {
+        auto st = rx.store_.apply(d->tensors[it.k], *d->file, *it.p, js->undo);
+        if (!st) {
+          js->outcome = error(st.err().code, r->paths[d->index] + ": " + st.err().message);
+          break;
+        }
+        // A tensor with an additive digest is checked at the end in O(1); the others are hashed here, while hot
+        // (never a slice: pick_slices keeps those whole).
+        const std::string& name = it.p->name;
+        if (d->file->native && !uses_sum(rx.store_, *d->file, name, d->tensors[it.k])) {
+          auto dg = d->file->native->tensor_digests.find(name);
+          if (dg != d->file->native->tensor_digests.end() && rx.store_.digest(d->tensors[it.k]) == dg->second)
+            js->matched.push_back(d->tensors[it.k]);
+        }
+      }
+      js->ms = sw.elapsed_ms();
+    };
+    ++s.jobs_in_flight;
+    const bool ok = submit(rx, r, std::move(work), [&rx, r, i, js, items, left] {
+      file_slot& done_slot = r->slots[i];
+      --done_slot.jobs_in_flight;
+      // Merged even after a failure: the rollback must undo this job's writes.
+      for (auto& rec : js->undo.records()) r->undo.records().push_back(std::move(rec));
+      const bool reserved = r->undo.reserve(js->undo.bytes());
+      DS_CHECK(reserved, "undo log budget checked before the apply");
+      if (!left) done_slot.params_done += items->size();
+      else if (--left->left == 0) ++done_slot.params_done;
+      done_slot.apply_ms = std::max(done_slot.apply_ms, js->ms);  // whole path: the slowest job; streamed: summed below
+      if (done_slot.stream) r->stats.apply_ms += js->ms;
+      done_slot.matched.insert(done_slot.matched.end(), js->matched.begin(), js->matched.end());
+      if (!js->outcome && !done_slot.param_error) done_slot.param_error = js->outcome.err();
+      if (!done_slot.stream && done_slot.param_error) return fail(rx, r, *done_slot.param_error);
+      pump(rx, r);
+      maybe_finish(rx, r);
+    });
+    if (!ok) --s.jobs_in_flight;
+    return ok;
   }
 
   // The head file is applied (and, streamed, verified): account for it, free its bytes, move on.

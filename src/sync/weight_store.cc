@@ -166,6 +166,7 @@ status host_weight_store::apply(size_t i, const delta_file& f, const param_entry
   rec.elem_bytes = elem_bytes;
   rec.enc = f.manifest.enc;
   rec.pos_width = p.pos_width;
+  rec.pos_base = p.pos_base;
   {
     sum_delta change;
     auto st = apply_param(f, p, data_[i].bytes, &rec.old_values, &change);  // on error the tensor is untouched
@@ -173,13 +174,14 @@ status host_weight_store::apply(size_t i, const delta_file& f, const param_entry
       error e = std::move(st).err();
       return error(e.code, label + ": " + e.message);
     }
+    const std::lock_guard lock(bookkeeping_);
     change.apply(sums_[i]);
+    digests_[i].reset();
   }
   rec.encoded_positions.assign(encoded.begin(), encoded.end());
   const bool reserved = undo.reserve(undo_bytes);
   DS_CHECK(reserved, "undo_log::reserve failed after the capacity check");
   if (count != 0) undo.records().push_back(std::move(rec));
-  digests_[i].reset();
   return {};
 }
 
@@ -191,7 +193,8 @@ void host_weight_store::rollback(undo_log& undo) {
     const size_t eb = it->elem_bytes;
     std::vector<uint32_t> positions;
     // These positions were validated when they were applied; decoding them again cannot fail.
-    auto st = decode_positions(it->enc, it->pos_width, it->encoded_positions, data.size() / eb, positions);
+    auto st = decode_positions(it->enc, it->pos_width, it->encoded_positions, data.size() / eb, positions,
+                               it->pos_base);
     DS_CHECK(st.ok(), "undo record positions no longer decode");
     DS_CHECK(it->old_values.size() == positions.size() * eb, "undo record sizes disagree");
     sum_delta change;

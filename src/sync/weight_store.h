@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -37,6 +38,7 @@ class undo_log {
     uint32_t elem_bytes = 0;
     encoding enc = encoding::indices;
     uint32_t pos_width = 4;
+    uint64_t pos_base = 0;  // the applied param_entry's: a slice's positions count from it
     byte_buffer encoded_positions;
     byte_buffer old_values;
     // A device store's record keeps its positions and old values in device memory instead (opaque here;
@@ -81,6 +83,10 @@ class weight_store {
   // would pass undo.max_bytes(). Only then records the old values in `undo` and writes. On any error tensor
   // i is untouched and nothing was recorded. Errors name the tensor.
   virtual status apply(size_t i, const delta_file& f, const param_entry& p, undo_log& undo) = 0;
+  // Whether apply() takes slices of a param (param_entry::pos_base; never compact, values of the param's own
+  // dtype) and may run for disjoint slices of one tensor on several threads at once, each with its own undo
+  // log. The receiver then splits a large param's apply across its workers.
+  virtual bool applies_slices() const noexcept { return false; }
   // Restores every record in reverse order and clears the log.
   virtual void rollback(undo_log& undo) = 0;
   // XXH3-128 of tensor i's bytes; cached, recomputed after an apply touched the tensor.
@@ -122,6 +128,7 @@ class host_weight_store final : public weight_store {
 
   std::string_view kind() const noexcept override { return "host"; }
   status apply(size_t i, const delta_file& f, const param_entry& p, undo_log& undo) override;
+  bool applies_slices() const noexcept override { return true; }
   void rollback(undo_log& undo) override;
   digest128 digest(size_t i) override;
   std::optional<digest128> sum(size_t i) const override { return sums_.at(i); }
@@ -136,6 +143,7 @@ class host_weight_store final : public weight_store {
   loaded_tensors data_;  // data_[i].bytes is tensor i (its desc lives in tensors_)
   std::vector<std::optional<digest128>> digests_;
   std::vector<digest128> sums_;  // additive digests, computed once when the store is made (every core)
+  std::mutex bookkeeping_;       // sums_ and digests_ while slices of one tensor apply on several threads
 };
 
 }  // namespace deltasync

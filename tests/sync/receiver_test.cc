@@ -32,7 +32,8 @@ struct fixture {
   std::unique_ptr<receiver> rx;
   std::vector<byte_buffer> base;  // per tensor
 
-  fixture() {
+  // `threads` workers; `big_numel` > 0 adds a bf16 tensor "big" of that many elements (its apply is split).
+  explicit fixture(size_t threads = 2, uint32_t big_numel = 0) {
     fs::create_directories(dir);
     io::io_backend_options bo;
     bo.backend = "threads";
@@ -42,7 +43,7 @@ struct fixture {
     po.max_total_bytes = 1 << 20;
     po.lock_memory = false;
     pool = std::move(io::buffer_pool::create(loop, backend.get(), po)).value();
-    workers = std::make_unique<io::worker_pool>(loop, 2, 64);
+    workers = std::make_unique<io::worker_pool>(loop, threads, 64);
     std::vector<std::pair<store_tensor, byte_buffer>> t;
     std::mt19937_64 rng(7);
     for (int i = 0; i < 3; ++i) {
@@ -50,6 +51,12 @@ struct fixture {
       for (auto& x : b) x = std::byte(rng() & 0xFF);
       base.push_back(b);
       t.push_back({store_tensor{"w" + std::to_string(i), dtype::BF16, {50, 100}, 5000, 10000}, b});
+    }
+    if (big_numel > 0) {
+      byte_buffer b(2 * uint64_t{big_numel});
+      for (auto& x : b) x = std::byte(rng() & 0xFF);
+      base.push_back(b);
+      t.push_back({store_tensor{"big", dtype::BF16, {big_numel}, big_numel, 2 * uint64_t{big_numel}}, b});
     }
     store = host_weight_store::from_tensors(std::move(t));
     receiver_options ro;
@@ -316,6 +323,157 @@ TEST(Receiver, ChecksumsYieldToASyncAndStayExact) {
   ASSERT_TRUE(c2.ok());
   EXPECT_EQ(c2->version, 2u);
   for (size_t i = 0; i < f.store->size(); ++i) EXPECT_EQ(c2->digests[i], xxh3_128(f.store->data(i))) << i;
+}
+
+
+// ---- a large param applied in slices (weight_store::applies_slices) ----
+
+// Changes ~30% of "big" (and 100 elements of w0) at random positions, with one gap past 65535 when `wide`
+// (uint32 gaps); returns the new tensor and writes the file (slime, or native/2 with additive digests).
+byte_buffer write_big(fixture& f, uint64_t version, encoding enc, bool native, bool wide, uint64_t seed) {
+  const uint32_t numel = static_cast<uint32_t>(f.store->tensor(3).numel);
+  std::mt19937_64 rng(seed);
+  std::vector<uint32_t> pos;
+  for (uint32_t i = 0; i < numel; ++i)
+    if (rng() % 10 < 3 && !(wide && i > numel / 3 && i < numel / 3 + 70000)) pos.push_back(i);
+  byte_buffer now(f.store->data(3).begin(), f.store->data(3).end());
+  byte_buffer vals;
+  for (uint32_t i : pos) {
+    const auto v = static_cast<uint16_t>(rng());
+    vals.push_back(std::byte(v & 0xFF));
+    vals.push_back(std::byte(v >> 8));
+    store_le(now.data() + 2 * uint64_t{i}, v);
+  }
+  std::vector<uint32_t> small_pos;
+  byte_buffer small_vals, small_now(f.store->data(0).begin(), f.store->data(0).end());
+  for (uint32_t k = 0; k < 100; ++k) {
+    small_pos.push_back(7 * k);
+    small_vals.push_back(std::byte(0x11));
+    small_vals.push_back(std::byte(0x3F));
+    store_le(small_now.data() + 2 * (7 * k), uint16_t{0x3F11});
+  }
+  delta_bucket_builder b(enc);
+  b.add({"w0", dtype::BF16, {50, 100}, small_pos, small_vals});
+  b.add({"big", dtype::BF16, {numel}, pos, vals});
+  native_fields nf;
+  if (native) {
+    nf.base_version = version - 1;
+    nf.records = true;
+    nf.tensor_digests["w0"] = xxh3_128(small_now);
+    nf.tensor_digests["big"] = xxh3_128(now);
+    nf.tensor_sums["w0"] = sum_digest(small_now, 2);
+    nf.tensor_sums["big"] = sum_digest(now, 2);
+  }
+  byte_buffer bytes = std::move(b.finish(version, 8, native ? &nf : nullptr)).value();
+  fs::path vd = f.dir / ("weight_v" + std::string(6 - std::to_string(version).size(), '0') + std::to_string(version));
+  fs::create_directories(vd);
+  EXPECT_TRUE(io::write_file_atomic((vd / "big.safetensors").string(), bytes).ok());
+  return now;
+}
+
+// Bit-exact in every layout a slice can take (indices, 16- and 32-bit gaps, slime and native/2), the
+// additive digest follows, and the split really happened.
+TEST(ReceiverSlices, ALargeParamAppliesInSlicesBitExactly) {
+  struct layout {
+    encoding enc;
+    bool native, wide;
+  };
+  for (layout l : {layout{encoding::indices, false, false}, layout{encoding::deltas, false, false},
+                   layout{encoding::deltas, false, true}, layout{encoding::deltas, true, false},
+                   layout{encoding::indices, true, true}}) {
+    SCOPED_TRACE(testing::Message() << encoding_name(l.enc) << (l.native ? " native" : " slime") << (l.wide ? " wide" : ""));
+    fixture f(4, 1u << 21);
+    const byte_buffer now = write_big(f, 1, l.enc, l.native, l.wide, 3);
+    auto r = f.sync(req(1, 0, {"big.safetensors"}));
+    ASSERT_TRUE(r.ok()) << r.err().describe();
+    EXPECT_EQ(r->split_params, 1u);
+    EXPECT_TRUE(std::equal(now.begin(), now.end(), f.store->data(3).begin()));
+    EXPECT_EQ(f.store->sum(3), sum_digest(now, 2));
+    EXPECT_EQ(load_le<uint16_t>(f.store->data(0).data() + 2 * 7), 0x3F11);
+  }
+}
+
+// A sync whose second file is bad rolls the sliced param back bit-identical, additive digest included.
+TEST(ReceiverSlices, ARefusedSyncRollsTheSlicesBack) {
+  fixture f(4, 1u << 21);
+  const auto before = f.snapshot();
+  const auto sum_before = f.store->sum(3);
+  write_big(f, 1, encoding::deltas, false, true, 5);
+  auto bad = f.write_delta(1, "z.safetensors", 1, 0, 10);
+  bad[bad.size() - 1] ^= std::byte(0xFF);  // checksum mismatch
+  ASSERT_TRUE(io::write_file_atomic((f.dir / "weight_v000001" / "z.safetensors").string(), bad).ok());
+  auto r = f.sync(req(1, 0, {"big.safetensors", "z.safetensors"}));
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(r.err().is(errc::delta_checksum_mismatch)) << r.err().describe();
+  EXPECT_EQ(f.snapshot(), before);
+  EXPECT_EQ(f.store->sum(3), sum_before);
+}
+
+// A file with a valid checksum whose positions are raw bytes (encoded_bucket: no writer checks), "big" only.
+byte_buffer raw_file(encoding enc, uint32_t width, const byte_buffer& positions, uint32_t numel, uint64_t count) {
+  encoded_bucket eb;
+  eb.enc = enc;
+  eb.current_version = 1;
+  param_entry e;
+  e.name = "big";
+  e.shape = {numel};
+  e.pos_start = 0;
+  e.pos_end = positions.size();
+  e.pos_width = width;
+  e.val_start = 0;
+  e.val_end = count;
+  eb.params.push_back(e);
+  const byte_buffer values(2 * count, std::byte{0x3F});
+  eb.positions_bytes = positions.size();
+  eb.value_count = count;
+  eb.checksum = delta_checksum(positions, dtype::BF16, values);
+  auto layout = build_delta_header(eb);
+  EXPECT_TRUE(layout.ok()) << layout.err().describe();
+  byte_buffer file = layout->header;
+  const size_t data_start = file.size();
+  file.insert(file.end(), positions.begin(), positions.end());
+  file.resize(data_start + layout->data_offsets[1]);
+  file.insert(file.end(), values.begin(), values.end());
+  return file;
+}
+
+// A large param whose positions are bad is refused with the unsplit path's error, word for word (one worker
+// never splits), and leaves the store as it was: indices out of range at the end and out of order in the
+// middle, gaps that run past the end.
+TEST(ReceiverSlices, BadPositionsAreRefusedAsWithoutSlices) {
+  const uint32_t numel = 1u << 21;
+  const uint64_t count = numel / 3;
+  for (int kind = 0; kind < 3; ++kind) {
+    SCOPED_TRACE(kind);
+    byte_buffer pos;
+    for (uint64_t k = 0; k < count; ++k) {
+      if (kind == 2) {
+        pos.push_back(std::byte{2});
+        pos.push_back(std::byte{0});
+      } else {
+        uint32_t x = static_cast<uint32_t>(3 * k);
+        if (kind == 0 && k == count - 1) x = numel + 5;          // past the end
+        if (kind == 1 && k == count / 2 + 1) x = 3 * static_cast<uint32_t>(count / 2);  // repeats its predecessor
+        for (int b = 0; b < 4; ++b) pos.push_back(std::byte((x >> (8 * b)) & 0xFF));
+      }
+    }
+    if (kind == 2) store_le(pos.data() + 2 * (count / 2), uint16_t{0xFFFF});  // ... and then past the end
+    std::string messages[2];
+    for (size_t threads : {size_t{1}, size_t{4}}) {
+      fixture f(threads, numel);
+      const auto before = f.snapshot();
+      const byte_buffer file = raw_file(kind == 2 ? encoding::deltas : encoding::indices, kind == 2 ? 2 : 4, pos, numel, count);
+      fs::create_directories(f.dir / "weight_v000001");
+      ASSERT_TRUE(io::write_file_atomic((f.dir / "weight_v000001" / "big.safetensors").string(), file).ok());
+      auto r = f.sync(req(1, 0, {"big.safetensors"}));
+      ASSERT_FALSE(r.ok());
+      const std::string text = r.err().describe();
+      messages[threads == 1 ? 0 : 1] = text.substr(text.find("weight_v"));  // each fixture has its own dir
+      EXPECT_EQ(f.snapshot(), before);
+    }
+    EXPECT_EQ(messages[0], messages[1]);
+    EXPECT_NE(messages[0].find(kind == 1 ? "ascend" : "past"), std::string::npos) << messages[0];
+  }
 }
 
 }  // namespace
