@@ -12,6 +12,9 @@ TSAN_DIR  ?= build-tsan
 JOBS      ?= $(shell nproc)
 CMAKE_ARGS ?=
 PREFIX    ?= /usr/local
+# The sanitizer and fuzz builds: -O1 with line tables (what ASan/TSan/libFuzzer recommend for useful reports)
+# compiles about twice as fast as -O2 -g, which keeps .ci/run inside its time limit on a 2-core machine.
+SAN_FLAGS := -DCMAKE_C_FLAGS_RELWITHDEBINFO="-O1 -g1 -DNDEBUG" -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1 -DNDEBUG"
 
 .PHONY: all deps configure build demo test asan-test tsan-test bench fuzz install package deb-test clean install-python
 
@@ -37,7 +40,7 @@ test: build
 
 # The unit and integration tests again under ASan + UBSan + LeakSanitizer (build-asan/).
 asan-test: deps
-	cmake -S . -B $(ASAN_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDELTASYNC_SANITIZE=address \
+	cmake -S . -B $(ASAN_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo $(SAN_FLAGS) -DDELTASYNC_SANITIZE=address \
 	  -DDELTASYNC_BUILD_BENCH=OFF -DDELTASYNC_WITH_CUDA=OFF -DDELTASYNC_WITH_NCCL=OFF
 	cmake --build $(ASAN_DIR) -j $(JOBS)
 	cd $(ASAN_DIR) && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j $(JOBS) --timeout 900 -L 'unit|integration'
@@ -45,7 +48,7 @@ asan-test: deps
 # The loop/worker hand-off under ThreadSanitizer (build-tsan/): io, sync and http unit tests, the service
 # integration test on both I/O backends and a short soak under wrk load (scripts/tsan-test.sh).
 tsan-test: deps
-	cmake -S . -B $(TSAN_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDELTASYNC_SANITIZE=thread \
+	cmake -S . -B $(TSAN_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo $(SAN_FLAGS) -DDELTASYNC_SANITIZE=thread \
 	  -DDELTASYNC_BUILD_BENCH=OFF -DDELTASYNC_WITH_CUDA=OFF -DDELTASYNC_WITH_NCCL=OFF
 	cmake --build $(TSAN_DIR) -j $(JOBS) --target io_tests sync_tests http_tests deltasync soak_driver
 	scripts/tsan-test.sh $(TSAN_DIR)
@@ -60,7 +63,7 @@ bench: build
 	scripts/run-benchmarks.sh $(BUILD_DIR)
 
 fuzz: deps
-	CC=clang CXX=clang++ cmake -S . -B $(FUZZ_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	CC=clang CXX=clang++ cmake -S . -B $(FUZZ_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo $(SAN_FLAGS) \
 	  -DDELTASYNC_BUILD_FUZZ=ON -DDELTASYNC_BUILD_BENCH=OFF -DDELTASYNC_WITH_CUDA=OFF -DDELTASYNC_WITH_NCCL=OFF
 	cmake --build $(FUZZ_DIR) -j $(JOBS) --target fuzz_targets
 	scripts/run-fuzz.sh $(FUZZ_DIR) $${FUZZ_SECONDS:-30}

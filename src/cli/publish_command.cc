@@ -42,7 +42,7 @@ struct publish_options {
   std::string mode = "delta";
   std::string transport = "disk";
   uint32_t rank = 0;
-  uint32_t push_timeout_ms = 600'000;
+  uint32_t push_timeout_ms = 0;  // sized to the sync (http::push_timeout_ms_for)
   bool json = false;
   bool colocate = false;
   nccl_sender_options nccl;  // --update-weight-transport nccl
@@ -283,7 +283,8 @@ void register_publish(CLI::App& app, int& exit_status) {
   cmd->add_option("--pull-base-url", opt->pull_base_url,
                   "Receivers pull the files over HTTP from this file server (deltasync serve-files, nginx) "
                   "serving --delta-dir; each receiver must allow it (serve --pull-allow); docs/bench.md");
-  cmd->add_option("--push-timeout-ms", opt->push_timeout_ms, "Per-receiver limit for one /sync")
+  cmd->add_option("--push-timeout-ms", opt->push_timeout_ms,
+                  "Per-receiver limit for one /sync; 0: 15 s + 1 s per 50 MB of the sync's files")
       ->capture_default_str();
   cmd->add_flag("--keep-files,--update-weight-delta-keep-files", opt->keep_files,
                 "Keep the version directory after the push (it is always kept when nothing is pushed)");

@@ -2,6 +2,7 @@
 // joined by a promise that the calling (non-loop) thread waits on.
 #include "http/push_client.h"
 
+#include <algorithm>
 #include <chrono>
 #include <future>
 #include <memory>
@@ -197,21 +198,27 @@ class push_op : public std::enable_shared_from_this<push_op> {
 
 push_client::push_client(io::event_loop& loop, push_client_options options)
     : loop_(loop), options_(std::move(options)) {
-  DS_CHECK(options_.timeout_ms > 0, "push timeout must be positive");
   DS_CHECK(options_.max_response_bytes > 0, "push response limit must be positive");
 }
 
+uint32_t push_timeout_ms_for(uint64_t sync_bytes) noexcept {
+  if (sync_bytes == 0) return 600'000;
+  const uint64_t ms = 15'000 + sync_bytes / 50'000;  // 1 ms per 50 kB = 1 s per 50 MB
+  return static_cast<uint32_t>(std::min<uint64_t>(ms, 3'600'000));
+}
+
 std::vector<push_outcome> push_client::post_all(const std::vector<std::string>& urls, const std::string& path,
-                                                const std::string& json_body) {
-  return request_all(false, urls, path, json_body);
+                                                const std::string& json_body, uint64_t sync_bytes) {
+  return request_all(false, urls, path, json_body, sync_bytes);
 }
 
 push_outcome push_client::get(const std::string& url, const std::string& path) {
-  return std::move(request_all(true, {url}, path, "").front());
+  return std::move(request_all(true, {url}, path, "", 0).front());
 }
 
 std::vector<push_outcome> push_client::request_all(bool get, const std::vector<std::string>& urls,
-                                                   const std::string& path, const std::string& json_body) {
+                                                   const std::string& path, const std::string& json_body,
+                                                   uint64_t sync_bytes) {
   DS_CHECK(!loop_.in_loop_thread(), "push_client requests block; never call them on the loop thread");
   auto join = std::make_shared<fanout>();
   join->outcomes.resize(urls.size());
@@ -229,10 +236,12 @@ std::vector<push_outcome> push_client::request_all(bool get, const std::vector<s
   if (targets.empty()) return std::move(join->outcomes);
   join->remaining = targets.size();
   auto finished = join->done.get_future();
-  loop_.post([this, join, targets = std::move(targets), get, path, json_body]() mutable {
+  push_client_options o = options_;
+  if (o.timeout_ms == 0) o.timeout_ms = push_timeout_ms_for(sync_bytes);
+  loop_.post([this, join, targets = std::move(targets), get, path, json_body, o]() mutable {
     auto& ctx = io::asio_context(loop_);
     for (auto& [index, url] : targets)
-      std::make_shared<push_op>(ctx, join, index, std::move(url), options_, get, path, json_body)->start();
+      std::make_shared<push_op>(ctx, join, index, std::move(url), o, get, path, json_body)->start();
   });
   finished.wait();
   return std::move(join->outcomes);

@@ -2,6 +2,7 @@
 // tests), so src/sync does not depend on src/http.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -22,8 +23,10 @@ class push_transport {
  public:
   virtual ~push_transport() = default;
   // POSTs `json_body` to `path` on every url concurrently; returns one outcome per url, in order.
+  // `sync_bytes`: what each receiver reads to answer (the sync's files; 0 when unknown), by which a transport
+  // may size its timeout.
   virtual std::vector<push_outcome> post_all(const std::vector<std::string>& urls, const std::string& path,
-                                             const std::string& json_body) = 0;
+                                             const std::string& json_body, uint64_t sync_bytes = 0) = 0;
 };
 
 }  // namespace deltasync

@@ -28,7 +28,7 @@ class recording_transport final : public push_transport {
   unsigned next_status = 200;
   std::vector<std::vector<byte_buffer>> pushes;
   std::vector<push_outcome> post_all(const std::vector<std::string>& urls, const std::string&,
-                                     const std::string& body) override {
+                                     const std::string& body, uint64_t) override {
     // The body names the dir and files; read them all back as a receiver would.
     std::vector<byte_buffer> files;
     const std::string d(boost::json::parse(body).as_object().at("dir").as_string());

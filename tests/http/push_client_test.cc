@@ -63,6 +63,15 @@ class push_client_test : public ::testing::Test {
   std::unique_ptr<http_server> server_;
 };
 
+// timeout_ms 0 sizes the limit to the sync: 15 s + 1 s per 50 MB; unknown (0 bytes) keeps the old 600 s.
+TEST(push_timeout, is_sized_to_the_sync) {
+  EXPECT_EQ(push_timeout_ms_for(0), 600'000u);
+  EXPECT_EQ(push_timeout_ms_for(1), 15'000u);
+  EXPECT_EQ(push_timeout_ms_for(50'000'000), 16'000u);
+  EXPECT_EQ(push_timeout_ms_for(uint64_t{4} << 30), 15'000u + 85'899u);
+  EXPECT_EQ(push_timeout_ms_for(~uint64_t{0}), 3'600'000u);
+}
+
 TEST_F(push_client_test, posts_json_to_a_live_server) {
   start();
   push_client client(loop_, {});

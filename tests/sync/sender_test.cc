@@ -50,7 +50,7 @@ class fake_transport final : public push_transport {
   std::vector<seen_push> pushes;
 
   std::vector<push_outcome> post_all(const std::vector<std::string>& urls, const std::string& path,
-                                     const std::string& json_body) override {
+                                     const std::string& json_body, uint64_t sync_bytes) override {
     EXPECT_EQ(path, "/sync");
     seen_push p;
     p.body = boost::json::parse(json_body).as_object();
@@ -60,6 +60,10 @@ class fake_transport final : public push_transport {
       EXPECT_TRUE(fs::exists(dir + "/" + name)) << name;
       p.files.emplace_back(name, read_bytes(dir + "/" + name));
     }
+    // The push says how much the receivers read (the push client sizes its timeout by it).
+    uint64_t listed = 0;
+    for (const auto& [name, bytes] : p.files) listed += bytes.size();
+    EXPECT_EQ(sync_bytes, std::max<uint64_t>(1, listed));
     std::vector<push_outcome> out;
     for (size_t i = 0; i < urls.size(); ++i) {
       push_outcome o;

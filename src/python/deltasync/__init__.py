@@ -173,7 +173,7 @@ class Sender:
 
     def __init__(self, delta_dir, push=(), encoding="deltas", format="native", buffer_bytes=512 << 20,
                  keep_files=False, token=None, transport="disk", *, mode="delta", pre_push_hook="", rank=0,
-                 pull_base_url="", push_timeout_s=600.0, snapshot_version=0):
+                 pull_base_url="", push_timeout_s=0.0, snapshot_version=0):
         if isinstance(push, str):
             push = [push]
         os.makedirs(delta_dir, exist_ok=True)
