@@ -10,6 +10,7 @@
 #include <string>
 
 #include "base/check.h"
+#include "codec/sum_digest.h"
 #include "gpu/cuda_check.h"
 #include "gpu/kernels.h"
 
@@ -132,6 +133,34 @@ __global__ void xor_hash_kernel(const unsigned char* p, uint64_t n, int mode, in
   if ((threadIdx.x & 31) == 0 && h != 0) atomicXor(out, static_cast<unsigned long long>(h));
 }
 
+
+// The additive digest's two lanes over elements k of eb bytes (codec/sum_digest.h): sums of fmix64 terms,
+// reduced per warp, then added (mod 2^64) into out[0] (high) and out[1] (low).
+__device__ __forceinline__ uint64_t fmix64_dev(uint64_t k) {
+  k ^= k >> 33;
+  k *= 0xFF51AFD7ED558CCDull;
+  k ^= k >> 33;
+  k *= 0xC4CEB9FE1A85EC53ull;
+  k ^= k >> 33;
+  return k;
+}
+
+__global__ void sum_digest_kernel(const unsigned char* p, uint64_t n, int eb, unsigned long long* out) {
+  uint64_t high = 0, low = 0;
+  for (uint64_t k = uint64_t{blockIdx.x} * blockDim.x + threadIdx.x; k < n; k += uint64_t{gridDim.x} * blockDim.x) {
+    const uint64_t x = load_elem(p, k, eb) + k * sum_detail::kIndexMul;
+    high += fmix64_dev(x ^ sum_detail::kSeedHigh);
+    low += fmix64_dev(x ^ sum_detail::kSeedLow);
+  }
+  for (int off = 16; off >= 1; off >>= 1) {
+    high += __shfl_xor_sync(0xFFFFFFFFu, high, off);
+    low += __shfl_xor_sync(0xFFFFFFFFu, low, off);
+  }
+  if ((threadIdx.x & 31) == 0) {
+    atomicAdd(out, static_cast<unsigned long long>(high));
+    atomicAdd(out + 1, static_cast<unsigned long long>(low));
+  }
+}
 
 // decode_status words on the device, in this order (see kernels.h).
 enum : int { w_not_ascending = 0, w_end = 1, w_bad_value = 2, w_gate = 3, w_words = 4 };
@@ -358,6 +387,24 @@ result<uint64_t> xor_hash(const void* data, uint64_t bytes, dtype type, stream& 
   DS_CUDA_TRY(cudaMemcpyAsync(out.data(), acc.data(), 8, cudaMemcpyDeviceToHost, cs));
   DS_TRY_STATUS(s.synchronize());
   return *out.as<uint64_t>();
+}
+
+result<digest128> sum_digest(const void* data, uint64_t bytes, uint32_t elem_bytes, stream& s) {
+  if (elem_bytes != 1 && elem_bytes != 2 && elem_bytes != 4 && elem_bytes != 8)
+    return error(errc::invalid_argument, "sum_digest: element size " + std::to_string(elem_bytes));
+  const uint64_t n = bytes / elem_bytes;
+  cudaStream_t cs = static_cast<cudaStream_t>(s.native());
+  DS_ASSIGN_OR_RETURN(pinned_buffer out, pinned_buffer::allocate(16));
+  DS_ASSIGN_OR_RETURN(device_buffer acc, device_buffer::allocate(16));
+  DS_CUDA_TRY(cudaMemsetAsync(acc.data(), 0, 16, cs));
+  if (n > 0) {
+    sum_digest_kernel<<<grid_for(n), 256, 0, cs>>>(static_cast<const unsigned char*>(data), n,
+                                                   static_cast<int>(elem_bytes), acc.as<unsigned long long>());
+    DS_CUDA_TRY(cudaGetLastError());
+  }
+  DS_CUDA_TRY(cudaMemcpyAsync(out.data(), acc.data(), 16, cudaMemcpyDeviceToHost, cs));
+  DS_TRY_STATUS(s.synchronize());
+  return digest128{out.as<uint64_t>()[0], out.as<uint64_t>()[1]};
 }
 
 }  // namespace deltasync::gpu

@@ -85,5 +85,6 @@ status decode_positions_unchecked(encoding, uint32_t, const void*, uint64_t, uin
   return not_built();
 }
 result<uint64_t> xor_hash(const void*, uint64_t, dtype, stream&) { return not_built(); }
+result<digest128> sum_digest(const void*, uint64_t, uint32_t, stream&) { return not_built(); }
 
 }  // namespace deltasync::gpu

@@ -12,6 +12,7 @@
 //                    the device (gap prefix sums), checked (order, bounds, the values' cast) and, only when every
 //                    check passed, scattered as scatter_apply does; one small status word set comes back.
 //   xor_hash         torch.hash_tensor (the slime checksum's H) of device memory, for BF16/F16/F32/F64/ints.
+//   sum_digest       the additive per-tensor digest (tensor_sum128) of device memory.
 //
 // All of them queue work on the given stream; the calls that return host values synchronize it.
 #pragma once
@@ -214,5 +215,9 @@ status compact_decode(byte_span host_stream, const void* device_stream, uint64_t
 // torch.hash_tensor of `bytes` of device memory holding elements of `type` (U8/I8/I16/U16/I32/U32/I64/U64/
 // BOOL, BF16, F16, F32, F64; others unsupported). Synchronizes `s`.
 result<uint64_t> xor_hash(const void* data, uint64_t bytes, dtype type, stream& s);
+
+// The additive digest (codec/sum_digest.h, `tensor_sum128`) of `bytes` of device memory holding elements of
+// elem_bytes 1, 2, 4 or 8 (others: invalid_argument), equal to deltasync::sum_digest. Synchronizes `s`.
+result<digest128> sum_digest(const void* data, uint64_t bytes, uint32_t elem_bytes, stream& s);
 
 }  // namespace deltasync::gpu

@@ -158,6 +158,15 @@ status gpu_sender_path::start_digest(const std::string& name, const void* data, 
   return {};
 }
 
+result<digest128> gpu_sender_path::sum_digest(const std::string& name, const void* data) {
+  state& m = *st_;
+  auto it = snaps_.find(name);
+  if (it == snaps_.end()) return error(errc::invalid_argument, "tensor '" + name + "': no device snapshot");
+  const snapshot& sn = *it->second;
+  const uint32_t eb = element_bytes(sn.type);
+  return gpu::sum_digest(data, sn.numel * eb, eb, *m.s);
+}
+
 status gpu_sender_path::await_digests() {
   state& m = *st_;
   for (auto& [ticket, dest] : m.digests) {

@@ -53,6 +53,8 @@ class gpu_sender_path {
   // await_digests(), so `dest` must stay valid until then (or until drop_digests()).
   status start_digest(const std::string& name, const void* data, digest128* dest);
   status await_digests();
+  // The additive digest (tensor_sum128) of `name`'s new bytes at `data`, computed now on the device.
+  result<digest128> sum_digest(const std::string& name, const void* data);
   void drop_digests() noexcept;  // forgets every started digest without writing to its dest
   // The pending changes of `name`, copied to the host.
   status fetch(const std::string& name, std::vector<uint32_t>& positions, byte_buffer& values);

@@ -234,6 +234,11 @@ status sender::add(const std::string& name, const tensor_view& t) {
   if (native && on_gpu) {
     // The device digest of the new tensor: read now, finished before the bucket's file is built (flush).
     DS_TRY_STATUS(s.gpu->start_digest(name, t.data, &b.native.tensor_digests[name]));
+    const uint32_t sb = element_bytes(t.type);
+    if (!full && (sb == 1 || sb == 2 || sb == 4 || sb == 8)) {
+      // The additive digest, as the host path writes it (one pass over the device tensor, ~1 ms per GiB).
+      DS_ASSIGN_OR_RETURN(b.native.tensor_sums[name], s.gpu->sum_digest(name, t.data));
+    }
   } else if (native) {
     b.native.tensor_digests[name] = digest.valid() ? digest.get() : xxh3_128(now);
     const uint32_t sb = element_bytes(t.type);
@@ -345,7 +350,7 @@ result<sync_report> sender::finish() {
     for (size_t i = 0; i < s.report.files.size(); ++i) body += (i ? ", " : "") + json_quote(s.report.files[i]);
     body += "]}";
     const auto t0 = steady::now();
-    s.report.receivers = s.transport->post_all(s.options.receivers, "/sync", body);
+    s.report.receivers = s.transport->post_all(s.options.receivers, "/sync", body, std::max<uint64_t>(1, s.report.wire_bytes));
     s.report.push_s = seconds_since(t0);
   }
   // Disk / pull: the version is committed now (marker durable, hook passed), whatever the receivers answer;

@@ -5,6 +5,7 @@
 #include <random>
 
 #include "codec/digest.h"
+#include "codec/sum_digest.h"
 #include "gpu/kernels.h"
 #include "gpu_test_util.h"
 
@@ -31,6 +32,23 @@ TEST(gpu_digest, matches_libxxhash_on_every_length_class) {
     ASSERT_TRUE(got.ok()) << got.err().message;
     EXPECT_EQ(to_hex(*got), to_hex(xxh3_128(host))) << "length " << n;
   }
+}
+
+// The device additive digest (tensor_sum128) equals the host's for every element size, short and long.
+TEST(gpu_sum_digest, matches_the_host_digest_for_every_element_size) {
+  DS_REQUIRE_GPU();
+  std::mt19937_64 rng(12);
+  stream s;
+  for (uint32_t eb : {1u, 2u, 4u, 8u}) {
+    for (size_t n : {size_t{0}, size_t{1}, size_t{31}, size_t{1000}, size_t{65536 + 7}, size_t{3} << 20}) {
+      const byte_buffer host = random_bytes(n * eb, rng);
+      device_buffer dev = upload(host, s);
+      auto got = sum_digest(dev.data(), host.size(), eb, s);
+      ASSERT_TRUE(got.ok()) << got.err().message;
+      EXPECT_EQ(to_hex(*got), to_hex(deltasync::sum_digest(host, eb))) << "element size " << eb << ", " << n;
+    }
+  }
+  EXPECT_FALSE(sum_digest(nullptr, 0, 3, s).ok());
 }
 
 TEST(gpu_digest, unaligned_inputs) {
