@@ -131,7 +131,10 @@ class host_weight_store final : public weight_store {
   bool applies_slices() const noexcept override { return true; }
   void rollback(undo_log& undo) override;
   digest128 digest(size_t i) override;
-  std::optional<digest128> sum(size_t i) const override { return sums_.at(i); }
+  std::optional<digest128> sum(size_t i) const override {
+    const std::lock_guard lock(bookkeeping_);  // slices of tensor i may be applying on other workers
+    return sums_.at(i);
+  }
   status read(size_t i, mutable_byte_span out) const override;
 
   byte_span data(size_t i) const { return data_[i].bytes; }
@@ -143,7 +146,7 @@ class host_weight_store final : public weight_store {
   loaded_tensors data_;  // data_[i].bytes is tensor i (its desc lives in tensors_)
   std::vector<std::optional<digest128>> digests_;
   std::vector<digest128> sums_;  // additive digests, computed once when the store is made (every core)
-  std::mutex bookkeeping_;       // sums_ and digests_ while slices of one tensor apply on several threads
+  mutable std::mutex bookkeeping_;  // sums_ and digests_ while slices of one tensor apply on several threads
 };
 
 }  // namespace deltasync
