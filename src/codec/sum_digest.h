@@ -27,7 +27,8 @@ namespace sum_detail {
 inline constexpr uint64_t kIndexMul = 0x9E3779B97F4A7C15ull;
 inline constexpr uint64_t kSeedHigh = 0x243F6A8885A308D3ull;
 inline constexpr uint64_t kSeedLow = 0x13198A2E03707344ull;
-inline uint64_t fmix64(uint64_t k) noexcept {
+// constexpr: src/gpu's kernels call it too (nvcc --expt-relaxed-constexpr).
+constexpr uint64_t fmix64(uint64_t k) noexcept {
   k ^= k >> 33;
   k *= 0xFF51AFD7ED558CCDull;
   k ^= k >> 33;

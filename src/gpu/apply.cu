@@ -136,21 +136,13 @@ __global__ void xor_hash_kernel(const unsigned char* p, uint64_t n, int mode, in
 
 // The additive digest's two lanes over elements k of eb bytes (codec/sum_digest.h): sums of fmix64 terms,
 // reduced per warp, then added (mod 2^64) into out[0] (high) and out[1] (low).
-__device__ __forceinline__ uint64_t fmix64_dev(uint64_t k) {
-  k ^= k >> 33;
-  k *= 0xFF51AFD7ED558CCDull;
-  k ^= k >> 33;
-  k *= 0xC4CEB9FE1A85EC53ull;
-  k ^= k >> 33;
-  return k;
-}
 
 __global__ void sum_digest_kernel(const unsigned char* p, uint64_t n, int eb, unsigned long long* out) {
   uint64_t high = 0, low = 0;
   for (uint64_t k = uint64_t{blockIdx.x} * blockDim.x + threadIdx.x; k < n; k += uint64_t{gridDim.x} * blockDim.x) {
     const uint64_t x = load_elem(p, k, eb) + k * sum_detail::kIndexMul;
-    high += fmix64_dev(x ^ sum_detail::kSeedHigh);
-    low += fmix64_dev(x ^ sum_detail::kSeedLow);
+    high += sum_detail::fmix64(x ^ sum_detail::kSeedHigh);
+    low += sum_detail::fmix64(x ^ sum_detail::kSeedLow);
   }
   for (int off = 16; off >= 1; off >>= 1) {
     high += __shfl_xor_sync(0xFFFFFFFFu, high, off);

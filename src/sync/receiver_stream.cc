@@ -413,10 +413,7 @@ struct receiver::pipeline {
   struct apply_item {
     size_t k;                                        // the param's index in the manifest
     const param_entry* p;                            // what to apply: the manifest's entry or a slice of it
-    std::shared_ptr<std::vector<param_entry>> slices;  // keeps a slice alive; its size() counts them
-  };
-  struct slice_count {
-    size_t left;
+    std::shared_ptr<std::vector<param_entry>> slices;  // keeps a slice alive
   };
 
   // [slices] A param whose changes are several times a worker's fair share of the dispatch would keep one
@@ -473,7 +470,7 @@ struct receiver::pipeline {
           ok = submit_apply(rx, r, i, std::move(items), delay);
         } else {
           ++r->stats.split_params;
-          auto left = std::make_shared<slice_count>(slice_count{slices->size()});
+          auto left = std::make_shared<size_t>(slices->size());
           for (const param_entry& piece : *slices) {
             auto items = std::make_shared<std::vector<apply_item>>();
             items->push_back({k, &piece, slices});
@@ -521,7 +518,7 @@ struct receiver::pipeline {
   // Submits one apply job of file i's items. `left` counts a split param's slices still to finish: the param
   // is done when the last one is.
   static bool submit_apply(receiver& rx, const run_ptr& r, size_t i, std::shared_ptr<std::vector<apply_item>> items,
-                           bool delay, std::shared_ptr<slice_count> left = nullptr) {
+                           bool delay, std::shared_ptr<size_t> left = nullptr) {
     file_slot& s = r->slots[i];
     struct job_state {
       undo_log undo{~uint64_t{0}};
@@ -561,7 +558,7 @@ struct receiver::pipeline {
       const bool reserved = r->undo.reserve(js->undo.bytes());
       DS_CHECK(reserved, "undo log budget checked before the apply");
       if (!left) done_slot.params_done += items->size();
-      else if (--left->left == 0) ++done_slot.params_done;
+      else if (--*left == 0) ++done_slot.params_done;
       done_slot.apply_ms = std::max(done_slot.apply_ms, js->ms);  // whole path: the slowest job; streamed: summed below
       if (done_slot.stream) r->stats.apply_ms += js->ms;
       done_slot.matched.insert(done_slot.matched.end(), js->matched.begin(), js->matched.end());
