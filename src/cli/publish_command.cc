@@ -23,6 +23,7 @@
 #include "io/event_loop.h"
 #include "sync/checkpoint_loader.h"
 #include "sync/sender.h"
+#include "sync/sender_util.h"
 
 namespace deltasync::cli {
 namespace {
@@ -167,18 +168,12 @@ int fail(const std::string& what) {
   return 1;
 }
 
-int run_publish(const publish_options& opt, bool version_given) {
+int run_publish(const publish_options& opt, bool version_given, bool base_given) {
   if (opt.colocate && opt.mode == "delta") {
     std::fprintf(stderr,
                  "deltasync publish: --update-weight-mode delta with --colocate is refused: a colocated trainer "
                  "hands weights to its engines in GPU memory, where a delta snapshot only costs memory; use "
                  "--update-weight-mode full\n");
-    return 2;
-  }
-  const uint64_t version = version_given ? opt.version : opt.base_version + 1;
-  if (version <= opt.base_version) {
-    std::fprintf(stderr, "deltasync publish: --version %" PRIu64 " must be above --base-version %" PRIu64 "\n",
-                 version, opt.base_version);
     return 2;
   }
   const auto t_start = steady::now();
@@ -218,9 +213,6 @@ int run_publish(const publish_options& opt, bool version_given) {
   }
 
   run_facts facts;
-  char dir_name[32];
-  std::snprintf(dir_name, sizeof dir_name, "weight_v%06" PRIu64, version);
-  facts.dir = opt.delta_dir + "/" + dir_name;
 
   auto t0 = steady::now();
   auto old_t = load_checkpoint(opt.from);
@@ -237,7 +229,19 @@ int run_publish(const publish_options& opt, bool version_given) {
   }
   // The sender holds its own copy of OLD now.
   old_t->clear();
-  s.set_snapshot_version(opt.base_version);
+  // Without --base-version, a restarted publish continues the delta dir's chain: the base is its newest
+  // published version (0 when none), and --from is checked against that version's digests (nccl writes no
+  // files: base 0).
+  const bool from_dir = !base_given && so.transport != "nccl";
+  auto base = s.resume(from_dir ? std::nullopt : std::optional<uint64_t>(opt.base_version));
+  if (!base) return fail("--from " + opt.from + ": " + base.err().describe());
+  const uint64_t version = version_given ? opt.version : *base + 1;
+  if (version <= *base) {
+    std::fprintf(stderr, "deltasync publish: --version %" PRIu64 " must be above the base version %" PRIu64 "%s\n",
+                 version, *base, from_dir ? " (the delta dir's newest published version)" : "");
+    return 2;
+  }
+  facts.dir = opt.delta_dir + "/" + version_dir_name(version);
 
   if (auto st = s.begin(version); !st) return fail(st.err().describe());
   for (const auto& [t, bytes] : *new_t) {
@@ -270,8 +274,9 @@ void register_publish(CLI::App& app, int& exit_status) {
                   "Directory under which weight_v{N:06d}/ is written")
       ->required();
   auto* version = cmd->add_option("--version", opt->version, "The sync's version (default: base version + 1)");
-  cmd->add_option("--base-version", opt->base_version, "The version receivers hold (the --from checkpoint)")
-      ->capture_default_str();
+  auto* base = cmd->add_option("--base-version", opt->base_version,
+                               "The version receivers hold (the --from checkpoint; default: the delta dir's newest "
+                               "published version, 0 when none)");
   cmd->add_option("--encoding,--update-weight-encoding", opt->enc, "Position encoding")
       ->check(CLI::IsMember({"indices", "deltas", "deltas_zstd", "compact"}))
       ->capture_default_str();
@@ -313,7 +318,8 @@ void register_publish(CLI::App& app, int& exit_status) {
   cmd->add_option("--rank", opt->rank, "Source rank in the file names")->capture_default_str();
   cmd->add_flag("--colocate", opt->colocate, "Trainer and rollout share GPUs (refused with delta mode)");
   cmd->add_flag("--json", opt->json, "Print one JSON document instead of a table");
-  cmd->callback([opt, version, &exit_status] { exit_status = run_publish(*opt, version->count() > 0); });
+  cmd->callback([opt, version, base, &exit_status] { exit_status = run_publish(*opt, version->count() > 0, base->count() > 0);
+  });
 }
 
 }  // namespace deltasync::cli

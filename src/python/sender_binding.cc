@@ -149,6 +149,15 @@ class py_sender {
     std::lock_guard lk(mu_);
     live().set_snapshot_version(v);
   }
+  uint64_t resume(std::optional<uint64_t> version) {
+    result<uint64_t> r = error(errc::internal, "unset");
+    {
+      py::gil_scoped_release nogil;
+      std::lock_guard lk(mu_);
+      r = live().resume(version);
+    }
+    return value_or_raise(std::move(r));
+  }
   bool in_sync() {
     std::lock_guard lk(mu_);
     return s_ && s_->in_sync();
@@ -225,6 +234,7 @@ void register_sender(py::module_& m) {
       .def("abort", &py_sender::abort)
       .def("close", &py_sender::close)
       .def("last_report", &py_sender::last_report)
+      .def("resume", &py_sender::resume, py::arg("version") = py::none())
       .def("in_sync", &py_sender::in_sync)
       .def("closed", &py_sender::closed)
       .def("_bench_native", &py_sender::bench_native)

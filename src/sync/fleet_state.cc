@@ -80,23 +80,35 @@ bool version_published(const std::string& delta_dir, uint64_t version) {
       fs::symlink_status(delta_dir + "/" + version_dir_name(version) + "/" + std::string(kPublishMarkerName), ec));
 }
 
-std::vector<uint64_t> prune_published(const std::string& delta_dir, uint64_t up_to, uint64_t keep) {
-  std::vector<uint64_t> removed;
+std::optional<uint64_t> version_of_dir(std::string_view name) {
+  constexpr std::string_view prefix = "weight_v";
+  if (name.size() <= prefix.size() || !name.starts_with(prefix)) return std::nullopt;
+  const std::string_view digits = name.substr(prefix.size());
+  if (digits.size() > 19 || digits.find_first_not_of("0123456789") != std::string_view::npos) return std::nullopt;
+  return std::stoull(std::string(digits));
+}
+
+std::vector<uint64_t> published_versions(const std::string& delta_dir) {
+  std::vector<uint64_t> versions;
   std::error_code ec;
   fs::directory_iterator it(delta_dir, ec);
-  if (ec) return removed;
-  constexpr std::string_view prefix = "weight_v";
+  if (ec) return versions;
   for (const auto& entry : it) {
-    const std::string name = entry.path().filename().string();
-    if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) continue;
-    const std::string digits = name.substr(prefix.size());
-    if (digits.size() > 19 || digits.find_first_not_of("0123456789") != std::string::npos) continue;
-    const uint64_t v = std::stoull(digits);
-    if (v > up_to || v == keep || entry.is_symlink(ec) || !version_published(delta_dir, v)) continue;
-    fs::remove_all(entry.path(), ec);
+    const auto v = version_of_dir(entry.path().filename().string());
+    if (v && !entry.is_symlink(ec) && version_published(delta_dir, *v)) versions.push_back(*v);
+  }
+  std::sort(versions.begin(), versions.end());
+  return versions;
+}
+
+std::vector<uint64_t> prune_published(const std::string& delta_dir, uint64_t up_to, uint64_t keep) {
+  std::vector<uint64_t> removed;
+  for (uint64_t v : published_versions(delta_dir)) {
+    if (v > up_to || v == keep) continue;
+    std::error_code ec;
+    fs::remove_all(delta_dir + "/" + version_dir_name(v), ec);
     if (!ec) removed.push_back(v);
   }
-  std::sort(removed.begin(), removed.end());
   return removed;
 }
 

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -40,6 +41,13 @@ status save_fleet_state(const std::string& delta_dir, const fleet_state& s);
 // below `up_to`, except `keep` (the newest one, which is the base of the next sync). Returns the versions
 // removed. Dirs without a marker are not touched here (recovery lists them as skipped).
 std::vector<uint64_t> prune_published(const std::string& delta_dir, uint64_t up_to, uint64_t keep);
+
+// "weight_v000012" -> 12; nullopt for any other name.
+std::optional<uint64_t> version_of_dir(std::string_view name);
+
+// The versions whose dir {delta_dir}/weight_vN (a real dir, not a symlink) holds a publish marker, ascending;
+// empty when there are none or the delta dir cannot be listed.
+std::vector<uint64_t> published_versions(const std::string& delta_dir);
 
 // True when {delta_dir}/weight_vN holds a publish marker (the version was published and is never rewritten).
 bool version_published(const std::string& delta_dir, uint64_t version);

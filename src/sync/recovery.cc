@@ -17,6 +17,7 @@
 #include "codec/digest.h"
 #include "io/event_loop.h"
 #include "io/sync_io.h"
+#include "sync/fleet_state.h"
 #include "sync/publish_marker.h"
 
 namespace deltasync {
@@ -31,15 +32,6 @@ struct candidate {
   std::string invalid;  // why it cannot be applied; empty while it still may be
   bool verified = false;
 };
-
-// "weight_v000012" -> 12; nullopt for any other name.
-std::optional<uint64_t> version_of_dir(const std::string& name) {
-  constexpr std::string_view prefix = "weight_v";
-  if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) return std::nullopt;
-  const std::string digits = name.substr(prefix.size());
-  if (digits.size() > 19 || digits.find_first_not_of("0123456789") != std::string::npos) return std::nullopt;
-  return std::stoull(digits);
-}
 
 void read_marker(const std::string& delta_dir, candidate& c, const recovery_options& o) {
   const std::string path = delta_dir + "/" + c.dir + "/" + std::string(kPublishMarkerName);

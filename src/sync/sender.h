@@ -112,6 +112,14 @@ class sender {
   // snapshot_version(). Seeding a name again replaces it. Refused while a sync is begun.
   status seed(const std::string& name, const tensor_view& t);
   void set_snapshot_version(uint64_t v) noexcept { snapshot_version_ = v; }
+  // A restarted Sender (after seed()): the snapshot version becomes `version`, or when nullopt the newest
+  // version published in the delta dir (the highest weight_vN holding a publish marker; 0 when none), and is
+  // returned. When that version's dir holds a publish marker and native files, every seeded host tensor they
+  // carry a tensor_xxh3_128 for must hash to it: otherwise errc::version_conflict naming the tensor (the seeded
+  // checkpoint is not that version; the snapshot version is then 0 and no sync should begin). Errors also:
+  // errc::invalid_argument (a sync in progress; nullopt without a delta dir), the marker's or a file's read or
+  // parse error.
+  result<uint64_t> resume(std::optional<uint64_t> version = std::nullopt);
   uint64_t snapshot_version() const noexcept { return snapshot_version_; }
 
   // Starts sync `version` (> snapshot_version()): creates {delta_dir}/weight_v{N:06d}/, removing a stale

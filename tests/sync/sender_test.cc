@@ -335,6 +335,54 @@ TEST_F(Sender, APublishedVersionIsNeverRewritten) {
   again.abort();
 }
 
+TEST_F(Sender, ARestartedSenderResumesFromTheNewestPublishedVersion) {
+  const model base = make_model(15);
+  const model v1 = step(base, 16, 0.01);
+  const model v2 = step(v1, 17, 0.01);
+  fake_transport net(dir_.string());
+  {
+    sender s(options(), &net);
+    seed_all(s, base);
+    ASSERT_TRUE(sync_to(s, 1, v1).ok());
+    ASSERT_TRUE(sync_to(s, 2, v2).ok());
+  }
+  // A crashed attempt at 3 (no marker) does not count.
+  fs::create_directories(dir_ / "weight_v000003");
+  {
+    sender again(options(), &net);  // restarted, seeded with what it published last
+    seed_all(again, v2);
+    auto v = again.resume();
+    ASSERT_TRUE(v.ok()) << v.err().describe();
+    EXPECT_EQ(*v, 2u);
+    EXPECT_EQ(again.snapshot_version(), 2u);
+    ASSERT_TRUE(sync_to(again, 3, step(v2, 18, 0.01)).ok());
+    EXPECT_EQ(net.pushes.back().body.at("base_version").as_int64(), 2);
+  }
+  {
+    sender wrong(options(), &net);  // seeded with an older checkpoint than the newest published version
+    seed_all(wrong, v2);
+    auto v = wrong.resume();
+    ASSERT_FALSE(v.ok());
+    EXPECT_TRUE(v.err().is(errc::version_conflict)) << v.err().describe();
+    EXPECT_NE(v.err().message.find("is not its state at version 3"), std::string::npos) << v.err().message;
+    EXPECT_EQ(wrong.snapshot_version(), 0u);
+    // An explicit version is taken as given when its dir is gone (v2 was pruned once everyone held v3).
+    EXPECT_FALSE(fs::exists(dir_ / "weight_v000002"));
+    auto explicit_v2 = wrong.resume(2);
+    ASSERT_TRUE(explicit_v2.ok()) << explicit_v2.err().describe();
+    EXPECT_EQ(*explicit_v2, 2u);
+  }
+  {  // an empty delta dir: 0
+    sender_options o = options();
+    o.delta_dir = (dir_ / "empty").string();
+    sender s(o, &net);
+    seed_all(s, base);
+    auto v = s.resume();
+    ASSERT_TRUE(v.ok()) << v.err().describe();
+    EXPECT_EQ(*v, 0u);
+  }
+}
+
 TEST_F(Sender, UnreachableReceiverIsReported) {
   const model base = make_model(7);
   fake_transport net(dir_.string());

@@ -163,8 +163,11 @@ def _named(tensors):
 class Sender:
     """The trainer side: per sync ``begin(version)``, ``add(name, tensor)`` for each tensor, ``finish()``.
 
-    ``push``: receiver URLs ("http://host:port"); each gets one ``POST /sync`` per sync and the snapshot
-    advances only when every one answered 200. Without receivers the files are only written (and kept).
+    ``push``: receiver URLs ("http://host:port"); each gets one ``POST /sync`` per sync. Publishing is the
+    commit point (docs/fleet.md): once a version's files and marker are durable the snapshot advances, and a
+    receiver that missed it catches up from the kept chain at the next push (over NCCL every receiver must
+    answer 200). Without receivers the files are only written (and kept). A restarted trainer seeds the
+    checkpoint it last published and calls ``resume()``.
     ``encoding``: "indices" | "deltas" | "deltas_zstd" | "compact" (native only); ``format``: "native" (version checks, per-tensor
     digests) | "slime" (the slime #1806 wire format). Device tensors take the GPU path (diff and pack on the
     GPU); host tensors the CPU path. ``add`` reads the tensor before it returns (the trainer may then modify
@@ -235,6 +238,13 @@ class Sender:
 
     def abort(self):
         self._s.abort()
+
+    def resume(self, version=None):
+        """After seeding: continue the delta dir's chain. The snapshot version becomes ``version`` or, when None,
+        the newest version published in the delta dir (0 when none), and is returned. Raises VersionConflict
+        when a seeded tensor does not match the digests that version's files carry (the seeded checkpoint is
+        not that version)."""
+        return self._s.resume(None if version is None else int(version))
 
     @property
     def snapshot_version(self):
