@@ -38,6 +38,8 @@ struct publish_options {
   std::string pull_base_url;
   std::string token_file;
   bool keep_files = false;
+  uint64_t anchor_every = 0;
+  bool anchor = false;
   std::string pre_push_hook;
   uint64_t buffer_bytes = 512ull << 20;
   std::string mode = "delta";
@@ -102,6 +104,10 @@ void print_table(const publish_options& opt, const run_facts& facts, const sync_
               r.dense_bytes ? 100.0 * static_cast<double>(r.wire_bytes) / static_cast<double>(r.dense_bytes) : 0.0);
   std::printf("  %-16s load %.3f s, diff+encode %.3f s, write %.3f s, hook %.3f s, push %.3f s, total %.3f s\n",
               "timings", facts.load_s, r.diff_encode_s, r.write_s, r.hook_s, r.push_s, facts.total_s);
+  if (r.anchor_version)
+    std::printf("  %-16s %s/%s\n", "anchor", opt.delta_dir.c_str(), version_dir_name(r.anchor_version, true).c_str());
+  else if (!r.anchor_error.empty())
+    std::printf("  %-16s not written: %s\n", "anchor", r.anchor_error.c_str());
   if (!r.receivers.empty()) {
     std::printf("  %-40s %6s %9s  %s\n", "receiver", "status", "time s", "answer");
     for (const auto& o : r.receivers) {
@@ -160,6 +166,8 @@ void print_json(const run_facts& facts, const sync_report& r, const status& st) 
   json::array pruned;
   for (uint64_t v : r.pruned) pruned.push_back(v);
   o["pruned"] = std::move(pruned);
+  if (r.anchor_version) o["anchor"] = r.anchor_version;
+  if (!r.anchor_error.empty()) o["anchor_error"] = r.anchor_error;
   std::printf("%s\n", json::serialize(o).c_str());
 }
 
@@ -188,6 +196,7 @@ int run_publish(const publish_options& opt, bool version_given, bool base_given)
   so.pull_base_url = opt.pull_base_url;
   so.buffer_bytes = opt.buffer_bytes;
   so.keep_files = opt.keep_files;
+  so.anchor_every = opt.anchor ? 1 : opt.anchor_every;
   so.pre_push_hook = opt.pre_push_hook;
   so.rank = opt.rank;
   so.nccl = opt.nccl;
@@ -291,6 +300,11 @@ void register_publish(CLI::App& app, int& exit_status) {
   cmd->add_option("--push-timeout-ms", opt->push_timeout_ms,
                   "Per-receiver limit for one /sync; 0: 15 s + 1 s per 50 MB of the sync's files")
       ->capture_default_str();
+  cmd->add_option("--anchor-every", opt->anchor_every,
+                  "Also write a full-model anchor (anchor_vN/) when the version is a multiple of this (0: never); "
+                  "receivers below it catch up from it, and the chain below it is pruned")
+      ->capture_default_str();
+  cmd->add_flag("--anchor", opt->anchor, "Write a full-model anchor of this version");
   cmd->add_flag("--keep-files,--update-weight-delta-keep-files", opt->keep_files,
                 "Keep the version directory after the push (it is always kept when nothing is pushed)");
   cmd->add_option("--pre-push-hook", opt->pre_push_hook,

@@ -77,7 +77,8 @@ json::object recovery_json(const recovery_report& rep) {
                                     {"version", s.version},
                                     {"files", s.files},
                                     {"changed_elements", s.changed_elements},
-                                    {"ms", s.ms}});
+                                    {"ms", s.ms},
+                                    {"anchor", s.anchor}});
   for (const auto& s : rep.skipped) skipped.push_back(json::object{{"dir", escape_control(s.dir)}, {"reason", escape_control(s.reason)}});
   return json::object{{"from_version", rep.from_version},
                       {"to_version", rep.to_version},

@@ -55,6 +55,12 @@ py::dict report_dict(const sync_report& r) {
   }
   d["receivers"] = rx;
   d["snapshot_advanced"] = r.snapshot_advanced;
+  py::dict acked;
+  for (const auto& [url, v] : r.acked) acked[py::str(url)] = v;
+  d["acked"] = acked;
+  d["pruned"] = r.pruned;
+  d["anchor_version"] = r.anchor_version;
+  if (!r.anchor_error.empty()) d["anchor_error"] = r.anchor_error;
   return d;
 }
 
@@ -158,6 +164,19 @@ class py_sender {
     }
     return value_or_raise(std::move(r));
   }
+  std::string write_anchor() {
+    result<std::string> r = error(errc::internal, "unset");
+    {
+      py::gil_scoped_release nogil;
+      std::lock_guard lk(mu_);
+      r = live().write_anchor();
+    }
+    return value_or_raise(std::move(r));
+  }
+  void set_anchor_every(uint64_t k) {
+    std::lock_guard lk(mu_);
+    live().set_anchor_every(k);
+  }
   bool in_sync() {
     std::lock_guard lk(mu_);
     return s_ && s_->in_sync();
@@ -235,6 +254,8 @@ void register_sender(py::module_& m) {
       .def("close", &py_sender::close)
       .def("last_report", &py_sender::last_report)
       .def("resume", &py_sender::resume, py::arg("version") = py::none())
+      .def("write_anchor", &py_sender::write_anchor)
+      .def("set_anchor_every", &py_sender::set_anchor_every)
       .def("in_sync", &py_sender::in_sync)
       .def("closed", &py_sender::closed)
       .def("_bench_native", &py_sender::bench_native)

@@ -11,6 +11,7 @@
 #include "base/log.h"
 #include "io/event_loop.h"
 #include "io/sync_io.h"
+#include "sync/fleet_state.h"
 #include "sync/publish_marker.h"
 #include "sync/sender_util.h"
 
@@ -42,20 +43,30 @@ namespace {
 // Files are verified later, step by step, by recover().
 std::string unreachable(const std::string& delta_dir, uint64_t cur, uint64_t target) {
   std::map<uint64_t, uint64_t> base_of;  // version -> base_version, from valid markers in (cur, target]
+  std::set<uint64_t> anchors;            // full-model anchors in (cur, target]: reachable from any version
   std::error_code ec;
   for (const auto& e : std::filesystem::directory_iterator(delta_dir, ec)) {
     const std::string name = e.path().filename().string();
-    if (name.rfind("weight_v", 0) != 0 || e.is_symlink(ec)) continue;
+    const bool anchor = anchor_of_dir(name).has_value();
+    if ((!anchor && !version_of_dir(name)) || e.is_symlink(ec)) continue;
     auto bytes = io::read_file_all(e.path().string() + "/" + std::string(kPublishMarkerName), 16u << 20);
     if (!bytes) continue;
     auto m = parse_publish_marker(std::string_view(reinterpret_cast<const char*>(bytes->data()), bytes->size()));
-    if (!m || m->version <= cur || m->version > target || name != version_dir_name(m->version))
+    if (!m || m->version <= cur || m->version > target || m->anchor != anchor ||
+        name != version_dir_name(m->version, anchor))
       continue;
-    base_of[m->version] = m->base_version;
+    if (anchor)
+      anchors.insert(m->version);
+    else
+      base_of[m->version] = m->base_version;
   }
   std::set<uint64_t> reached{cur};
-  for (const auto& [v, b] : base_of)
-    if (reached.count(b)) reached.insert(v);
+  std::set<uint64_t> versions(anchors);
+  for (const auto& [v, b] : base_of) versions.insert(v);
+  for (uint64_t v : versions) {
+    auto b = base_of.find(v);
+    if (anchors.count(v) || (b != base_of.end() && reached.count(b->second))) reached.insert(v);
+  }
   if (reached.count(target)) return {};
   std::string missing;
   for (uint64_t v = cur + 1; v <= target && missing.size() < 400; ++v)

@@ -80,26 +80,37 @@ bool version_published(const std::string& delta_dir, uint64_t version) {
       fs::symlink_status(delta_dir + "/" + version_dir_name(version) + "/" + std::string(kPublishMarkerName), ec));
 }
 
-std::optional<uint64_t> version_of_dir(std::string_view name) {
-  constexpr std::string_view prefix = "weight_v";
+namespace {
+
+std::optional<uint64_t> numbered_dir(std::string_view name, std::string_view prefix) {
   if (name.size() <= prefix.size() || !name.starts_with(prefix)) return std::nullopt;
   const std::string_view digits = name.substr(prefix.size());
   if (digits.size() > 19 || digits.find_first_not_of("0123456789") != std::string_view::npos) return std::nullopt;
   return std::stoull(std::string(digits));
 }
 
-std::vector<uint64_t> published_versions(const std::string& delta_dir) {
+std::vector<uint64_t> marked_dirs(const std::string& delta_dir, std::string_view prefix) {
   std::vector<uint64_t> versions;
   std::error_code ec;
   fs::directory_iterator it(delta_dir, ec);
   if (ec) return versions;
   for (const auto& entry : it) {
-    const auto v = version_of_dir(entry.path().filename().string());
-    if (v && !entry.is_symlink(ec) && version_published(delta_dir, *v)) versions.push_back(*v);
+    const std::string name = entry.path().filename().string();
+    const auto v = numbered_dir(name, prefix);
+    if (v && !entry.is_symlink(ec) &&
+        fs::is_regular_file(fs::symlink_status(entry.path() / std::string(kPublishMarkerName), ec)))
+      versions.push_back(*v);
   }
   std::sort(versions.begin(), versions.end());
   return versions;
 }
+
+}  // namespace
+
+std::optional<uint64_t> version_of_dir(std::string_view name) { return numbered_dir(name, kVersionDirPrefix); }
+std::optional<uint64_t> anchor_of_dir(std::string_view name) { return numbered_dir(name, kAnchorDirPrefix); }
+std::vector<uint64_t> published_versions(const std::string& delta_dir) { return marked_dirs(delta_dir, kVersionDirPrefix); }
+std::vector<uint64_t> anchor_versions(const std::string& delta_dir) { return marked_dirs(delta_dir, kAnchorDirPrefix); }
 
 std::vector<uint64_t> prune_published(const std::string& delta_dir, uint64_t up_to, uint64_t keep) {
   std::vector<uint64_t> removed;

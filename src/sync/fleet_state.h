@@ -42,8 +42,14 @@ status save_fleet_state(const std::string& delta_dir, const fleet_state& s);
 // removed. Dirs without a marker are not touched here (recovery lists them as skipped).
 std::vector<uint64_t> prune_published(const std::string& delta_dir, uint64_t up_to, uint64_t keep);
 
-// "weight_v000012" -> 12; nullopt for any other name.
+// "weight_v000012" -> 12; nullopt for any other name. anchor_of_dir: the same for "anchor_v000012".
 std::optional<uint64_t> version_of_dir(std::string_view name);
+std::optional<uint64_t> anchor_of_dir(std::string_view name);
+inline constexpr std::string_view kVersionDirPrefix = "weight_v";
+inline constexpr std::string_view kAnchorDirPrefix = "anchor_v";
+
+// The versions of the full-model anchors {delta_dir}/anchor_vN (real dirs holding a publish marker), ascending.
+std::vector<uint64_t> anchor_versions(const std::string& delta_dir);
 
 // The versions whose dir {delta_dir}/weight_vN (a real dir, not a symlink) holds a publish marker, ascending;
 // empty when there are none or the delta dir cannot be listed.

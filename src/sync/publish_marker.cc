@@ -45,6 +45,7 @@ std::string serialize_publish_marker(const publish_marker& m) {
   for (const auto& f : m.files)
     files.push_back(json::object{{"name", f.name}, {"bytes", f.bytes}, {"xxh3_64", hex64(f.xxh3_64)}});
   o["files"] = std::move(files);
+  if (m.anchor) o["anchor"] = true;
   return json::serialize(o) + "\n";
 }
 
@@ -64,6 +65,10 @@ result<publish_marker> parse_publish_marker(std::string_view text, size_t max_fi
   if (m.base_version >= m.version)
     return error(errc::invalid_argument, "publish marker: base_version " + std::to_string(m.base_version) +
                                              " is not below version " + std::to_string(m.version));
+  if (const json::value* a = o.if_contains("anchor")) {
+    if (!a->is_bool()) return error(errc::invalid_argument, "publish marker: field 'anchor' is not a boolean");
+    m.anchor = a->as_bool();
+  }
   DS_ASSIGN_OR_RETURN(m.wire_format, string_field(o, "wire_format"));
   DS_ASSIGN_OR_RETURN(m.encoding, string_field(o, "encoding"));
   const json::value* files = o.if_contains("files");

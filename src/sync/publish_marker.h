@@ -6,6 +6,8 @@
 //   {"format": "deltasync-publish/1", "version": N, "base_version": M, "wire_format": "native"|"slime",
 //    "encoding": "deltas", "files": [{"name": "rank0000_flush000000.safetensors", "bytes": 123,
 //                                     "xxh3_64": "<16 lowercase hex of the whole file>"}, ...]}
+// plus "anchor": true in the marker of a full-model anchor, {delta_dir}/anchor_v{N:06d}/ (docs/fleet.md): its
+// files hold every element of every tensor at version N (full mode), so it applies on any base.
 // It is written through the atomic writer (temp file, fdatasync, rename, fsync of the directory), so it is
 // never seen half-written, and only after the files it lists are durable under their final names.
 #pragma once
@@ -37,6 +39,7 @@ struct publish_marker {
   std::string wire_format;  // "native" | "slime"
   std::string encoding;
   std::vector<file> files;
+  bool anchor = false;  // a full-model anchor (see the top): applies on any base version
 };
 
 std::string serialize_publish_marker(const publish_marker& m);

@@ -82,6 +82,16 @@ void receiver::finish(std::shared_ptr<run> r) {
       complete();
     }
   };
+  if (!r->failure && r->req.anchor) {
+    // A full-model anchor applies on any base only because it sets every tensor: one left out would keep a
+    // value of another version.
+    std::vector<bool> covered(store_.size());
+    for (size_t t : r->touched) covered[t] = true;
+    for (size_t t = 0; t < covered.size() && !r->failure; ++t)
+      if (!covered[t])
+        r->failure = error(errc::delta_version_mismatch, "the full-model anchor " + r->req.dir + " does not set tensor '" +
+                                                             store_.tensor(t).name + "'");
+  }
   if (r->failure) return rollback_then_complete();
   // The additive digests, which the store kept current while it applied: O(1) per tensor, here on the loop
   // thread (nothing is in flight now).

@@ -54,7 +54,9 @@ status check_against_store(const weight_store& store, const sync_request& req, u
     return error(errc::delta_version_mismatch, path + ": file is for version " +
                                                    std::to_string(f.manifest.current_version) + ", the request for " +
                                                    std::to_string(req.version));
-  if (f.native && f.native->base_version != current_version)
+  if (req.anchor && !f.native)
+    return error(errc::delta_version_mismatch, path + ": a full-model anchor must be a native file (it carries the digests)");
+  if (f.native && f.native->base_version != current_version && !req.anchor)
     return error(errc::delta_version_mismatch, path + ": file is based on version " +
                                                    std::to_string(f.native->base_version) + ", the store holds " +
                                                    std::to_string(current_version));
@@ -67,6 +69,10 @@ status check_against_store(const weight_store& store, const sync_request& req, u
       return error(errc::delta_dtype_mismatch, path + ": tensor '" + p.name + "' is " + std::string(name(t.type)) +
                                                    " in the store, " + std::string(name(p.type)) + " in the file");
     if (t.shape != p.shape) return error(errc::delta_shape_mismatch, path + ": tensor '" + p.name + "' has another shape in the store");
+    if (req.anchor && p.changed() != p.numel())
+      return error(errc::delta_version_mismatch, path + ": a full-model anchor must set every element, but tensor '" +
+                                                     p.name + "' gets " + std::to_string(p.changed()) +
+                                                     " of " + std::to_string(p.numel()));
     d.tensors.push_back(*idx);
   }
   return {};

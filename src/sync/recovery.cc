@@ -26,8 +26,9 @@ namespace {
 namespace fs = std::filesystem;
 
 struct candidate {
-  std::string dir;  // weight_vNNNNNN
+  std::string dir;  // weight_vNNNNNN, or anchor_vNNNNNN for a full-model anchor
   uint64_t name_version = 0;
+  bool anchor = false;  // applies on any base (its files set every element of every tensor)
   std::optional<publish_marker> marker;
   std::string invalid;  // why it cannot be applied; empty while it still may be
   bool verified = false;
@@ -54,6 +55,11 @@ void read_marker(const std::string& delta_dir, candidate& c, const recovery_opti
     c.invalid = "publish marker says version " + std::to_string(m->version) + " in dir " + c.dir;
     return;
   }
+  if (m->anchor != c.anchor) {
+    c.invalid = c.anchor ? "an anchor dir whose publish marker is not an anchor's"
+                         : "a version dir whose publish marker is an anchor's";
+    return;
+  }
   c.marker = std::move(m).value();
 }
 
@@ -75,19 +81,24 @@ std::string verify_files(const std::string& delta_dir, const candidate& c, const
   return {};
 }
 
-// The path from `from` to the highest version reachable over candidates that may still apply.
+// The path from `from` to the highest version reachable over candidates that may still apply. A full-model
+// anchor is reachable from any version below it; at equal versions a delta step is preferred (it reads less).
 std::vector<candidate*> best_chain(std::vector<candidate>& all, uint64_t from, uint64_t max_version) {
   std::vector<candidate*> usable;
   for (auto& c : all)
     if (c.invalid.empty() && c.marker && c.marker->version > from && c.marker->version <= max_version)
       usable.push_back(&c);
-  std::sort(usable.begin(), usable.end(), [](auto* a, auto* b) { return a->marker->version < b->marker->version; });
+  std::sort(usable.begin(), usable.end(), [](auto* a, auto* b) {
+    return a->marker->version != b->marker->version ? a->marker->version < b->marker->version : !a->anchor && b->anchor;
+  });
   std::map<uint64_t, candidate*> reached;  // version -> the step that reaches it (nullptr: the start)
   reached[from] = nullptr;
   for (auto* c : usable)
-    if (reached.count(c->marker->base_version) && !reached.count(c->marker->version)) reached[c->marker->version] = c;
+    if ((c->anchor || reached.count(c->marker->base_version)) && !reached.count(c->marker->version))
+      reached[c->marker->version] = c;
   std::vector<candidate*> path;
-  for (candidate* c = reached.rbegin()->second; c != nullptr; c = reached[c->marker->base_version]) path.push_back(c);
+  for (candidate* c = reached.rbegin()->second; c != nullptr; c = c->anchor ? nullptr : reached[c->marker->base_version])
+    path.push_back(c);
   std::reverse(path.begin(), path.end());
   return path;
 }
@@ -95,7 +106,10 @@ std::vector<candidate*> best_chain(std::vector<candidate>& all, uint64_t from, u
 result<sync_stats> replay(receiver& rx, io::event_loop& loop, const candidate& c) {
   sync_request req;
   req.version = c.marker->version;
-  req.base_version = c.marker->base_version;
+  if (c.anchor)
+    req.anchor = true;  // no base version: it applies on any
+  else
+    req.base_version = c.marker->base_version;
   req.transport = "disk";
   req.dir = c.dir;
   for (const auto& f : c.marker->files) req.files.push_back(f.name);
@@ -125,11 +139,13 @@ recovery_report recover(receiver& rx, io::event_loop& loop, const recovery_optio
   } else {
     for (const auto& entry : it) {
       const std::string name = entry.path().filename().string();
-      auto v = version_of_dir(name);
+      const auto anchor = anchor_of_dir(name);
+      const auto v = anchor ? anchor : version_of_dir(name);
       if (!v) continue;
       candidate c;
       c.dir = name;
       c.name_version = *v;
+      c.anchor = anchor.has_value();
       // Never replayed, always reported: a version dir that is a symlink (it could lead anywhere; a live sync
       // through it is refused too) or not a directory at all.
       if (entry.is_symlink(ec))
@@ -159,7 +175,8 @@ recovery_report recover(receiver& rx, io::event_loop& loop, const recovery_optio
       c.invalid = "refused by the receiver: " + r.err().describe();
       continue;
     }
-    recovery_report::step s{c.dir, c.marker->base_version, c.marker->version, r->files, r->changed_elements, sw.elapsed_ms()};
+    recovery_report::step s{c.dir,        c.anchor ? cur : c.marker->base_version, c.marker->version, r->files,
+                            r->changed_elements, sw.elapsed_ms(), c.anchor};
     DS_LOG(info, "recover", "replayed %s: version %" PRIu64 " -> %" PRIu64 " (%" PRIu64 " files, %" PRIu64
            " changed elements, %.1f ms)", c.dir.c_str(), s.base_version, s.version, s.files, s.changed_elements, s.ms);
     report.replayed.push_back(std::move(s));
@@ -170,6 +187,7 @@ recovery_report recover(receiver& rx, io::event_loop& loop, const recovery_optio
   std::sort(all.begin(), all.end(), [](const candidate& a, const candidate& b) { return a.name_version < b.name_version; });
   for (const auto& c : all) {
     if (c.name_version <= cur || c.name_version > options.max_version) continue;
+    if (c.anchor && c.invalid.empty()) continue;  // an anchor the chain did not need is no skip
     const std::string reason = !c.invalid.empty() ? c.invalid
                                                   : "not on a chain from version " + std::to_string(cur) +
                                                         " (its base is " + std::to_string(c.marker->base_version) + ")";

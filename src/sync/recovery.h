@@ -48,6 +48,7 @@ struct recovery_report {
     uint64_t files = 0;
     uint64_t changed_elements = 0;
     double ms = 0;
+    bool anchor = false;  // a full-model anchor (anchor_vN), applied on the version the store held
   };
   struct skip {
     std::string dir;

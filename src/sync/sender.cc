@@ -112,7 +112,8 @@ status sender::begin(uint64_t version) {
                  "sender: the compact encoding needs the native format and delta mode (its values are differences "
                  "against the receiver's base)");
 
-  const std::string dir = s.nccl() ? std::string() : s.options.delta_dir + "/" + version_dir_name(version);
+  const std::string dir =
+      s.nccl() ? std::string() : s.options.delta_dir + "/" + version_dir_name(version, s.options.anchor_layout);
   if (!s.nccl()) {
     std::error_code ec;
     fs::create_directories(s.options.delta_dir, ec);
@@ -120,7 +121,7 @@ status sender::begin(uint64_t version) {
     DS_ASSIGN_OR_RETURN(s.dir_lock, io::file_lock::acquire(s.options.delta_dir + "/" + std::string(kSenderLockName),
                                                            "sync " + std::to_string(version) +
                                                                ": another sender is publishing into the delta dir"));
-    if (version_published(s.options.delta_dir, version)) {
+    if (!s.options.anchor_layout && version_published(s.options.delta_dir, version)) {
       s.dir_lock.release();
       return error(errc::version_conflict, "sync version " + std::to_string(version) + " was already published (" +
                                                dir + " holds a publish marker); a published version is never "
@@ -282,7 +283,7 @@ void sender::abort() {
   s.end_sync(s.options.keep_files);
 }
 
-result<sync_report> sender::finish() {
+result<sync_report> sender::finish_sync() {
   impl& s = *impl_;
   if (!s.active) return error(errc::invalid_argument, "finish: no sync begun");
   // Disk / pull: a published dir is kept for lagging receivers; retention prunes it (fleet_state.h).

@@ -74,6 +74,11 @@ struct sender_options {
   // the device is short of memory) snapshots go to pinned host memory.
   uint64_t gpu_snapshot_budget_bytes = ~uint64_t{0};
   nccl_sender_options nccl;              // transport "nccl" only
+  // Full-model anchors (docs/fleet.md): finish() of every committed version that is a multiple of anchor_every
+  // (0: never) also calls write_anchor(). Disk / pull transports, host tensors.
+  uint64_t anchor_every = 0;
+  // Internal (write_anchor's own sender): the version dir is anchor_v{N:06d} and its marker says "anchor".
+  bool anchor_layout = false;
   // Fault injection for tests only (publish reads env DELTASYNC_TEST_FLUSH_DELAY_MS): sleep this long after
   // each file is written, so a test can kill the writer between two files deterministically.
   uint32_t test_flush_delay_ms = 0;
@@ -100,6 +105,10 @@ struct sync_report {
   // {delta_dir}/fleet.json), and the published version dirs this sync pruned (all acknowledged).
   std::map<std::string, uint64_t> acked;
   std::vector<uint64_t> pruned;
+  // The full-model anchor finish() wrote for this version (sender_options::anchor_every), 0 when none; when
+  // writing it failed (the sync itself stands), why.
+  uint64_t anchor_version = 0;
+  std::string anchor_error;
 };
 
 class sender {
@@ -147,6 +156,16 @@ class sender {
   // the snapshot (the next sync carries the changes again). The sync ends either way; the report, with
   // per-receiver outcomes, is available from last_report() in both cases.
   result<sync_report> finish();
+  // Writes a full-model anchor of the snapshot (what receivers hold at snapshot_version() = N):
+  // {delta_dir}/anchor_v{N:06d}/ with native full-mode files (every element of every tensor, each tensor's
+  // XXH3-128) and a publish marker saying "anchor": true. A receiver at any version below N catches up by
+  // applying it, then the chain above N (sync/recovery.h), so older chains need not be kept: once it is
+  // durable the older anchors are removed and, without keep_files and with receivers, every published
+  // version dir at or below N except N's own. An anchor already there is kept as it is. Returns its dir.
+  // Errors: errc::invalid_argument (a sync in progress, version 0, the nccl transport, no delta dir),
+  // errc::unsupported (a device snapshot), the write's errors (the partial dir is removed).
+  result<std::string> write_anchor();
+  void set_anchor_every(uint64_t k) noexcept;
   // Drops the sync begun (files already written are removed unless keep_files).
   void abort();
   // The report of the last finish(), successful or not (outcomes of a failed push included).
@@ -154,6 +173,7 @@ class sender {
   bool in_sync() const noexcept;
 
  private:
+  result<sync_report> finish_sync();
   struct impl;
   std::unique_ptr<impl> impl_;
   uint64_t snapshot_version_ = 0;

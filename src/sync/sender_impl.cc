@@ -104,6 +104,7 @@ status sender::impl::write_marker() {
   m.wire_format = options.format == wire_format::native ? "native" : "slime";
   m.encoding = std::string(encoding_name(options.enc));
   m.files = written;
+  m.anchor = options.anchor_layout;
   const std::string text = serialize_publish_marker(m);
   const byte_span bytes(reinterpret_cast<const std::byte*>(text.data()), text.size());
   if (auto st = io::write_file_atomic(dir + "/" + std::string(kPublishMarkerName), bytes); !st) {

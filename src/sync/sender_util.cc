@@ -18,9 +18,9 @@ extern char** environ;  // NOLINT: POSIX declares it nowhere in a header
 
 namespace deltasync {
 
-std::string version_dir_name(uint64_t version) {
+std::string version_dir_name(uint64_t version, bool anchor) {
   char buf[32];
-  std::snprintf(buf, sizeof buf, "weight_v%06" PRIu64, version);
+  std::snprintf(buf, sizeof buf, "%s%06" PRIu64, anchor ? "anchor_v" : "weight_v", version);
   return buf;
 }
 

@@ -22,6 +22,9 @@ struct sync_request {
   std::vector<uint64_t> sizes;
   std::string group;
   std::string base_url;            // transport "http": the file server ("http://host:port[/prefix]")
+  // Set only by recovery / catch-up replaying a full-model anchor (never parsed from a request): the files
+  // must then overwrite every element of every tensor, and their base version is not checked.
+  bool anchor = false;
 };
 
 struct request_limits {

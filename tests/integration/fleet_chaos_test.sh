@@ -8,10 +8,11 @@
 #           restarted from the checkpoint of the version it committed
 #   stop    SIGSTOPped across the push, SIGCONTed after it (it then handles the push it had buffered)
 # After every sync each healthy receiver holds the new version (none ever misses one); a failed receiver
-# catches up by itself at the next push. Sync 25's Sender is killed mid-push; the next `publish` continues
-# the chain. After sync 40 a receiver joins from the trainer's checkpoint of version 40. A last clean sync
-# then leaves all of them bit-identical to the trainer (GET /checksums), every one acknowledged in
-# fleet.json, and only that version's dir kept.
+# catches up by itself at the next push. Every 10th version also gets a full-model anchor (--anchor-every),
+# which bounds the kept chain. Sync 25's Sender is killed mid-push; the next `publish` continues the chain.
+# After sync 40 a receiver joins from the base (version 0): at the next push it applies the anchor of 40, then
+# that push. A last clean sync then leaves all of them bit-identical to the trainer (GET /checksums), every
+# one acknowledged in fleet.json, and only that version's dir and the newest anchor kept.
 bin=$1
 source "$(dirname "$0")/fault_lib.sh"
 NR=${FLEET_RECEIVERS:-16}
@@ -69,7 +70,7 @@ members() { local i; for i in "${!port[@]}"; do printf '%s:%s ' "$i" "${port[$i]
 push_args() { local i; for i in "${!port[@]}"; do printf -- '--push http://127.0.0.1:%s ' "${port[$i]}"; done; }
 publish_cmd() {  # n -> the command line of sync n (base: the delta dir's newest published version)
   echo "$bin" publish --from "$(ck $(($1 - 1)))" --to "$(ck "$1")" --version "$1" --delta-dir "$D" \
-    $(push_args) --push-timeout-ms $TIMEOUT_MS --json
+    $(push_args) --push-timeout-ms $TIMEOUT_MS --anchor-every 10 --json
 }
 refuser() {  # port ready-file: answers every POST with 422, like a receiver that finds the files invalid
   python3 - "$1" "$2" <<'PY' &
@@ -165,7 +166,14 @@ for n in $(seq 1 "$LAST"); do
     v=$(probe "$victim:${port[$victim]}" | cut -d' ' -f2)
     [ "$v" -ge 0 ] 2>/dev/null && ver[$victim]=$v
   fi
-  [ "$n" = "$JOIN_AT" ] && start_rx "$NR" "$n"
+  if [ "$n" = "$JOIN_AT" ]; then
+    [ -f "$D/anchor_v$(printf %06d "$n")/published.json" ] || fail "no anchor of version $n"
+    start_rx "$NR" 0
+  fi
+  if [ "$n" = $((JOIN_AT + 1)) ]; then
+    replayed=$(status_field "http://127.0.0.1:${port[$NR]}" '[(s["version"], s["anchor"]) for s in d["last_catch_up"]["replayed"]]')
+    [ "$replayed" = "[($JOIN_AT, True)]" ] || fail "the late joiner should have caught up from the anchor of $JOIN_AT: $replayed"
+  fi
 done
 for k in "${kinds[@]}"; do [ -n "${seen[$k]:-}" ] || fail "fault kind $k never drawn (seed $RANDOM)"; done
 ok "$NS syncs over $NR receivers, one failing at each (kill, 422, timeout, stop): no healthy receiver missed a version"
@@ -182,7 +190,8 @@ d = json.load(open(sys.argv[1]))
 assert d["published"] == int(sys.argv[2]), d
 assert len(d["acked"]) == int(sys.argv[3]) and set(d["acked"].values()) == {int(sys.argv[2])}, d
 PY
-kept=$(cd "$D" && ls -d weight_v* | tr '\n' ' ')
-[ "$kept" = "$(vdir "$LAST") " ] || fail "retention should keep only $(vdir "$LAST"): $kept"
-ok "fleet.json: every receiver acknowledged $LAST; only its dir is kept"
+kept=$(cd "$D" && ls -d weight_v* anchor_v* | tr '\n' ' ')
+newest_anchor=anchor_v$(printf %06d $((NS / 10 * 10)))
+[ "$kept" = "$newest_anchor $(vdir "$LAST") " ] || fail "retention should keep only $(vdir "$LAST") and $newest_anchor: $kept"
+ok "fleet.json: every receiver acknowledged $LAST; only its dir and the newest anchor are kept"
 echo PASS

@@ -164,6 +164,80 @@ TEST(Recovery, ReplaysTheWholeChainToTheNewestVersion) {
   EXPECT_EQ(f.held(), v3);
 }
 
+// A full-model anchor (sender::write_anchor) serves a receiver at any version below it: recovery applies it
+// when the chain from the store's version is gone, then the chain above it.
+TEST(Recovery, AnAnchorClosesAPrunedChain) {
+  fixture f;
+  const weights v1 = step(f.base, 1), v2 = step(v1, 2), v3 = step(v2, 3);
+  f.publish(f.base, 0, v1, 1);
+  f.publish(v1, 1, v2, 2);
+  {  // the Sender that holds v2 writes its anchor
+    sender_options o;
+    o.delta_dir = f.dir.string();
+    sender s(o, nullptr);
+    for (size_t i = 0; i < kTensors; ++i) ASSERT_TRUE(s.seed(tname(i), {v2[i].data(), dtype::BF16, {40, 50}}).ok());
+    s.set_snapshot_version(2);
+    auto a = s.write_anchor();
+    ASSERT_TRUE(a.ok()) << a.err().describe();
+    EXPECT_EQ(*a, (f.dir / "anchor_v000002").string());
+    auto text = std::move(io::read_file_all(*a + "/published.json", 1 << 20)).value();
+    auto m = parse_publish_marker(std::string(reinterpret_cast<const char*>(text.data()), text.size()));
+    ASSERT_TRUE(m.ok()) << m.err().describe();
+    EXPECT_TRUE(m->anchor);
+    EXPECT_EQ(m->version, 2u);
+    EXPECT_TRUE(fs::exists(f.vdir(1)));  // no receivers: nothing is pruned
+  }
+  f.publish(v2, 2, v3, 3);
+  fs::remove_all(f.vdir(1));  // the chain from 0 is gone
+  auto r = f.recover_now();
+  EXPECT_EQ(r.to_version, 3u);
+  ASSERT_EQ(r.replayed.size(), 2u);
+  EXPECT_TRUE(r.replayed[0].anchor);
+  EXPECT_EQ(r.replayed[0].dir, "anchor_v000002");
+  EXPECT_EQ(r.replayed[0].base_version, 0u);
+  EXPECT_EQ(r.replayed[0].changed_elements, kTensors * kNumel);
+  EXPECT_FALSE(r.replayed[1].anchor);
+  EXPECT_EQ(f.held(), v3);
+  EXPECT_TRUE(r.skipped.empty()) << skip_reason(r, "weight_v000002");
+}
+
+TEST(Recovery, WhenTheChainReachesTheDeltaIsPreferredToTheAnchor) {
+  fixture f;
+  const weights v1 = step(f.base, 1), v2 = step(v1, 2);
+  f.publish(f.base, 0, v1, 1);
+  f.publish(v1, 1, v2, 2);
+  sender_options o;
+  o.delta_dir = f.dir.string();
+  sender s(o, nullptr);
+  for (size_t i = 0; i < kTensors; ++i) ASSERT_TRUE(s.seed(tname(i), {v2[i].data(), dtype::BF16, {40, 50}}).ok());
+  s.set_snapshot_version(2);
+  ASSERT_TRUE(s.write_anchor().ok());
+  auto r = f.recover_now();
+  ASSERT_EQ(r.replayed.size(), 2u);
+  EXPECT_FALSE(r.replayed[0].anchor);
+  EXPECT_FALSE(r.replayed[1].anchor);
+  EXPECT_EQ(f.held(), v2);
+}
+
+TEST(Recovery, AnAnchorThatDoesNotSetEveryTensorIsRefusedAndRolledBack) {
+  fixture f;
+  const weights v1 = step(f.base, 1);
+  {  // an "anchor" written from a Sender that holds only three of the four tensors
+    sender_options o;
+    o.delta_dir = f.dir.string();
+    sender s(o, nullptr);
+    for (size_t i = 0; i + 1 < kTensors; ++i) ASSERT_TRUE(s.seed(tname(i), {v1[i].data(), dtype::BF16, {40, 50}}).ok());
+    s.set_snapshot_version(1);
+    ASSERT_TRUE(s.write_anchor().ok());
+  }
+  auto r = f.recover_now();
+  EXPECT_EQ(r.to_version, 0u);
+  EXPECT_TRUE(r.replayed.empty());
+  EXPECT_NE(skip_reason(r, "anchor_v000001").find("does not set tensor 'layers.3.w'"), std::string::npos)
+      << skip_reason(r, "anchor_v000001");
+  EXPECT_EQ(f.held(), f.base);
+}
+
 TEST(Recovery, ADirWithoutMarkerIsNeverApplied) {
   fixture f;
   const weights v1 = step(f.base, 1), v2 = step(v1, 2), v3 = step(v2, 3);

@@ -8,11 +8,11 @@
 #include <boost/json.hpp>
 #include <cstring>
 #include <filesystem>
-#include <set>
 #include <fstream>
 #include <functional>
 #include <map>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -381,6 +381,44 @@ TEST_F(Sender, ARestartedSenderResumesFromTheNewestPublishedVersion) {
     ASSERT_TRUE(v.ok()) << v.err().describe();
     EXPECT_EQ(*v, 0u);
   }
+}
+
+TEST_F(Sender, AnchorsEveryKVersionsBoundTheKeptChain) {
+  model m = make_model(19);
+  fake_transport net(dir_.string());
+  net.status_for = [](size_t, size_t receiver) { return receiver == 0 ? 0u : 200u; };  // a: down throughout
+  sender_options o = options();
+  o.anchor_every = 2;
+  sender s(o, &net);
+  seed_all(s, m);
+  auto listing = [&] {
+    std::set<std::string> names;
+    for (const auto& e : fs::directory_iterator(dir_))
+      if (e.is_directory()) names.insert(e.path().filename().string());
+    return names;
+  };
+  for (uint64_t v = 1; v <= 4; ++v) {
+    m = step(m, 20 + v, 0.01);
+    auto st = sync_to(s, v, m);
+    ASSERT_FALSE(st.ok());  // a is down
+    EXPECT_EQ(s.last_report().anchor_version, v % 2 == 0 ? v : 0u) << v;
+    if (v == 1) EXPECT_EQ(listing(), (std::set<std::string>{"weight_v000001"}));
+    if (v == 2) EXPECT_EQ(listing(), (std::set<std::string>{"anchor_v000002", "weight_v000002"}));
+    if (v == 3) EXPECT_EQ(listing(), (std::set<std::string>{"anchor_v000002", "weight_v000002", "weight_v000003"}));
+    if (v == 4) EXPECT_EQ(listing(), (std::set<std::string>{"anchor_v000004", "weight_v000004"}));
+  }
+  // The anchor holds every element of every tensor, with each tensor's digest.
+  size_t params = 0;
+  for (const auto& e : fs::directory_iterator(dir_ / "anchor_v000004")) {
+    if (e.path().extension() != ".safetensors") continue;
+    auto f = parse_delta_file(read_bytes(e.path()));
+    ASSERT_TRUE(f.ok()) << f.err().describe();
+    for (const auto& p : f->manifest.params) {
+      EXPECT_EQ(p.changed(), p.numel()) << p.name;
+      ++params;
+    }
+  }
+  EXPECT_EQ(params, m.tensors.size());
 }
 
 TEST_F(Sender, UnreachableReceiverIsReported) {

@@ -176,7 +176,7 @@ class Sender:
 
     def __init__(self, delta_dir, push=(), encoding="deltas", format="native", buffer_bytes=512 << 20,
                  keep_files=False, token=None, transport="disk", *, mode="delta", pre_push_hook="", rank=0,
-                 pull_base_url="", push_timeout_s=0.0, snapshot_version=0):
+                 pull_base_url="", push_timeout_s=0.0, snapshot_version=0, anchor_every=0):
         if isinstance(push, str):
             push = [push]
         os.makedirs(delta_dir, exist_ok=True)
@@ -185,6 +185,8 @@ class Sender:
                                int(push_timeout_s * 1000))
         if snapshot_version:
             self._s.snapshot_version = int(snapshot_version)
+        if anchor_every:
+            self._s.set_anchor_every(int(anchor_every))
 
     def seed(self, name, tensor):
         """Records what the receivers hold before the first sync (a copy is kept, on the tensor's device)."""
@@ -238,6 +240,12 @@ class Sender:
 
     def abort(self):
         self._s.abort()
+
+    def write_anchor(self):
+        """Writes a full-model anchor of what receivers hold now ({delta_dir}/anchor_vN/; docs/fleet.md):
+        receivers below N catch up from it and the chain below N is pruned. ``anchor_every=K`` does this at
+        every K-th version. Returns the anchor's dir."""
+        return self._s.write_anchor()
 
     def resume(self, version=None):
         """After seeding: continue the delta dir's chain. The snapshot version becomes ``version`` or, when None,
