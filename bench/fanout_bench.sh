@@ -9,7 +9,10 @@
 #             the per-version time (its /status last_catch_up) against one normal sync's apply at N = 1.
 # Syncs alternate base -> new -> base, so every one carries the same number of changes. One JSON line per
 # measurement on stdout, a summary on stderr.
-# Usage: bench/fanout_bench.sh BUILD_DIR   env: MODEL (qwen2.5-0.5b), NS ("1 4 8 16"), REPS (5), LAG (5)
+# Loopback stands in for N hosts on one: every receiver gets WORKERS decode/apply threads (default 1) whatever
+# N is, so N = 16 on a 16-core machine gives each its own core, as separate hosts would have.
+# Usage: bench/fanout_bench.sh BUILD_DIR   env: MODEL (qwen2.5-0.5b), NS ("1 4 8 16"), REPS (5), LAG (5),
+#        WORKERS (1)
 set -euo pipefail
 build=${1:-build}
 bin=$build/src/cli/deltasync
@@ -17,6 +20,7 @@ model=${MODEL:-qwen2.5-0.5b}
 ns=${NS:-1 4 8 16}
 reps=${REPS:-5}
 lag=${LAG:-5}
+workers=${WORKERS:-1}
 dir=${DS_BENCH_DIR:-/var/tmp/deltasync-fanout-bench}
 rm -rf "$dir"
 mkdir -p "$dir/ck"
@@ -28,14 +32,14 @@ py() { python3 -c "$@"; }
 "$bin" demo --offline --model "$model" --steps 1 --encodings deltas --keep "$dir/ck" > /dev/null
 ck() { if [ $(($1 % 2)) = 0 ]; then echo "$dir/ck/base.safetensors"; else echo "$dir/ck/new.safetensors"; fi; }
 cat "$dir/ck/"*.safetensors > /dev/null
-echo "fanout_bench: model $model, N in {$ns}, $reps syncs each, catch-up over $lag versions; $(nproc) cores" >&2
+echo "fanout_bench: model $model, N in {$ns}, $reps syncs each, $workers worker(s) per receiver, catch-up over $lag versions; $(nproc) cores" >&2
 
 start_receivers() {  # count delta_dir -> urls in $urls
   urls=()
   local i
   for i in $(seq 1 "$1"); do
     rm -f "$dir/r$i.port"
-    "$bin" serve --listen 127.0.0.1:0 --port-file "$dir/r$i.port" --log-level warn --base "$(ck 0)" \
+    "$bin" serve --listen 127.0.0.1:0 --port-file "$dir/r$i.port" --log-level warn --base "$(ck 0)" --workers "$workers" \
       --delta-dir "$2" 2> "$dir/r$i.log" &
     pids+=($!)
   done
@@ -83,7 +87,7 @@ for v in $(seq 1 "$lag"); do publish "$d" "$v" --keep-files > /dev/null; done
 start_receivers 1 "$d"
 out=$(publish "$d" $((lag + 1)) --push "${urls[0]}")
 py 'import json,sys; d=json.loads(sys.argv[1]); assert d["ok"], d' "$out"
-curl -sf "${urls[0]}/status" | python3 -c '
+python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1] + "/status").read().decode())' "${urls[0]}" | python3 -c '
 import json, statistics, sys
 d = json.load(sys.stdin)
 steps = d["last_catch_up"]["replayed"]

@@ -9,7 +9,7 @@ D=$work/deltas
 mkdir -p "$D"
 # v1: one native file holding every changed tensor; v2 (slime deltas_zstd, same base) in 4 KiB buckets.
 "$bin" publish --from "$ck_base" --to "$ck_third" --delta-dir "$D" --version 1 --keep-files > /dev/null 2>&1
-"$bin" publish --from "$ck_base" --to "$ck_third" --delta-dir "$D" --version 2 --keep-files --format slime \
+"$bin" publish --from "$ck_base" --to "$ck_third" --delta-dir "$D" --version 2 --base-version 0 --keep-files --format slime \
   --encoding deltas_zstd --update-weight-buffer-size 4096 > /dev/null 2>&1
 [ "$(python3 -c 'import json,sys; print(len(json.loads(sys.argv[1])))' "$(files_json "$D/$(vdir 2)")")" -ge 2 ] \
   || fail "v2 should have several files"

@@ -337,6 +337,33 @@ def test_sender_errors(tmp_path):
         deltasync.Receiver({}, str(tmp_path), listen="nope")
 
 
+def test_resume_and_anchor(tmp_path):
+    """A restarted trainer continues the delta dir's chain (and is refused with the wrong checkpoint) and
+    writes a full-model anchor."""
+    d = str(tmp_path / "deltas")
+    base = model(3)
+    v1 = clone(base)
+    step(v1, 4)
+    v2 = clone(v1)
+    step(v2, 5)
+    with deltasync.Sender(d) as s:
+        s.seed_all(base)
+        s.sync(1, v1)
+    with deltasync.Sender(d) as s:  # restarted: seeded with what it published last
+        s.seed_all(v1)
+        assert s.resume() == 1
+        assert s.snapshot_version == 1
+        rep = s.sync(2, v2)
+        assert rep["base_version"] == 1
+        assert s.write_anchor() == os.path.join(d, "anchor_v000002")
+    with deltasync.Sender(d) as s:
+        s.seed_all(base)  # not version 2
+        with pytest.raises(deltasync.VersionConflict, match="is not its state at version 2"):
+            s.resume()
+    with open(os.path.join(d, "anchor_v000002", "published.json")) as f:
+        assert json.load(f)["anchor"] is True
+
+
 def test_token_and_gil_released(tmp_path):
     trainer = model(8, shapes={"w": (512, 512)})
     rollout = clone(trainer)
