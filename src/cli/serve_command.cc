@@ -192,13 +192,9 @@ int run_serve(const serve_options& opt) {
     nccl = std::make_unique<nccl_member>(loop, nopts);
     rx->set_transport("nccl", [m = nccl.get()](const sync_request& req, io::buffer_pool& p) { return m->source(req, p); });
   }
-  recovery_report recovered;
-  if (opt.recover) {
-    recovery_options rec;
-    rec.delta_dir = delta_dir;
-    rec.max_file_bytes = opt.max_file_bytes;
-    recovered = recover(*rx, loop, rec);
-  }
+  // --recover: the kept chain is replayed on a thread of its own once the server listens; meanwhile GET
+  // /status serves ("recovering": true) and pushes get 503 busy with Retry-After (docs/fleet.md).
+  std::thread recovery_thread;
   // "transport": "http" syncs (docs/service.md), from the servers pull-allow names only (none by default).
   http::pull_options pull_opts;
   pull_opts.allow = std::move(pull_allow).value();
@@ -222,14 +218,27 @@ int run_serve(const serve_options& opt) {
   sopts.reserved_routes = {"/sync", "/update_weights_from_disk"};  // past the limit: health and syncs only
   http::route_options routes;
   routes.nccl = nccl.get();
-  routes.recovery = &recovered;
+  if (opt.recover) {
+    recovery_options rec;
+    rec.delta_dir = delta_dir;
+    rec.max_file_bytes = opt.max_file_bytes;
+    routes.start_recovery = [&recovery_thread, &loop, rx = rx.get(), rec](std::function<void(recovery_report)> done) {
+      recovery_thread = std::thread([&loop, rx, rec, done = std::move(done)]() mutable {
+        recovery_report rep = recover(*rx, loop, rec);
+        loop.post([rep = std::move(rep), done = std::move(done)]() mutable { done(std::move(rep)); });
+      });
+    };
+  }
   routes.loop = opt.catch_up ? &loop : nullptr;
   routes.sglang_allow_version_gap = opt.sglang_allow_version_gap;
   // Read on this thread only before the server starts: from then on the loop thread owns the store (a sync can
   // commit at any moment), so the version is not read here again.
   const unsigned long long start_version = (*store)->version();
   auto server = http::http_server::start(loop, sopts, http::make_receiver_routes(*rx, *workers, metrics, routes));
-  if (!server) return fail(server.err());
+  if (!server) {
+    if (recovery_thread.joinable()) recovery_thread.join();
+    return fail(server.err());
+  }
   const uint16_t port = (*server)->port();
   if (!opt.port_file.empty()) {
     std::ofstream pf(opt.port_file + ".tmp");
@@ -268,6 +277,7 @@ int run_serve(const serve_options& opt) {
   DS_LOG(info, "serve", "signal %d (%s): shutting down", sig, sig == SIGTERM ? "SIGTERM" : "SIGINT");
   notify_service_manager("STOPPING=1");
   (*server)->stop_accepting();
+  if (recovery_thread.joinable()) recovery_thread.join();  // it ends at its step in flight's commit or refusal
   auto wait_idle = [&] {
     for (int i = 0; i < 6000; ++i) {
       bool busy = false;
@@ -316,7 +326,8 @@ void register_serve(CLI::App& app, int& exit_status) {
   cmd->add_option("--nccl-timeout-ms", opt->nccl_timeout_ms, "NCCL transport: longest wait without progress")
       ->capture_default_str();
   cmd->add_flag("--recover", opt->recover,
-                "Before serving, replay the fully published version dirs kept in --delta-dir from the base version");
+                "Replay the fully published version dirs (and anchors) kept in --delta-dir from the base version, "
+                "serving /status meanwhile (pushes: 503 with Retry-After)");
   cmd->add_flag("--catch-up,!--no-catch-up", opt->catch_up,
                 "A /sync whose base_version is ahead of this receiver's version replays the kept, marker-verified "
                 "chain in --delta-dir first (docs/fleet.md); on by default")

@@ -33,6 +33,7 @@ response sync_error(const error& e, uint64_t current_version) {
   response r;
   r.status = http_status_for(e);
   r.body = json::serialize(o);
+  if (e.is(errc::busy)) r.retry_after_s = 1;  // a sync, a catch-up or a recovery ends by itself
   return r;
 }
 
@@ -64,6 +65,8 @@ struct route_state {
   nccl_member* nccl = nullptr;
   io::event_loop* loop = nullptr;  // set: online catch-up
   bool catching_up = false;
+  bool recovering = false;                      // serve --recover replaying the kept chain (pushes: 503)
+  std::optional<recovery_report> recovered;     // what that recovery replayed, once done
   bool sglang_allow_version_gap = false;
   std::optional<recovery_report> last_catch_up = std::nullopt;
   std::optional<std::chrono::steady_clock::time_point> last_sync_at = std::nullopt;  // last sync committed via a route
@@ -106,6 +109,8 @@ void start_sync_route(const std::shared_ptr<route_state>& st, result<sync_reques
   receiver& rx = st->rx;
   auto answer_error = [&rx, sglang](const error& e) { return route_error(rx, e, sglang); };
   if (!req) return respond(answer_error(req.err()));
+  if (st->recovering)
+    return respond(answer_error(error(errc::busy, "recovering: replaying the kept chain after a restart; retry shortly")));
   if (st->catching_up) return respond(answer_error(error(errc::busy, "catching up on the kept chain; retry shortly")));
   const uint64_t cur = rx.store().version();
   if (sglang && !st->sglang_allow_version_gap && req->version != cur + 1)
@@ -220,6 +225,13 @@ router make_receiver_routes(receiver& rx, io::worker_pool& workers, metrics_regi
   st->nccl = options.nccl;
   st->loop = options.loop;
   st->sglang_allow_version_gap = options.sglang_allow_version_gap;
+  if (options.start_recovery) {
+    st->recovering = true;
+    options.start_recovery([st](recovery_report rep) {
+      st->recovered = std::move(rep);
+      st->recovering = false;
+    });
+  }
   router r;
   add_nccl_routes(r, st);
   r.add("POST", "/sync", [st](const request& req, responder respond) {
@@ -243,6 +255,8 @@ router make_receiver_routes(receiver& rx, io::worker_pool& workers, metrics_regi
     if (st->rx.last_error()) o["last_error"] = escape_control(st->rx.last_error()->describe());
     if (st->nccl) o["nccl"] = nccl_json(st->nccl->info());
     if (st->recovery && st->recovery->ran) o["recovery"] = recovery_json(*st->recovery);
+    if (st->recovered) o["recovery"] = recovery_json(*st->recovered);
+    if (st->recovering || st->recovered) o["recovering"] = st->recovering;
     if (st->loop) o["catching_up"] = st->catching_up;
     if (st->last_catch_up) o["last_catch_up"] = recovery_json(*st->last_catch_up);
     respond(json_ok(o));
@@ -262,7 +276,7 @@ router make_receiver_routes(receiver& rx, io::worker_pool& workers, metrics_regi
   r.add("GET", "/checksums", [st](const request&, responder respond) {
     // Computed by the receiver between syncs (receiver::checksums): a sync in flight is waited for, and a
     // sync that arrives meanwhile is never refused for it.
-    if (st->catching_up)
+    if (st->catching_up || st->recovering)
       return respond(sync_error(error(errc::busy, "catching up on the kept chain; ask again after it commits"),
                                 st->rx.store().version()));
     st->rx.checksums([st, respond](result<receiver::checksums_result> got) {

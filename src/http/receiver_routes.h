@@ -2,6 +2,7 @@
 // POST /update_weights_from_disk (SGLang-compatible), GET /healthz, /status, /metrics, /checksums.
 #pragma once
 
+#include <functional>
 #include <memory>
 
 #include "base/metrics.h"
@@ -37,6 +38,10 @@ struct route_options {
   // is refused (slime files are deltas against the previous version: applying one across a gap yields
   // weights matching no checkpoint). True accepts any newer version (serve --sglang-allow-version-gap).
   bool sglang_allow_version_gap = false;
+  // serve --recover: called once, when the routes are made, with a callback that must run on the loop thread
+  // with the report once recovery is done. Until then pushes and /checksums answer 503 busy with
+  // Retry-After, and GET /status serves (version, "recovering": true).
+  std::function<void(std::function<void(recovery_report)>)> start_recovery;
 };
 router make_receiver_routes(receiver& rx, io::worker_pool& workers, metrics_registry& metrics,
                             const route_options& options);

@@ -51,6 +51,7 @@ struct response {
   unsigned status = 200;
   std::string content_type = "application/json";
   std::string body;
+  unsigned retry_after_s = 0;  // non-zero: a Retry-After header (a 503 that will clear by itself)
 };
 
 // {"error": message, ...extra} as a response; `extra_json_fields` is raw JSON members such as

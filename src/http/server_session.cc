@@ -254,6 +254,7 @@ void session::start_write(response r, bool close_after) {
   res_.set(bhttp::field::server, "deltasync");
   res_.set(bhttp::field::content_type, r.content_type);
   if (r.status == 401) res_.set(bhttp::field::www_authenticate, "Bearer");
+  if (r.retry_after_s != 0) res_.set(bhttp::field::retry_after, std::to_string(r.retry_after_s));
   res_.body() = std::move(r.body);
   res_.keep_alive(!close_after);
   res_.prepare_payload();

@@ -133,6 +133,7 @@ mv "$R/$(vdir 2)" "$work/outside_v2"
 ln -s "$work/outside_v2" "$R/$(vdir 2)"
 start_serve rec --base "$ck_base" --delta-dir "$R" --recover
 url=$(url_of rec)
+wait_recovered "$url"
 [ "$(status_field "$url" 'd["version"]')" = 1 ] || fail "--recover should stop at v1"
 status_field "$url" '[s["reason"] for s in d["recovery"]["skipped"] if s["dir"] == "weight_v000002"][0]' | grep -q symlink \
   || fail "--recover should list the symlinked weight_v000002 under skipped: $(curl -s "$url/status")"

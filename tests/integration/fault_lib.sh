@@ -32,6 +32,14 @@ tensors_of() {  # url -> canonical JSON of the tensors' digests
 status_field() {  # url python-expression-over-d
   curl -sf "$1/status" | python3 -c "import json,sys; d=json.load(sys.stdin); print($2)"
 }
+wait_recovered() {  # url: until serve --recover finished replaying (GET /status "recovering" false)
+  local _
+  for _ in $(seq 1 600); do
+    [ "$(status_field "$1" 'd.get("recovering", False)')" = False ] && return 0
+    sleep 0.05
+  done
+  fail "$1 still recovering: $(curl -s "$1/status")"
+}
 vdir() { printf 'weight_v%06d' "$1"; }
 files_json() { python3 -c 'import json,os,sys; print(json.dumps(sorted(f for f in os.listdir(sys.argv[1]) if f.endswith(".safetensors"))))' "$1"; }
 

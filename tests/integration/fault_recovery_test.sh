@@ -30,6 +30,7 @@ ok "writer killed by SIGKILL after $written file(s) of v2: no publish marker"
 
 start_serve r1 --base "$ck_base" --delta-dir "$D" --recover
 R1=$(url_of r1)
+wait_recovered "$R1"
 [ "$(status_field "$R1" 'd["version"]')" = 1 ] || fail "recovery should reach v1: $(curl -s "$R1/status")"
 [ "$(tensors_of "$R1")" = "$want_new" ] || fail "after recovery the store should equal the v1 checkpoint"
 reason=$(status_field "$R1" '[s["reason"] for s in d["recovery"]["skipped"] if s["dir"] == "weight_v000002"][0]')
@@ -65,9 +66,18 @@ grep -q "unreachable\|receivers failed" "$work/p4.log" || fail "publish should n
 ok "receiver killed by SIGKILL in the middle of applying v2; the sender reports it"
 
 # Recovery switched on by the config file this time (recover = true in [serve]).
+# Each replayed apply is slowed down so the test sees the receiver serve while it recovers: GET /status
+# answers ("recovering": true) and a push gets 503 with Retry-After.
 printf '[serve]\nrecover = true\n' > "$work/recover.toml"
-start_serve r3 --base "$ck_base" --delta-dir "$D" --config "$work/recover.toml"
+DELTASYNC_TEST_APPLY_DELAY_MS=1500 start_serve r3 --base "$ck_base" --delta-dir "$D" --config "$work/recover.toml"
 R3=$(url_of r3)
+[ "$(status_field "$R3" 'd["recovering"]')" = True ] || fail "r3 should report recovering: $(curl -s "$R3/status")"
+hdr=$(curl -s -D - -o "$work/busy.json" -X POST -d "{\"version\": 9, \"base_version\": 8, \"dir\": \"$(vdir 9)\", \"files\": [\"x.safetensors\"]}" "$R3/sync")
+case "$hdr" in *" 503"*) ;; *) fail "a push during recovery should be a 503: $hdr";; esac
+echo "$hdr" | grep -qi '^retry-after: 1' || fail "the 503 should carry Retry-After: $hdr"
+grep -q "recovering" "$work/busy.json" || fail "the 503 should say it is recovering: $(cat "$work/busy.json")"
+ok "serving during --recover: /status answers (recovering), a push gets 503 + Retry-After"
+wait_recovered "$R3"
 [ "$(status_field "$R3" 'd["version"]')" = 2 ] || fail "recovery should reach v2: $(curl -s "$R3/status")"
 [ "$(status_field "$R3" '[s["version"] for s in d["recovery"]["replayed"]]')" = "[1, 2]" ] || fail "v1 then v2 replayed"
 [ "$(tensors_of "$R3")" = "$want_third" ] || fail "after recovery the store should equal the trainer's v2"
