@@ -192,8 +192,9 @@ int run_serve(const serve_options& opt) {
     nccl = std::make_unique<nccl_member>(loop, nopts);
     rx->set_transport("nccl", [m = nccl.get()](const sync_request& req, io::buffer_pool& p) { return m->source(req, p); });
   }
-  // --recover: the kept chain is replayed on a thread of its own once the server listens; meanwhile GET
-  // /status serves ("recovering": true) and pushes get 503 busy with Retry-After (docs/fleet.md).
+  // --recover: the kept chain is replayed on a thread of its own, started with the routes just before the
+  // server listens; meanwhile GET /status serves ("recovering": true) and pushes get 503 busy with
+  // Retry-After (docs/reliability.md).
   std::thread recovery_thread;
   // "transport": "http" syncs (docs/service.md), from the servers pull-allow names only (none by default).
   http::pull_options pull_opts;

@@ -61,7 +61,6 @@ struct route_state {
   receiver& rx;
   io::worker_pool& workers;
   metrics_registry& metrics;
-  const recovery_report* recovery = nullptr;
   nccl_member* nccl = nullptr;
   io::event_loop* loop = nullptr;  // set: online catch-up
   bool catching_up = false;
@@ -211,17 +210,15 @@ void add_nccl_routes(router& r, const std::shared_ptr<route_state>& st) {
 
 }  // namespace
 
-router make_receiver_routes(receiver& rx, io::worker_pool& workers, metrics_registry& metrics, nccl_member* nccl,
-                            const recovery_report* recovery) {
+router make_receiver_routes(receiver& rx, io::worker_pool& workers, metrics_registry& metrics, nccl_member* nccl) {
   route_options o;
   o.nccl = nccl;
-  o.recovery = recovery;
   return make_receiver_routes(rx, workers, metrics, o);
 }
 
 router make_receiver_routes(receiver& rx, io::worker_pool& workers, metrics_registry& metrics,
                             const route_options& options) {
-  auto st = std::make_shared<route_state>(route_state{rx, workers, metrics, options.recovery});
+  auto st = std::make_shared<route_state>(route_state{rx, workers, metrics});
   st->nccl = options.nccl;
   st->loop = options.loop;
   st->sglang_allow_version_gap = options.sglang_allow_version_gap;
@@ -254,7 +251,6 @@ router make_receiver_routes(receiver& rx, io::worker_pool& workers, metrics_regi
       o["last_sync_age_s"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - *st->last_sync_at).count();
     if (st->rx.last_error()) o["last_error"] = escape_control(st->rx.last_error()->describe());
     if (st->nccl) o["nccl"] = nccl_json(st->nccl->info());
-    if (st->recovery && st->recovery->ran) o["recovery"] = recovery_json(*st->recovery);
     if (st->recovered) o["recovery"] = recovery_json(*st->recovered);
     if (st->recovering || st->recovered) o["recovering"] = st->recovering;
     if (st->loop) o["catching_up"] = st->catching_up;

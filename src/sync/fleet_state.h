@@ -45,8 +45,6 @@ std::vector<uint64_t> prune_published(const std::string& delta_dir, uint64_t up_
 // "weight_v000012" -> 12; nullopt for any other name. anchor_of_dir: the same for "anchor_v000012".
 std::optional<uint64_t> version_of_dir(std::string_view name);
 std::optional<uint64_t> anchor_of_dir(std::string_view name);
-inline constexpr std::string_view kVersionDirPrefix = "weight_v";
-inline constexpr std::string_view kAnchorDirPrefix = "anchor_v";
 
 // The versions of the full-model anchors {delta_dir}/anchor_vN (real dirs holding a publish marker), ascending.
 std::vector<uint64_t> anchor_versions(const std::string& delta_dir);

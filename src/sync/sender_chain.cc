@@ -90,11 +90,7 @@ result<sync_report> sender::finish() {
   } else {
     s.last.anchor_version = s.last.version;
   }
-  if (r) {
-    r->anchor_version = s.last.anchor_version;
-    r->anchor_error = s.last.anchor_error;
-    r->pruned.assign(s.last.pruned.begin(), s.last.pruned.end());
-  }
+  if (r) *r = s.last;  // finish_sync() returned a copy of it; the anchor's fields and pruned dirs are added
   return r;
 }
 

@@ -20,8 +20,8 @@ namespace deltasync {
 
 std::string version_dir_name(uint64_t version, bool anchor) {
   char buf[32];
-  std::snprintf(buf, sizeof buf, "%s%06" PRIu64, anchor ? "anchor_v" : "weight_v", version);
-  return buf;
+  std::snprintf(buf, sizeof buf, "%06" PRIu64, version);
+  return std::string(anchor ? kAnchorDirPrefix : kVersionDirPrefix) + buf;
 }
 
 std::string file_name(uint32_t rank, uint32_t flush) {

@@ -13,6 +13,8 @@
 namespace deltasync {
 
 // "weight_v000012" ("anchor_v000012" for a full-model anchor), "rank0000_flush000003.safetensors", "[3, 4]".
+inline constexpr std::string_view kVersionDirPrefix = "weight_v";
+inline constexpr std::string_view kAnchorDirPrefix = "anchor_v";
 std::string version_dir_name(uint64_t version, bool anchor = false);
 std::string file_name(uint32_t rank, uint32_t flush);
 std::string shape_text(const std::vector<uint64_t>& shape);
