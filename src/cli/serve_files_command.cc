@@ -78,7 +78,7 @@ void register_serve_files(CLI::App& app, int& exit_status) {
   cmd->add_option("--dir,--update-weight-delta-dir", opt->dir, "Directory to serve (the senders' delta dir)")->required();
   cmd->add_option("--listen", opt->listen, "HOST:PORT to listen on (port 0: an ephemeral port)")->capture_default_str();
   cmd->add_option("--port-file", opt->port_file, "Write the bound port to this file once listening");
-  cmd->add_option("--max-connections", opt->max_connections, "Open connections at most")->capture_default_str();
+  cmd->add_option("--max-connections", opt->max_connections, "Open connections at most (one more is answered 503 with Retry-After: 1)")->capture_default_str();
   cmd->add_option("--log-level", opt->log_level, "debug, info, warn, error")->capture_default_str();
   cmd->callback([opt, &exit_status] { exit_status = run_serve_files(*opt); });
 }

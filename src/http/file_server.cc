@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <climits>
@@ -13,6 +14,7 @@
 #include <list>
 
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/optional.hpp>
@@ -261,8 +263,7 @@ struct file_server::impl : std::enable_shared_from_this<file_server::impl> {
       if (ec == asio::error::operation_aborted || !self->acceptor.is_open()) return;
       if (!ec) {
         if (self->sessions.size() >= self->options.max_connections) {
-          beast::error_code ignored;
-          s.close(ignored);
+          turn_away(std::move(s));
         } else {
           auto sess = std::make_shared<session>(self, std::move(s));
           self->sessions.push_front(sess);
@@ -271,6 +272,36 @@ struct file_server::impl : std::enable_shared_from_this<file_server::impl> {
         }
       }
       self->accept();
+    });
+  }
+
+  // Over max_connections: "503 Service Unavailable" with Retry-After and Connection: close, so that a client
+  // backs off and comes back (the pull client does: pull_source.h) instead of seeing a reset. The request is
+  // read and dropped after the answer (until the client closes, or 1 s) so that closing never resets an
+  // answer the client has not read yet.
+  static void turn_away(tcp::socket s) {
+    static const std::string k_body = "over the connection limit; retry later\n";
+    static const std::string k_answer =
+        "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\nContent-Type: text/plain\r\n"
+        "Content-Length: " + std::to_string(k_body.size()) + "\r\n\r\n" + k_body;
+    struct away {
+      explicit away(tcp::socket sock) : stream(std::move(sock)) {}
+      beast::tcp_stream stream;
+      std::array<char, 4096> sink{};
+    };
+    auto a = std::make_shared<away>(std::move(s));
+    a->stream.expires_after(std::chrono::seconds(1));
+    asio::async_write(a->stream, asio::buffer(k_answer), [a](beast::error_code ec, size_t) {
+      if (ec) return;
+      beast::error_code ignored;
+      a->stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+      drain(a);
+    });
+  }
+  template <class Away>
+  static void drain(std::shared_ptr<Away> a) {
+    a->stream.async_read_some(asio::buffer(a->sink), [a](beast::error_code ec, size_t) {
+      if (!ec) drain(a);  // on EOF, error or the 1 s expiry the stream is dropped, which closes it
     });
   }
 

@@ -7,7 +7,8 @@
 // Confinement: a target with a ".." component, an encoded NUL or a bad escape is refused (400); the path is
 // resolved with realpath and must stay inside the root (403) and name a regular file (404 otherwise).
 // Other methods: 405. Requests with a body: 400. Limits: header block 16 KiB, max_connections open
-// connections, and each read or write step is bounded by timeout_ms.
+// connections (one more is answered 503 with Retry-After: 1 and closed; the pull client backs off and
+// retries), and each read or write step is bounded by timeout_ms.
 //
 // Threading: runs on the event loop's thread; Boost stays inside file_server.cc.
 #pragma once

@@ -8,9 +8,11 @@
 #include <future>
 #include <map>
 #include <optional>
+#include <random>
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
@@ -111,13 +113,18 @@ class pull_job : public std::enable_shared_from_this<pull_job> {
   struct slot {
     // Beast reads at most (capacity - size) of the buffer per call (512 bytes when it is small): a large
     // capacity makes each read up to 64 KiB instead of hundreds of bytes.
-    explicit slot(asio::io_context& ctx) : stream(ctx) { buf.reserve(k_read_buffer_bytes); }
+    explicit slot(asio::io_context& ctx) : stream(ctx), backoff(ctx) { buf.reserve(k_read_buffer_bytes); }
     beast::tcp_stream stream;
+    asio::steady_timer backoff;  // the wait before a retry of a request the server turned away
     beast::flat_buffer buf;
     bool connected = false;
     bool busy = false;
     bool reused = false;  // this request runs on a connection that already served one
     bool retried = false;
+    // Retries of this request after the server turned it away (503, or a fresh connection dropped before
+    // any answer byte: a server over its connection limit); since_ms: when its first attempt was sent.
+    uint32_t turned_away = 0;
+    uint64_t since_ms = 0;
     bhttp::request<bhttp::empty_body> req;
     std::optional<bhttp::response_parser<bhttp::empty_body>> head;
     std::optional<bhttp::response_parser<bhttp::buffer_body>> get;
@@ -136,6 +143,7 @@ class pull_job : public std::enable_shared_from_this<pull_job> {
       s->file = next_head_++;
       send(*s, /*head=*/true);
     }
+    release_idle();
     if (!stopping_ && heads_done_ == targets_.size()) return finish_open({});
     if (stopping_ && idle()) finish_open(*failure_);
   }
@@ -177,6 +185,7 @@ class pull_job : public std::enable_shared_from_this<pull_job> {
         send(*s, /*head=*/false);
       }
     }
+    release_idle();
     maybe_done();
   }
 
@@ -208,6 +217,7 @@ class pull_job : public std::enable_shared_from_this<pull_job> {
       if (!s->busy) continue;
       beast::error_code ignored;
       s->stream.socket().cancel(ignored);
+      s->backoff.cancel();
     }
     if (open_done_) {
       if (idle()) finish_open(*failure_);
@@ -217,6 +227,7 @@ class pull_job : public std::enable_shared_from_this<pull_job> {
   }
 
   void send(slot& s, bool head) {
+    if (s.turned_away == 0) s.since_ms = clock_ms();
     s.req = {};
     s.req.version(11);
     s.req.method(head ? bhttp::verb::head : bhttp::verb::get);
@@ -264,7 +275,9 @@ class pull_job : public std::enable_shared_from_this<pull_job> {
     }
     s.get.emplace();
     s.get->header_limit(k_max_header_bytes);
-    s.get->body_limit(s.piece.bytes);
+    // At least 4 KiB: a short error answer (a 503 of a server over its limit) must still parse; the body of
+    // a 206 is held to exactly the range by the Content-Length check in on_get_header.
+    s.get->body_limit(std::max<uint64_t>(s.piece.bytes, 4096));
     bhttp::async_read_header(s.stream, s.buf, *s.get, [self, &s](beast::error_code ec, size_t) {
       if (ec) return self->slot_error(s, false, "read answer header", ec, true);
       self->on_get_header(s);
@@ -282,32 +295,99 @@ class pull_job : public std::enable_shared_from_this<pull_job> {
       return send(s, head);
     }
     if (stopping_) return slot_idle(s);
+    if (may_retry && !s.reused && dropped(ec) && retry_later(s, head, 0)) return;
     std::string msg = url_of(s.file) + ": " + what + ": " +
                       (ec == beast::error::timeout ? "timed out after " + std::to_string(options_.timeout_ms) + " ms"
                                                    : ec.message());
     if (!head) msg += " (range " + std::to_string(s.piece.offset) + "+" + std::to_string(s.piece.bytes) + ")";
+    msg += retries_text(s);
     s.busy = false;
     s.buffer.reset();
     fail(error(errc::upstream_error, msg));
   }
 
+  // A connection the server accepted and then dropped before answering (how a server over its connection
+  // limit, or one whose backlog overflowed, turns a client away).
+  static bool dropped(beast::error_code ec) {
+    return ec == asio::error::connection_reset || ec == asio::error::eof || ec == bhttp::error::end_of_stream ||
+           ec == asio::error::broken_pipe;
+  }
+
+  // Sends the request again after a back-off (doubling from retry_min_ms up to retry_max_ms, at least the
+  // server's Retry-After up to that cap, with jitter) while the request's first attempt is less than
+  // retry_for_ms ago. False when the budget is spent: the caller fails the pull.
+  bool retry_later(slot& s, bool head, uint32_t retry_after_s) {
+    if (stopping_ || clock_ms() - s.since_ms >= options_.retry_for_ms) return false;
+    uint64_t wait = std::min<uint64_t>(options_.retry_max_ms, uint64_t{options_.retry_min_ms} << std::min(s.turned_away, 20u));
+    wait = std::min<uint64_t>(options_.retry_max_ms, std::max<uint64_t>(wait, uint64_t{retry_after_s} * 1000));
+    wait = wait / 2 + jitter_() % (wait / 2 + 1);
+    ++s.turned_away;
+    ++retries_;
+    close_slot(s);
+    auto self = shared_from_this();
+    s.backoff.expires_after(std::chrono::milliseconds(wait));
+    s.backoff.async_wait([self, &s, head](beast::error_code ec) {
+      if (ec || self->stopping_) return self->slot_idle(s);
+      self->send(s, head);
+    });
+    return true;
+  }
+
+  std::string retries_text(const slot& s) const {
+    if (s.turned_away == 0) return {};
+    return " (turned away " + std::to_string(s.turned_away) + " times, retried for " +
+           std::to_string(clock_ms() - s.since_ms) + " ms; pull retry-for is " + std::to_string(options_.retry_for_ms) +
+           " ms)";
+  }
+
+  static uint64_t clock_ms() {
+    return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                     std::chrono::steady_clock::now().time_since_epoch())
+                                     .count());
+  }
+
+  // 503 Service Unavailable: the server asks the client to come back (Retry-After, in seconds, if it says).
+  bool busy_answer(slot& s, bool head, unsigned code, const bhttp::fields& f) {
+    if (code != 503) return false;
+    uint32_t after = 0;
+    if (auto it = f.find(bhttp::field::retry_after); it != f.end()) {
+      const auto v = it->value();
+      std::from_chars(v.data(), v.data() + v.size(), after);
+    }
+    return retry_later(s, head, after);
+  }
+
   void slot_idle(slot& s) {
     s.busy = false;
     s.retried = false;
+    s.turned_away = 0;
     s.buffer.reset();
     if (open_done_) return pump_heads();
     pump_gets();
   }
 
-  error status_error(size_t file, unsigned status, std::string_view reason) const {
-    const std::string msg = url_of(file) + ": the file server answered " + std::to_string(status) + " " + std::string(reason);
+  // While one of the job's requests waits to be let in, an idle connection (nothing to send, or no buffer to
+  // read into) goes back to the server: over its limit, that idle keep-alive connection may be what turns the
+  // waiting request away, and the request may be the one the in-order delivery waits for.
+  void release_idle() {
+    bool waiting = false;
+    for (const auto& t : slots_) waiting = waiting || (t->busy && t->turned_away > 0);
+    if (!waiting) return;
+    for (auto& t : slots_)
+      if (!t->busy && t->connected) close_slot(*t);
+  }
+
+  error status_error(const slot& s, unsigned status, std::string_view reason) const {
+    const std::string msg = url_of(s.file) + ": the file server answered " + std::to_string(status) + " " +
+                            std::string(reason) + retries_text(s);
     return error(status == 404 ? errc::not_found : errc::upstream_error, msg);
   }
 
   void on_head(slot& s) {
     auto& res = s.head->get();
     const bool keep = res.keep_alive();
-    if (res.result_int() != 200) return reply_error(s, status_error(s.file, res.result_int(), res.reason()));
+    if (busy_answer(s, true, res.result_int(), res)) return;
+    if (res.result_int() != 200) return reply_error(s, status_error(s, res.result_int(), res.reason()));
     auto len = s.head->content_length();
     if (!len) return reply_error(s, error(errc::upstream_error, url_of(s.file) + ": HEAD answer without Content-Length"));
     if (*len > what_.max_file_bytes)
@@ -339,7 +419,8 @@ class pull_job : public std::enable_shared_from_this<pull_job> {
     const piece_plan& p = s.piece;
     const uint64_t size = sizes_[p.file];
     const bool whole = p.offset == 0 && p.bytes == size;
-    if (code != 206 && !(code == 200 && whole)) return reply_error(s, status_error(p.file, code, res.reason()));
+    if (busy_answer(s, false, code, res)) return;
+    if (code != 206 && !(code == 200 && whole)) return reply_error(s, status_error(s, code, res.reason()));
     const std::string where = url_of(p.file) + " (range " + std::to_string(p.offset) + "-" +
                               std::to_string(p.offset + p.bytes - 1) + "): ";
     auto len = s.get->content_length();
@@ -421,6 +502,8 @@ class pull_job : public std::enable_shared_from_this<pull_job> {
   std::function<void(status)> on_done_;
   bool getting_ = false, stopping_ = false, finished_ = false, waiting_ = false;
   uint64_t ticket_ = 0;
+  uint64_t retries_ = 0;  // requests sent again after the server turned them away
+  std::minstd_rand jitter_{std::random_device{}()};
   io::buffer_handle spare_;
   std::optional<error> failure_;
 };

@@ -9,6 +9,8 @@
 // range's length, and the whole body. Anything else fails the sync with a message naming the URL:
 // 404 -> errc::not_found; an unreachable server, another status, a short body, a wrong length or range, a
 // timeout -> errc::upstream_error (HTTP 502 from /sync); a file over max_file_bytes -> errc::limit_exceeded.
+// A server that turns a request away (503, or over its connection limit) is retried with back-off
+// (pull_options::retry_*).
 // Before any of that, a base_url that options.allow does not cover is errc::forbidden_url (HTTP 403), and
 // nothing is sent to it.
 //
@@ -30,6 +32,15 @@ namespace deltasync::http {
 
 struct pull_options {
   uint32_t timeout_ms = 60'000;  // each step of a request: connect, send, header, body
+  // A request the server turns away (503 Service Unavailable, or a fresh connection it accepted and dropped
+  // before answering: a server over its connection limit) is sent again after a back-off that doubles from
+  // retry_min_ms to retry_max_ms (at least the answer's Retry-After up to that cap, with jitter), for as long
+  // as its first attempt is less than retry_for_ms ago; then the pull fails (502) saying how often it was
+  // turned away. The job's other connections go on meanwhile. A refused connection (nothing listening), a
+  // timeout, another status or a broken body are never retried.
+  uint32_t retry_min_ms = 20;
+  uint32_t retry_max_ms = 1'000;
+  uint32_t retry_for_ms = 30'000;
   // The servers a sync may name (serve's pull-allow; pull_allow.h). open() refuses any other base_url with
   // errc::forbidden_url (HTTP 403) before a single request is sent. Empty (the default): every pull is refused.
   pull_allowlist allow;

@@ -4,6 +4,7 @@
 // list (forbidden_url, with nothing sent).
 #include "http/pull_source.h"
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <future>
@@ -85,10 +86,10 @@ class pull_test : public ::testing::Test {
   // also once the server is gone); returns the open
   // error, or the assembled files.
   result<std::vector<std::string>> pull(const std::string& base_url, std::vector<std::string> files,
-                                        std::optional<std::vector<std::string>> allow = std::nullopt) {
+                                        std::optional<std::vector<std::string>> allow = std::nullopt,
+                                        pull_options po = {}) {
     std::promise<result<std::vector<std::string>>> done;
     auto fut = done.get_future();
-    pull_options po;
     auto list = pull_allowlist::parse(allow ? *allow : std::vector<std::string>{"http://127.0.0.1:" + std::to_string(port_)});
     if (!list) return std::move(list).err();
     po.allow = std::move(list).value();
@@ -119,6 +120,18 @@ class pull_test : public ::testing::Test {
     loop_.run_sync([&] { source.reset(); });
     EXPECT_TRUE(order_ok) << "pieces of a file arrived out of order";
     return r;
+  }
+
+  // Restarts the file server with at most `max_connections` open connections.
+  void restart_server(uint32_t max_connections) {
+    server_.reset();
+    file_server_options o;
+    o.root = root_.string();
+    o.max_connections = max_connections;
+    auto s = file_server::start(loop_, o);
+    ASSERT_TRUE(s.ok()) << s.err().describe();
+    server_ = std::move(s).value();
+    port_ = server_->port();
   }
 
   std::string base() const { return "http://127.0.0.1:" + std::to_string(server_->port()); }
@@ -173,6 +186,27 @@ TEST_F(pull_test, ServerOutsideTheAllowListIsRefusedBeforeAnyRequest) {
   auto ok = pull(base() + "/", {files_[1]}, std::vector<std::string>{"http://127.0.0.1:" + port + "/"});
   ASSERT_TRUE(ok.ok()) << ok.err().describe();
   EXPECT_TRUE((*ok)[0] == contents_[1]);
+}
+
+TEST_F(pull_test, OverTheServersConnectionLimitRequestsBackOffAndTheFilesArrive) {
+  restart_server(1);  // the pull asks for 3 connections: two are turned away (503) at first, and again later
+  auto r = pull(base(), files_);
+  ASSERT_TRUE(r.ok()) << r.err().describe();
+  for (size_t i = 0; i < files_.size(); ++i) EXPECT_TRUE((*r)[i] == contents_[i]) << files_[i];
+}
+
+TEST_F(pull_test, AServerThatKeepsTurningRequestsAwayFailsThePullOnceRetryForIsSpent) {
+  restart_server(0);  // every connection is answered 503
+  pull_options po;
+  po.retry_for_ms = 300;
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = pull(base(), files_, std::nullopt, po);
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(r.err().is(errc::upstream_error)) << r.err().describe();
+  EXPECT_NE(r.err().message.find("503"), std::string::npos) << r.err().message;
+  EXPECT_NE(r.err().message.find("turned away"), std::string::npos) << r.err().message;
+  EXPECT_GE(ms, 300) << "gave up before retry-for was spent";
 }
 
 TEST_F(pull_test, FetchDiscardMeasuresOneBody) {
