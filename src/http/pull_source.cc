@@ -122,9 +122,9 @@ class pull_job : public std::enable_shared_from_this<pull_job> {
     bool reused = false;  // this request runs on a connection that already served one
     bool retried = false;
     // Retries of this request after the server turned it away (503, or a fresh connection dropped before
-    // any answer byte: a server over its connection limit); since_ms: when its first attempt was sent.
+    // any answer byte: a server over its connection limit); since: started at its first attempt.
     uint32_t turned_away = 0;
-    uint64_t since_ms = 0;
+    stopwatch since;
     bhttp::request<bhttp::empty_body> req;
     std::optional<bhttp::response_parser<bhttp::empty_body>> head;
     std::optional<bhttp::response_parser<bhttp::buffer_body>> get;
@@ -227,7 +227,7 @@ class pull_job : public std::enable_shared_from_this<pull_job> {
   }
 
   void send(slot& s, bool head) {
-    if (s.turned_away == 0) s.since_ms = clock_ms();
+    if (s.turned_away == 0) s.since.reset();
     s.req = {};
     s.req.version(11);
     s.req.method(head ? bhttp::verb::head : bhttp::verb::get);
@@ -317,12 +317,11 @@ class pull_job : public std::enable_shared_from_this<pull_job> {
   // server's Retry-After up to that cap, with jitter) while the request's first attempt is less than
   // retry_for_ms ago. False when the budget is spent: the caller fails the pull.
   bool retry_later(slot& s, bool head, uint32_t retry_after_s) {
-    if (stopping_ || clock_ms() - s.since_ms >= options_.retry_for_ms) return false;
+    if (stopping_ || s.since.elapsed_ms() >= options_.retry_for_ms) return false;
     uint64_t wait = std::min<uint64_t>(options_.retry_max_ms, uint64_t{options_.retry_min_ms} << std::min(s.turned_away, 20u));
     wait = std::min<uint64_t>(options_.retry_max_ms, std::max<uint64_t>(wait, uint64_t{retry_after_s} * 1000));
     wait = wait / 2 + jitter_() % (wait / 2 + 1);
     ++s.turned_away;
-    ++retries_;
     close_slot(s);
     auto self = shared_from_this();
     s.backoff.expires_after(std::chrono::milliseconds(wait));
@@ -336,14 +335,9 @@ class pull_job : public std::enable_shared_from_this<pull_job> {
   std::string retries_text(const slot& s) const {
     if (s.turned_away == 0) return {};
     return " (turned away " + std::to_string(s.turned_away) + " times, retried for " +
-           std::to_string(clock_ms() - s.since_ms) + " ms; pull retry-for is " + std::to_string(options_.retry_for_ms) +
+           std::to_string(static_cast<uint64_t>(s.since.elapsed_ms())) + " ms; pull retry-for is " +
+           std::to_string(options_.retry_for_ms) +
            " ms)";
-  }
-
-  static uint64_t clock_ms() {
-    return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                     std::chrono::steady_clock::now().time_since_epoch())
-                                     .count());
   }
 
   // 503 Service Unavailable: the server asks the client to come back (Retry-After, in seconds, if it says).
@@ -502,7 +496,6 @@ class pull_job : public std::enable_shared_from_this<pull_job> {
   std::function<void(status)> on_done_;
   bool getting_ = false, stopping_ = false, finished_ = false, waiting_ = false;
   uint64_t ticket_ = 0;
-  uint64_t retries_ = 0;  // requests sent again after the server turned them away
   std::minstd_rand jitter_{std::random_device{}()};
   io::buffer_handle spare_;
   std::optional<error> failure_;
