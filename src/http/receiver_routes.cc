@@ -65,7 +65,7 @@ struct route_state {
   io::event_loop* loop = nullptr;  // set: online catch-up
   bool catching_up = false;
   bool recovering = false;                      // serve --recover replaying the kept chain (pushes: 503)
-  std::optional<recovery_report> recovered;     // what that recovery replayed, once done
+  std::optional<recovery_report> recovered = std::nullopt;  // what that recovery replayed, once done
   bool sglang_allow_version_gap = false;
   std::optional<recovery_report> last_catch_up = std::nullopt;
   std::optional<std::chrono::steady_clock::time_point> last_sync_at = std::nullopt;  // last sync committed via a route
@@ -118,13 +118,22 @@ void start_sync_route(const std::shared_ptr<route_state>& st, result<sync_reques
                                     std::to_string(cur) + " + 1: slime files are deltas against the previous "
                                     "version, so applying them across a gap would corrupt the weights; refused, "
                                     "the store is unchanged (serve --sglang-allow-version-gap accepts it)")));
-  if (!sglang && st->loop != nullptr && is_idempotent(rx, *req))
-    return respond(json_ok(json::object{{"version", cur}, {"idempotent", true},
-                                        {"message", "version " + std::to_string(cur) + " already applied (marker matches)"}}));
-  if (!sglang && st->loop != nullptr && needs_catch_up(rx, *req)) {
+  if (sglang || st->loop == nullptr) return run_sync(st, std::move(req).value(), std::move(respond), std::nullopt, sglang);
+  if (req->version == cur) {
+    // A retry of the version held: idempotent when its marker matches, else refused as not newer by run_sync.
+    st->catching_up = true;  // the marker check may go out to the file server: nothing else starts meanwhile
+    auto held = std::make_shared<sync_request>(std::move(req).value());
+    return check_idempotent(rx, *held, [st, held, respond, cur](bool same) mutable {
+      st->catching_up = false;
+      if (!same) return run_sync(st, std::move(*held), std::move(respond), std::nullopt);
+      respond(json_ok(json::object{{"version", cur}, {"idempotent", true},
+                                   {"message", "version " + std::to_string(cur) + " already applied (marker matches)"}}));
+    });
+  }
+  if (needs_catch_up(rx, *req)) {
     st->catching_up = true;
-    const uint64_t target = *req->base_version;
-    return start_catch_up(rx, *st->loop, target,
+    const sync_request push = *req;
+    return start_catch_up(rx, *st->loop, push,
                           [st, req = std::move(req).value(), respond](recovery_report rep, std::optional<error> gap) mutable {
                             st->catching_up = false;
                             st->last_catch_up = rep;
@@ -138,7 +147,7 @@ void start_sync_route(const std::shared_ptr<route_state>& st, result<sync_reques
                             run_sync(st, std::move(req), std::move(respond), std::move(rep));
                           });
   }
-  run_sync(st, std::move(req).value(), std::move(respond), std::nullopt, sglang);
+  run_sync(st, std::move(req).value(), std::move(respond), std::nullopt);
 }
 
 void run_sync(const std::shared_ptr<route_state>& st, sync_request req, responder respond,

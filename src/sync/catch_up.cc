@@ -4,13 +4,16 @@
 #include <algorithm>
 #include <cinttypes>
 #include <filesystem>
+#include <future>
 #include <map>
 #include <set>
 #include <thread>
 
+#include "base/clock.h"
 #include "base/log.h"
 #include "io/event_loop.h"
 #include "io/sync_io.h"
+#include "sync/file_source.h"
 #include "sync/fleet_state.h"
 #include "sync/publish_marker.h"
 #include "sync/sender_util.h"
@@ -18,25 +21,48 @@
 namespace deltasync {
 
 bool needs_catch_up(receiver& rx, const sync_request& req) {
-  return req.transport == "disk" && req.base_version && *req.base_version > rx.store().version() &&
-         !rx.options().delta_dir.empty();
-}
-
-bool is_idempotent(receiver& rx, const sync_request& req) {
-  if (req.version != rx.store().version() || req.transport != "disk" || rx.options().delta_dir.empty() ||
-      req.dir.empty() || req.dir.find('/') != std::string::npos || req.dir == "..")
-    return false;
-  auto bytes = io::read_file_all(rx.options().delta_dir + "/" + req.dir + "/" + std::string(kPublishMarkerName), 16u << 20);
-  if (!bytes) return false;
-  auto m = parse_publish_marker(std::string_view(reinterpret_cast<const char*>(bytes->data()), bytes->size()));
-  if (!m || m->version != req.version || (req.base_version && m->base_version != *req.base_version)) return false;
-  if (m->files.size() != req.files.size()) return false;
-  for (size_t i = 0; i < req.files.size(); ++i)
-    if (m->files[i].name != req.files[i]) return false;
-  return true;
+  if (!req.base_version || *req.base_version <= rx.store().version()) return false;
+  return (req.transport == "disk" && !rx.options().delta_dir.empty()) || (req.transport == "http" && rx.pulls());
 }
 
 namespace {
+
+constexpr uint64_t kMaxMarkerBytes = 16u << 20;
+
+bool marker_matches(const publish_marker& m, const sync_request& req) {
+  if (m.anchor || m.version != req.version || (req.base_version && m.base_version != *req.base_version)) return false;
+  if (m.files.size() != req.files.size()) return false;
+  for (size_t i = 0; i < req.files.size(); ++i)
+    if (m.files[i].name != req.files[i]) return false;
+  return true;
+}
+
+}  // namespace
+
+void check_idempotent(receiver& rx, const sync_request& req, std::function<void(bool)> done) {
+  const bool disk = req.transport == "disk" && !rx.options().delta_dir.empty();
+  const bool pull = req.transport == "http" && rx.pulls();
+  if (req.version != rx.store().version() || (!disk && !pull) || !check_remote_names(req.dir, req.files))
+    return done(false);
+  if (pull)
+    return rx.fetch_remote_file(req.base_url, req.dir, std::string(kPublishMarkerName), kMaxMarkerBytes,
+                                [req, done = std::move(done)](result<std::string> text) {
+                                  auto m = text ? parse_publish_marker(*text) : result<publish_marker>(text.err());
+                                  done(m && marker_matches(*m, req));
+                                });
+  auto bytes = io::read_file_all(rx.options().delta_dir + "/" + req.dir + "/" + std::string(kPublishMarkerName), kMaxMarkerBytes);
+  if (!bytes) return done(false);
+  auto m = parse_publish_marker(std::string_view(reinterpret_cast<const char*>(bytes->data()), bytes->size()));
+  done(m && marker_matches(*m, req));
+}
+
+namespace {
+
+std::string gap_message(uint64_t cur, uint64_t target) {
+  return "base_version " + std::to_string(target) + " is ahead of this receiver's version " + std::to_string(cur) +
+         " and the kept chain cannot close the gap: versions " + std::to_string(cur + 1) + ".." +
+         std::to_string(target) + " missing";
+}
 
 // Before replaying anything: is `target` reachable from `cur` over the markers of the kept dirs (base ->
 // version links)? Returns the reason when not (naming the versions without a usable marker), empty when it is.
@@ -71,45 +97,136 @@ std::string unreachable(const std::string& delta_dir, uint64_t cur, uint64_t tar
   std::string missing;
   for (uint64_t v = cur + 1; v <= target && missing.size() < 400; ++v)
     if (!reached.count(v)) missing += (missing.empty() ? "" : ", ") + std::to_string(v);
-  return "base_version " + std::to_string(target) + " is ahead of this receiver's version " + std::to_string(cur) +
-         " and the kept chain cannot close the gap: versions " + std::to_string(cur + 1) + ".." +
-         std::to_string(target) + " missing (no published, chained version dir for " + missing +
+  return gap_message(cur, target) + " (no published, chained version dir for " + missing +
          "); nothing replayed, the store is unchanged";
 }
 
-}  // namespace
+// The catch-up thread's view of the file server: one marker, fetched on the loop, waited for here.
+result<publish_marker> fetch_marker(receiver& rx, io::event_loop& loop, const std::string& base_url,
+                                    const std::string& dir) {
+  std::promise<result<std::string>> p;
+  auto text = p.get_future();
+  loop.post([&] {
+    rx.fetch_remote_file(base_url, dir, std::string(kPublishMarkerName), kMaxMarkerBytes,
+                         [&p](result<std::string> t) { p.set_value(std::move(t)); });
+  });
+  auto t = text.get();
+  if (!t) return t.err();
+  auto m = parse_publish_marker(*t);
+  if (m && (m->version != version_of_dir(dir).value_or(anchor_of_dir(dir).value_or(0)) ||
+            m->anchor != anchor_of_dir(dir).has_value()))
+    return error(errc::invalid_argument, "its publish marker is for " + std::string(m->anchor ? "anchor" : "version") +
+                                             " " + std::to_string(m->version));
+  return m;
+}
 
-void start_catch_up(receiver& rx, io::event_loop& loop, uint64_t target,
-                    std::function<void(recovery_report, std::optional<error>)> done) {
+struct remote_step {
+  std::string dir;
+  publish_marker marker;
+};
+
+// The chain from `cur` up to `target` on the file server, in replay order: weight_v{target}'s marker names its
+// base, and so on down to `cur`; where a link is missing, the highest anchor_v{N} among the walked versions
+// (and the missing one) covers everything below it. An error only for a server that cannot answer; a gap is
+// errc::version_conflict naming the missing link.
+result<std::vector<remote_step>> walk_remote_chain(receiver& rx, io::event_loop& loop, const std::string& base_url,
+                                                   uint64_t cur, uint64_t target) {
+  std::vector<remote_step> down;  // target first
+  std::string broken;             // why the walk stopped short of cur
+  for (uint64_t w = target;;) {
+    const std::string dir = version_dir_name(w, false);
+    auto m = fetch_marker(rx, loop, base_url, dir);
+    if (!m && !m.err().is(errc::not_found) && !m.err().is(errc::invalid_argument)) return m.err();
+    if (!m) {
+      broken = dir + ": " + (m.err().is(errc::not_found) ? "no publish marker on the file server (pruned, or never "
+                                                           "fully published)" : m.err().describe());
+      break;
+    }
+    const uint64_t base = m->base_version;
+    down.push_back({dir, std::move(m).value()});
+    if (base == cur) break;
+    if (base < cur) {
+      broken = dir + " is based on version " + std::to_string(base) + ", below this receiver's";
+      break;
+    }
+    w = base;
+  }
+  if (broken.empty()) return std::vector<remote_step>(down.rbegin(), down.rend());
+  // A full-model anchor at the highest version we can use: every walked version, then the missing link.
+  std::vector<uint64_t> tries;
+  for (const auto& s : down) tries.push_back(s.marker.version);
+  tries.push_back(down.empty() ? target : down.back().marker.base_version);
+  for (size_t k = 0; k < tries.size(); ++k) {
+    if (tries[k] <= cur) continue;
+    const std::string dir = version_dir_name(tries[k], true);
+    auto a = fetch_marker(rx, loop, base_url, dir);
+    if (!a && !a.err().is(errc::not_found) && !a.err().is(errc::invalid_argument)) return a.err();
+    if (!a) continue;
+    std::vector<remote_step> chain{{dir, std::move(a).value()}};
+    for (size_t j = k; j-- > 0;) chain.push_back(down[j]);  // the deltas above the anchor, ascending
+    return chain;
+  }
+  return error(errc::version_conflict, gap_message(cur, target) + " on the file server " + base_url + " (" + broken +
+                                           ", and no anchor_vN covers it); nothing replayed, the store is unchanged");
+}
+
+// Catch-up over the HTTP pull transport, on the catch-up thread: walk, then replay each step by pulling it.
+std::optional<error> catch_up_remote(receiver& rx, io::event_loop& loop, const std::string& base_url, uint64_t target,
+                                     recovery_report& rep) {
+  auto chain = walk_remote_chain(rx, loop, base_url, rep.from_version, target);
+  if (!chain) return chain.err();
+  for (const auto& s : *chain) {
+    stopwatch sw;
+    auto r = replay_step(rx, loop, s.marker, s.dir, base_url);
+    if (!r) {
+      rep.skipped.push_back({s.dir, "refused by the receiver: " + r.err().describe()});
+      const errc code = r.err().is(errc::upstream_error) ? errc::upstream_error : errc::version_conflict;
+      return error(code, gap_message(rep.to_version, target) + ": replaying " + s.dir + " from " + base_url +
+                             " failed: " + r.err().describe());
+    }
+    const uint64_t base = s.marker.anchor ? rep.to_version : s.marker.base_version;
+    DS_LOG(info, "catch_up", "pulled and replayed %s: version %" PRIu64 " -> %" PRIu64 " (%.1f ms)", s.dir.c_str(), base,
+           s.marker.version, sw.elapsed_ms());
+    rep.replayed.push_back({s.dir, base, s.marker.version, r->files, r->changed_elements, sw.elapsed_ms(), s.marker.anchor});
+    rep.to_version = s.marker.version;
+  }
+  return std::nullopt;
+}
+
+// Catch-up from the delta dir, on the catch-up thread (sync/recovery.h up to target).
+std::optional<error> catch_up_local(receiver& rx, io::event_loop& loop, uint64_t target, recovery_report& rep) {
+  if (std::string why = unreachable(rx.options().delta_dir, rep.from_version, target); !why.empty())
+    return error(errc::version_conflict, why);
   recovery_options o;
   o.delta_dir = rx.options().delta_dir;
   o.max_file_bytes = rx.options().max_file_bytes;
   o.max_version = target;
-  DS_LOG(info, "catch_up", "push based on version %" PRIu64 ", store at %" PRIu64 ": replaying the kept chain",
-         target, rx.store().version());
-  // Detached: recover() blocks on the loop's answers, so it cannot run on the loop; the receiver and the loop
-  // outlive the thread because the routes serve nothing else until done() ran on the loop.
+  rep = recover(rx, loop, o);
+  if (rep.to_version == target) return std::nullopt;
+  std::string why = gap_message(rep.to_version, target);
+  for (const auto& s : rep.skipped) why += "; " + s.dir + ": " + s.reason;
+  if (rep.skipped.empty()) why += " (no published version dir on the chain; pruned or never written)";
+  return error(errc::version_conflict, std::move(why));
+}
+
+}  // namespace
+
+void start_catch_up(receiver& rx, io::event_loop& loop, const sync_request& push,
+                    std::function<void(recovery_report, std::optional<error>)> done) {
   const uint64_t cur = rx.store().version();
-  std::thread([&rx, &loop, o, cur, target, done = std::move(done)]() mutable {
-    if (std::string why = unreachable(o.delta_dir, cur, target); !why.empty()) {
-      recovery_report none;
-      none.from_version = none.to_version = cur;
-      loop.post([none, why, done = std::move(done)]() mutable {
-        done(none, error(errc::version_conflict, why));
-      });
-      return;
-    }
-    recovery_report rep = recover(rx, loop, o);
-    loop.post([rep = std::move(rep), target, done = std::move(done)]() mutable {
-      std::optional<error> gap;
-      if (rep.to_version != target) {
-        std::string why = "base_version " + std::to_string(target) + " is ahead of this receiver's version " +
-                          std::to_string(rep.to_version) + " and the kept chain cannot close the gap: versions " +
-                          std::to_string(rep.to_version + 1) + ".." + std::to_string(target) + " missing";
-        for (const auto& s : rep.skipped) why += "; " + s.dir + ": " + s.reason;
-        if (rep.skipped.empty()) why += " (no published version dir on the chain; pruned or never written)";
-        gap = error(errc::version_conflict, std::move(why));
-      }
+  const uint64_t target = push.base_version.value_or(cur);
+  const std::string base_url = push.transport == "http" ? push.base_url : std::string();
+  const std::string from = base_url.empty() ? "the kept chain" : "the chain published on " + base_url;
+  DS_LOG(info, "catch_up", "push based on version %" PRIu64 ", store at %" PRIu64 ": replaying %s", target, cur,
+         from.c_str());
+  // Detached: the steps block on the loop's answers, so they cannot run on the loop; the receiver and the loop
+  // outlive the thread because the routes serve nothing else until done() ran on the loop.
+  std::thread([&rx, &loop, cur, target, base_url, done = std::move(done)]() mutable {
+    recovery_report rep;
+    rep.ran = true;
+    rep.from_version = rep.to_version = cur;
+    auto gap = base_url.empty() ? catch_up_local(rx, loop, target, rep) : catch_up_remote(rx, loop, base_url, target, rep);
+    loop.post([rep = std::move(rep), gap = std::move(gap), done = std::move(done)]() mutable {
       done(std::move(rep), std::move(gap));
     });
   }).detach();

@@ -7,11 +7,13 @@
 // is unchanged). A step whose files then fail verification ends the replay there with the same error; what
 // was replayed up to it stays applied (each step is a complete published version).
 //
+// Over the HTTP pull transport the chain is read from the push's file server (see start_catch_up).
+//
 // A push for the version the receiver already holds is an idempotent success when the version dir's publish
 // marker matches the request (same version, base_version and file names): a retry after a timeout whose
 // sync committed anyway.
 //
-// Threading: plan() and is_idempotent() on the loop thread (they read at most one small marker file);
+// Threading: needs_catch_up() and check_idempotent() on the loop thread (the latter reads one small marker);
 // start() runs the replay on its own thread, which posts every step to the loop and calls `done` on the loop
 // thread. The caller must start no other sync meanwhile (the routes answer 503 while catching up).
 #pragma once
@@ -30,16 +32,26 @@ class event_loop;
 
 namespace deltasync {
 
-// True when `req` asks for a replay first: a disk push whose base_version is ahead of the store's version
-// and a receiver with a delta dir.
+// True when `req` asks for a replay first: its base_version is ahead of the store's version and the receiver
+// can read the chain: a disk push on a receiver with a delta dir, or a pull push ("transport": "http") on a
+// receiver that pulls (the chain is read from the push's file server).
 bool needs_catch_up(receiver& rx, const sync_request& req);
 
-// True when `req` is for exactly the store's version and {delta_dir}/{req.dir}/published.json matches it.
-bool is_idempotent(receiver& rx, const sync_request& req);
+// done(true) when `req` is for exactly the store's version and its version dir's publish marker matches it
+// (same version, base_version and file names): read from the delta dir for a disk push (inline), fetched from
+// req.base_url for a pull push (done on the loop thread). done(false) otherwise, also when the marker cannot be
+// read. On the loop thread.
+void check_idempotent(receiver& rx, const sync_request& req, std::function<void(bool)> done);
 
-// Replays the chain from the store's version up to `target` (blocking work on a thread of its own), then
-// calls done on the loop thread with the report, and an error when the store did not reach `target`.
-void start_catch_up(receiver& rx, io::event_loop& loop, uint64_t target,
+// Replays the chain from the store's version up to push.base_version (blocking work on a thread of its own),
+// then calls done on the loop thread with the report, and an error when the store did not reach it.
+// A disk push replays the delta dir's kept dirs (sync/recovery.h). A pull push walks the publish markers on
+// its file server backwards from weight_v{base} (each names its base), which needs no directory listing (any
+// static file server), falling back to a full-model anchor_v{N} at the highest version of the walk where a
+// link is missing; each step is then pulled through the pipeline with its marker's sizes and XXH3-64. A link
+// that is missing with no anchor to cover it is errc::version_conflict naming it, before anything is
+// replayed; a file server that cannot be reached is errc::upstream_error.
+void start_catch_up(receiver& rx, io::event_loop& loop, const sync_request& push,
                     std::function<void(recovery_report, std::optional<error>)> done);
 
 }  // namespace deltasync

@@ -15,6 +15,7 @@
 #include "base/check.h"
 #include "base/clock.h"
 #include "base/log.h"
+#include "codec/digest.h"
 #include "io/buffer_pool.h"
 #include "io/chunked_reader.h"
 #include "io/event_loop.h"
@@ -48,6 +49,30 @@ unsigned http_status_for(const error& e) noexcept {
   if ((v >= 100 && v < 400) || v == static_cast<int>(errc::io_error)) return 422;
   return 500;
 }
+
+namespace receiver_detail {
+
+status check_expected_sizes(const sync_request& req, const std::vector<uint64_t>& sizes,
+                            const std::vector<std::string>& paths) {
+  if (req.expect.empty()) return {};
+  if (req.expect.size() != sizes.size())
+    return error(errc::invalid_argument, "the publish marker lists " + std::to_string(req.expect.size()) +
+                                             " files, the sync " + std::to_string(sizes.size()));
+  for (size_t i = 0; i < sizes.size(); ++i)
+    if (sizes[i] != req.expect[i].bytes)
+      return error(errc::delta_checksum_mismatch, paths[i] + " holds " + std::to_string(sizes[i]) +
+                                                      " bytes, its publish marker says " + std::to_string(req.expect[i].bytes) +
+                                                      " (changed or incomplete since it was published)");
+  return {};
+}
+
+status check_expected_hash(const sync_request& req, size_t i, byte_span bytes, const std::string& path) {
+  if (req.expect.empty() || xxh3_64(bytes) == req.expect[i].xxh3_64) return {};
+  return error(errc::delta_checksum_mismatch, path + ": does not match the XXH3-64 its publish marker lists "
+                                                     "(changed or incomplete since it was published)");
+}
+
+}  // namespace receiver_detail
 
 receiver::receiver(io::event_loop& loop, io::io_backend& backend, io::buffer_pool& pool, io::worker_pool& workers,
                    weight_store& store, receiver_options options, metrics_registry* metrics)
@@ -147,6 +172,7 @@ void receiver::start_sync(sync_request req, std::function<void(result<sync_stats
   if (total_bytes > options_.max_sync_bytes)
     return refuse_any(error(errc::limit_exceeded, "the sync's files hold " + std::to_string(total_bytes) +
                                                       " bytes, over max-sync-bytes = " + std::to_string(options_.max_sync_bytes)));
+  if (auto e = receiver_detail::check_expected_sizes(req, r->sizes, paths); !e) return refuse_any(e.err());
   r->opened = std::move(opened);
   r->req = std::move(req);
   r->done = std::move(done);

@@ -113,6 +113,13 @@ class receiver {
   // Enables the HTTP pull transport ("transport": "http"): the opener fetches the files (src/http's
   // pull_opener). Null (the default) refuses such syncs as unsupported. Must outlive the receiver.
   void set_remote_opener(remote_file_opener* opener) noexcept { remote_ = opener; }
+  bool pulls() const noexcept { return remote_ != nullptr; }
+  // One whole small file base_url/dir/name over the pull transport (a version's publish marker, for catch-up):
+  // the same opener, allow-list, answer checks and retries as a pull sync's files; over max_bytes is
+  // errc::limit_exceeded, a missing file errc::not_found. On the loop thread; done runs there (never inline
+  // once the request went out). Needs no idle receiver: it reads into the pool, writes nothing.
+  void fetch_remote_file(const std::string& base_url, const std::string& dir, const std::string& name,
+                         uint64_t max_bytes, std::function<void(result<std::string>)> done);
   const receiver_options& options() const noexcept { return options_; }
 
   struct run;  // one sync in flight (receiver_internal.h)

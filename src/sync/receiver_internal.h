@@ -36,6 +36,12 @@ struct receiver::counters {
 
 namespace receiver_detail {
 
+// sync_request::expect (receiver.cc): every file's size against its publish marker's, before anything is read,
+// and one file's bytes against the marker's XXH3-64, in the pipeline. Both succeed when nothing is expected.
+status check_expected_sizes(const sync_request& req, const std::vector<uint64_t>& sizes,
+                            const std::vector<std::string>& paths);
+status check_expected_hash(const sync_request& req, size_t i, byte_span bytes, const std::string& path);
+
 struct decoded_file {
   size_t index = 0;
   page_block bytes;  // delta_file views these (or its own storage)

@@ -288,8 +288,9 @@ struct receiver::pipeline {
     const byte_span bytes(s.bytes.data(), s.bytes.size());
     auto work = [&rx, r, i, bytes, outcome, ms] {
       stopwatch sw;
-      auto f = parse_whole(bytes, rx.options_, r->paths[i], rx.store_, r->memory);
-      if (!f) *outcome = std::move(f).err();
+      *outcome = receiver_detail::check_expected_hash(r->req, i, bytes, r->paths[i]);
+      if (*outcome)
+        if (auto f = parse_whole(bytes, rx.options_, r->paths[i], rx.store_, r->memory); !f) *outcome = std::move(f).err();
       *ms = sw.elapsed_ms();
     };
     submit(rx, r, std::move(work), [&rx, r, i, outcome, ms] {
@@ -313,7 +314,10 @@ struct receiver::pipeline {
     auto outcome = std::make_shared<status>();
     auto work = [&rx, r, d, outcome] {
       stopwatch sw;
-      auto f = parse_whole(d->bytes.span(), rx.options_, r->paths[d->index], rx.store_, r->memory);
+      // The marker's check first: a file changed since it was published is refused for that.
+      auto ok = receiver_detail::check_expected_hash(r->req, d->index, d->bytes.span(), r->paths[d->index]);
+      auto f = ok ? parse_whole(d->bytes.span(), rx.options_, r->paths[d->index], rx.store_, r->memory)
+                  : result<delta_file>(ok.err());
       if (!f) {
         *outcome = std::move(f).err();
       } else {

@@ -1,5 +1,5 @@
 // The receiver's transports besides the disk: the registry of pushed transports (NCCL), the refusal that drains
-// a pushed sync's announced bytes first, and the HTTP pull transport's open step. The pipeline they feed is in
+// a pushed sync's announced bytes first, the HTTP pull transport's open step and its one-small-file fetch. The pipeline they feed is in
 // receiver.cc; the run state they share is in receiver_internal.h.
 #include <memory>
 #include <string>
@@ -64,6 +64,7 @@ void receiver::start_pull(sync_request req, std::function<void(result<sync_stats
     if (total_bytes > options_.max_sync_bytes)
       return refuse(error(errc::limit_exceeded, "the sync's files hold " + std::to_string(total_bytes) +
                                                     " bytes; the limit is " + std::to_string(options_.max_sync_bytes)));
+    if (auto e = receiver_detail::check_expected_sizes(r->req, opened->sizes, opened->urls); !e) return refuse(e.err());
     r->paths = opened->urls;
     r->sizes = opened->sizes;
     r->stats.version = r->req.version;
@@ -71,6 +72,31 @@ void receiver::start_pull(sync_request req, std::function<void(result<sync_stats
     r->stats.files = r->paths.size();
     r->reader = std::move(opened->source);
     start_pipeline(r, cur);
+  });
+}
+
+void receiver::fetch_remote_file(const std::string& base_url, const std::string& dir, const std::string& name,
+                                 uint64_t max_bytes, std::function<void(result<std::string>)> done) {
+  if (!remote_) return done(error(errc::unsupported, "transport 'http' is not built in this receiver"));
+  if (auto names = check_remote_names(dir, {name}); !names) return done(names.err());
+  remote_fetch what{base_url, dir, {name}, options_.chunk_bytes, 1, max_bytes};
+  remote_->open(what, pool_, [this, done = std::move(done)](result<remote_files> opened) mutable {
+    if (!opened) return done(std::move(opened).err());
+    struct fetch {
+      std::unique_ptr<file_source> source;
+      std::string text;
+    };
+    auto f = std::make_shared<fetch>();
+    f->source = std::move(opened->source);
+    f->text.reserve(opened->sizes.at(0));
+    f->source->start(
+        [f](io::read_piece p) { f->text.append(reinterpret_cast<const char*>(p.bytes.data()), p.bytes.size()); },
+        [this, f, done = std::move(done)](status s) mutable {
+          // The source (which holds this callback) goes once it has returned.
+          loop_.post([source = std::shared_ptr<file_source>(std::move(f->source))] {});
+          if (!s) return done(s.err());
+          done(std::move(f->text));
+        });
   });
 }
 

@@ -14,7 +14,6 @@
 
 #include "base/clock.h"
 #include "base/log.h"
-#include "codec/digest.h"
 #include "io/event_loop.h"
 #include "io/sync_io.h"
 #include "sync/fleet_state.h"
@@ -63,8 +62,8 @@ void read_marker(const std::string& delta_dir, candidate& c, const recovery_opti
   c.marker = std::move(m).value();
 }
 
-// Every listed file, as a plain file (no symlink) of the listed size and whole-file XXH3-64.
-std::string verify_files(const std::string& delta_dir, const candidate& c, const recovery_options& o) {
+// Every listed file, as a plain file (no symlink) of the listed size; its XXH3-64 is checked by the pipeline.
+std::string check_files(const std::string& delta_dir, const candidate& c, const recovery_options& o) {
   for (const auto& f : c.marker->files) {
     const std::string path = delta_dir + "/" + c.dir + "/" + f.name;
     struct stat st {};
@@ -73,10 +72,6 @@ std::string verify_files(const std::string& delta_dir, const candidate& c, const
     if (static_cast<uint64_t>(st.st_size) != f.bytes)
       return "file " + f.name + " holds " + std::to_string(st.st_size) + " bytes, the marker says " + std::to_string(f.bytes);
     if (f.bytes > o.max_file_bytes) return "file " + f.name + " is over max-file-bytes";
-    auto bytes = io::read_file_all(path, o.max_file_bytes);
-    if (!bytes) return "file " + f.name + ": " + bytes.err().describe();
-    if (bytes->size() != f.bytes || xxh3_64(*bytes) != f.xxh3_64)
-      return "file " + f.name + " does not match the marker's XXH3-64 (changed or incomplete)";
   }
   return {};
 }
@@ -103,16 +98,24 @@ std::vector<candidate*> best_chain(std::vector<candidate>& all, uint64_t from, u
   return path;
 }
 
-result<sync_stats> replay(receiver& rx, io::event_loop& loop, const candidate& c) {
+}  // namespace
+
+result<sync_stats> replay_step(receiver& rx, io::event_loop& loop, const publish_marker& m, const std::string& dir,
+                               const std::string& base_url) {
+  DS_CHECK(!loop.in_loop_thread(), "replay_step() blocks: call it off the loop thread");
   sync_request req;
-  req.version = c.marker->version;
-  if (c.anchor)
+  req.version = m.version;
+  if (m.anchor)
     req.anchor = true;  // no base version: it applies on any
   else
-    req.base_version = c.marker->base_version;
-  req.transport = "disk";
-  req.dir = c.dir;
-  for (const auto& f : c.marker->files) req.files.push_back(f.name);
+    req.base_version = m.base_version;
+  req.transport = base_url.empty() ? "disk" : "http";
+  req.base_url = base_url;
+  req.dir = dir;
+  for (const auto& f : m.files) {
+    req.files.push_back(f.name);
+    req.expect.push_back({f.bytes, f.xxh3_64});
+  }
   std::promise<result<sync_stats>> done;
   auto outcome = done.get_future();
   loop.post([&rx, &done, req = std::move(req)]() mutable {
@@ -120,8 +123,6 @@ result<sync_stats> replay(receiver& rx, io::event_loop& loop, const candidate& c
   });
   return outcome.get();
 }
-
-}  // namespace
 
 recovery_report recover(receiver& rx, io::event_loop& loop, const recovery_options& options) {
   DS_CHECK(!loop.in_loop_thread(), "recover() blocks: call it off the loop thread");
@@ -165,12 +166,12 @@ recovery_report recover(receiver& rx, io::event_loop& loop, const recovery_optio
     if (chain.empty()) break;
     candidate& c = *chain.front();
     if (!c.verified) {
-      c.invalid = verify_files(options.delta_dir, c, options);
+      c.invalid = check_files(options.delta_dir, c, options);
       if (!c.invalid.empty()) continue;  // the chain is recomputed without it
       c.verified = true;
     }
     stopwatch sw;
-    auto r = replay(rx, loop, c);
+    auto r = replay_step(rx, loop, *c.marker, c.dir);
     if (!r) {
       c.invalid = "refused by the receiver: " + r.err().describe();
       continue;

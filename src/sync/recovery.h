@@ -6,10 +6,12 @@
 // base_version -> version links to the highest version reachable (a chain always exists when the sender
 // advanced one step per acked sync; after a refused sync the sender's next version has the same base, and
 // the chain takes the higher one). Each step is verified before it is applied:
-//   1. every file the marker lists exists with the listed size and whole-file XXH3-64 (a dir whose files
-//      were cut short, overwritten or only partly copied is never applied);
-//   2. the files then go through the receiver's normal pipeline (receiver::start_sync): native payload
-//      hash and base/version checks, slime checksum, transactional apply, per-tensor XXH3-128 after apply.
+//   1. every file the marker lists exists as a regular file of the listed size;
+//   2. the files then go through the receiver's normal pipeline (receiver::start_sync) with the marker's
+//      sizes and whole-file XXH3-64 as sync_request::expect, so a dir whose files were cut short, overwritten
+//      or only partly copied is refused and rolled back (the hash is computed on the bytes the pipeline reads:
+//      each file is read once), then native payload hash and base/version checks, slime checksum,
+//      transactional apply, per-tensor XXH3-128 after apply.
 // A candidate that fails either check is skipped (logged, with the reason, in the report) and the chain is
 // recomputed from the current version without it. The store is never left between versions: a refused
 // step is rolled back by the pipeline.
@@ -60,6 +62,14 @@ struct recovery_report {
   std::vector<step> replayed;
   std::vector<skip> skipped;
 };
+
+// One published step through the receiver's normal pipeline, with the marker's file sizes and XXH3-64
+// expected (sync_request::expect): version `m.version` on base `m.base_version` (on any base for an anchor),
+// the files of `dir` read from the delta dir, or pulled from `base_url` ("transport": "http") when it is set.
+// Blocks the calling thread (never the loop's) until the sync ended.
+struct publish_marker;
+result<sync_stats> replay_step(receiver& rx, io::event_loop& loop, const publish_marker& m, const std::string& dir,
+                               const std::string& base_url = {});
 
 // Replays what can be verified; never fails as a whole (a delta dir that cannot be listed is a skip with
 // its reason). See the file comment for the rules.

@@ -25,6 +25,15 @@ struct sync_request {
   // Set only by recovery / catch-up replaying a full-model anchor (never parsed from a request): the files
   // must then overwrite every element of every tensor, and their base version is not checked.
   bool anchor = false;
+  // Set only by recovery / catch-up (never parsed from a request): per listed file, what its version's publish
+  // marker says (sync/publish_marker.h). The receiver refuses the sync (errc::delta_checksum_mismatch, rolled
+  // back like any other refusal) when a file's size differs, before anything is read, or when its whole-file
+  // XXH3-64 differs, checked in the pipeline on the bytes it applies (no second read). Empty: not checked.
+  struct expected_file {
+    uint64_t bytes = 0;
+    uint64_t xxh3_64 = 0;
+  };
+  std::vector<expected_file> expect;
 };
 
 struct request_limits {
