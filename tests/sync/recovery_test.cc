@@ -303,6 +303,47 @@ TEST(Recovery, AMarkerThatLiesIsCaughtByThePipelineAndRolledBack) {
   EXPECT_NE(skip_reason(r, "weight_v000002").find("refused by the receiver"), std::string::npos) << skip_reason(r, "weight_v000002");
 }
 
+// replay_step hands the marker's sizes and XXH3-64 to the pipeline (sync_request::expect): a file that differs
+// from its marker is refused there, on the bytes that were read for the apply, and nothing stays applied.
+TEST(Recovery, ReplayStepRefusesFilesThatDifferFromTheirMarkerAndRollsBack) {
+  fixture f;
+  const weights v1 = step(f.base, 1);
+  f.publish(f.base, 0, v1, 1);
+  auto text = std::move(io::read_file_all((f.vdir(1) / "published.json").string(), 1 << 20)).value();
+  const auto m = std::move(parse_publish_marker(std::string(reinterpret_cast<const char*>(text.data()), text.size()))).value();
+  ASSERT_GE(m.files.size(), 2u);
+  byte_buffer original;
+  {  // A size the marker does not list: refused before anything is read.
+    auto lying = m;
+    lying.files[1].bytes += 1;
+    auto r = replay_step(*f.rx, f.loop, lying, "weight_v000001");
+    ASSERT_FALSE(r.ok());
+    EXPECT_TRUE(r.err().is(errc::delta_checksum_mismatch)) << r.err().describe();
+    EXPECT_NE(r.err().message.find("its publish marker says"), std::string::npos) << r.err().describe();
+    EXPECT_EQ(f.held(), f.base);
+  }
+  {  // The first file changed after publishing (same size): the marker's check on the bytes read for the apply
+     // refuses the sync, and nothing of it stays in the store.
+    const fs::path victim = f.vdir(1) / m.files[0].name;
+    original = std::move(io::read_file_all(victim.string(), 1 << 20)).value();
+    auto bytes = original;
+    bytes[bytes.size() - 1] ^= std::byte{1};
+    ASSERT_TRUE(io::write_file_atomic(victim.string(), bytes).ok());
+    auto r = replay_step(*f.rx, f.loop, m, "weight_v000001");
+    ASSERT_FALSE(r.ok());
+    EXPECT_TRUE(r.err().is(errc::delta_checksum_mismatch)) << r.err().describe();
+    EXPECT_NE(r.err().message.find("XXH3-64 its publish marker lists"), std::string::npos) << r.err().describe();
+    EXPECT_EQ(f.held(), f.base);
+    EXPECT_EQ(f.store->version(), 0u);
+  }
+  {  // Put back, the same step applies.
+    ASSERT_TRUE(io::write_file_atomic((f.vdir(1) / m.files[0].name).string(), original).ok());
+    auto r = replay_step(*f.rx, f.loop, m, "weight_v000001");
+    ASSERT_TRUE(r.ok()) << r.err().describe();
+    EXPECT_EQ(f.held(), v1);
+  }
+}
+
 TEST(Recovery, GarbageMarkerAndForeignDirsAreSkipped) {
   fixture f;
   const weights v1 = step(f.base, 1);
