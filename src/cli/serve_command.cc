@@ -26,6 +26,7 @@
 #include "sync/nccl_member.h"
 #include "sync/receiver.h"
 #include "sync/cuda_weight_store.h"
+#include "sync/catch_up.h"
 #include "sync/recovery.h"
 #include "sync/weight_store.h"
 
@@ -54,6 +55,7 @@ struct serve_options {
   uint32_t nccl_timeout_ms = 60'000;
   // Crash recovery and request limits (docs/reliability.md).
   bool recover = false;
+  std::string recover_from;  // a file server: recover from the chain published there (pull-only receivers)
   bool catch_up = true;
   bool sglang_allow_version_gap = false;
   uint64_t max_header_bytes = 16ull << 10;
@@ -102,7 +104,10 @@ int run_serve(const serve_options& opt) {
     return fail(error(errc::invalid_argument, "give exactly one of --base PATH or --model NAME (a built-in synthetic model)"));
   auto listen = split_listen(opt.listen);
   if (!listen) return fail(listen.err());
-  auto pull_allow = http::pull_allowlist::parse(opt.pull_allow);
+  // --recover-from names a server the operator trusts: it is allowed for pulls like a pull-allow entry.
+  std::vector<std::string> allowed = opt.pull_allow;
+  if (!opt.recover_from.empty()) allowed.push_back(opt.recover_from);
+  auto pull_allow = http::pull_allowlist::parse(allowed);
   if (!pull_allow) return fail(pull_allow.err());
   std::string token;
   if (!opt.token_file.empty()) {
@@ -219,13 +224,14 @@ int run_serve(const serve_options& opt) {
   sopts.reserved_routes = {"/sync", "/update_weights_from_disk"};  // past the limit: health and syncs only
   http::route_options routes;
   routes.nccl = nccl.get();
-  if (opt.recover) {
+  if (opt.recover || !opt.recover_from.empty()) {
     recovery_options rec;
     rec.delta_dir = delta_dir;
     rec.max_file_bytes = opt.max_file_bytes;
-    routes.start_recovery = [&recovery_thread, &loop, rx = rx.get(), rec](std::function<void(recovery_report)> done) {
-      recovery_thread = std::thread([&loop, rx, rec, done = std::move(done)]() mutable {
-        recovery_report rep = recover(*rx, loop, rec);
+    routes.start_recovery = [&recovery_thread, &loop, rx = rx.get(), rec,
+                             from = opt.recover_from](std::function<void(recovery_report)> done) {
+      recovery_thread = std::thread([&loop, rx, rec, from, done = std::move(done)]() mutable {
+        recovery_report rep = from.empty() ? recover(*rx, loop, rec) : recover_remote(*rx, loop, from);
         loop.post([rep = std::move(rep), done = std::move(done)]() mutable { done(std::move(rep)); });
       });
     };
@@ -329,6 +335,10 @@ void register_serve(CLI::App& app, int& exit_status) {
   cmd->add_flag("--recover", opt->recover,
                 "Replay the fully published version dirs (and anchors) kept in --delta-dir from the base version, "
                 "serving /status meanwhile (pushes: 503 with Retry-After)");
+  cmd->add_option("--recover-from", opt->recover_from,
+                  "Like --recover, from a file server instead of --delta-dir (a pull-only receiver): catch up to "
+                  "the newest version published there (URL/fleet.json), walking its publish markers and pulling "
+                  "each step; the URL is allowed for pulls (docs/fleet.md)");
   cmd->add_flag("--catch-up,!--no-catch-up", opt->catch_up,
                 "A /sync whose base_version is ahead of this receiver's version replays the kept, marker-verified "
                 "chain in --delta-dir first (docs/fleet.md); on by default")

@@ -47,7 +47,7 @@ class pull_job : public std::enable_shared_from_this<pull_job> {
       : ctx_(ctx), pool_(pool), url_(std::move(url)), what_(std::move(what)), options_(options), resolver_(ctx) {
     const size_t n = std::max<size_t>(1, what_.read_workers);
     for (size_t i = 0; i < n; ++i) slots_.push_back(std::make_unique<slot>(ctx_));
-    for (const auto& f : what_.files) targets_.push_back(url_.prefix + "/" + pct_encode(what_.dir) + "/" + pct_encode(f));
+    for (const auto& f : what_.files) targets_.push_back(url_.prefix + (what_.dir.empty() ? std::string() : "/" + pct_encode(what_.dir)) + "/" + pct_encode(f));
     sizes_.assign(what_.files.size(), 0);
   }
 

@@ -9,6 +9,7 @@
 #include <set>
 #include <thread>
 
+#include "base/check.h"
 #include "base/clock.h"
 #include "base/log.h"
 #include "io/event_loop.h"
@@ -101,16 +102,21 @@ std::string unreachable(const std::string& delta_dir, uint64_t cur, uint64_t tar
          "); nothing replayed, the store is unchanged";
 }
 
-// The catch-up thread's view of the file server: one marker, fetched on the loop, waited for here.
-result<publish_marker> fetch_marker(receiver& rx, io::event_loop& loop, const std::string& base_url,
-                                    const std::string& dir) {
+// The catch-up thread's view of the file server: one small file, fetched on the loop, waited for here.
+result<std::string> fetch_text(receiver& rx, io::event_loop& loop, const std::string& base_url, const std::string& dir,
+                               std::string_view name) {
   std::promise<result<std::string>> p;
   auto text = p.get_future();
   loop.post([&] {
-    rx.fetch_remote_file(base_url, dir, std::string(kPublishMarkerName), kMaxMarkerBytes,
+    rx.fetch_remote_file(base_url, dir, std::string(name), kMaxMarkerBytes,
                          [&p](result<std::string> t) { p.set_value(std::move(t)); });
   });
-  auto t = text.get();
+  return text.get();
+}
+
+result<publish_marker> fetch_marker(receiver& rx, io::event_loop& loop, const std::string& base_url,
+                                    const std::string& dir) {
+  auto t = fetch_text(rx, loop, base_url, dir, kPublishMarkerName);
   if (!t) return t.err();
   auto m = parse_publish_marker(*t);
   if (m && (m->version != version_of_dir(dir).value_or(anchor_of_dir(dir).value_or(0)) ||
@@ -230,6 +236,28 @@ void start_catch_up(receiver& rx, io::event_loop& loop, const sync_request& push
       done(std::move(rep), std::move(gap));
     });
   }).detach();
+}
+
+recovery_report recover_remote(receiver& rx, io::event_loop& loop, const std::string& base_url) {
+  DS_CHECK(!loop.in_loop_thread(), "recover_remote() blocks: call it off the loop thread");
+  recovery_report rep;
+  rep.ran = true;
+  loop.run_sync([&] { rep.from_version = rep.to_version = rx.store().version(); });
+  auto text = fetch_text(rx, loop, base_url, "", kFleetStateName);
+  auto fleet = text ? parse_fleet_state(*text) : result<fleet_state>(text.err());
+  if (!fleet) {
+    rep.skipped.push_back({base_url + "/" + std::string(kFleetStateName), "the newest published version is unknown: " +
+                                                                          fleet.err().describe()});
+    return rep;
+  }
+  DS_LOG(info, "recover", "recovering from version %" PRIu64 " to %" PRIu64 ", the newest published on %s",
+         rep.from_version, fleet->published, base_url.c_str());
+  if (fleet->published > rep.from_version)
+    if (auto gap = catch_up_remote(rx, loop, base_url, fleet->published, rep); gap && rep.skipped.empty())
+      rep.skipped.push_back({base_url, gap->describe()});
+  DS_LOG(info, "recover", "recovery done: version %" PRIu64 " -> %" PRIu64 ", %zu replayed, %zu skipped",
+         rep.from_version, rep.to_version, rep.replayed.size(), rep.skipped.size());
+  return rep;
 }
 
 }  // namespace deltasync

@@ -54,4 +54,11 @@ void check_idempotent(receiver& rx, const sync_request& req, std::function<void(
 void start_catch_up(receiver& rx, io::event_loop& loop, const sync_request& push,
                     std::function<void(recovery_report, std::optional<error>)> done);
 
+// serve --recover-from URL: at start-up, brings the store to the newest version the Sender published on that
+// file server (URL/fleet.json's "published") by the same backward walk and pulled steps as a pull push's
+// catch-up; a receiver with no copy of the delta dir recovers as --recover does with one. Blocks the calling
+// thread (never the loop's); the receiver must be idle. Never fails as a whole: a server that cannot be read
+// or a gap is a skip in the report, with its reason, and the store stays at the last version it reached.
+recovery_report recover_remote(receiver& rx, io::event_loop& loop, const std::string& base_url);
+
 }  // namespace deltasync

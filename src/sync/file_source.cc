@@ -35,8 +35,8 @@ bool bad_component(const std::string& s) {
 
 }  // namespace
 
-status check_remote_names(const std::string& dir, const std::vector<std::string>& files) {
-  if (bad_component(dir)) return error(errc::forbidden_path, "dir '" + dir + "' escapes the served directory");
+status check_remote_names(const std::string& dir, const std::vector<std::string>& files, bool root_ok) {
+  if (!(root_ok && dir.empty()) && bad_component(dir)) return error(errc::forbidden_path, "dir '" + dir + "' escapes the served directory");
   for (const auto& f : files)
     if (bad_component(f) || f.find('/') != std::string::npos)
       return error(errc::forbidden_path, "file '" + f + "' must be a plain name inside the version dir");

@@ -34,13 +34,14 @@ std::unique_ptr<file_source> make_disk_file_source(io::io_backend& backend, io::
                                                    const io::chunked_reader_options& options);
 
 // The names of a pull sync: dir and files must be plain relative names (no "..", no absolute path, files
-// without '/'), the same rule as the disk transport; errc::forbidden_path otherwise.
-status check_remote_names(const std::string& dir, const std::vector<std::string>& files);
+// without '/'), the same rule as the disk transport; errc::forbidden_path otherwise. root_ok: an empty dir names
+// base_url itself (receiver::fetch_remote_file of fleet.json; a sync's dir is never empty).
+status check_remote_names(const std::string& dir, const std::vector<std::string>& files, bool root_ok = false);
 
 // What a pull sync asks a remote_file_opener for: files `dir`/`files[i]` under base_url.
 struct remote_fetch {
   std::string base_url;  // "http://host:port[/prefix]"
-  std::string dir;       // the version dir, e.g. "weight_v000012"
+  std::string dir;       // the version dir, e.g. "weight_v000012"; empty: base_url itself (fleet.json, never a sync)
   std::vector<std::string> files;
   uint64_t chunk_bytes = 4ull << 20;  // bytes per request (capped at the pool's buffer size)
   uint32_t read_workers = 8;          // requests (connections) in flight

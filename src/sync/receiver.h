@@ -114,7 +114,8 @@ class receiver {
   // pull_opener). Null (the default) refuses such syncs as unsupported. Must outlive the receiver.
   void set_remote_opener(remote_file_opener* opener) noexcept { remote_ = opener; }
   bool pulls() const noexcept { return remote_ != nullptr; }
-  // One whole small file base_url/dir/name over the pull transport (a version's publish marker, for catch-up):
+  // One whole small file base_url/dir/name (dir empty: base_url/name) over the pull transport (a version's
+  // publish marker for catch-up, the Sender's fleet.json for serve --recover-from):
   // the same opener, allow-list, answer checks and retries as a pull sync's files; over max_bytes is
   // errc::limit_exceeded, a missing file errc::not_found. On the loop thread; done runs there (never inline
   // once the request went out). Needs no idle receiver: it reads into the pool, writes nothing.

@@ -78,7 +78,7 @@ void receiver::start_pull(sync_request req, std::function<void(result<sync_stats
 void receiver::fetch_remote_file(const std::string& base_url, const std::string& dir, const std::string& name,
                                  uint64_t max_bytes, std::function<void(result<std::string>)> done) {
   if (!remote_) return done(error(errc::unsupported, "transport 'http' is not built in this receiver"));
-  if (auto names = check_remote_names(dir, {name}); !names) return done(names.err());
+  if (auto names = check_remote_names(dir, {name}, true); !names) return done(names.err());
   remote_fetch what{base_url, dir, {name}, options_.chunk_bytes, 1, max_bytes};
   remote_->open(what, pool_, [this, done = std::move(done)](result<remote_files> opened) mutable {
     if (!opened) return done(std::move(opened).err());

@@ -10,6 +10,7 @@
 #   sync 4: every receiver bit-identical to c4; a retried pull push of v4 is an idempotent 200.
 #   A receiver at 0 whose chain was pruned on the server: 409 naming the missing link, store unchanged.
 #   sync 5 writes a full-model anchor; a receiver joining at 0 gets sync 6 and catches up from anchor_v5.
+#   serve --recover-from: a receiver started from the base recovers to version 6 from the file server alone.
 set -euo pipefail
 bin=$1
 source "$(dirname "$0")/fault_lib.sh"
@@ -133,4 +134,14 @@ replayed=$(status_field "$(url_of late)" '[(s["version"], s["anchor"]) for s in 
 [ "$replayed" = "[(5, True)]" ] || fail "the late joiner should have caught up from anchor_v5: $replayed"
 for r in r0 r1 r2 late; do [ "$(tensors_of "$(url_of $r)")" = "$want_c6" ] || fail "$r is not bit-identical to c6"; done
 ok "sync 6: a receiver joining at 0 pulled anchor_v5, then v6; all four bit-identical to c6"
+
+# A pull-only receiver restarted from the base recovers before the next push: serve --recover-from reads the
+# newest published version from the server's fleet.json and walks the markers there (anchor_v5, then v6).
+mkdir -p "$work/rx_rec"
+start_serve rec --base "$(ck c0)" --delta-dir "$work/rx_rec" --recover-from "$FS"
+wait_recovered "$(url_of rec)"
+replayed=$(status_field "$(url_of rec)" '[(s["version"], s["anchor"]) for s in d["recovery"]["replayed"]]')
+[ "$replayed" = "[(5, True), (6, False)]" ] || fail "--recover-from should have replayed anchor_v5 and v6: $(curl -s "$(url_of rec)/status")"
+[ "$(version_of rec)" = 6 ] && [ "$(tensors_of "$(url_of rec)")" = "$want_c6" ] || fail "--recover-from did not reach c6"
+ok "serve --recover-from: a pull-only receiver recovered to the newest published version (6) from the file server"
 echo PASS
