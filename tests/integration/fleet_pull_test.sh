@@ -11,9 +11,16 @@
 #   A receiver at 0 whose chain was pruned on the server: 409 naming the missing link, store unchanged.
 #   sync 5 writes a full-model anchor; a receiver joining at 0 gets sync 6 and catches up from anchor_v5.
 #   serve --recover-from: a receiver started from the base recovers to version 6 from the file server alone.
+# The Sender's file server is serve-files, or nginx (fleet_pull_test.sh BIN nginx; skipped with exit 77 when
+# nginx is not installed): the walk needs no directory listing, only plain GETs of published.json/fleet.json.
 set -euo pipefail
 bin=$1
+server_kind=${2:-deltasync}
+if [ "$server_kind" = nginx ] && ! command -v nginx > /dev/null; then
+  echo "SKIP: nginx is not installed (scripts/install-deps.sh installs nginx-light)"; exit 77
+fi
 source "$(dirname "$0")/fault_lib.sh"
+chmod 755 "$work"  # nginx workers run as an unprivileged user
 
 make_checkpoints
 python3 - "$ck_base" "$work/ck" <<'PY'
@@ -37,11 +44,35 @@ for c in c0 c1 c4 c6; do
   kill "$last_pid"; wait "$last_pid" 2>/dev/null || true
 done
 
-"$bin" serve-files --dir "$D" --listen 127.0.0.1:0 --port-file "$work/fs.port" --log-level warn 2> "$work/fs.log" &
-pids+=($!)
-for _ in $(seq 1 200); do [ -s "$work/fs.port" ] && break; sleep 0.05; done
-[ -s "$work/fs.port" ] || fail "serve-files did not start"
-FS=http://127.0.0.1:$(cat "$work/fs.port")
+if [ "$server_kind" = nginx ]; then
+  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  mkdir -p "$work/nginx"
+  cat > "$work/nginx/nginx.conf" <<CONF
+daemon off;
+worker_processes 1;
+error_log $work/nginx/error.log;
+pid $work/nginx/nginx.pid;
+events { worker_connections 64; }
+http {
+  access_log off;
+  client_body_temp_path $work/nginx; proxy_temp_path $work/nginx; fastcgi_temp_path $work/nginx;
+  uwsgi_temp_path $work/nginx; scgi_temp_path $work/nginx;
+  server { listen 127.0.0.1:$port; root $D; }
+}
+CONF
+  nginx -c "$work/nginx/nginx.conf" -e "$work/nginx/error.log" > "$work/nginx/out.log" 2>&1 &
+  nginx_pid=$!
+  # Stopped with TERM before the trap's kill -9, which would leave its worker running.
+  cleanups+=("kill $nginx_pid; wait $nginx_pid")
+  for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
+  FS=http://127.0.0.1:$port
+else
+  "$bin" serve-files --dir "$D" --listen 127.0.0.1:0 --port-file "$work/fs.port" --log-level warn 2> "$work/fs.log" &
+  pids+=($!)
+  for _ in $(seq 1 200); do [ -s "$work/fs.port" ] && break; sleep 0.05; done
+  [ -s "$work/fs.port" ] || fail "serve-files did not start"
+  FS=http://127.0.0.1:$(cat "$work/fs.port")
+fi
 mkdir -p "$work/mirror"
 "$bin" serve-files --dir "$work/mirror" --listen 127.0.0.1:0 --port-file "$work/fs2.port" --log-level warn 2> "$work/fs2.log" &
 pids+=($!)
