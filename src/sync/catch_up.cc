@@ -1,12 +1,11 @@
 // Online catch-up (see catch_up.h): decide, replay the kept chain on a thread of its own, report the gap.
 #include "sync/catch_up.h"
 
-#include <algorithm>
 #include <cinttypes>
-#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
 #include <future>
-#include <map>
-#include <set>
 #include <thread>
 
 #include "base/check.h"
@@ -63,43 +62,6 @@ std::string gap_message(uint64_t cur, uint64_t target) {
   return "base_version " + std::to_string(target) + " is ahead of this receiver's version " + std::to_string(cur) +
          " and the kept chain cannot close the gap: versions " + std::to_string(cur + 1) + ".." +
          std::to_string(target) + " missing";
-}
-
-// Before replaying anything: is `target` reachable from `cur` over the markers of the kept dirs (base ->
-// version links)? Returns the reason when not (naming the versions without a usable marker), empty when it is.
-// Files are verified later, step by step, by recover().
-std::string unreachable(const std::string& delta_dir, uint64_t cur, uint64_t target) {
-  std::map<uint64_t, uint64_t> base_of;  // version -> base_version, from valid markers in (cur, target]
-  std::set<uint64_t> anchors;            // full-model anchors in (cur, target]: reachable from any version
-  std::error_code ec;
-  for (const auto& e : std::filesystem::directory_iterator(delta_dir, ec)) {
-    const std::string name = e.path().filename().string();
-    const bool anchor = anchor_of_dir(name).has_value();
-    if ((!anchor && !version_of_dir(name)) || e.is_symlink(ec)) continue;
-    auto bytes = io::read_file_all(e.path().string() + "/" + std::string(kPublishMarkerName), 16u << 20);
-    if (!bytes) continue;
-    auto m = parse_publish_marker(std::string_view(reinterpret_cast<const char*>(bytes->data()), bytes->size()));
-    if (!m || m->version <= cur || m->version > target || m->anchor != anchor ||
-        name != version_dir_name(m->version, anchor))
-      continue;
-    if (anchor)
-      anchors.insert(m->version);
-    else
-      base_of[m->version] = m->base_version;
-  }
-  std::set<uint64_t> reached{cur};
-  std::set<uint64_t> versions(anchors);
-  for (const auto& [v, b] : base_of) versions.insert(v);
-  for (uint64_t v : versions) {
-    auto b = base_of.find(v);
-    if (anchors.count(v) || (b != base_of.end() && reached.count(b->second))) reached.insert(v);
-  }
-  if (reached.count(target)) return {};
-  std::string missing;
-  for (uint64_t v = cur + 1; v <= target && missing.size() < 400; ++v)
-    if (!reached.count(v)) missing += (missing.empty() ? "" : ", ") + std::to_string(v);
-  return gap_message(cur, target) + " (no published, chained version dir for " + missing +
-         "); nothing replayed, the store is unchanged";
 }
 
 // The catch-up thread's view of the file server: one small file, fetched on the loop, waited for here.
@@ -201,13 +163,15 @@ std::optional<error> catch_up_remote(receiver& rx, io::event_loop& loop, const s
 
 // Catch-up from the delta dir, on the catch-up thread (sync/recovery.h up to target).
 std::optional<error> catch_up_local(receiver& rx, io::event_loop& loop, uint64_t target, recovery_report& rep) {
-  if (std::string why = unreachable(rx.options().delta_dir, rep.from_version, target); !why.empty())
-    return error(errc::version_conflict, why);
   recovery_options o;
   o.delta_dir = rx.options().delta_dir;
   o.max_file_bytes = rx.options().max_file_bytes;
   o.max_version = target;
+  o.all_or_nothing = true;
   rep = recover(rx, loop, o);
+  if (!rep.unreachable.empty())
+    return error(errc::version_conflict, gap_message(rep.from_version, target) + " (no published, chained version dir for " +
+                                             rep.unreachable + "); nothing replayed, the store is unchanged");
   if (rep.to_version == target) return std::nullopt;
   std::string why = gap_message(rep.to_version, target);
   for (const auto& s : rep.skipped) why += "; " + s.dir + ": " + s.reason;

@@ -76,9 +76,10 @@ std::string check_files(const std::string& delta_dir, const candidate& c, const 
   return {};
 }
 
-// The path from `from` to the highest version reachable over candidates that may still apply. A full-model
-// anchor is reachable from any version below it; at equal versions a delta step is preferred (it reads less).
-std::vector<candidate*> best_chain(std::vector<candidate>& all, uint64_t from, uint64_t max_version) {
+// Every version reachable from `from` over candidates that may still apply, with the step that reaches it
+// (nullptr: the start). A full-model anchor is reachable from any version below it; at equal versions a delta
+// step is preferred (it reads less).
+std::map<uint64_t, candidate*> reachable(std::vector<candidate>& all, uint64_t from, uint64_t max_version) {
   std::vector<candidate*> usable;
   for (auto& c : all)
     if (c.invalid.empty() && c.marker && c.marker->version > from && c.marker->version <= max_version)
@@ -86,16 +87,32 @@ std::vector<candidate*> best_chain(std::vector<candidate>& all, uint64_t from, u
   std::sort(usable.begin(), usable.end(), [](auto* a, auto* b) {
     return a->marker->version != b->marker->version ? a->marker->version < b->marker->version : !a->anchor && b->anchor;
   });
-  std::map<uint64_t, candidate*> reached;  // version -> the step that reaches it (nullptr: the start)
+  std::map<uint64_t, candidate*> reached;
   reached[from] = nullptr;
   for (auto* c : usable)
     if ((c->anchor || reached.count(c->marker->base_version)) && !reached.count(c->marker->version))
       reached[c->marker->version] = c;
+  return reached;
+}
+
+// The path from `from` to the highest version reachable.
+std::vector<candidate*> best_chain(std::vector<candidate>& all, uint64_t from, uint64_t max_version) {
+  auto reached = reachable(all, from, max_version);
   std::vector<candidate*> path;
   for (candidate* c = reached.rbegin()->second; c != nullptr; c = c->anchor ? nullptr : reached[c->marker->base_version])
     path.push_back(c);
   std::reverse(path.begin(), path.end());
   return path;
+}
+
+// all_or_nothing: the versions in (from, max_version] the markers cannot reach, when max_version is one of them.
+std::string unreachable_versions(std::vector<candidate>& all, uint64_t from, uint64_t max_version) {
+  auto reached = reachable(all, from, max_version);
+  if (reached.count(max_version)) return {};
+  std::string missing;
+  for (uint64_t v = from + 1; v <= max_version && missing.size() < 400; ++v)
+    if (!reached.count(v)) missing += (missing.empty() ? "" : ", ") + std::to_string(v);
+  return missing;
 }
 
 }  // namespace
@@ -161,6 +178,13 @@ recovery_report recover(receiver& rx, io::event_loop& loop, const recovery_optio
   DS_LOG(info, "recover", "recovering from version %" PRIu64 ": %zu version dirs in %s", cur, all.size(),
          options.delta_dir.c_str());
 
+  if (options.all_or_nothing) {
+    report.unreachable = unreachable_versions(all, cur, options.max_version);
+    if (!report.unreachable.empty()) {
+      report.to_version = cur;
+      return report;
+    }
+  }
   for (;;) {
     auto chain = best_chain(all, cur, options.max_version);
     if (chain.empty()) break;

@@ -40,6 +40,9 @@ struct recovery_options {
   uint64_t max_marker_bytes = 16ull << 20;
   uint64_t max_file_bytes = 8ull << 30;  // a listed file larger than this is skipped
   uint64_t max_version = UINT64_MAX;     // replay no version above this (online catch-up: the push's base)
+  // Online catch-up: replay nothing unless the markers chain from the store's version to max_version (files
+  // are verified later, step by step); recovery_report::unreachable then names the versions they cannot reach.
+  bool all_or_nothing = false;
 };
 
 struct recovery_report {
@@ -61,6 +64,7 @@ struct recovery_report {
   uint64_t to_version = 0;
   std::vector<step> replayed;
   std::vector<skip> skipped;
+  std::string unreachable;  // all_or_nothing refused: the versions no chained marker reaches ("2, 3")
 };
 
 // One published step through the receiver's normal pipeline, with the marker's file sizes and XXH3-64
