@@ -2,11 +2,11 @@
 #include "sync/catch_up.h"
 
 #include <cinttypes>
+#include <future>
 #include <optional>
 #include <string>
-#include <vector>
-#include <future>
 #include <thread>
+#include <vector>
 
 #include "base/check.h"
 #include "base/clock.h"
@@ -76,13 +76,14 @@ result<std::string> fetch_text(receiver& rx, io::event_loop& loop, const std::st
   return text.get();
 }
 
-result<publish_marker> fetch_marker(receiver& rx, io::event_loop& loop, const std::string& base_url,
-                                    const std::string& dir) {
-  auto t = fetch_text(rx, loop, base_url, dir, kPublishMarkerName);
+// The marker of weight_v{version} (anchor_v{version} with `anchor`); one for another version or kind is
+// errc::invalid_argument, like a marker that does not parse.
+result<publish_marker> fetch_marker(receiver& rx, io::event_loop& loop, const std::string& base_url, uint64_t version,
+                                    bool anchor) {
+  auto t = fetch_text(rx, loop, base_url, version_dir_name(version, anchor), kPublishMarkerName);
   if (!t) return t.err();
   auto m = parse_publish_marker(*t);
-  if (m && (m->version != version_of_dir(dir).value_or(anchor_of_dir(dir).value_or(0)) ||
-            m->anchor != anchor_of_dir(dir).has_value()))
+  if (m && (m->version != version || m->anchor != anchor))
     return error(errc::invalid_argument, "its publish marker is for " + std::string(m->anchor ? "anchor" : "version") +
                                              " " + std::to_string(m->version));
   return m;
@@ -103,7 +104,7 @@ result<std::vector<remote_step>> walk_remote_chain(receiver& rx, io::event_loop&
   std::string broken;             // why the walk stopped short of cur
   for (uint64_t w = target;;) {
     const std::string dir = version_dir_name(w, false);
-    auto m = fetch_marker(rx, loop, base_url, dir);
+    auto m = fetch_marker(rx, loop, base_url, w, false);
     if (!m && !m.err().is(errc::not_found) && !m.err().is(errc::invalid_argument)) return m.err();
     if (!m) {
       broken = dir + ": " + (m.err().is(errc::not_found) ? "no publish marker on the file server (pruned, or never "
@@ -126,11 +127,10 @@ result<std::vector<remote_step>> walk_remote_chain(receiver& rx, io::event_loop&
   tries.push_back(down.empty() ? target : down.back().marker.base_version);
   for (size_t k = 0; k < tries.size(); ++k) {
     if (tries[k] <= cur) continue;
-    const std::string dir = version_dir_name(tries[k], true);
-    auto a = fetch_marker(rx, loop, base_url, dir);
+    auto a = fetch_marker(rx, loop, base_url, tries[k], true);
     if (!a && !a.err().is(errc::not_found) && !a.err().is(errc::invalid_argument)) return a.err();
     if (!a) continue;
-    std::vector<remote_step> chain{{dir, std::move(a).value()}};
+    std::vector<remote_step> chain{{version_dir_name(tries[k], true), std::move(a).value()}};
     for (size_t j = k; j-- > 0;) chain.push_back(down[j]);  // the deltas above the anchor, ascending
     return chain;
   }
@@ -153,9 +153,10 @@ std::optional<error> catch_up_remote(receiver& rx, io::event_loop& loop, const s
                              " failed: " + r.err().describe());
     }
     const uint64_t base = s.marker.anchor ? rep.to_version : s.marker.base_version;
+    const double ms = sw.elapsed_ms();
     DS_LOG(info, "catch_up", "pulled and replayed %s: version %" PRIu64 " -> %" PRIu64 " (%.1f ms)", s.dir.c_str(), base,
-           s.marker.version, sw.elapsed_ms());
-    rep.replayed.push_back({s.dir, base, s.marker.version, r->files, r->changed_elements, sw.elapsed_ms(), s.marker.anchor});
+           s.marker.version, ms);
+    rep.replayed.push_back({s.dir, base, s.marker.version, r->files, r->changed_elements, ms, s.marker.anchor});
     rep.to_version = s.marker.version;
   }
   return std::nullopt;

@@ -1,6 +1,6 @@
 // The receiver's transports besides the disk: the registry of pushed transports (NCCL), the refusal that drains
-// a pushed sync's announced bytes first, the HTTP pull transport's open step and its one-small-file fetch. The pipeline they feed is in
-// receiver.cc; the run state they share is in receiver_internal.h.
+// a pushed sync's announced bytes first, the HTTP pull transport's open step and its one-small-file fetch. The
+// pipeline they feed is in receiver.cc; the run state they share is in receiver_internal.h.
 #include <memory>
 #include <string>
 #include <utility>

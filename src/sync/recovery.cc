@@ -30,7 +30,7 @@ struct candidate {
   bool anchor = false;  // applies on any base (its files set every element of every tensor)
   std::optional<publish_marker> marker;
   std::string invalid;  // why it cannot be applied; empty while it still may be
-  bool verified = false;
+  bool checked = false;  // check_files passed (the XXH3-64 is the pipeline's)
 };
 
 void read_marker(const std::string& delta_dir, candidate& c, const recovery_options& o) {
@@ -189,10 +189,10 @@ recovery_report recover(receiver& rx, io::event_loop& loop, const recovery_optio
     auto chain = best_chain(all, cur, options.max_version);
     if (chain.empty()) break;
     candidate& c = *chain.front();
-    if (!c.verified) {
+    if (!c.checked) {
       c.invalid = check_files(options.delta_dir, c, options);
       if (!c.invalid.empty()) continue;  // the chain is recomputed without it
-      c.verified = true;
+      c.checked = true;
     }
     stopwatch sw;
     auto r = replay_step(rx, loop, *c.marker, c.dir);

@@ -59,6 +59,25 @@ PY
   ck_third=$work/ck/third.safetensors
 }
 
+# A chain of checkpoints for the fleet tests: c0 is the base, c1..cN each flip bytes of the one before (a
+# different stride per step), so every version differs from every other. `ck cK` is the path of one.
+make_chain_checkpoints() {  # N
+  make_checkpoints
+  python3 - "$ck_base" "$work/ck" "$1" <<'PY'
+import struct, sys
+base = bytearray(open(sys.argv[1], "rb").read())
+start = 8 + struct.unpack("<Q", base[:8])[0]
+cur = base
+for k in range(1, int(sys.argv[3]) + 1):
+    cur = bytearray(cur)
+    for i in range(start + k, len(cur), 37 + 4 * k):
+        cur[i] ^= 0x11 * k
+    open(f"{sys.argv[2]}/c{k}.safetensors", "wb").write(cur)
+PY
+  cp "$ck_base" "$work/ck/c0.safetensors"
+}
+ck() { echo "$work/ck/$1.safetensors"; }
+
 # Digests of each checkpoint, from receivers that load it as their base (the trainer's view).
 reference_digests() {
   mkdir -p "$work/ref_deltas"

@@ -20,22 +20,10 @@ if [ "$server_kind" = nginx ] && ! command -v nginx > /dev/null; then
   echo "SKIP: nginx is not installed (scripts/install-deps.sh installs nginx-light)"; exit 77
 fi
 source "$(dirname "$0")/fault_lib.sh"
+source "$(dirname "$0")/nginx_lib.sh"
 chmod 755 "$work"  # nginx workers run as an unprivileged user
 
-make_checkpoints
-python3 - "$ck_base" "$work/ck" <<'PY'
-import struct, sys
-base = bytearray(open(sys.argv[1], "rb").read())
-start = 8 + struct.unpack("<Q", base[:8])[0]
-cur = base
-for k in range(1, 7):
-    cur = bytearray(cur)
-    for i in range(start + k, len(cur), 37 + 4 * k):
-        cur[i] ^= 0x11 * k
-    open(f"{sys.argv[2]}/c{k}.safetensors", "wb").write(cur)
-PY
-ck() { echo "$work/ck/$1.safetensors"; }
-cp "$ck_base" "$(ck c0)"
+make_chain_checkpoints 6
 D=$work/deltas
 mkdir -p "$D" "$work/ref_deltas"
 for c in c0 c1 c4 c6; do
@@ -46,20 +34,7 @@ done
 
 if [ "$server_kind" = nginx ]; then
   port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-  mkdir -p "$work/nginx"
-  cat > "$work/nginx/nginx.conf" <<CONF
-daemon off;
-worker_processes 1;
-error_log $work/nginx/error.log;
-pid $work/nginx/nginx.pid;
-events { worker_connections 64; }
-http {
-  access_log off;
-  client_body_temp_path $work/nginx; proxy_temp_path $work/nginx; fastcgi_temp_path $work/nginx;
-  uwsgi_temp_path $work/nginx; scgi_temp_path $work/nginx;
-  server { listen 127.0.0.1:$port; root $D; }
-}
-CONF
+  write_nginx_conf "$work/nginx" "$D" $port
   nginx -c "$work/nginx/nginx.conf" -e "$work/nginx/error.log" > "$work/nginx/out.log" 2>&1 &
   nginx_pid=$!
   # Stopped with TERM before the trap's kill -9, which would leave its worker running.

@@ -12,19 +12,7 @@
 bin=$1
 source "$(dirname "$0")/fault_lib.sh"
 
-make_checkpoints
-python3 - "$ck_base" "$work/ck" <<'PY'
-import struct, sys
-base = bytearray(open(sys.argv[1], "rb").read())
-start = 8 + struct.unpack("<Q", base[:8])[0]
-cur = base
-for k in range(1, 5):
-    cur = bytearray(cur)
-    for i in range(start + k, len(cur), 37 + 4 * k):
-        cur[i] ^= 0x11 * k
-    open(f"{sys.argv[2]}/c{k}.safetensors", "wb").write(cur)
-PY
-ck() { echo "$work/ck/$1.safetensors"; }
+make_chain_checkpoints 4
 D=$work/deltas
 mkdir -p "$D" "$work/ref_deltas"
 start_serve ref4 --base "$(ck c4)" --delta-dir "$work/ref_deltas"
@@ -44,7 +32,6 @@ publish() {  # from to version base_version -> JSON in $work/pub_$3.json, exit s
 }
 jq_() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print($2)" "$1"; }
 
-cp "$ck_base" "$(ck c0)"
 publish c0 c1 1 0
 [ $pub_rc = 0 ] || fail "sync 1: $(cat "$work/pub_1.json")"
 ok "sync 1 applied by all four"

@@ -10,6 +10,7 @@ set -euo pipefail
 bin=$1
 server_kind=${2:-deltasync}
 here=$(cd "$(dirname "$0")" && pwd)
+source "$here/nginx_lib.sh"
 work=$(mktemp -d)
 chmod 755 "$work"  # nginx workers run as an unprivileged user
 pids=()
@@ -81,21 +82,7 @@ start_files() {  # kind: a file server of that kind on $fs_port (FS), instead of
       "$bin" serve-files --dir "$work/served" --listen 127.0.0.1:$port --port-file "$work/fs.port" --log-level warn &
       fs_pid=$!; pids+=($!); wait_port "$work/fs.port" ;;
     nginx)
-      mkdir -p "$work/nginx"
-      cat > "$work/nginx/nginx.conf" <<CONF
-daemon off;
-worker_processes 1;
-error_log $work/nginx/error.log;
-pid $work/nginx/nginx.pid;
-events { worker_connections 64; }
-http {
-  access_log off;
-  client_body_temp_path $work/nginx; proxy_temp_path $work/nginx; fastcgi_temp_path $work/nginx;
-  uwsgi_temp_path $work/nginx; scgi_temp_path $work/nginx;
-  sendfile on;
-  server { listen 127.0.0.1:$port; root $work/served; }
-}
-CONF
+      write_nginx_conf "$work/nginx" "$work/served" $port
       nginx -c "$work/nginx/nginx.conf" -e "$work/nginx/error.log" &
       fs_pid=$!; pids+=($!)
       for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done ;;
