@@ -34,6 +34,7 @@ struct publish_options {
   uint64_t base_version = 0;
   std::string enc = "deltas";
   std::string format = "native";
+  bool slime_plain = false;
   std::vector<std::string> push;
   std::string pull_base_url;
   std::string token_file;
@@ -191,6 +192,7 @@ int run_publish(const publish_options& opt, bool version_given, bool base_given)
   so.mode = opt.mode == "full" ? update_mode::full : update_mode::delta;
   so.enc = *encoding_from_name(opt.enc);  // CLI::IsMember checked the name
   so.format = opt.format == "slime" ? wire_format::slime : wire_format::native;
+  so.slime_digests = !opt.slime_plain;
   so.delta_dir = opt.delta_dir;
   so.receivers = opt.push;
   so.pull_base_url = opt.pull_base_url;
@@ -292,6 +294,9 @@ void register_publish(CLI::App& app, int& exit_status) {
   cmd->add_option("--format", opt->format, "Wire format")
       ->check(CLI::IsMember({"native", "slime"}))
       ->capture_default_str();
+  cmd->add_flag("--slime-plain", opt->slime_plain,
+                "With --format slime: write slime's metadata keys only, without the base version and tensor "
+                "digests (deltasync_*) that deltasync receivers verify and slime ignores");
   cmd->add_option("--push", opt->push, "Receiver base URL (http://host:port); repeat for several");
   cmd->add_option("--token-file", opt->token_file, "File holding the receivers' bearer token");
   cmd->add_option("--pull-base-url", opt->pull_base_url,

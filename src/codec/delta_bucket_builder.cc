@@ -100,7 +100,8 @@ result<byte_buffer> delta_bucket_builder::finish(uint64_t current_version, uint6
                                                  const native_fields* native) {
   if (native != nullptr) {
     if (native->base_version >= current_version)
-      return error(errc::invalid_argument, "native delta file: base_version " + std::to_string(native->base_version) +
+      return error(errc::invalid_argument, std::string(native->slime ? "slime" : "native") +
+                                               " delta file: base_version " + std::to_string(native->base_version) +
                                                " is not below version " + std::to_string(current_version));
     for (const auto& p : params_)
       if (!native->tensor_digests.contains(p.name))
@@ -139,7 +140,7 @@ result<byte_buffer> delta_bucket_builder::finish(uint64_t current_version, uint6
   bucket.positions_bytes = pos_bytes;
   bucket.values_type = vt;
   bucket.value_count = enc_ == encoding::compact ? 0 : value_count_;
-  if (native != nullptr && native->records && enc_ != encoding::compact) {  // a compact file streams as it is
+  if (native != nullptr && native->records && !native->slime && enc_ != encoding::compact) {  // a compact file streams as it is
     // The streamable layout (delta_format.h): per param, its positions, padding to the value size, its values.
     byte_buffer records;
     records.reserve(data.size() + bucket.params.size() * veb);
@@ -164,7 +165,8 @@ result<byte_buffer> delta_bucket_builder::finish(uint64_t current_version, uint6
     bucket.checksum = delta_checksum(positions, vt, values);
   }
   DS_ASSIGN_OR_RETURN(safetensors_layout layout,
-                      build_delta_header(bucket, data_alignment, native, native != nullptr ? xxh3_64(data) : 0));
+                      build_delta_header(bucket, data_alignment, native,
+                                         native != nullptr && !native->slime ? xxh3_64(data) : 0));
   byte_buffer file;
   file.reserve(layout.header.size() + data.size());
   file.insert(file.end(), layout.header.begin(), layout.header.end());

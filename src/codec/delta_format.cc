@@ -41,6 +41,10 @@ constexpr std::string_view kMetaNativeVersion = "version";
 constexpr std::string_view kMetaPayloadHash = "payload_xxh3_64";
 constexpr std::string_view kMetaTensorDigests = "tensor_xxh3_128";
 constexpr std::string_view kMetaTensorSums = "tensor_sum128";
+// What a slime file written by deltasync carries besides slime's keys (delta_format.h): slime ignores them.
+constexpr std::string_view kSlimeBaseVersion = "deltasync_base_version";
+constexpr std::string_view kSlimeTensorDigests = "deltasync_tensor_xxh3_128";
+constexpr std::string_view kSlimeTensorSums = "deltasync_tensor_sum128";
 
 // ---- small parsers ----
 
@@ -62,6 +66,25 @@ std::optional<uint64_t> u64_from_decimal(std::string_view text) noexcept {
 bool lowercase_hex(std::string_view s, size_t digits) noexcept {
   if (s.size() != digits) return false;
   return std::all_of(s.begin(), s.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+}
+
+// A JSON object {param name: 32 lowercase hex} (tensor_xxh3_128, tensor_sum128 and their slime-side keys).
+status parse_digest_object(std::string_view text, std::string_view what, std::string_view key,
+                           std::map<std::string, digest128, std::less<>>& out) {
+  boost::system::error_code ec;
+  json::value root = json::parse(json::string_view(text.data(), text.size()), ec);
+  const json::object* digests = ec ? nullptr : root.if_object();
+  if (digests == nullptr)
+    return error(errc::delta_bad_metadata, std::string(what) + ": " + std::string(key) + " is not a JSON object");
+  for (const auto& [name_key, value] : *digests) {
+    const std::string_view name(name_key.data(), name_key.size());
+    const json::string* hex = value.if_string();
+    if (hex == nullptr || !lowercase_hex(std::string_view(hex->data(), hex->size()), 32))
+      return error(errc::delta_bad_metadata, std::string(what) + ": " + std::string(key) + " of " + quoted(name) +
+                                                 " is not 32 lowercase hex digits");
+    out.emplace(std::string(name), *digest128_from_hex(std::string_view(hex->data(), hex->size())));
+  }
+  return {};
 }
 
 // Reads the native keys of a file whose metadata has `format`; nullopt for a slime file.
@@ -101,32 +124,38 @@ result<std::optional<native_info>> parse_native_metadata(const safetensors_heade
                  "native delta file: payload_xxh3_64 " + quoted(hash_text) + " is not 16 lowercase hex digits");
   n.payload_xxh3_64 = *digest64_from_hex(hash_text);
 
-  boost::system::error_code ec;
-  json::value root = json::parse(json::string_view(digests_text.data(), digests_text.size()), ec);
-  const json::object* digests = ec ? nullptr : root.if_object();
-  if (digests == nullptr)
-    return error(errc::delta_bad_metadata, "native delta file: tensor_xxh3_128 is not a JSON object");
-  for (const auto& [key, value] : *digests) {
-    const std::string_view name(key.data(), key.size());
-    const json::string* hex = value.if_string();
-    if (hex == nullptr || !lowercase_hex(std::string_view(hex->data(), hex->size()), 32))
-      return error(errc::delta_bad_metadata, "native delta file: tensor_xxh3_128 of " + quoted(name) +
-                                                 " is not 32 lowercase hex digits");
-    n.tensor_digests.emplace(std::string(name), *digest128_from_hex(std::string_view(hex->data(), hex->size())));
-  }
-  if (auto sums_text = h.meta(kMetaTensorSums)) {
-    json::value sroot = json::parse(json::string_view(sums_text->data(), sums_text->size()), ec);
-    const json::object* sums = ec ? nullptr : sroot.if_object();
-    if (sums == nullptr) return error(errc::delta_bad_metadata, "native delta file: tensor_sum128 is not a JSON object");
-    for (const auto& [key, value] : *sums) {
-      const std::string_view name(key.data(), key.size());
-      const json::string* hex = value.if_string();
-      if (hex == nullptr || !lowercase_hex(std::string_view(hex->data(), hex->size()), 32))
-        return error(errc::delta_bad_metadata, "native delta file: tensor_sum128 of " + quoted(name) +
-                                                   " is not 32 lowercase hex digits");
-      n.tensor_sums.emplace(std::string(name), *digest128_from_hex(std::string_view(hex->data(), hex->size())));
-    }
-  }
+  DS_TRY_STATUS(parse_digest_object(digests_text, "native delta file", kMetaTensorDigests, n.tensor_digests));
+  if (auto sums_text = h.meta(kMetaTensorSums))
+    DS_TRY_STATUS(parse_digest_object(*sums_text, "native delta file", kMetaTensorSums, n.tensor_sums));
+  return std::optional<native_info>{std::move(n)};
+}
+
+// The deltasync keys of a slime file (delta_format.h): none, or the base version and the digests together.
+result<std::optional<native_info>> parse_slime_claims(const safetensors_header& h, uint64_t current_version) {
+  constexpr std::string_view what = "slime delta file";
+  const auto base_text = h.meta(kSlimeBaseVersion);
+  const auto digests_text = h.meta(kSlimeTensorDigests);
+  const auto sums_text = h.meta(kSlimeTensorSums);
+  if (!base_text && !digests_text && !sums_text) return std::optional<native_info>{};
+  if (!base_text || !digests_text)
+    return error(errc::delta_bad_metadata,
+                 std::string(what) + ": metadata has " +
+                     (base_text ? quoted(kSlimeBaseVersion) + " without " + quoted(kSlimeTensorDigests)
+                                : quoted(digests_text ? kSlimeTensorDigests : kSlimeTensorSums) + " without " +
+                                      quoted(kSlimeBaseVersion)));
+  const auto base = u64_from_decimal(*base_text);
+  if (!base)
+    return error(errc::delta_bad_metadata,
+                 std::string(what) + ": " + std::string(kSlimeBaseVersion) + " " + quoted(*base_text) + " is not a decimal integer");
+  if (*base >= current_version)
+    return error(errc::delta_bad_metadata, std::string(what) + ": " + std::string(kSlimeBaseVersion) + " " +
+                                               std::to_string(*base) + " is not below current_version " +
+                                               std::to_string(current_version));
+  native_info n;
+  n.base_version = *base;
+  n.version = current_version;
+  DS_TRY_STATUS(parse_digest_object(*digests_text, what, kSlimeTensorDigests, n.tensor_digests));
+  if (sums_text) DS_TRY_STATUS(parse_digest_object(*sums_text, what, kSlimeTensorSums, n.tensor_sums));
   return std::optional<native_info>{std::move(n)};
 }
 
@@ -204,22 +233,28 @@ result<safetensors_layout> build_delta_header(const encoded_bucket& b, uint64_t 
       {std::string(kMetaParams), params_to_json(b.params)},
   };
   if (native != nullptr) {
-    json::object digests;
+    json::object digests, sums;
     for (const auto& p : b.params) {
       auto it = native->tensor_digests.find(p.name);
       if (it == native->tensor_digests.end())
         return error(errc::invalid_argument, "native delta file: no tensor digest for param " + quoted(p.name));
       digests[p.name] = to_hex(it->second);
+      if (auto s = native->tensor_sums.find(p.name); s != native->tensor_sums.end()) sums[p.name] = to_hex(s->second);
     }
-    metadata.emplace_back(kMetaFormat, kNativeFormatName);
-    metadata.emplace_back(kMetaBaseVersion, std::to_string(native->base_version));
-    metadata.emplace_back(kMetaNativeVersion, std::to_string(b.current_version));
-    metadata.emplace_back(kMetaPayloadHash, to_hex64(payload_xxh3_64));
-    metadata.emplace_back(kMetaTensorDigests, json::serialize(digests));
-    json::object sums;
-    for (const auto& p : b.params)
-      if (auto it = native->tensor_sums.find(p.name); it != native->tensor_sums.end()) sums[p.name] = to_hex(it->second);
-    if (!sums.empty()) metadata.emplace_back(kMetaTensorSums, json::serialize(sums));
+    if (native->slime) {
+      if (b.enc == encoding::compact)
+        return error(errc::invalid_argument, "compact delta file: the encoding needs the native format, not slime's");
+      metadata.emplace_back(kSlimeBaseVersion, std::to_string(native->base_version));
+      metadata.emplace_back(kSlimeTensorDigests, json::serialize(digests));
+      if (!sums.empty()) metadata.emplace_back(kSlimeTensorSums, json::serialize(sums));
+    } else {
+      metadata.emplace_back(kMetaFormat, kNativeFormatName);
+      metadata.emplace_back(kMetaBaseVersion, std::to_string(native->base_version));
+      metadata.emplace_back(kMetaNativeVersion, std::to_string(b.current_version));
+      metadata.emplace_back(kMetaPayloadHash, to_hex64(payload_xxh3_64));
+      metadata.emplace_back(kMetaTensorDigests, json::serialize(digests));
+      if (!sums.empty()) metadata.emplace_back(kMetaTensorSums, json::serialize(sums));
+    }
   }
   if (b.enc == encoding::compact) {
     if (native == nullptr)
@@ -227,7 +262,7 @@ result<safetensors_layout> build_delta_header(const encoded_bucket& b, uint64_t 
     const std::vector<tensor_spec> specs = {{std::string(kCompactTensor), dtype::U8, {b.positions_bytes}, b.positions_bytes}};
     return build_safetensors_header(specs, metadata, data_alignment);
   }
-  if (native != nullptr && native->records) {
+  if (native != nullptr && native->records && !native->slime) {
     // The streamable layout: positions_bytes is the size of __records__ (see the header).
     for (auto& [k, v] : metadata)
       if (k == kMetaFormat) v = std::string(kNativeRecordsFormatName);
@@ -373,6 +408,9 @@ result<delta_file> parse_delta_file(byte_span file, const delta_read_limits& lim
 
   // Native keys, then the payload hash: a corrupt payload is reported as such before its manifest is read.
   DS_ASSIGN_OR_RETURN(f.native, parse_native_metadata(st.header, f.manifest.current_version));
+  if (!f.native) {
+    DS_ASSIGN_OR_RETURN(f.slime_claims, parse_slime_claims(st.header, f.manifest.current_version));
+  }
   if (f.manifest.enc == encoding::compact && !f.native)
     return error(errc::delta_bad_metadata, "delta file: encoding 'compact' outside the native format (no base_version)");
   if (f.native && limits.verify_payload_hash) {
@@ -461,21 +499,24 @@ result<delta_file> parse_delta_file(byte_span file, const delta_read_limits& lim
                                                    ", which does not convert to it");
   }
 
-  if (f.native) {
+  if (const native_info* c = f.claims()) {
     // Exactly one digest per param: a digest for a tensor the file does not touch would be verified against
     // nothing.
+    const std::string what = f.native ? "native delta file: " : "slime delta file: ";
+    const std::string_view dkey = f.native ? kMetaTensorDigests : kSlimeTensorDigests;
+    const std::string_view skey = f.native ? kMetaTensorSums : kSlimeTensorSums;
     for (const auto& p : f.manifest.params)
-      if (!f.native->tensor_digests.contains(p.name))
-        return error(errc::delta_bad_metadata, "native delta file: tensor_xxh3_128 has no digest for " + quoted(p.name));
-    if (f.native->tensor_digests.size() != f.manifest.params.size())
-      for (const auto& [n, d] : f.native->tensor_digests)
+      if (!c->tensor_digests.contains(p.name))
+        return error(errc::delta_bad_metadata, what + std::string(dkey) + " has no digest for " + quoted(p.name));
+    if (c->tensor_digests.size() != f.manifest.params.size())
+      for (const auto& [n, d] : c->tensor_digests)
         if (!names.contains(n))
           return error(errc::delta_bad_metadata,
-                       "native delta file: tensor_xxh3_128 names " + quoted(n) + ", which the file does not change");
-    for (const auto& [n, d] : f.native->tensor_sums)
+                       what + std::string(dkey) + " names " + quoted(n) + ", which the file does not change");
+    for (const auto& [n, d] : c->tensor_sums)
       if (!names.contains(n))
         return error(errc::delta_bad_metadata,
-                     "native delta file: tensor_sum128 names " + quoted(n) + ", which the file does not change");
+                     what + std::string(skey) + " names " + quoted(n) + ", which the file does not change");
   }
 
   if (limits.verify_checksum) {

@@ -16,7 +16,14 @@
 //                    the param's full NEW tensor, for some or all of the file's params (no other names). A
 //                    receiver that keeps these digests checks them after apply in O(changed elements) instead
 //                    of hashing the tensor; for the params without one it checks tensor_xxh3_128 as before.
-// A file without `format` is a slime file; the reader ignores native keys there.
+// A file without `format` is a slime file; the reader ignores native keys there. A slime file written by
+// deltasync (`publish --format slime`, native_fields::slime) carries three more keys of its own, which slime's
+// receiver ignores (it reads its keys by name) and ours verifies when they are present:
+//   deltasync_base_version     decimal: as base_version above (< current_version)
+//   deltasync_tensor_xxh3_128  as tensor_xxh3_128 above
+//   deltasync_tensor_sum128    optional, as tensor_sum128 above
+// The first two come together or not at all (delta_bad_metadata); the reader puts them in
+// delta_file::slime_claims, and delta_file::claims() gives whichever of the two a file has.
 //
 // The `compact` encoding (native files only; codec/compact.h, docs/codec.md) replaces the two tensors with
 // one, `__compact__` (U8): each param's compact stream, back to back. A param's pos_start/pos_end are its
@@ -145,6 +152,9 @@ struct native_fields {
   std::map<std::string, digest128> tensor_digests;  // full new tensor, by param name; may hold more names
   std::map<std::string, digest128> tensor_sums;     // optional additive digests of the new tensors (tensor_sum128)
   bool records = false;  // write the streamable layout "deltasync-native/2" (builder only; see the top)
+  // Write a slime file, not a native one: base_version and the digests go under slime-side keys
+  // (deltasync_*, see the top) and there is no format, version or payload hash. Not for compact; ignores records.
+  bool slime = false;
 };
 
 // Accumulates the params of one bucket flush. Not thread-safe; one builder per bucket.
@@ -237,6 +247,13 @@ struct delta_file {
   memory_lease storage_lease;  // what `storage` holds of delta_read_limits::memory (a zstd file's payload)
   std::vector<std::pair<std::string, std::string>> metadata;  // every metadata key, as read
   std::optional<native_info> native;  // nullopt for a slime file
+  // A slime file's deltasync_* keys (see the top), validated like a native file's: version = current_version,
+  // payload_xxh3_64 = 0 (slime's checksum covers the payload). nullopt for a native file or a plain slime one.
+  std::optional<native_info> slime_claims;
+  // The base version and digests the file's writer claims, whichever format carries them; null when none.
+  const native_info* claims() const noexcept {
+    return native ? &*native : slime_claims ? &*slime_claims : nullptr;
+  }
   bool records = false;  // "deltasync-native/2": positions and values both view __records__
 };
 
@@ -264,7 +281,8 @@ struct delta_read_limits {
 // A native file (metadata `format` present) must say "deltasync-native/1" and carry every native key, well
 // formed: version == current_version, base_version < version, a digest for every param and none for other
 // names (delta_bad_metadata otherwise). Its payload hash is verified right after the container and the
-// native keys, before the manifest is read (delta_payload_hash_mismatch).
+// native keys, before the manifest is read (delta_payload_hash_mismatch). A slime file's deltasync_* keys,
+// when present, are held to the same rules (base below current_version, one digest per param, no other names).
 // Errors: the st_* / zstd_* codes of the container, delta_missing_tensor,
 // delta_bad_metadata, delta_unknown_encoding, delta_bad_manifest, delta_bad_pos_width, delta_manifest_bounds,
 // delta_value_count_mismatch, delta_dtype_mismatch, delta_checksum_mismatch, delta_payload_hash_mismatch,

@@ -48,7 +48,7 @@ result<std::string> inspect_json(const std::string& path, uint64_t max_bytes) {
   o["format"] = f.native ? "native" : "slime";
   o["encoding"] = std::string(encoding_name(f.manifest.enc));
   o["version"] = f.manifest.current_version;
-  if (f.native) o["base_version"] = f.native->base_version;
+  if (const native_info* c = f.claims()) o["base_version"] = c->base_version;
   o["values_dtype"] = std::string(name(f.values_type));
   o["checksum"] = checksum_to_decimal(f.manifest.checksum);
   uint64_t changed = 0;
@@ -65,9 +65,9 @@ result<std::string> inspect_json(const std::string& path, uint64_t max_bytes) {
                    {"pos_width", p.pos_width}, {"pos_start", p.pos_start},
                    {"pos_end", p.pos_end},     {"val_start", p.val_start},
                    {"val_end", p.val_end}};
-    if (f.native) {
-      auto it = f.native->tensor_digests.find(p.name);
-      if (it != f.native->tensor_digests.end()) e["xxh3_128"] = to_hex(it->second);
+    if (const native_info* c = f.claims()) {
+      auto it = c->tensor_digests.find(p.name);
+      if (it != c->tensor_digests.end()) e["xxh3_128"] = to_hex(it->second);
     }
     params.push_back(std::move(e));
   }

@@ -55,7 +55,7 @@ result<byte_buffer> device_delta_header(encoding enc, uint64_t version, const st
   DS_ASSIGN_OR_RETURN(uint64_t hv, gpu::xor_hash(values, layout.values_bytes, b.values_type, s));
   b.checksum = checksum128(hp) ^ (checksum128(hv) << 1);
   uint64_t payload_hash = 0;
-  if (native != nullptr) {
+  if (native != nullptr && !native->slime) {
     DS_ASSIGN_OR_RETURN(payload_hash, dig.digest64(device_payload, layout.payload_bytes(), s));
   }
   DS_ASSIGN_OR_RETURN(safetensors_layout l, build_delta_header(b, data_alignment, native, payload_hash));

@@ -56,9 +56,9 @@ status check_against_store(const weight_store& store, const sync_request& req, u
                                                    std::to_string(req.version));
   if (req.anchor && !f.native)
     return error(errc::delta_version_mismatch, path + ": a full-model anchor must be a native file (it carries the digests)");
-  if (f.native && f.native->base_version != current_version && !req.anchor)
+  if (f.claims() && f.claims()->base_version != current_version && !req.anchor)
     return error(errc::delta_version_mismatch, path + ": file is based on version " +
-                                                   std::to_string(f.native->base_version) + ", the store holds " +
+                                                   std::to_string(f.claims()->base_version) + ", the store holds " +
                                                    std::to_string(current_version));
   d.tensors.clear();
   for (const auto& p : f.manifest.params) {
@@ -103,7 +103,7 @@ result<delta_file> parse_whole(byte_span bytes, const receiver_options& o, const
 // Whether tensor t, applied from file f, is verified by its additive digest: the file carries one for it and
 // the store keeps them.
 bool uses_sum(const weight_store& store, const delta_file& f, const std::string& name, size_t t) {
-  return f.native && f.native->tensor_sums.contains(name) && store.sum(t).has_value();
+  return f.claims() && f.claims()->tensor_sums.contains(name) && store.sum(t).has_value();
 }
 
 uint64_t undo_need(const delta_file& f) {
@@ -118,7 +118,7 @@ std::vector<std::vector<size_t>> balance(const weight_store& store, const decode
                                          size_t jobs) {
   const auto& params = d.file->manifest.params;
   auto weight = [&](size_t k) {
-    const bool hashed = d.file->native && !uses_sum(store, *d.file, params[k].name, d.tensors[k]);
+    const bool hashed = d.file->claims() && !uses_sum(store, *d.file, params[k].name, d.tensors[k]);
     return (hashed ? store.tensor(d.tensors[k]).nbytes : 0) + params[k].changed() * 16;
   };
   std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return weight(a) > weight(b); });
@@ -443,7 +443,7 @@ struct receiver::pipeline {
     for (size_t k = first; k < end; ++k) {
       const param_entry& p = params[k];
       const bool eligible = can && p.changed() >= 2 * share && f.values_type == p.type &&
-                            (!f.native || uses_sum(rx.store_, f, p.name, d.tensors[k]));
+                            (!f.claims() || uses_sum(rx.store_, f, p.name, d.tensors[k]));
       (eligible ? split : whole).push_back(k);
     }
   }
@@ -551,9 +551,9 @@ struct receiver::pipeline {
         // A tensor with an additive digest is checked at the end in O(1); the others are hashed here, while hot
         // (never a slice: pick_slices keeps those whole).
         const std::string& name = it.p->name;
-        if (d->file->native && !uses_sum(rx.store_, *d->file, name, d->tensors[it.k])) {
-          auto dg = d->file->native->tensor_digests.find(name);
-          if (dg != d->file->native->tensor_digests.end() && rx.store_.digest(d->tensors[it.k]) == dg->second)
+        if (const native_info* c = d->file->claims(); c && !uses_sum(rx.store_, *d->file, name, d->tensors[it.k])) {
+          auto dg = c->tensor_digests.find(name);
+          if (dg != c->tensor_digests.end() && rx.store_.digest(d->tensors[it.k]) == dg->second)
             js->matched.push_back(d->tensors[it.k]);
         }
       }
@@ -592,13 +592,13 @@ struct receiver::pipeline {
     for (size_t k = 0; k < f.manifest.params.size(); ++k) {
       r->stats.changed_elements += f.manifest.params[k].changed();
       ++r->stats.params;
-      if (f.native) {
+      if (const native_info* c = f.claims()) {
         const std::string& name = f.manifest.params[k].name;
         const size_t t = d.tensors[k];
         if (uses_sum(rx.store_, f, name, t)) {
-          r->expected_sum[t] = f.native->tensor_sums.find(name)->second;
+          r->expected_sum[t] = c->tensor_sums.find(name)->second;
           r->expected.erase(t);
-        } else if (auto it = f.native->tensor_digests.find(name); it != f.native->tensor_digests.end()) {
+        } else if (auto it = c->tensor_digests.find(name); it != c->tensor_digests.end()) {
           r->expected[t] = it->second;
           r->expected_sum.erase(t);
         }

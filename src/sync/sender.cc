@@ -180,9 +180,10 @@ status sender::add(const std::string& name, const tensor_view& t) {
   s.positions.clear();
   s.values.clear();
   impl::pending_change change{t.type, t.shape, full, {}, {}};
-  // The native per-tensor digest reads the tensor once more: for large tensors it runs on a second thread
-  // while this one diffs (both are memory-bound scans; on two or more cores they overlap).
-  const bool native = s.options.format == wire_format::native;
+  // The per-tensor digest (native files, and slime files with slime_digests) reads the tensor once more: for
+  // large tensors it runs on a second thread while this one diffs (both are memory-bound scans; on two or more
+  // cores they overlap).
+  const bool native = s.options.format == wire_format::native || s.options.slime_digests;
   std::future<digest128> digest;
   if (native && !on_gpu && now.size() >= (4u << 20))
     digest = std::async(std::launch::async, [now] { return xxh3_128(now); });

@@ -62,6 +62,11 @@ struct sender_options {
   // which receivers before it refuse as an unknown format; false writes "deltasync-native/1". Files packed on
   // the GPU are always native/1.
   bool native_records = true;
+  // slime files carry the base version and each new tensor's digests under deltasync_* keys
+  // (codec/delta_format.h), which slime's receiver ignores and ours verifies: a file computed against other
+  // weights is refused and rolled back instead of applied. Costs a digest pass per changed tensor, as native
+  // files do. False: slime's own keys only (--slime-plain).
+  bool slime_digests = true;
   std::string delta_dir;
   std::vector<std::string> receivers;  // "http://host:port"; empty: write files only
   uint64_t buffer_bytes = 512ull << 20;  // --update-weight-buffer-size

@@ -42,8 +42,9 @@ status sender::impl::flush(dtype type, bucket& b) {
   auto t0 = steady::now();
   if (gpu) DS_TRY_STATUS(gpu->await_digests());  // device tensors' digests, started in add()
   const native_fields* native = nullptr;
-  if (options.format == wire_format::native) {
+  if (options.format == wire_format::native || options.slime_digests) {
     b.native.base_version = report.base_version;
+    b.native.slime = options.format == wire_format::slime;
     native = &b.native;
   }
   const std::string name = file_name(options.rank, flushes);

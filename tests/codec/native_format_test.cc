@@ -1,6 +1,6 @@
 // Tests for the native delta format: the writer's five extra metadata keys, a round trip through the reader
 // and apply for every encoding, payload corruption caught by the XXH3-64 before anything else, every missing
-// or garbled native key refused, and slime files left exactly as they were.
+// or garbled native key refused, slime files left exactly as they were, and the claims a slime file may carry.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -379,6 +379,95 @@ TEST(NativeFormat, SlimeFilesAreUnaffected) {
   auto f = parse_delta_file(stray);
   ASSERT_TRUE(f.ok()) << f.err().describe();
   EXPECT_FALSE(f->native.has_value());
+}
+
+// A slime file written with native_fields::slime: slime's four keys and tensors exactly as a plain slime file
+// has them (so slime's receiver, which reads its keys by name, loads the same thing), plus the deltasync_* keys,
+// read back as slime_claims (never as a native file); every garbled or half-present claim is bad metadata.
+TEST(NativeFormat, SlimeFilesCarryTheirBaseAndDigestsUnderTheirOwnKeys) {
+  const auto ts = make_tensors(29, 0.02);
+  native_fields nf = digests_of(ts, 7);
+  nf.slime = true;
+  nf.records = true;  // ignored for a slime file
+  nf.tensor_sums[ts[0].name] = digest128{5, 6};
+  for (encoding enc : kEncodings) {
+    SCOPED_TRACE(encoding_name(enc));
+    auto plain = build(ts, enc, 8, nullptr);
+    auto file = build(ts, enc, 8, &nf);
+    ASSERT_TRUE(plain.ok() && file.ok());
+    auto f = parse_delta_file(*file);
+    ASSERT_TRUE(f.ok()) << f.err().describe();
+    EXPECT_FALSE(f->native.has_value());
+    ASSERT_TRUE(f->slime_claims.has_value());
+    EXPECT_EQ(f->claims(), &*f->slime_claims);
+    EXPECT_EQ(f->slime_claims->base_version, 7u);
+    EXPECT_EQ(f->slime_claims->version, 8u);
+    EXPECT_EQ(f->slime_claims->tensor_digests.size(), ts.size());
+    for (const auto& t : ts) EXPECT_EQ(f->slime_claims->tensor_digests.at(t.name), xxh3_128(t.after));
+    EXPECT_EQ(f->slime_claims->tensor_sums.at(ts[0].name), (digest128{5, 6}));
+    EXPECT_EQ(meta_of(*f, "format"), "");
+    EXPECT_EQ(f->metadata.size(), 7u);  // slime's four, deltasync's three
+    auto g = parse_delta_file(*plain);
+    ASSERT_TRUE(g.ok());
+    EXPECT_FALSE(g->slime_claims.has_value());
+    EXPECT_EQ(g->claims(), nullptr);
+    EXPECT_EQ(meta_of(*f, "params"), meta_of(*g, "params"));
+    EXPECT_EQ(meta_of(*f, "checksum"), meta_of(*g, "checksum"));
+    EXPECT_TRUE(std::equal(f->positions.begin(), f->positions.end(), g->positions.begin(), g->positions.end()));
+    EXPECT_TRUE(std::equal(f->values.begin(), f->values.end(), g->values.begin(), g->values.end()));
+    for (const auto& p : f->manifest.params) {
+      const auto& t = *std::find_if(ts.begin(), ts.end(), [&](const auto& x) { return x.name == p.name; });
+      byte_buffer dest = t.before;
+      ASSERT_TRUE(apply_param(*f, p, dest).ok());
+      EXPECT_EQ(dest, t.after);
+    }
+  }
+
+  auto built = build(ts, encoding::deltas, 8, &nf);
+  ASSERT_TRUE(built.ok());
+  const std::string d0 = to_hex(nf.tensor_digests.at(ts[0].name));
+  using md_t = std::vector<std::pair<std::string, std::string>>;
+  const std::vector<std::pair<std::string, std::function<void(md_t&)>>> cases = {
+      {"digests without a base", [](md_t& md) { drop_key(md, "deltasync_base_version"); }},
+      {"a base without digests", [](md_t& md) { drop_key(md, "deltasync_tensor_xxh3_128"); }},
+      {"sums alone",
+       [](md_t& md) {
+         drop_key(md, "deltasync_base_version");
+         drop_key(md, "deltasync_tensor_xxh3_128");
+       }},
+      {"base not decimal", [](md_t& md) { set_key(md, "deltasync_base_version", "7a"); }},
+      {"base == current_version", [](md_t& md) { set_key(md, "deltasync_base_version", "8"); }},
+      {"digests not an object", [](md_t& md) { set_key(md, "deltasync_tensor_xxh3_128", "[]"); }},
+      {"a digest missing", [&](md_t& md) { set_key(md, "deltasync_tensor_xxh3_128", "{\"" + ts[0].name + "\":\"" + d0 + "\"}"); }},
+      {"a sum for a tensor not in the file",
+       [&](md_t& md) { set_key(md, "deltasync_tensor_sum128", "{\"other\":\"" + d0 + "\"}"); }},
+  };
+  for (const auto& [what, edit] : cases) {
+    SCOPED_TRACE(what);
+    auto bad = parse_delta_file(with_metadata(*built, edit));
+    ASSERT_FALSE(bad.ok());
+    EXPECT_TRUE(bad.err().is(errc::delta_bad_metadata)) << bad.err().describe();
+    EXPECT_NE(bad.err().message.find("slime delta file"), std::string::npos) << bad.err().message;
+  }
+  // Without deltasync's keys it is a plain slime file again.
+  auto stripped = with_metadata(*built, [](md_t& md) {
+    drop_key(md, "deltasync_base_version");
+    drop_key(md, "deltasync_tensor_xxh3_128");
+    drop_key(md, "deltasync_tensor_sum128");
+  });
+  auto s = parse_delta_file(stripped);
+  ASSERT_TRUE(s.ok()) << s.err().describe();
+  EXPECT_EQ(s->claims(), nullptr);
+
+  // compact stays native-only.
+  delta_bucket_builder cb(encoding::compact);
+  std::vector<uint32_t> pos = {1};
+  byte_buffer vals(2), old(2);
+  vals[0] = std::byte{1};
+  cb.add_compact({ts[0].name, ts[0].type, ts[0].shape, pos, vals}, old);
+  auto compact = cb.finish(8, 4096, &nf);
+  ASSERT_FALSE(compact.ok());
+  EXPECT_TRUE(compact.err().is(errc::invalid_argument));
 }
 
 

@@ -7,7 +7,8 @@
 #   sync 3: base 2 is ahead of r3: r3 replays v2 from the kept chain by itself, then applies v3; 200 everywhere.
 #   sync 4: all four; then every receiver is bit-identical to a receiver that loads c4 (GET /checksums).
 # Also: a retried push of the version held is an idempotent 200; a receiver at version 0 whose chain was
-# pruned answers 409 naming the missing versions, store unchanged; the SGLang route refuses a version gap;
+# pruned answers 409 naming the missing versions, store unchanged; the SGLang route refuses a version gap,
+# and slime files published from the wrong --from (their digests do not match what the apply made);
 # a reused version number is refused by publish and the kept dir is not rewritten.
 bin=$1
 source "$(dirname "$0")/fault_lib.sh"
@@ -81,6 +82,26 @@ out=$(curl -s -X POST -d "$sg" "$(url_of late)/update_weights_from_disk")
 case "$out" in *'"success":false'*'weight_version 4 is not the store'"'"'s version 0 + 1'*) ;; *) fail "sglang gap accepted: $out";; esac
 [ "$(tensors_of "$(url_of late)")" = "$want0" ] || fail "the refused slime sync changed the store"
 ok "SGLang route refuses weight_version 4 on a store at 0"
+
+# publish --format slime from the wrong --from (c1, while the receiver holds c0): its files carry the base
+# version and the new tensors' digests (deltasync_* keys), so the apply is refused and rolled back instead of
+# leaving weights that match no checkpoint. From the right --from the same route applies it.
+S=$D/slime; mkdir -p "$S"  # inside late's delta dir
+slime_push() {  # from -> the SGLang route's answer from `late`
+  rm -rf "${S:?}"/*
+  "$bin" publish --from "$(ck $1)" --to "$(ck c2)" --version 1 --base-version 0 --format slime --delta-dir "$S" \
+    --keep-files > /dev/null 2>&1 || fail "publish --format slime from $1"
+  local fs; fs=$(files_json "$S/$(vdir 1)")
+  curl -s -X POST -d "{\"model_path\": \"$S/$(vdir 1)\", \"load_format\": \"delta\", \"weight_version\": \"1\", \"files\": $fs}" \
+    "$(url_of late)/update_weights_from_disk"
+}
+out=$(slime_push c1)
+case "$out" in *'"success":false'*'digest'*) ;; *) fail "slime files from the wrong --from accepted: $out";; esac
+[ "$(tensors_of "$(url_of late)")" = "$want0" ] || fail "the refused slime sync changed the store"
+ok "slime files from the wrong --from: refused by their tensor digests, store unchanged"
+out=$(slime_push c0)
+case "$out" in *'"success":true'*) ;; *) fail "slime files from the right --from refused: $out";; esac
+[ "$(status_field "$(url_of late)" 'd["version"]')" = 1 ] || fail "late not at 1 after the slime sync"
 
 # A reused version number: refused, the kept dir untouched.
 sum=$(cat "$D/$(vdir 4)"/* | md5sum)

@@ -179,9 +179,11 @@ rm "$work/deltas/$d/zz_bad.safetensors"
 mkdir -p "$work/deltas_c"
 DELTASYNC_TEST_APPLY_DELAY_MS=3000 start_serve c --base "$base" --delta-dir "$work/deltas_c"
 C=$(url_of c)
-cp -r "$work/deltas/$d" "$work/deltas_c/$d"
+"$bin" publish --from "$base" --to "$new" --delta-dir "$work/deltas_c" --version 1 --base-version 0 \
+  --encoding deltas --format slime --keep-files > /dev/null
+c_body="{\"version\": 1, \"base_version\": 0, \"dir\": \"$(vdir 1)\", \"files\": $(files_json "$work/deltas_c/$(vdir 1)")}"
 curl -s -o "$work/slow.json" -w '%{http_code}' -X POST -H 'Content-Type: application/json' \
-  --data-binary "$(sync_body "$good_files" 0)" "$C/sync" > "$work/slow.code" &
+  --data-binary "$c_body" "$C/sync" > "$work/slow.code" &
 slow=$!
 busy=False
 for _ in $(seq 1 50); do
@@ -190,10 +192,11 @@ for _ in $(seq 1 50); do
 done
 [ "$busy" = True ] || fail "the delayed sync should be in flight"
 code=$(curl -s -o "$work/resp.json" -w '%{http_code}' -X POST -H 'Content-Type: application/json' \
-  --data-binary "$(sync_body "$good_files" 0)" "$C/sync")
+  --data-binary "$c_body" "$C/sync")
 [ "$code" = 503 ] || fail "concurrent sync: expected 503, got $code: $(cat "$work/resp.json")"
 wait $slow
-echo "ok: concurrent sync -> 503 while the first runs (the first then answered $(cat "$work/slow.code"))"
+[ "$(cat "$work/slow.code")" = 200 ] || fail "the delayed sync should commit: $(cat "$work/slow.json")"
+echo "ok: concurrent sync -> 503 while the first runs (the first then answered 200)"
 [ "$(version_of "$A")" = "$v" ] || fail "A's version changed"
 
 # After all of that, the good files still apply.

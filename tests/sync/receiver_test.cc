@@ -31,6 +31,8 @@ struct fixture {
   std::unique_ptr<host_weight_store> store;
   std::unique_ptr<receiver> rx;
   std::vector<byte_buffer> base;  // per tensor
+  bool slime_files = false;             // write_native writes slime files carrying deltasync_* claims
+  std::optional<uint64_t> file_base;    // write_native's base_version (default: version - 1)
 
   // `threads` workers; `big_numel` > 0 adds a bf16 tensor "big" of that many elements (its apply is split).
   explicit fixture(size_t threads = 2, uint32_t big_numel = 0) {
@@ -117,8 +119,9 @@ struct fixture {
     delta_bucket_builder b(encoding::deltas);
     b.add({name, dtype::BF16, {50, 100}, pos, vals});
     native_fields nf;
-    nf.base_version = version - 1;
+    nf.base_version = file_base.value_or(version - 1);
     nf.records = true;
+    nf.slime = slime_files;
     nf.tensor_digests[name] = xxh ? *xxh : xxh3_128(now);
     if (!sum) nf.tensor_sums[name] = sum_digest(now, 2);
     else if (*sum) nf.tensor_sums[name] = **sum;
@@ -288,6 +291,48 @@ TEST(Receiver, ANativeFileWithoutTheAdditiveDigestVerifiesByHash) {
   EXPECT_TRUE(bad.err().is(errc::delta_tensor_digest_mismatch)) << bad.err().describe();
   EXPECT_EQ(bad.err().message.find("tensor_sum128"), std::string::npos) << bad.err().describe();
   EXPECT_EQ(f.snapshot(), before);
+}
+
+// A slime file written by deltasync (`publish --format slime`) carries its base version and the new tensors'
+// digests under deltasync_* keys: the receiver holds it to them as it holds a native file. A good one commits
+// (reported as slime); one computed against another base is refused before anything is written; one whose
+// digests the applied tensor does not match (by XXH3-128 or additive digest) is refused and rolled back.
+TEST(Receiver, SlimeFilesAreVerifiedByTheClaimsTheyCarry) {
+  fixture f;
+  f.slime_files = true;
+  const byte_buffer now = f.write_native(1, "s.safetensors", 1, 4, 700);
+  auto ok = f.sync(req(1, 0, {"s.safetensors"}));
+  ASSERT_TRUE(ok.ok()) << ok.err().describe();
+  EXPECT_FALSE(ok->native);
+  EXPECT_TRUE(std::equal(now.begin(), now.end(), f.store->data(1).begin()));
+  EXPECT_EQ(f.store->sum(1), sum_digest(now, 2));
+
+  const auto before = f.snapshot();
+  f.file_base = 0;  // computed against version 0; the store holds 1
+  f.write_native(2, "s.safetensors", 0, 1, 300);
+  auto stale = f.sync(req(2, 1, {"s.safetensors"}));
+  ASSERT_FALSE(stale.ok());
+  EXPECT_TRUE(stale.err().is(errc::delta_version_mismatch)) << stale.err().describe();
+  EXPECT_EQ(http_status_for(stale.err()), 422u);  // as a native file's: the file does not fit this store
+  EXPECT_NE(stale.err().message.find("based on version 0"), std::string::npos) << stale.err().describe();
+  EXPECT_EQ(f.snapshot(), before);
+  f.file_base.reset();
+
+  f.write_native(2, "s.safetensors", 0, 1, 300, std::optional<digest128>(), digest128{1, 2});
+  auto by_hash = f.sync(req(2, 1, {"s.safetensors"}));
+  ASSERT_FALSE(by_hash.ok());
+  EXPECT_TRUE(by_hash.err().is(errc::delta_tensor_digest_mismatch)) << by_hash.err().describe();
+  EXPECT_EQ(f.snapshot(), before);
+
+  f.write_native(2, "s.safetensors", 2, 1, 300, std::optional<digest128>(digest128{5, 6}));
+  auto by_sum = f.sync(req(2, 1, {"s.safetensors"}));
+  ASSERT_FALSE(by_sum.ok());
+  EXPECT_TRUE(by_sum.err().is(errc::delta_tensor_digest_mismatch)) << by_sum.err().describe();
+  EXPECT_EQ(f.snapshot(), before);
+  EXPECT_EQ(f.store->version(), 1u);
+
+  f.write_native(2, "s.safetensors", 2, 1, 300);
+  EXPECT_TRUE(f.sync(req(2, 1, {"s.safetensors"})).ok());
 }
 
 // GET /checksums never makes a sync fail (issue 17 item 5): a sync that arrives while the pass hashes a
