@@ -9,7 +9,8 @@
 #            on the GPU when torch sees one, else on the CPU; skipped without torch).
 # Data: a synthetic model ($MODEL) one RL step apart (`deltasync demo --offline --keep`), published by
 # `deltasync publish` in each format of $FORMATS and encoding of $ENCODINGS as a chain of versions that
-# alternate base -> new -> base; each serve replays the chain from version 0.
+# alternate base -> new -> base; each serve replays the chain from version 0. Format "slime-plain" is slime's
+# without deltasync's base version and digests (`publish --slime-plain`): what slime's own sender writes.
 # Prints one JSON line per measurement and a summary line per (store, format, encoding) with medians and the
 # ratios of the issue's targets. DS_BENCH_SMOKE=1: tiny model, one rep (CTest smoke).
 # Usage: bench/receiver_bench.sh BUILD_DIR   (env: MODEL REPS FORMATS ENCODINGS STORES BUCKET DS_BENCH_DIR)
@@ -50,8 +51,9 @@ for fmt in $formats; do
     for _ in $(seq 1 $((2 * reps))); do
       v=$((v + 1))
       if [ $((v % 2)) = 1 ]; then from=$base; to=$new; else from=$new; to=$base; fi
+      plain=(); [ "$fmt" = slime-plain ] && plain=(--slime-plain)
       "$bin" publish --from "$from" --to "$to" --delta-dir "$dir/deltas" --version "$v" --base-version $((v - 1)) \
-        --encoding "$enc" --format "$fmt" --update-weight-buffer-size "$bucket" --keep-files --json > "$dir/pub.json" 2> "$dir/pub.err" \
+        --encoding "$enc" --format "${fmt%-plain}" "${plain[@]}" --update-weight-buffer-size "$bucket" --keep-files --json > "$dir/pub.json" 2> "$dir/pub.err" \
         || { cat "$dir/pub.err" >&2; exit 1; }
       files=$(py 'import json,sys; print(json.dumps(json.load(open(sys.argv[1]))["files"]))' "$dir/pub.json")
       echo "$v $fmt $enc $files" >> "$dir/chain"
@@ -106,7 +108,7 @@ for l in open(sys.argv[1]):
     j = json.loads(l)
     if j["what"] == "ours" and j["version"] == int(sys.argv[2]): print(j["changed_elements"]); break' "$results" "$v")
   echo "{\"what\": \"scatter\", \"format\": \"$fmt\", \"encoding\": \"$enc\", \"ms\": $("$scatter" "$model_bytes" "$changed" 5 | py 'import json,sys; print(json.load(sys.stdin)["scatter_ms"])')}" | tee -a "$results"
-  if [ "$fmt" = slime ]; then
+  if [ "${fmt%-plain}" = slime ]; then
     if py 'import torch, safetensors' 2>/dev/null; then
       cold_flag=; [ $can_drop = 1 ] && cold_flag=--cold
       python3 "$here/slime_receiver.py" --base "$base" --expect "$new" --reps "$reps" $cold_flag $paths \

@@ -21,6 +21,7 @@
 #include "codec/diff.h"
 #include "codec/digest.h"
 #include "codec/sum_digest.h"
+#include "sync/parallel_sum.h"
 #include "io/file_lock.h"
 #include "sync/fleet_state.h"
 #include "sync/gpu_sender_path.h"
@@ -248,7 +249,10 @@ status sender::add(const std::string& name, const tensor_view& t) {
       // The additive digest of the new tensor from the snapshot's, in O(changed elements): the receiver
       // checks it instead of hashing the tensor (codec/sum_digest.h).
       impl::snapshot_tensor& old = snap->second;
-      if (!old.sum) old.sum = sum_digest(old.bytes, sb);
+      if (!old.sum) {  // the first time this tensor changes: one pass over it, on every core
+        const sum_input whole{old.bytes, sb};
+        old.sum = parallel_sum_digests({&whole, 1})[0];
+      }
       digest128 next = *old.sum;
       sum_delta d;
       for (size_t k = 0; k < s.positions.size(); ++k) {

@@ -11,6 +11,7 @@
 #include "codec/safetensors.h"
 #include "codec/sum_digest.h"
 #include "io/sync_io.h"
+#include "sync/parallel_sum.h"
 #include "sync/synthetic_model.h"
 
 namespace deltasync {
@@ -28,39 +29,11 @@ std::string shape_string(const std::vector<uint64_t>& shape) {
   return out + "]";
 }
 
-// The additive digest of every tensor: one pass over the model when the store is made, split into slices
-// of whole elements over every core (a slice's digest is a partial sum; the lanes add up).
+// The additive digest of every tensor: one pass over the model when the store is made, on every core.
 std::vector<digest128> initial_sums(const loaded_tensors& data, const std::vector<store_tensor>& tensors) {
-  struct slice {
-    size_t tensor;
-    uint64_t first, count;
-  };
-  constexpr uint64_t kSliceBytes = 8u << 20;
-  std::vector<slice> slices;
-  uint64_t total = 0;
-  for (size_t i = 0; i < tensors.size(); ++i) {
-    const uint32_t eb = element_bytes(tensors[i].type);
-    if (eb != 1 && eb != 2 && eb != 4 && eb != 8) continue;  // sub-byte: never delta-applied, digest stays 0
-    const uint64_t n = tensors[i].nbytes / eb, per = std::max<uint64_t>(1, kSliceBytes / eb);
-    for (uint64_t first = 0; first < n; first += per) slices.push_back({i, first, std::min(per, n - first)});
-    total += tensors[i].nbytes;
-  }
-  std::vector<digest128> parts(slices.size());
-  auto work = [&](size_t from, size_t step) {
-    for (size_t s = from; s < slices.size(); s += step) {
-      const slice& c = slices[s];
-      const uint32_t eb = element_bytes(tensors[c.tensor].type);
-      parts[s] = sum_digest_part(data[c.tensor].bytes.subspan(c.first * eb, c.count * eb), eb, c.first);
-    }
-  };
-  const size_t threads = total < (64u << 20) ? 1 : std::max(1u, std::thread::hardware_concurrency());
-  std::vector<std::thread> pool;
-  for (size_t t = 1; t < threads; ++t) pool.emplace_back(work, t, threads);
-  work(0, threads);
-  for (auto& th : pool) th.join();
-  std::vector<digest128> sums(tensors.size());
-  for (size_t s = 0; s < slices.size(); ++s) sums[slices[s].tensor] = sum_add(sums[slices[s].tensor], parts[s]);
-  return sums;
+  std::vector<sum_input> in(tensors.size());
+  for (size_t i = 0; i < tensors.size(); ++i) in[i] = {data[i].bytes, element_bytes(tensors[i].type)};
+  return parallel_sum_digests(in);
 }
 
 }  // namespace
