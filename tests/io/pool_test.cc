@@ -1,6 +1,7 @@
 // buffer_pool (cap, non-blocking acquire, async acquire for back-pressure, cross-thread release) and
 // worker_pool (results posted to the loop, bounded queue).
 #include <atomic>
+#include <chrono>
 #include <future>
 #include <thread>
 
@@ -92,7 +93,12 @@ TEST(worker_pool, results_come_back_on_the_loop_and_the_queue_is_bounded) {
   std::promise<int> typed;
   while (!workers.try_submit_value<int>([] { return 7; }, [&](int v) { typed.set_value(v); })) std::this_thread::yield();
   EXPECT_EQ(typed.get_future().get(), 7);
-  loop.run_sync([] {});
+  // A worker counts `ran` before it posts the job's completion: wait (bounded) for the four completions to
+  // reach the loop rather than assuming one round trip saw them all.
+  for (int i = 0; i < 2000 && done_on_loop.load() < 4; ++i) {
+    loop.run_sync([] {});
+    if (done_on_loop.load() < 4) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
   EXPECT_EQ(ran.load(), 5);
   EXPECT_EQ(done_on_loop.load(), 4);
 }
