@@ -51,12 +51,50 @@ inline uint32_t load24(const std::byte* p) noexcept {
          uint32_t{static_cast<uint8_t>(p[2])} << 16;
 }
 
-// Per-thread block scratch: 8192 gaps, codes and symbols (136 KiB, too much for every thread's stack).
-struct block_scratch {
-  uint64_t gaps[kBlockElems];
-  uint64_t codes[kBlockElems];
-  uint8_t syms[kBlockElems];
+// Per-thread scratch: a block's gaps (32 KiB, too much for every thread's stack) and the param's symbols.
+constexpr uint32_t kGroup = 4;                          // lanes rANS-coded at once
+constexpr uint32_t kLaneRansCap = 2 * kLaneElems + 2;    // at most 11 bits per symbol, and the 2-byte store's slack
+
+struct encode_scratch {
+  uint32_t gaps[kBlockElems];
+  std::byte rans[kGroup][kLaneRansCap];
+  std::vector<uint8_t> syms;
 };
+
+// One rANS step, branch-free: the state's low two bytes are stored and the cursor moves by the bytes the
+// renormalisation emits (0, 1 or 2).
+inline uint32_t rans_step(uint32_t x, const cd::enc_symbol& s, std::byte*& out) noexcept {
+  const uint32_t k = cd::renorm_bytes(x, s);
+  store_le<uint16_t>(out, static_cast<uint16_t>(x));
+  out += k;
+  return cd::fold(x >> (8 * k), s);
+}
+
+// One lane's symbols [0, count) coded backwards into `buf`; its final state and the end of its bytes.
+inline void rans_lane(const uint8_t* syms, uint32_t count, const cd::enc_symbol* es, std::byte* buf, uint32_t& state,
+                      std::byte*& end) noexcept {
+  uint32_t x = cd::kStateLow;
+  for (uint32_t i = count; i-- > 0;) x = rans_step(x, es[syms[i]], buf);
+  state = x;
+  end = buf;
+}
+
+// G full lanes (kLaneElems symbols each, back to back from `syms`) coded at once, their chains interleaved.
+template <uint32_t G>
+inline void rans_lanes(const uint8_t* syms, const cd::enc_symbol* es, std::byte (*bufs)[kLaneRansCap],
+                       uint32_t* state, std::byte** end) noexcept {
+  uint32_t x[G];
+  std::byte* out[G];
+  for (uint32_t j = 0; j < G; ++j) x[j] = cd::kStateLow, out[j] = bufs[j];
+  for (uint32_t i = kLaneElems; i-- > 0;)
+    for (uint32_t j = 0; j < G; ++j) x[j] = rans_step(x[j], es[syms[j * kLaneElems + i]], out[j]);
+  for (uint32_t j = 0; j < G; ++j) state[j] = x[j], end[j] = out[j];
+}
+
+template <typename T>
+inline uint64_t code_at(const std::byte* ov, const std::byte* nv, size_t i) noexcept {
+  return zigzag_minus_one<T>(static_cast<T>(load_le<T>(nv + i * sizeof(T)) - load_le<T>(ov + i * sizeof(T))));
+}
 
 template <typename T>
 void encode_t(std::span<const uint32_t> positions, byte_span old_values, byte_span new_values, byte_buffer& out,
@@ -65,21 +103,36 @@ void encode_t(std::span<const uint32_t> positions, byte_span old_values, byte_sp
   const uint32_t blocks = static_cast<uint32_t>((n + kBlockElems - 1) / kBlockElems);
   const std::byte* ov = old_values.data();
   const std::byte* nv = new_values.data();
+  thread_local encode_scratch sc;
+  if (sc.syms.size() < n) sc.syms.resize(n);
+  uint8_t* syms = sc.syms.data();
 
-  // The value table comes first in the stream, so the histogram takes a pass of its own.
+  // The value table comes first in the stream, so the histogram takes a pass of its own; it keeps each
+  // element's symbol, and the blocks below go back to the values only for the rare symbols with raw bits.
   table t;
+  cd::enc_symbol es[cd::kMaxSymbols] = {};
   if (n > 0) {
-    uint32_t counts[cd::kMaxSymbols] = {};
-    for (size_t i = 0; i < n; ++i) {
-      const T o = load_le<T>(ov + i * sizeof(T)), v = load_le<T>(nv + i * sizeof(T));
-      DS_CHECK(o != v, "compact::encode: an unchanged element among the changes");
-      ++counts[cd::symbol_of(zigzag_minus_one<T>(static_cast<T>(v - o)))];
-    }
+    // Four sets of counters, summed after: the few common symbols would otherwise serialise on one counter.
+    uint32_t sub[4][cd::kMaxSymbols] = {};
+    const auto count = [&](size_t i, uint32_t* c) {
+      DS_CHECK(load_le<T>(ov + i * sizeof(T)) != load_le<T>(nv + i * sizeof(T)),
+               "compact::encode: an unchanged element among the changes");
+      const uint32_t s = cd::symbol_of(code_at<T>(ov, nv, i));
+      syms[i] = static_cast<uint8_t>(s);
+      ++c[s];
+    };
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) count(i, sub[0]), count(i + 1, sub[1]), count(i + 2, sub[2]), count(i + 3, sub[3]);
+    for (; i < n; ++i) count(i, sub[0]);
+    uint32_t counts[cd::kMaxSymbols];
+    for (uint32_t s = 0; s < cd::kMaxSymbols; ++s) counts[s] = sub[0][s] + sub[1][s] + sub[2][s] + sub[3][s];
     t.nsym = cd::kMaxSymbols;
     while (counts[t.nsym - 1] == 0) --t.nsym;
     cd::normalize(counts, t.nsym, n, t.freq);
   }
   t.finish();
+  for (uint32_t s = 0; s < t.nsym; ++s)
+    if (t.freq[s] > 0) es[s] = cd::enc_symbol_of(t.freq[s], t.cum[s]);
 
   const size_t head = out.size();
   out.resize(head + kHeaderBytes + kMaxTableBytes);
@@ -94,28 +147,29 @@ void encode_t(std::span<const uint32_t> positions, byte_span old_values, byte_sp
   out.resize(dir + size_t{kDirEntryBytes} * blocks);
   uint64_t position_bits = 0, value_bits = 0;
 
-  thread_local block_scratch sc;
   uint64_t next = 0;  // previous index + 1
   for (uint32_t b = 0; b < blocks; ++b) {
     const size_t first = size_t{b} * kBlockElems;
     const uint32_t m = static_cast<uint32_t>(std::min<size_t>(kBlockElems, n - first));
     const uint32_t lanes = (m + kLaneElems - 1) / kLaneElems;
+    const uint8_t* bsyms = syms + first;
     const uint64_t base = next;
     uint64_t any_gap = 0, extra_bits = 0;
-    for (uint32_t i = 0; i < m; ++i) {
+    width_counts widths = {};  // the gaps' bit widths, for best_k, counted on the way
+    const auto gap = [&](uint32_t i, uint32_t* w) {
       const uint32_t idx = positions[first + i];
       DS_CHECK(idx >= next, "compact::encode: positions do not ascend");
-      sc.gaps[i] = idx - next;
-      any_gap |= sc.gaps[i];
+      const uint32_t g = static_cast<uint32_t>(idx - next);
+      sc.gaps[i] = g;
+      any_gap |= g;
+      ++w[std::bit_width(g)];  // <= 32
       next = uint64_t{idx} + 1;
-      const T o = load_le<T>(ov + (first + i) * sizeof(T)), v = load_le<T>(nv + (first + i) * sizeof(T));
-      const uint64_t u = zigzag_minus_one<T>(static_cast<T>(v - o));
-      sc.codes[i] = u;
-      const uint32_t s = cd::symbol_of(u);
-      sc.syms[i] = static_cast<uint8_t>(s);
-      extra_bits += cd::extra_bits_of(s);
-    }
-    const k_choice kp = any_gap == 0 ? k_choice{kModeSpecial, 0} : best_k(sc.gaps, m, 32, kEscapeQ);
+      extra_bits += cd::extra_bits_of(bsyms[i]);
+    };
+    uint32_t i = 0;
+    for (; i + 4 <= m; i += 4) gap(i, widths[0]), gap(i + 1, widths[1]), gap(i + 2, widths[2]), gap(i + 3, widths[3]);
+    for (; i < m; ++i) gap(i, widths[0]);
+    const k_choice kp = any_gap == 0 ? k_choice{kModeSpecial, 0} : best_k(sc.gaps, m, 32, kEscapeQ, widths);
     // At most: kp, the lane table, per lane its state and padding byte, per element a 56-bit gap code, 63 extra
     // bits and 2 rANS bytes (a symbol of frequency 1 adds 11 bits to the state).
     const size_t at = out.size();
@@ -123,34 +177,48 @@ void encode_t(std::span<const uint32_t> positions, byte_span old_values, byte_sp
     std::byte* p = out.data() + at;
     p[0] = std::byte{static_cast<uint8_t>(kp.k)};
     std::byte* cur = p + 1 + 2 * size_t{lanes};
-    for (uint32_t l = 0; l < lanes; ++l) {
-      const uint32_t i0 = l * kLaneElems, i1 = std::min(m, i0 + kLaneElems);
-      std::byte* region = cur;
-      bit_writer bw{region + cd::kStateBytes};
-      uint64_t lane_extra = 0;
-      for (uint32_t i = i0; i < i1; ++i) {
-        if (kp.k != kModeSpecial) put_rice(bw, sc.gaps[i], kp.k, 32, kEscapeQ);
-        const uint32_t eb = cd::extra_bits_of(sc.syms[i]);
-        if (eb > 0) bw.put_wide(sc.codes[i] & ((uint64_t{1} << eb) - 1), eb);
-        lane_extra += eb;
+    // rANS runs backwards over a lane so the decoder reads forwards. One lane's steps form a serial chain, so
+    // kGroup lanes are coded at once into scratch, interleaved, and then laid out one by one: state, bit stream,
+    // rANS bytes in the order they were emitted (the decoder takes them from the region's end).
+    for (uint32_t g = 0; g < lanes; g += kGroup) {
+      const uint32_t gl = std::min(kGroup, lanes - g);
+      uint32_t state[kGroup];
+      std::byte* rans_end[kGroup];
+      if (gl == kGroup && (g + kGroup) * kLaneElems <= m) {
+        rans_lanes<kGroup>(bsyms + g * kLaneElems, es, sc.rans, state, rans_end);
+      } else {
+        for (uint32_t j = 0; j < gl; ++j) {
+          const uint32_t i0 = (g + j) * kLaneElems, i1 = std::min(m, i0 + kLaneElems);
+          rans_lane(bsyms + i0, i1 - i0, es, sc.rans[j], state[j], rans_end[j]);
+        }
       }
-      bw.flush();
-      cur = bw.p;
-      const std::byte* rans_start = cur;
-      // rANS runs backwards over the lane so the decoder reads forwards; its bytes follow the bit stream in the
-      // order they were emitted, and the decoder takes them from the region's end.
-      uint32_t x = cd::kStateLow;
-      for (uint32_t i = i1; i-- > i0;) {
-        const uint32_t s = sc.syms[i];
-        x = cd::encode_step(x, t.freq[s], t.cum[s], [&](uint8_t byte) { *cur++ = static_cast<std::byte>(byte); });
+      for (uint32_t j = 0; j < gl; ++j) {
+        const uint32_t l = g + j;
+        const uint32_t i0 = l * kLaneElems, i1 = std::min(m, i0 + kLaneElems);
+        std::byte* region = cur;
+        bit_writer bw{region + cd::kStateBytes};
+        uint64_t lane_extra = 0;
+        for (uint32_t i = i0; i < i1; ++i) {
+          if (kp.k != kModeSpecial) put_rice(bw, sc.gaps[i], kp.k, 32, kEscapeQ);
+          const uint32_t eb = cd::extra_bits_of(bsyms[i]);
+          if (eb > 0) {
+            bw.put_wide(code_at<T>(ov, nv, first + i) & ((uint64_t{1} << eb) - 1), eb);
+            lane_extra += eb;
+          }
+        }
+        bw.flush();
+        const size_t rans_bytes = static_cast<size_t>(rans_end[j] - sc.rans[j]);
+        std::memcpy(bw.p, sc.rans[j], rans_bytes);
+        cur = bw.p + rans_bytes;
+        const uint32_t x = state[j];
+        region[0] = static_cast<std::byte>(x & 0xFF);
+        region[1] = static_cast<std::byte>((x >> 8) & 0xFF);
+        region[2] = static_cast<std::byte>(x >> 16);
+        const size_t lane_bytes = static_cast<size_t>(cur - region);
+        DS_CHECK(lane_bytes <= UINT16_MAX, "compact::encode: lane too large");
+        store_le<uint16_t>(p + 1 + 2 * size_t{l}, static_cast<uint16_t>(lane_bytes));
+        value_bits += lane_extra + 8 * (cd::kStateBytes + rans_bytes);
       }
-      region[0] = static_cast<std::byte>(x & 0xFF);
-      region[1] = static_cast<std::byte>((x >> 8) & 0xFF);
-      region[2] = static_cast<std::byte>(x >> 16);
-      const size_t lane_bytes = static_cast<size_t>(cur - region);
-      DS_CHECK(lane_bytes <= UINT16_MAX, "compact::encode: lane too large");
-      store_le<uint16_t>(p + 1 + 2 * size_t{l}, static_cast<uint16_t>(lane_bytes));
-      value_bits += lane_extra + 8 * (cd::kStateBytes + static_cast<uint64_t>(cur - rans_start));
     }
     const size_t block_bytes = static_cast<size_t>(cur - p);
     DS_CHECK(block_bytes <= UINT32_MAX, "compact::encode: block too large");

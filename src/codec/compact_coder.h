@@ -62,16 +62,37 @@ DS_COMPACT_HD void normalize(const uint32_t* counts, uint32_t nsym, uint64_t tot
   freqs[top] = static_cast<uint32_t>(static_cast<int64_t>(freqs[top]) + kProbScale - sum);
 }
 
-// One encoder step for a symbol of frequency f and cumulative start c: renormalise (bytes go out through
-// `emit`, lowest first), then fold the symbol in. The state stays in [kStateLow, kStateLow << 8).
+// The encoder's view of one symbol: its frequency f, cumulative start c, the renormalisation bound x_max and a
+// reciprocal that turns the step's x / f into a multiply and a shift. Exact for every state the step divides:
+// after renormalisation x < x_max = 2^13 f <= 2^24, and with rcp = floor(2^40 / f) + 1 the product x rcp / 2^40
+// exceeds x / f by less than x / 2^40 < 2^-16 < 1 / f, which never carries past the next integer (x / f's
+// fraction is at most 1 - 1 / f). f >= 1.
+struct enc_symbol {
+  uint64_t rcp;
+  uint32_t freq, cum, x_max;
+};
+DS_COMPACT_HD enc_symbol enc_symbol_of(uint32_t f, uint32_t c) {
+  return {(uint64_t{1} << 40) / f + 1, f, c, ((kStateLow >> kProbBits) << 8) * f};
+}
+// How many bytes (0, 1 or 2) the renormalisation before symbol s emits from state x: one while x >= x_max, and
+// x >> 8 >= x_max exactly when x >= 256 x_max; a third is impossible since x < 2^24 <= 2^16 x_max.
+DS_COMPACT_HD uint32_t renorm_bytes(uint32_t x, const enc_symbol& s) {
+  return static_cast<uint32_t>(x >= s.x_max) + static_cast<uint32_t>(uint64_t{x} >= (uint64_t{s.x_max} << 8));
+}
+// The symbol folded into the renormalised state: (x / f) 2^kProbBits + x mod f + c.
+DS_COMPACT_HD uint32_t fold(uint32_t x, const enc_symbol& s) {
+  const uint32_t q = static_cast<uint32_t>((uint64_t{x} * s.rcp) >> 40);
+  return (q << kProbBits) + (x - q * s.freq) + s.cum;
+}
+// One encoder step: renormalise (bytes go out through `emit`, lowest first), then fold the symbol in. The state
+// stays in [kStateLow, kStateLow << 8).
 template <typename Emit>
-DS_COMPACT_HD uint32_t encode_step(uint32_t x, uint32_t f, uint32_t c, Emit&& emit) {
-  const uint32_t x_max = ((kStateLow >> kProbBits) << 8) * f;
-  while (x >= x_max) {
+DS_COMPACT_HD uint32_t encode_step(uint32_t x, const enc_symbol& s, Emit&& emit) {
+  for (uint32_t k = renorm_bytes(x, s); k > 0; --k) {
     emit(static_cast<uint8_t>(x & 0xFF));
     x >>= 8;
   }
-  return ((x / f) << kProbBits) + (x % f) + c;
+  return fold(x, s);
 }
 
 // The decoder's half, before renormalisation: the state after taking the symbol whose slot is x's low bits.

@@ -159,11 +159,9 @@ __global__ void lanes_kernel(const uint32_t* positions, const T* old_v, const T*
                              const dtable* table, uint8_t* kp_out, uint32_t* block_bytes, uint32_t* lane_bits,
                              uint32_t* lane_rans, uint32_t* lane_state, unsigned char* rans_scratch) {
   __shared__ uint32_t hists[4][34];  // one per warp (4 warps per CTA)
-  __shared__ uint32_t freq[cd::kMaxSymbols], cum[cd::kMaxSymbols];
-  for (uint32_t s = threadIdx.x; s < cd::kMaxSymbols; s += blockDim.x) {
-    freq[s] = s < table->nsym ? table->freq[s] : 0;
-    cum[s] = s < table->nsym ? table->cum[s] : 0;
-  }
+  __shared__ cd::enc_symbol es[cd::kMaxSymbols];
+  for (uint32_t s = threadIdx.x; s < cd::kMaxSymbols; s += blockDim.x)
+    es[s] = s < table->nsym && table->freq[s] > 0 ? cd::enc_symbol_of(table->freq[s], table->cum[s]) : cd::enc_symbol{};
   __syncthreads();
   const uint32_t b = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
   if (b >= blocks) return;
@@ -190,7 +188,7 @@ __global__ void lanes_kernel(const uint32_t* positions, const T* old_v, const T*
     uint32_t k = 0, x = cd::kStateLow;
     for (uint32_t i = i1; i-- > i0;) {
       const uint32_t s = cd::symbol_of(code_of<T>(old_v[first + i], new_v[first + i]));
-      x = cd::encode_step(x, freq[s], cum[s], [&](uint8_t byte) { r[k++] = byte; });
+      x = cd::encode_step(x, es[s], [&](uint8_t byte) { r[k++] = byte; });
     }
     const uint64_t id = uint64_t{b} * compact::kLanesPerBlock + lane;
     lane_bits[id] = static_cast<uint32_t>(bits);

@@ -221,6 +221,31 @@ TEST(Compact, NormalizedTablesSumToTheScaleAndKeepEverySymbol) {
     }
 }
 
+TEST(Compact, TheEncoderStepEqualsItsDefinitionForEveryFrequency) {
+  // The encoder divides by a reciprocal and renormalises without a loop (coder::fold, coder::renorm_bytes); the
+  // format is defined by the division and the byte-at-a-time loop. Every frequency, states across the whole
+  // range the step sees (dense near the bounds and near multiples of f, strided in between).
+  namespace cd = compact::coder;
+  for (uint32_t f = 1; f <= cd::kProbScale; ++f) {
+    const uint32_t c = (f * 7u) % (cd::kProbScale - f + 1);
+    const cd::enc_symbol s = cd::enc_symbol_of(f, c);
+    ASSERT_EQ(s.x_max, ((cd::kStateLow >> cd::kProbBits) << 8) * f);
+    const auto check = [&](uint32_t x) {
+      uint32_t looped = 0, y = x;
+      while (y >= s.x_max) y >>= 8, ++looped;
+      ASSERT_EQ(cd::renorm_bytes(x, s), looped) << "f " << f << " x " << x;
+      ASSERT_EQ(cd::fold(y, s), ((y / f) << cd::kProbBits) + y % f + c) << "f " << f << " x " << x;
+    };
+    const uint32_t stride = std::max<uint32_t>(1, (cd::kStateLow << 8) / 4096 + f % 13);
+    for (uint32_t x = cd::kStateLow; x < (cd::kStateLow << 8); x += stride) check(x);
+    for (uint32_t d = 1; d <= 64; ++d) check(s.x_max - d), check((cd::kStateLow << 8) - d), check(cd::kStateLow + d);
+    for (uint32_t q = 1; q < 64; ++q) {
+      const uint64_t x = uint64_t{q} * (s.x_max / 64 / f + 1) * f;
+      if (x < (cd::kStateLow << 8) && x > 0) check(static_cast<uint32_t>(x)), check(static_cast<uint32_t>(x - 1));
+    }
+  }
+}
+
 TEST(Compact, DenseAndRawModes) {
   // Every element changed with random values: positions cost nothing (dense blocks) and values at most w bits.
   std::mt19937_64 rng(5);
