@@ -348,14 +348,28 @@ status read_table(byte_span stream, stream_info& info, uint32_t& bytes) {
 }
 
 template <typename T>
-void apply_t(std::span<const uint32_t> positions, const std::byte* diffs, std::byte* dest, std::byte* old) {
+void apply_t(std::span<const uint32_t> positions, const std::byte* diffs, std::byte* dest, std::byte* old,
+             sum_delta* sum) {
   const size_t n = positions.size();
+  // With the old values saved, the digest is a second, sequential pass over them: folded into the scatter its
+  // arithmetic makes each iteration long enough that few of the scatter's cache misses overlap (4x slower at
+  // 1% density into a tensor past the cache).
+  const bool fused = sum != nullptr && old == nullptr;
+  sum_delta local;
   for (size_t i = 0; i < n; ++i) {
     std::byte* at = dest + size_t{positions[i]} * sizeof(T);
     const T o = load_le<T>(at);
+    const T v = static_cast<T>(o + load_le<T>(diffs + i * sizeof(T)));
     if (old != nullptr) store_le<T>(old + i * sizeof(T), o);
-    store_le<T>(at, static_cast<T>(o + load_le<T>(diffs + i * sizeof(T))));
+    store_le<T>(at, v);
+    if (fused) local.change(positions[i], o, v);
   }
+  if (sum != nullptr && !fused)
+    for (size_t i = 0; i < n; ++i) {
+      const T o = load_le<T>(old + i * sizeof(T));
+      local.change(positions[i], o, static_cast<T>(o + load_le<T>(diffs + i * sizeof(T))));
+    }
+  if (sum != nullptr) sum->merge(local);
 }
 
 }  // namespace
@@ -458,7 +472,7 @@ status decode(byte_span stream, uint64_t count, uint64_t numel, uint32_t elem_by
 }
 
 void apply_diffs(std::span<const uint32_t> positions, byte_span diffs, uint32_t elem_bytes, mutable_byte_span dest,
-                 byte_buffer* old_values) {
+                 byte_buffer* old_values, sum_delta* sum) {
   DS_CHECK(diffs.size() == positions.size() * elem_bytes, "compact::apply_diffs: sizes disagree");
   std::byte* old = nullptr;
   if (old_values != nullptr) {
@@ -468,10 +482,10 @@ void apply_diffs(std::span<const uint32_t> positions, byte_span diffs, uint32_t 
   if (!positions.empty())
     DS_CHECK(uint64_t{positions.back()} * elem_bytes + elem_bytes <= dest.size(), "compact::apply_diffs: past dest");
   switch (elem_bytes) {
-    case 1: return apply_t<uint8_t>(positions, diffs.data(), dest.data(), old);
-    case 2: return apply_t<uint16_t>(positions, diffs.data(), dest.data(), old);
-    case 4: return apply_t<uint32_t>(positions, diffs.data(), dest.data(), old);
-    default: return apply_t<uint64_t>(positions, diffs.data(), dest.data(), old);
+    case 1: return apply_t<uint8_t>(positions, diffs.data(), dest.data(), old, sum);
+    case 2: return apply_t<uint16_t>(positions, diffs.data(), dest.data(), old, sum);
+    case 4: return apply_t<uint32_t>(positions, diffs.data(), dest.data(), old, sum);
+    default: return apply_t<uint64_t>(positions, diffs.data(), dest.data(), old, sum);
   }
 }
 

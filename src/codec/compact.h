@@ -39,6 +39,7 @@
 #include "base/bytes.h"
 #include "base/result.h"
 #include "codec/compact_coder.h"
+#include "codec/sum_digest.h"
 
 namespace deltasync::compact {
 
@@ -111,10 +112,11 @@ status decode(byte_span stream, uint64_t count, uint64_t numel, uint32_t elem_by
               byte_buffer& diffs);
 
 // Applies a decoded stream in place: dest[pos[i]] += diff[i] (mod 2^w, on the raw bits), saving the old
-// element into `old_values` (resized to count x elem_bytes) first when given. Positions must be valid for
-// dest (decode checked them against numel = dest.size() / elem_bytes).
+// element into `old_values` (resized to count x elem_bytes) first when given, and moving `sum` (the tensor's
+// additive digest) from each old element to its new one when given: one visit of each element. Positions must
+// be valid for dest (decode checked them against numel = dest.size() / elem_bytes).
 void apply_diffs(std::span<const uint32_t> positions, byte_span diffs, uint32_t elem_bytes, mutable_byte_span dest,
-                 byte_buffer* old_values);
+                 byte_buffer* old_values, sum_delta* sum = nullptr);
 
 // The information content of a change set, for reports: log2 C(numel, n) bits for the positions (the
 // empirical entropy of a set of n positions out of numel), and the order-0 empirical entropy of the value
