@@ -166,9 +166,9 @@ void encode_t(std::span<const uint32_t> positions, byte_span old_values, byte_sp
       next = uint64_t{idx} + 1;
       extra_bits += cd::extra_bits_of(bsyms[i]);
     };
-    uint32_t i = 0;
-    for (; i + 4 <= m; i += 4) gap(i, widths[0]), gap(i + 1, widths[1]), gap(i + 2, widths[2]), gap(i + 3, widths[3]);
-    for (; i < m; ++i) gap(i, widths[0]);
+    uint32_t e = 0;
+    for (; e + 4 <= m; e += 4) gap(e, widths[0]), gap(e + 1, widths[1]), gap(e + 2, widths[2]), gap(e + 3, widths[3]);
+    for (; e < m; ++e) gap(e, widths[0]);
     const k_choice kp = any_gap == 0 ? k_choice{kModeSpecial, 0} : best_k(sc.gaps, m, 32, kEscapeQ, widths);
     // At most: kp, the lane table, per lane its state and padding byte, per element a 56-bit gap code, 63 extra
     // bits and 2 rANS bytes (a symbol of frequency 1 adds 11 bits to the state).

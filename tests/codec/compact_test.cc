@@ -351,6 +351,16 @@ TEST_F(CompactRejects, LaneAndTableDamage) {
   s = stream_;
   s[block + 1 + 2 * lanes] ^= std::byte{1};  // another state: the decoder ends elsewhere
   EXPECT_NE(decode_error(s, n), errc{});
+  // A fault in a lane past the first few is named exactly, block, lane and reason.
+  size_t at = block + 1 + 2 * lanes;
+  for (size_t l = 0; l < 5; ++l) at += load_le<uint16_t>(stream_.data() + block + 1 + 2 * l);
+  s = stream_;
+  s[at + 2] = std::byte{0};  // lane 5's state below 2^16
+  std::vector<uint32_t> pos;
+  byte_buffer diffs;
+  auto st = compact::decode(s, n, 50000, 2, pos, diffs);
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.err().message, "compact stream: block 0 lane 5 starts in a rANS state below 2^16");
 }
 
 TEST(CompactEntropy, Figures) {
