@@ -347,29 +347,45 @@ status read_table(byte_span stream, stream_info& info, uint32_t& bytes) {
   return {};
 }
 
-template <typename T>
-void apply_t(std::span<const uint32_t> positions, const std::byte* diffs, std::byte* dest, std::byte* old,
-             sum_delta* sum) {
+// dest[pos[i]] += diff[i], each variant its own loop (a branch per element on what to keep measured 12% slower
+// when dest is in cache): saving the old value first (kSave), moving the digest in the same visit (kSum).
+template <typename T, bool kSave, bool kSum>
+void add_diffs(std::span<const uint32_t> positions, const std::byte* diffs, std::byte* dest, std::byte* old,
+               sum_delta& sum) {
   const size_t n = positions.size();
-  // With the old values saved, the digest is a second, sequential pass over them: folded into the scatter its
-  // arithmetic makes each iteration long enough that few of the scatter's cache misses overlap (4x slower at
-  // 1% density into a tensor past the cache).
-  const bool fused = sum != nullptr && old == nullptr;
-  sum_delta local;
   for (size_t i = 0; i < n; ++i) {
     std::byte* at = dest + size_t{positions[i]} * sizeof(T);
     const T o = load_le<T>(at);
     const T v = static_cast<T>(o + load_le<T>(diffs + i * sizeof(T)));
-    if (old != nullptr) store_le<T>(old + i * sizeof(T), o);
+    if constexpr (kSave) store_le<T>(old + i * sizeof(T), o);
     store_le<T>(at, v);
-    if (fused) local.change(positions[i], o, v);
+    if constexpr (kSum) sum.change(positions[i], o, v);
   }
-  if (sum != nullptr && !fused)
-    for (size_t i = 0; i < n; ++i) {
-      const T o = load_le<T>(old + i * sizeof(T));
-      local.change(positions[i], o, static_cast<T>(o + load_le<T>(diffs + i * sizeof(T))));
+}
+
+template <typename T>
+void apply_t(std::span<const uint32_t> positions, const std::byte* diffs, std::byte* dest, std::byte* old,
+             sum_delta* sum) {
+  sum_delta local;
+  if (old == nullptr) {
+    if (sum != nullptr) {
+      add_diffs<T, false, true>(positions, diffs, dest, old, local);
+      sum->merge(local);
+    } else {
+      add_diffs<T, false, false>(positions, diffs, dest, old, local);
     }
-  if (sum != nullptr) sum->merge(local);
+    return;
+  }
+  add_diffs<T, true, false>(positions, diffs, dest, old, local);
+  if (sum == nullptr) return;
+  // With the old values saved, the digest is a second, sequential pass over them: folded into the scatter its
+  // arithmetic makes each iteration long enough that few of the scatter's cache misses overlap (4x slower at
+  // 1% density into a tensor past the cache).
+  for (size_t i = 0; i < positions.size(); ++i) {
+    const T o = load_le<T>(old + i * sizeof(T));
+    local.change(positions[i], o, static_cast<T>(o + load_le<T>(diffs + i * sizeof(T))));
+  }
+  sum->merge(local);
 }
 
 }  // namespace
