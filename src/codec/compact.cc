@@ -366,26 +366,23 @@ void add_diffs(std::span<const uint32_t> positions, const std::byte* diffs, std:
 template <typename T>
 void apply_t(std::span<const uint32_t> positions, const std::byte* diffs, std::byte* dest, std::byte* old,
              sum_delta* sum) {
-  sum_delta local;
+  sum_delta unused;
   if (old == nullptr) {
-    if (sum != nullptr) {
-      add_diffs<T, false, true>(positions, diffs, dest, old, local);
-      sum->merge(local);
-    } else {
-      add_diffs<T, false, false>(positions, diffs, dest, old, local);
-    }
+    if (sum != nullptr)
+      add_diffs<T, false, true>(positions, diffs, dest, old, *sum);
+    else
+      add_diffs<T, false, false>(positions, diffs, dest, old, unused);
     return;
   }
-  add_diffs<T, true, false>(positions, diffs, dest, old, local);
+  add_diffs<T, true, false>(positions, diffs, dest, old, unused);
   if (sum == nullptr) return;
   // With the old values saved, the digest is a second, sequential pass over them: folded into the scatter its
   // arithmetic makes each iteration long enough that few of the scatter's cache misses overlap (4x slower at
   // 1% density into a tensor past the cache).
   for (size_t i = 0; i < positions.size(); ++i) {
     const T o = load_le<T>(old + i * sizeof(T));
-    local.change(positions[i], o, static_cast<T>(o + load_le<T>(diffs + i * sizeof(T))));
+    sum->change(positions[i], o, static_cast<T>(o + load_le<T>(diffs + i * sizeof(T))));
   }
-  sum->merge(local);
 }
 
 }  // namespace

@@ -37,17 +37,14 @@ template <size_t kElem>
 void scatter_same_dtype(encoding enc, uint32_t width, byte_span encoded, uint64_t base, const std::byte* values,
                         std::byte* dest, std::byte* old, sum_delta* sum) {
   if (sum != nullptr && old == nullptr) {
-    // The digest's change comes from the old and new values in hand: no second visit of the element. It
-    // accumulates in a local (through `sum` every store to dest might alias it).
-    sum_delta local;
+    // The digest's change comes from the old and new values in hand: no second visit of the element.
     for_each_position(enc, width, encoded, [&](size_t i, uint64_t idx) {
       uint64_t was = 0, now = 0;
       std::memcpy(&was, dest + idx * kElem, kElem);
       std::memcpy(&now, values + i * kElem, kElem);
       std::memcpy(dest + idx * kElem, &now, kElem);
-      local.change(idx, was, now);
+      sum->change(idx, was, now);
     }, base);
-    sum->merge(local);
     return;
   }
   if (old == nullptr) {
@@ -65,14 +62,12 @@ void scatter_same_dtype(encoding enc, uint32_t width, byte_span encoded, uint64_
   // The digest from the saved old values, in a second pass that reads only sequential memory: folded into the
   // scatter, its arithmetic makes each iteration so long that few of the scatter's cache misses overlap (at 1%
   // density into tensors past the cache the fused loop measured 4x slower; compact::apply_diffs does the same).
-  sum_delta local;
   for_each_position(enc, width, encoded, [&](size_t i, uint64_t idx) {
     uint64_t was = 0, now = 0;
     std::memcpy(&was, old + i * kElem, kElem);
     std::memcpy(&now, values + i * kElem, kElem);
-    local.change(idx, was, now);
+    sum->change(idx, was, now);
   }, base);
-  sum->merge(local);
 }
 
 }  // namespace
@@ -156,14 +151,12 @@ status apply_param(const delta_file& f, const param_entry& p, mutable_byte_span 
                    label + ": value #" + std::to_string(i) + " is not exactly representable as " +
                        std::string(torch_name(p.type)));
   }
-  sum_delta local;  // a local, as in scatter_same_dtype
   for_each_position(f.manifest.enc, p.pos_width, encoded, [&](size_t i, uint64_t idx) {
     if (old != nullptr) std::memcpy(old + i * peb, out + idx * peb, peb);
-    if (sum != nullptr) local.remove(idx, sum_detail::element_bits(out + idx * peb, peb));
+    if (sum != nullptr) sum->remove(idx, sum_detail::element_bits(out + idx * peb, peb));
     cast_element(f.values_type, vals + i * veb, p.type, out + idx * peb);
-    if (sum != nullptr) local.add(idx, sum_detail::element_bits(out + idx * peb, peb));
+    if (sum != nullptr) sum->add(idx, sum_detail::element_bits(out + idx * peb, peb));
   }, p.pos_base);
-  if (sum != nullptr) sum->merge(local);
   return {};
 }
 

@@ -64,10 +64,6 @@ struct sum_delta {
     remove(index, old_bits);
     add(index, new_bits);
   }
-  void merge(const sum_delta& o) noexcept {
-    high += o.high;
-    low += o.low;
-  }
   void apply(digest128& d) const noexcept {
     d.high += high;
     d.low += low;
