@@ -1,6 +1,6 @@
-// Internals shared by the compact/2 codec (codec/compact.cc) and the compact/1 decoder (codec/compact_v1.cc):
-// the LSB-first bit writer and reader, the Rice code, the encoder's choice of k and the zigzag value code.
-// Not a public header: only those two files include it.
+// Internals shared by the compact/2 encoder (codec/compact.cc), its decoder (codec/compact_decode.cc) and the
+// compact/1 decoder (codec/compact_v1.cc): the LSB-first bit writer and reader, the Rice code, the encoder's
+// choice of k, the zigzag value code and the value table. Not a public header: only those files include it.
 #pragma once
 
 #include <algorithm>
@@ -226,5 +226,21 @@ inline error bad_block(uint32_t b, const char* what) {
 
 // compact/1's codes (compact_v1.cc), after read_header accepted `info` (version 1).
 status decode_v1(byte_span stream, const stream_info& info, uint64_t numel, uint32_t* positions, std::byte* diffs);
+
+// The value table with its cumulative starts (cum[s] = sum of freq below s).
+struct table {
+  uint32_t nsym = 0;
+  uint32_t freq[coder::kMaxSymbols] = {};
+  uint32_t cum[coder::kMaxSymbols + 1] = {};
+  void finish() noexcept {
+    cum[0] = 0;
+    for (uint32_t s = 0; s < nsym; ++s) cum[s + 1] = cum[s] + freq[s];
+  }
+};
+
+inline uint32_t load24(const std::byte* p) noexcept {
+  return uint32_t{static_cast<uint8_t>(p[0])} | uint32_t{static_cast<uint8_t>(p[1])} << 8 |
+         uint32_t{static_cast<uint8_t>(p[2])} << 16;
+}
 
 }  // namespace deltasync::compact::detail
