@@ -98,7 +98,8 @@ struct stream_info {
   uint32_t nsym = 0;          // compact/2: the value table's symbols
   uint32_t freqs[coder::kMaxSymbols] = {};
 };
-// Errors: delta_bad_manifest (header, sizes, directory), delta_value_count_mismatch (count).
+// Errors: delta_bad_manifest (header, sizes, directory), delta_value_count_mismatch (count; kAnyCount: any).
+inline constexpr uint64_t kAnyCount = ~uint64_t{0};
 result<stream_info> read_header(byte_span stream, uint64_t count, uint32_t elem_bytes);
 
 // Decodes the whole stream (compact/2 or compact/1) into positions (ascending, each < numel) and the raw
@@ -110,6 +111,14 @@ result<stream_info> read_header(byte_span stream, uint64_t count, uint32_t elem_
 // delta_positions_not_ascending. On error the outputs are empty.
 status decode(byte_span stream, uint64_t count, uint64_t numel, uint32_t elem_bytes, std::vector<uint32_t>& positions,
               byte_buffer& diffs);
+
+// Decodes blocks [first, end) of the compact/2 stream `info` describes (read_header accepted it): the changes
+// from first x kBlockElems on, with every check decode makes on those blocks. Block first's base is checked
+// against block first - 1's last index, which is decoded (and not returned) to find it: so the runs that cover
+// a stream, each decoded alone (a large param's apply split across workers), check together everything decode
+// checks, with the same messages. first < end <= info.blocks. Errors and outputs on error: decode's.
+status decode_blocks(byte_span stream, const stream_info& info, uint64_t numel, uint32_t first, uint32_t end,
+                     std::vector<uint32_t>& positions, byte_buffer& diffs);
 
 // Applies a decoded stream in place: dest[pos[i]] += diff[i] (mod 2^w, on the raw bits), saving the old
 // element into `old_values` (resized to count x elem_bytes) first when given, and moving `sum` (the tensor's

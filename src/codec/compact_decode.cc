@@ -21,8 +21,11 @@ error bad_lane(uint32_t b, uint32_t l, const char* what) {
                "compact stream: block " + std::to_string(b) + " lane " + std::to_string(l) + " " + what);
 }
 
+// Blocks [b_lo, b_hi) into positions / diffs (block b's changes from (b - b_lo) x kBlockElems on); `next` is the
+// index block b_lo must start at, and on success the index after the last decoded.
 template <typename T>
-status decode_t(byte_span stream, const stream_info& info, uint64_t numel, uint32_t* positions, T* diffs) {
+status decode_t(byte_span stream, const stream_info& info, uint64_t numel, uint32_t b_lo, uint32_t b_hi, uint64_t& next,
+                uint32_t* positions, T* diffs) {
   constexpr uint32_t w = bits_of<T>;
   constexpr uint64_t max_code = (w == 64 ? UINT64_MAX : (uint64_t{1} << w) - 1) - 1;  // zigzag + 1 fits w bits
   table t;
@@ -33,12 +36,12 @@ status decode_t(byte_span stream, const stream_info& info, uint64_t numel, uint3
   for (uint32_t s = 0; s < t.nsym; ++s) std::memset(lut + t.cum[s], static_cast<int>(s), t.freq[s]);
   const std::byte* dir = stream.data() + info.dir_offset;
   const std::byte* data = dir + size_t{kDirEntryBytes} * info.blocks;
-  uint64_t next = 0;
-  for (uint32_t b = 0; b < info.blocks; ++b) {
+  for (uint32_t b = 0; b < b_lo; ++b) data += load_le<uint32_t>(dir + size_t{kDirEntryBytes} * b + 4);
+  for (uint32_t b = b_lo; b < b_hi; ++b) {
     const uint64_t base = load_le<uint32_t>(dir + size_t{kDirEntryBytes} * b);
     const uint32_t bytes = load_le<uint32_t>(dir + size_t{kDirEntryBytes} * b + 4);
     if (base != next) return bad_block(b, "does not start right after the previous block's last position");
-    const size_t first = size_t{b} * kBlockElems;
+    const size_t first = size_t{b} * kBlockElems, out = size_t{b - b_lo} * kBlockElems;
     const uint32_t m = static_cast<uint32_t>(std::min<uint64_t>(kBlockElems, info.count - first));
     const uint32_t lanes = (m + kLaneElems - 1) / kLaneElems;
     const uint32_t kp = static_cast<uint8_t>(data[0]);
@@ -64,7 +67,7 @@ status decode_t(byte_span stream, const stream_info& info, uint64_t numel, uint3
           return error(errc::delta_position_out_of_range, "compact stream: position " + std::to_string(idx) +
                                                               " is past the tensor's " + std::to_string(numel) +
                                                               " elements");
-        positions[first + i] = static_cast<uint32_t>(idx);
+        positions[out + i] = static_cast<uint32_t>(idx);
         next = idx + 1;
         const uint32_t s = lut[x & (cd::kProbScale - 1)];
         x = cd::decode_step(x, t.freq[s], t.cum[s]);
@@ -80,7 +83,7 @@ status decode_t(byte_span stream, const stream_info& info, uint64_t numel, uint3
           u = (uint64_t{1} << eb) | extra;
         }
         if (u > max_code) return bad_lane(b, l, "has a value code wider than the element");
-        diffs[first + i] = from_code<T>(u);
+        diffs[out + i] = from_code<T>(u);
       }
       if (x != cd::kStateLow) return bad_lane(b, l, "does not end in the rANS decoder's final state");
       // The bit stream must end exactly where the rANS bytes begin, padded with zero bits.
@@ -189,7 +192,7 @@ result<stream_info> read_header(byte_span stream, uint64_t count, uint32_t elem_
     return bad_header("element size " + std::to_string(info.elem_bytes) + ", the param's dtype has " +
                       std::to_string(elem_bytes));
   info.count = load_le<uint32_t>(h + 4);
-  if (info.count != count)
+  if (count != kAnyCount && info.count != count)
     return error(errc::delta_value_count_mismatch, "compact stream: holds " + std::to_string(info.count) +
                                                        " changes, the manifest says " + std::to_string(count));
   uint32_t table_bytes = 0;
@@ -216,29 +219,78 @@ result<stream_info> read_header(byte_span stream, uint64_t count, uint32_t elem_
   return info;
 }
 
-status decode(byte_span stream, uint64_t count, uint64_t numel, uint32_t elem_bytes, std::vector<uint32_t>& positions,
-              byte_buffer& diffs) {
-  positions.clear();
-  diffs.clear();
-  DS_ASSIGN_OR_RETURN(stream_info info, read_header(stream, count, elem_bytes));
+namespace {
+
+// The checks both decode entry points make before any code is read.
+status check_numel(const stream_info& info, uint64_t& numel) {
   numel = std::min<uint64_t>(numel, uint64_t{1} << 32);  // positions are uint32
   if (info.count > numel)
     return error(errc::delta_position_out_of_range, "compact stream: " + std::to_string(info.count) +
                                                         " changes for a tensor of " + std::to_string(numel) +
                                                         " elements");
-  positions.resize(info.count);
-  diffs.resize(info.count * elem_bytes);
+  return {};
+}
+
+template <typename T>
+status decode_range_t(byte_span stream, const stream_info& info, uint64_t numel, uint32_t first, uint32_t end,
+                      uint32_t* positions, std::byte* diffs) {
+  uint64_t next = 0;
+  if (first > 0) {
+    // Block first - 1's last index is where block first must start: decoded into scratch, its own base taken
+    // as given (the slice that holds it checks that).
+    std::vector<uint32_t> p(kBlockElems);
+    std::vector<T> d(kBlockElems);
+    next = load_le<uint32_t>(stream.data() + info.dir_offset + size_t{kDirEntryBytes} * (first - 1));
+    DS_TRY_STATUS(decode_t<T>(stream, info, numel, first - 1, first, next, p.data(), d.data()));
+  }
+  return decode_t<T>(stream, info, numel, first, end, next, positions, reinterpret_cast<T*>(diffs));
+}
+
+status decode_range(byte_span stream, const stream_info& info, uint64_t numel, uint32_t first, uint32_t end,
+                    std::vector<uint32_t>& positions, byte_buffer& diffs) {
+  const uint64_t from = uint64_t{first} * kBlockElems, to = std::min<uint64_t>(info.count, uint64_t{end} * kBlockElems);
+  positions.resize(to - from);
+  diffs.resize((to - from) * info.elem_bytes);
+  status st;
+  switch (info.elem_bytes) {
+    case 1: st = decode_range_t<uint8_t>(stream, info, numel, first, end, positions.data(), diffs.data()); break;
+    case 2: st = decode_range_t<uint16_t>(stream, info, numel, first, end, positions.data(), diffs.data()); break;
+    case 4: st = decode_range_t<uint32_t>(stream, info, numel, first, end, positions.data(), diffs.data()); break;
+    default: st = decode_range_t<uint64_t>(stream, info, numel, first, end, positions.data(), diffs.data()); break;
+  }
+  return st;
+}
+
+}  // namespace
+
+status decode(byte_span stream, uint64_t count, uint64_t numel, uint32_t elem_bytes, std::vector<uint32_t>& positions,
+              byte_buffer& diffs) {
+  positions.clear();
+  diffs.clear();
+  DS_ASSIGN_OR_RETURN(stream_info info, read_header(stream, count, elem_bytes));
+  DS_TRY_STATUS(check_numel(info, numel));
   status st;
   if (info.version == 1) {
+    positions.resize(info.count);
+    diffs.resize(info.count * elem_bytes);
     st = decode_v1(stream, info, numel, positions.data(), diffs.data());
   } else {
-    switch (elem_bytes) {
-      case 1: st = decode_t<uint8_t>(stream, info, numel, positions.data(), reinterpret_cast<uint8_t*>(diffs.data())); break;
-      case 2: st = decode_t<uint16_t>(stream, info, numel, positions.data(), reinterpret_cast<uint16_t*>(diffs.data())); break;
-      case 4: st = decode_t<uint32_t>(stream, info, numel, positions.data(), reinterpret_cast<uint32_t*>(diffs.data())); break;
-      default: st = decode_t<uint64_t>(stream, info, numel, positions.data(), reinterpret_cast<uint64_t*>(diffs.data())); break;
-    }
+    st = decode_range(stream, info, numel, 0, info.blocks, positions, diffs);
   }
+  if (!st.ok()) {
+    positions.clear();
+    diffs.clear();
+  }
+  return st;
+}
+
+status decode_blocks(byte_span stream, const stream_info& info, uint64_t numel, uint32_t first, uint32_t end,
+                     std::vector<uint32_t>& positions, byte_buffer& diffs) {
+  positions.clear();
+  diffs.clear();
+  DS_CHECK(info.version == 2 && first < end && end <= info.blocks, "compact::decode_blocks: not a run of blocks");
+  DS_TRY_STATUS(check_numel(info, numel));
+  auto st = decode_range(stream, info, numel, first, end, positions, diffs);
   if (!st.ok()) {
     positions.clear();
     diffs.clear();

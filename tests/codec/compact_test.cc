@@ -363,6 +363,82 @@ TEST_F(CompactRejects, LaneAndTableDamage) {
   EXPECT_EQ(st.err().message, "compact stream: block 0 lane 5 starts in a rANS state below 2^16");
 }
 
+// Runs of blocks (a large param's apply split across workers) decode to their slice of the whole stream, and
+// together refuse exactly what the whole decode refuses, with its message.
+class CompactRuns : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::mt19937_64 rng(31);
+    c_ = make_changes(rng, 400000, 0.1, 2, false);
+    compact::encode(c_.positions, c_.old_values, c_.new_values, 2, stream_);
+    auto info = compact::read_header(stream_, compact::kAnyCount, 2);
+    ASSERT_TRUE(info.ok());
+    info_ = *info;
+    ASSERT_GE(info_.blocks, 4u);
+  }
+  // The message of decoding the run [first, end), or "" when it decodes.
+  std::string run_error(const byte_buffer& s, uint32_t first, uint32_t end) {
+    auto info = compact::read_header(s, compact::kAnyCount, 2);
+    if (!info.ok()) return info.err().message;
+    std::vector<uint32_t> pos;
+    byte_buffer diffs;
+    auto st = compact::decode_blocks(s, *info, 400000, first, end, pos, diffs);
+    if (st.ok()) return "";
+    EXPECT_TRUE(pos.empty() && diffs.empty()) << "outputs are emptied on error";
+    return st.err().message;
+  }
+  change_set c_;
+  byte_buffer stream_;
+  compact::stream_info info_;
+};
+
+TEST_F(CompactRuns, EveryRunDecodesToItsSliceOfTheWholeStream) {
+  std::vector<uint32_t> all_pos;
+  byte_buffer all_diffs;
+  ASSERT_TRUE(compact::decode(stream_, c_.positions.size(), 400000, 2, all_pos, all_diffs).ok());
+  for (uint32_t first = 0; first < info_.blocks; ++first)
+    for (uint32_t end = first + 1; end <= info_.blocks; ++end) {
+      std::vector<uint32_t> pos;
+      byte_buffer diffs;
+      ASSERT_TRUE(compact::decode_blocks(stream_, info_, 400000, first, end, pos, diffs).ok()) << first << ".." << end;
+      const size_t from = size_t{first} * compact::kBlockElems;
+      const size_t to = std::min(all_pos.size(), size_t{end} * compact::kBlockElems);
+      ASSERT_EQ(pos.size(), to - from);
+      EXPECT_TRUE(std::equal(pos.begin(), pos.end(), all_pos.begin() + from)) << first << ".." << end;
+      EXPECT_EQ(0, std::memcmp(diffs.data(), all_diffs.data() + 2 * from, diffs.size())) << first << ".." << end;
+    }
+}
+
+TEST_F(CompactRuns, TheRunsThatCoverAStreamRefuseWhatTheWholeDecodeRefuses) {
+  const uint64_t n = c_.positions.size();
+  auto whole_error = [&](const byte_buffer& s) {
+    std::vector<uint32_t> pos;
+    byte_buffer diffs;
+    auto st = compact::decode(s, n, 400000, 2, pos, diffs);
+    return st.ok() ? std::string() : st.err().message;
+  };
+  const size_t dir = info_.dir_offset;
+  // Block 3's base moved one on: only the run starting at block 3 sees it (its check needs block 2's end).
+  byte_buffer s = stream_;
+  store_le<uint32_t>(s.data() + dir + compact::kDirEntryBytes * 3, load_le<uint32_t>(s.data() + dir + compact::kDirEntryBytes * 3) + 1);
+  const std::string want = whole_error(s);
+  EXPECT_EQ(want, "compact stream: block 3 does not start right after the previous block's last position");
+  EXPECT_EQ(run_error(s, 0, 3), "");
+  EXPECT_EQ(run_error(s, 3, info_.blocks), want);
+  // Block 2 damaged (a lane's state): the run holding it and the run after it (which decodes block 2 to find
+  // where block 3 starts) both refuse with the whole decode's message; a run before it does not.
+  s = stream_;
+  size_t at = dir + compact::kDirEntryBytes * info_.blocks;
+  for (uint32_t b = 0; b < 2; ++b) at += load_le<uint32_t>(stream_.data() + dir + compact::kDirEntryBytes * b + 4);
+  const size_t lanes = compact::kLanesPerBlock;
+  s[at + 1 + 2 * lanes + 2] = std::byte{0};  // block 2 lane 0's state below 2^16
+  EXPECT_EQ(whole_error(s), "compact stream: block 2 lane 0 starts in a rANS state below 2^16");
+  EXPECT_EQ(run_error(s, 0, 2), "");
+  EXPECT_EQ(run_error(s, 2, 3), whole_error(s));
+  EXPECT_EQ(run_error(s, 3, info_.blocks), whole_error(s));
+  EXPECT_EQ(run_error(s, 4, info_.blocks), "");
+}
+
 TEST(CompactEntropy, Figures) {
   EXPECT_EQ(compact::position_entropy_bits(100, 0), 0.0);
   EXPECT_EQ(compact::position_entropy_bits(100, 100), 0.0);
