@@ -1,4 +1,5 @@
 // apply_param: the bounds-checked scatter of one param's values from a parsed delta file into its tensor.
+#include <algorithm>
 #include <array>
 #include <cstring>
 #include <string>
@@ -70,10 +71,28 @@ void scatter_same_dtype(encoding enc, uint32_t width, byte_span encoded, uint64_
   }, base);
 }
 
+// A compact slice (param_entry::block_first/block_end): its blocks, after checking that they lie in the stream
+// and hold exactly the slice's changes.
+status decode_compact_slice(byte_span stream, const param_entry& p, uint64_t numel, uint32_t eb,
+                            std::vector<uint32_t>& positions, byte_buffer& diffs) {
+  DS_ASSIGN_OR_RETURN(compact::stream_info info, compact::read_header(stream, compact::kAnyCount, eb));
+  if (info.version != 2 || p.block_first >= p.block_end || p.block_end > info.blocks)
+    return error(errc::delta_manifest_bounds, "blocks " + std::to_string(p.block_first) + ".." +
+                                                  std::to_string(p.block_end) + " are not a run of the stream's " +
+                                                  std::to_string(info.blocks));
+  const uint64_t from = uint64_t{p.block_first} * compact::kBlockElems;
+  const uint64_t to = std::min<uint64_t>(info.count, uint64_t{p.block_end} * compact::kBlockElems);
+  if (p.changed() != to - from)
+    return error(errc::delta_value_count_mismatch, "blocks " + std::to_string(p.block_first) + ".." +
+                                                       std::to_string(p.block_end) + " hold " + std::to_string(to - from) +
+                                                       " changes, the slice says " + std::to_string(p.changed()));
+  return compact::decode_blocks(stream, info, numel, p.block_first, p.block_end, positions, diffs);
+}
+
 }  // namespace
 
 status apply_param(const delta_file& f, const param_entry& p, mutable_byte_span dest, byte_buffer* old_values,
-                   sum_delta* sum) {
+                   sum_delta* sum, std::vector<uint32_t>* compact_positions) {
   const std::string label = "param " + quoted(p.name);
   const uint32_t peb = element_bytes(p.type);
   const uint32_t veb = element_bytes(f.values_type);
@@ -85,19 +104,20 @@ status apply_param(const delta_file& f, const param_entry& p, mutable_byte_span 
     return error(errc::delta_shape_mismatch, label + ": destination holds " + std::to_string(dest.size()) +
                                                  " bytes, the tensor needs " + std::to_string(dest_bytes));
   if (f.manifest.enc == encoding::compact) {
-    DS_CHECK(p.pos_base == 0, "apply_param: a compact stream is never sliced");
+    DS_CHECK(p.pos_base == 0, "apply_param: a compact slice is a run of blocks, not a pos_base");
     if (p.pos_start > p.pos_end || p.pos_end > f.positions.size())
       return error(errc::delta_manifest_bounds, label + ": range lies outside the file's __compact__");
     // Decoded (and validated in full) before the first write; the differences land on the current values.
-    std::vector<uint32_t> positions;
+    std::vector<uint32_t> scratch;
+    std::vector<uint32_t>& positions = compact_positions != nullptr ? *compact_positions : scratch;
     byte_buffer diffs;
-    auto st = compact::decode(f.positions.subspan(p.pos_start, p.pos_end - p.pos_start), p.changed(), numel, peb,
-                              positions, diffs);
+    const byte_span stream = f.positions.subspan(p.pos_start, p.pos_end - p.pos_start);
+    auto st = p.block_end == 0 ? compact::decode(stream, p.changed(), numel, peb, positions, diffs)
+                               : decode_compact_slice(stream, p, numel, peb, positions, diffs);
     if (!st.ok()) {
       error e = std::move(st).err();
       return error(e.code, label + ": " + e.message);
     }
-    // The digest's change comes from the old and new values in the same visit as the write.
     compact::apply_diffs(positions, diffs, peb, dest, old_values, sum);
     return {};
   }

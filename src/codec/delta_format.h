@@ -88,6 +88,9 @@ struct param_entry {
   // apply across workers: sync/receiver_stream.cc) narrows the ranges above and names here the smallest index
   // its positions may hold; the gap encodings count from it (it is the index after the previous slice's last).
   uint64_t pos_base = 0;
+  // A slice of a compact param: blocks [block_first, block_end) of its stream (compact::decode_blocks), whose
+  // changes val_start..val_end are; pos_start..pos_end still name the whole stream. block_end == 0: all of it.
+  uint32_t block_first = 0, block_end = 0;
 
   uint64_t numel() const noexcept;  // product(shape); saturates at UINT64_MAX (parse_params_json refuses that)
   uint64_t changed() const noexcept { return val_end - val_start; }
@@ -300,7 +303,9 @@ result<delta_file> parse_delta_file(byte_span file, const delta_read_limits& lim
 // position order), in the same pass: the undo record of a transactional apply at no extra memory traffic.
 // With `sum`, the change of dest's additive digest (codec/sum_digest.h) is accumulated there, from the same
 // visit of each element (nothing is added on error).
+// With `compact_positions` (compact only), the decoded positions are left there (a slice's undo record).
 status apply_param(const delta_file& f, const param_entry& p, mutable_byte_span dest,
-                   byte_buffer* old_values = nullptr, sum_delta* sum = nullptr);
+                   byte_buffer* old_values = nullptr, sum_delta* sum = nullptr,
+                   std::vector<uint32_t>* compact_positions = nullptr);
 
 }  // namespace deltasync

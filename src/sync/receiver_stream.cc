@@ -16,6 +16,7 @@
 
 #include "base/check.h"
 #include "base/clock.h"
+#include "codec/compact.h"
 #include "codec/zstd_frame.h"
 #include "io/worker_pool.h"
 #include "sync/receiver.h"
@@ -428,9 +429,9 @@ struct receiver::pipeline {
 
   // [slices] A param whose changes are several times a worker's fair share of the dispatch would keep one
   // worker busy while the others idle (an embedding is a fifth of a model): when the store takes slices, it is
-  // split into runs of positions that apply on several workers. Only params of the store's own dtype with a
-  // gap or index encoding, verified by an additive digest or by nothing (a per-param XXH3-128 is taken
-  // after the whole param, in one job).
+  // split into runs of positions (a compact param: runs of its stream's blocks) that apply on several workers.
+  // Only params whose values are of the store's own dtype, verified by an additive digest or by nothing (a
+  // per-param XXH3-128 is taken after the whole param, in one job).
   static void pick_slices(receiver& rx, const decoded_file& d, size_t first, size_t end, std::vector<size_t>& whole,
                           std::vector<size_t>& split) {
     const delta_file& f = *d.file;
@@ -439,10 +440,11 @@ struct receiver::pipeline {
     for (size_t k = first; k < end; ++k) total += params[k].changed();
     const size_t threads = rx.workers_.threads();
     const uint64_t share = std::max<uint64_t>(kMinSliceChanges, total / std::max<size_t>(1, threads));
-    const bool can = rx.store_.applies_slices() && threads > 1 && f.manifest.enc != encoding::compact;
+    const bool can = rx.store_.applies_slices() && threads > 1;
+    const bool compact = f.manifest.enc == encoding::compact;
     for (size_t k = first; k < end; ++k) {
       const param_entry& p = params[k];
-      const bool eligible = can && p.changed() >= 2 * share && f.values_type == p.type &&
+      const bool eligible = can && p.changed() >= 2 * share && (compact || f.values_type == p.type) &&
                             (!f.claims() || uses_sum(rx.store_, f, p.name, d.tensors[k]));
       (eligible ? split : whole).push_back(k);
     }
@@ -450,7 +452,9 @@ struct receiver::pipeline {
 
   // On a worker: validates the whole param's positions (so a refusal is the unsplit path's, word for word)
   // and cuts them into slices, each starting where the last left off; then the slices go to the workers. A
-  // param that does not validate is applied whole, which refuses it as it always did.
+  // param that does not validate is applied whole, which refuses it as it always did. A compact param's runs
+  // of blocks check themselves (each with decode's checks and messages on its blocks; only which of several
+  // faults is named first may differ) and a refusal rolls the sync back like any failed apply.
   static bool plan_slices(receiver& rx, const run_ptr& r, size_t i, size_t k, bool delay) {
     file_slot& s = r->slots[i];
     decoded_file* d = s.d.get();
@@ -459,6 +463,15 @@ struct receiver::pipeline {
     auto work = [&rx, d, k, parts, slices] {
       const delta_file& f = *d->file;
       const param_entry& p = f.manifest.params[k];
+      if (f.manifest.enc == encoding::compact) {
+        // Runs of whole blocks, each decoded and checked by its own job (compact::decode_blocks): only the
+        // header is read here. A stream whose header does not hold is applied whole, refused there as always.
+        if (p.pos_start > p.pos_end || p.pos_end > f.positions.size()) return;
+        auto info = compact::read_header(f.positions.subspan(p.pos_start, p.pos_end - p.pos_start), p.changed(),
+                                         element_bytes(p.type));
+        if (info.ok() && info->version == 2) *slices = cut_compact_slices(p, *info, parts);
+        return;
+      }
       const byte_span encoded = f.positions.subspan(p.pos_start, p.pos_end - p.pos_start);
       const uint64_t numel = rx.store_.tensor(d->tensors[k]).numel;
       const uint32_t veb = element_bytes(f.values_type);
@@ -519,6 +532,25 @@ struct receiver::pipeline {
         for (uint64_t e = at; e < to; ++e)
           next += (w == 2 ? uint64_t{load_le<uint16_t>(encoded.data() + 2 * e)} : load_le<uint32_t>(encoded.data() + 4 * e)) + 1;
       }
+      out.push_back(std::move(piece));
+      at = to;
+    }
+    return out;
+  }
+
+  // Cuts a compact param into `parts` runs of about as many blocks; each slice's values range is its changes.
+  static std::vector<param_entry> cut_compact_slices(const param_entry& p, const compact::stream_info& info,
+                                                     size_t parts) {
+    std::vector<param_entry> out;
+    uint32_t at = 0;
+    for (size_t j = 0; j < parts; ++j) {
+      const auto to = static_cast<uint32_t>(uint64_t{info.blocks} * (j + 1) / parts);
+      if (to == at) continue;
+      param_entry piece = p;
+      piece.block_first = at;
+      piece.block_end = to;
+      piece.val_start = p.val_start + uint64_t{at} * compact::kBlockElems;
+      piece.val_end = p.val_start + std::min<uint64_t>(info.count, uint64_t{to} * compact::kBlockElems);
       out.push_back(std::move(piece));
       at = to;
     }

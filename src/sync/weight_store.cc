@@ -128,7 +128,10 @@ status host_weight_store::apply(size_t i, const delta_file& f, const param_entry
   // as it writes the new ones; the undo record keeps the positions encoded.
   const byte_span encoded = f.positions.subspan(p.pos_start, p.pos_end - p.pos_start);
   const uint64_t count = p.changed();
-  const uint64_t undo_bytes = encoded.size() + count * elem_bytes;
+  // A compact slice's record keeps its decoded positions (4 bytes each, as `indices`): the stream it came from
+  // is the whole param's, which a rollback would decode in full.
+  const bool compact_slice = f.manifest.enc == encoding::compact && p.block_end != 0;
+  const uint64_t undo_bytes = (compact_slice ? count * 4 : encoded.size()) + count * elem_bytes;
   if (undo.bytes() + undo_bytes > undo.max_bytes()) {
     return error(errc::limit_exceeded, label + ": recording " + std::to_string(count) +
                                            " overwritten elements would pass the undo limit of " +
@@ -140,9 +143,11 @@ status host_weight_store::apply(size_t i, const delta_file& f, const param_entry
   rec.enc = f.manifest.enc;
   rec.pos_width = p.pos_width;
   rec.pos_base = p.pos_base;
+  std::vector<uint32_t> slice_positions;
   {
     sum_delta change;
-    auto st = apply_param(f, p, data_[i].bytes, &rec.old_values, &change);  // on error the tensor is untouched
+    auto st = apply_param(f, p, data_[i].bytes, &rec.old_values, &change,  // on error the tensor is untouched
+                          compact_slice ? &slice_positions : nullptr);
     if (!st.ok()) {
       error e = std::move(st).err();
       return error(e.code, label + ": " + e.message);
@@ -151,7 +156,14 @@ status host_weight_store::apply(size_t i, const delta_file& f, const param_entry
     change.apply(sums_[i]);
     digests_[i].reset();
   }
-  rec.encoded_positions.assign(encoded.begin(), encoded.end());
+  if (compact_slice) {
+    rec.enc = encoding::indices;
+    rec.pos_width = 4;
+    const auto* b = reinterpret_cast<const std::byte*>(slice_positions.data());
+    rec.encoded_positions.assign(b, b + 4 * slice_positions.size());
+  } else {
+    rec.encoded_positions.assign(encoded.begin(), encoded.end());
+  }
   const bool reserved = undo.reserve(undo_bytes);
   DS_CHECK(reserved, "undo_log::reserve failed after the capacity check");
   if (count != 0) undo.records().push_back(std::move(rec));

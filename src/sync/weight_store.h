@@ -83,9 +83,10 @@ class weight_store {
   // would pass undo.max_bytes(). Only then records the old values in `undo` and writes. On any error tensor
   // i is untouched and nothing was recorded. Errors name the tensor.
   virtual status apply(size_t i, const delta_file& f, const param_entry& p, undo_log& undo) = 0;
-  // Whether apply() takes slices of a param (param_entry::pos_base; never compact, values of the param's own
-  // dtype) and may run for disjoint slices of one tensor on several threads at once, each with its own undo
-  // log. The receiver then splits a large param's apply across its workers.
+  // Whether apply() takes slices of a param (param_entry::pos_base, or a compact param's run of blocks:
+  // param_entry::block_first/block_end; values of the param's own dtype) and may run for disjoint slices of one
+  // tensor on several threads at once, each with its own undo log. The receiver then splits a large param's
+  // apply across its workers.
   virtual bool applies_slices() const noexcept { return false; }
   // Restores every record in reverse order and clears the log.
   virtual void rollback(undo_log& undo) = 0;

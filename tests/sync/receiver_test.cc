@@ -6,6 +6,7 @@
 #include <future>
 #include <random>
 
+#include "codec/compact.h"
 #include "codec/delta_format.h"
 #include "codec/diff.h"
 #include "codec/sum_digest.h"
@@ -384,7 +385,8 @@ byte_buffer write_big(fixture& f, uint64_t version, encoding enc, bool native, b
   byte_buffer now(f.store->data(3).begin(), f.store->data(3).end());
   byte_buffer vals;
   for (uint32_t i : pos) {
-    const auto v = static_cast<uint16_t>(rng());
+    auto v = static_cast<uint16_t>(rng());
+    if (v == load_le<uint16_t>(now.data() + 2 * uint64_t{i})) v ^= 1;  // a change changes (compact insists)
     vals.push_back(std::byte(v & 0xFF));
     vals.push_back(std::byte(v >> 8));
     store_le(now.data() + 2 * uint64_t{i}, v);
@@ -398,8 +400,18 @@ byte_buffer write_big(fixture& f, uint64_t version, encoding enc, bool native, b
     store_le(small_now.data() + 2 * (7 * k), uint16_t{0x3F11});
   }
   delta_bucket_builder b(enc);
-  b.add({"w0", dtype::BF16, {50, 100}, small_pos, small_vals});
-  b.add({"big", dtype::BF16, {numel}, pos, vals});
+  if (enc == encoding::compact) {  // coded against what the store holds
+    auto old_at = [](byte_span t, const std::vector<uint32_t>& at) {
+      byte_buffer out;
+      for (uint32_t i : at) out.insert(out.end(), t.begin() + 2 * uint64_t{i}, t.begin() + 2 * uint64_t{i} + 2);
+      return out;
+    };
+    b.add_compact({"w0", dtype::BF16, {50, 100}, small_pos, small_vals}, old_at(f.store->data(0), small_pos));
+    b.add_compact({"big", dtype::BF16, {numel}, pos, vals}, old_at(f.store->data(3), pos));
+  } else {
+    b.add({"w0", dtype::BF16, {50, 100}, small_pos, small_vals});
+    b.add({"big", dtype::BF16, {numel}, pos, vals});
+  }
   native_fields nf;
   if (native) {
     nf.base_version = version - 1;
@@ -425,7 +437,8 @@ TEST(ReceiverSlices, ALargeParamAppliesInSlicesBitExactly) {
   };
   for (layout l : {layout{encoding::indices, false, false}, layout{encoding::deltas, false, false},
                    layout{encoding::deltas, false, true}, layout{encoding::deltas, true, false},
-                   layout{encoding::indices, true, true}}) {
+                   layout{encoding::indices, true, true}, layout{encoding::compact, true, false},
+                   layout{encoding::compact, true, true}}) {
     SCOPED_TRACE(testing::Message() << encoding_name(l.enc) << (l.native ? " native" : " slime") << (l.wide ? " wide" : ""));
     fixture f(4, 1u << 21);
     const byte_buffer now = write_big(f, 1, l.enc, l.native, l.wide, 3);
@@ -440,10 +453,12 @@ TEST(ReceiverSlices, ALargeParamAppliesInSlicesBitExactly) {
 
 // A sync whose second file is bad rolls the sliced param back bit-identical, additive digest included.
 TEST(ReceiverSlices, ARefusedSyncRollsTheSlicesBack) {
+ for (const bool compact : {false, true}) {
+  SCOPED_TRACE(compact ? "compact" : "deltas");
   fixture f(4, 1u << 21);
   const auto before = f.snapshot();
   const auto sum_before = f.store->sum(3);
-  write_big(f, 1, encoding::deltas, false, true, 5);
+  write_big(f, 1, compact ? encoding::compact : encoding::deltas, compact, true, 5);
   auto bad = f.write_delta(1, "z.safetensors", 1, 0, 10);
   bad[bad.size() - 1] ^= std::byte(0xFF);  // checksum mismatch
   ASSERT_TRUE(io::write_file_atomic((f.dir / "weight_v000001" / "z.safetensors").string(), bad).ok());
@@ -452,6 +467,7 @@ TEST(ReceiverSlices, ARefusedSyncRollsTheSlicesBack) {
   EXPECT_TRUE(r.err().is(errc::delta_checksum_mismatch)) << r.err().describe();
   EXPECT_EQ(f.snapshot(), before);
   EXPECT_EQ(f.store->sum(3), sum_before);
+ }
 }
 
 // A file with a valid checksum whose positions are raw bytes (encoded_bucket: no writer checks), "big" only.
@@ -519,6 +535,56 @@ TEST(ReceiverSlices, BadPositionsAreRefusedAsWithoutSlices) {
     EXPECT_EQ(messages[0], messages[1]);
     EXPECT_NE(messages[0].find(kind == 1 ? "ascend" : "past"), std::string::npos) << messages[0];
   }
+}
+
+// A compact param whose stream is malformed in a middle block (a valid payload hash over it: the sender's
+// bytes, not the wire) is refused with the unsplit path's message, and the runs applied before the fault was
+// found are rolled back.
+TEST(ReceiverSlices, AMalformedCompactBlockIsRefusedAsWithoutSlices) {
+  const uint32_t numel = 1u << 21;
+  std::string messages[2];
+  for (size_t threads : {size_t{1}, size_t{4}}) {
+    fixture f(threads, numel);
+    const auto before = f.snapshot();
+    std::mt19937_64 rng(12);
+    std::vector<uint32_t> pos;
+    for (uint32_t i = 0; i < numel; ++i)
+      if (rng() % 10 < 3) pos.push_back(i);
+    byte_buffer old_v, new_v;
+    for (uint32_t i : pos) {
+      const byte_span t = f.store->data(3);
+      old_v.insert(old_v.end(), t.begin() + 2 * uint64_t{i}, t.begin() + 2 * uint64_t{i} + 2);
+      new_v.push_back(t[2 * uint64_t{i}] ^ std::byte{1});  // one ulp's worth of bits away
+      new_v.push_back(t[2 * uint64_t{i} + 1]);
+    }
+    byte_buffer stream;
+    compact::encode(pos, old_v, new_v, 2, stream);
+    auto info = compact::read_header(stream, pos.size(), 2);
+    ASSERT_TRUE(info.ok());
+    const uint32_t bad_block = info->blocks / 2 + 1;
+    size_t at = info->dir_offset + compact::kDirEntryBytes * info->blocks;
+    for (uint32_t b = 0; b < bad_block; ++b)
+      at += load_le<uint32_t>(stream.data() + info->dir_offset + compact::kDirEntryBytes * b + 4);
+    stream[at + 1 + 2 * compact::kLanesPerBlock + 2] = std::byte{0};  // lane 0's rANS state below 2^16
+    delta_bucket_builder b(encoding::compact);
+    b.add_compact_stream("big", dtype::BF16, {numel}, pos.size(), stream);
+    native_fields nf;  // an additive digest: what makes the param eligible for slices
+    nf.base_version = 0;
+    nf.records = true;
+    nf.tensor_digests["big"] = {};
+    nf.tensor_sums["big"] = sum_digest(f.store->data(3), 2);
+    auto file = b.finish(1, 8, &nf);
+    ASSERT_TRUE(file.ok()) << file.err().describe();
+    fs::create_directories(f.dir / "weight_v000001");
+    ASSERT_TRUE(io::write_file_atomic((f.dir / "weight_v000001" / "big.safetensors").string(), *file).ok());
+    auto r = f.sync(req(1, 0, {"big.safetensors"}));
+    ASSERT_FALSE(r.ok());
+    const std::string text = r.err().describe();
+    messages[threads == 1 ? 0 : 1] = text.substr(text.find("weight_v"));
+    EXPECT_EQ(f.snapshot(), before);
+  }
+  EXPECT_EQ(messages[0], messages[1]);
+  EXPECT_NE(messages[0].find("lane 0 starts in a rANS state below 2^16"), std::string::npos) << messages[0];
 }
 
 }  // namespace
