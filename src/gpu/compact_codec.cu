@@ -1,12 +1,15 @@
 // The compact/2 stream (codec/compact.h) encoded and decoded on the device, byte for byte what the CPU codec
 // writes and accepts; the value coder's arithmetic is codec/compact_coder.h, compiled for both. Encode: a histogram
-// of the value symbols and one thread's normalisation give the stream's table; one warp per block of 8192 changes
-// chooses kp exactly as compact.cc does (same estimate, same three candidates, same ties), then each lane codes its
-// 256 changes: the bit count of its Rice codes and raw bits, and its rANS bytes into scratch; one CTA lays out
-// the directory (a scan of the block sizes); one warp per block writes each lane's region at the offset a warp
-// scan of the lane sizes gives. Decode: one warp per block, each lane decoding its lane (its entry point from a
-// warp scan of the lane table), its positions offset by the lanes before it with a second warp scan; every check
-// the CPU decoder makes, the cross-block rule (each base is the previous block's last index + 1) by a second pass.
+// of the value symbols and one thread's normalisation give the stream's table; one CTA per block of 8192 changes
+// stages the block's gaps and value codes in shared memory (coalesced), and one warp of it chooses kp exactly as
+// compact.cc does (same estimate, same three candidates, same ties), then each lane codes its 256 changes from the
+// stage: the bit count of its Rice codes and raw bits, and its rANS bytes into scratch; one CTA lays out the
+// directory (a scan of the block sizes); one CTA per block stages it again and writes each lane's region at the
+// offset a warp scan of the lane sizes gives. Decode: one warp per block, which first copies the block's bytes
+// into shared memory, each lane then decoding its lane from there (its entry point from a warp scan of the lane
+// table), its positions offset by the lanes before it with a second warp scan; every check the CPU decoder makes,
+// the cross-block rule (each base is the previous block's last index + 1) by a second pass. The lanes' work is a
+// serial chain per lane; staging puts shared-memory latency, not global, on that chain.
 // compact/1 streams are decoded on the host and copied up.
 #include <cuda_runtime.h>
 
@@ -40,12 +43,16 @@ __device__ __forceinline__ uint64_t rice_bits_d(uint64_t x, uint32_t k, uint32_t
 }
 
 template <typename T>
-__device__ __forceinline__ uint64_t code_of(T o, T v) {
+__device__ __forceinline__ T zigzag_of(T o, T v) {  // of the raw-bit difference; a change's is >= 1
   using S = typename std::make_signed<T>::type;
-  const T d = static_cast<T>(v - o);
-  const S s = static_cast<S>(d);
-  const T z = static_cast<T>(static_cast<T>(static_cast<T>(s) << 1) ^ static_cast<T>(s >> (width_of<T>::value - 1)));
-  return static_cast<uint64_t>(z) - 1;
+  const S s = static_cast<S>(static_cast<T>(v - o));
+  return static_cast<T>(static_cast<T>(static_cast<T>(s) << 1) ^ static_cast<T>(s >> (width_of<T>::value - 1)));
+}
+
+// A change's value code (compact.h): its zigzag minus one.
+template <typename T>
+__device__ __forceinline__ uint64_t code_of(T o, T v) {
+  return static_cast<uint64_t>(zigzag_of<T>(o, v)) - 1;
 }
 
 __device__ __forceinline__ uint64_t warp_sum(uint64_t x) {
@@ -152,42 +159,71 @@ __global__ void table_kernel(const uint32_t* counts, uint64_t n, uint32_t elem_b
   *dir_offset = at;
 }
 
-// One warp per block: kp, then each lane's bit count, rANS bytes (into its scratch slot) and final state; the
-// block's byte size.
+// The encoder's kernels take one block per CTA of kEncThreads: all of them stage the block's gaps and value codes
+// (zigzag z, the code being z - 1) in shared memory with coalesced loads, then one warp does the block's serial
+// work from there (each lane's changes are a serial chain; from global memory every step waited on a load).
+constexpr uint32_t kEncThreads = 128;
+
 template <typename T>
-__global__ void lanes_kernel(const uint32_t* positions, const T* old_v, const T* new_v, uint64_t n, uint32_t blocks,
-                             const dtable* table, uint8_t* kp_out, uint32_t* block_bytes, uint32_t* lane_bits,
-                             uint32_t* lane_rans, uint32_t* lane_state, unsigned char* rans_scratch) {
-  __shared__ uint32_t hists[4][34];  // one per warp (4 warps per CTA)
+constexpr uint32_t enc_stage_bytes() {
+  return B * (4 + static_cast<uint32_t>(sizeof(T)));
+}
+
+template <typename T>
+__device__ void stage_enc(const uint32_t* positions, const T* old_v, const T* new_v, uint64_t first, uint32_t m,
+                          uint32_t* gaps, T* zz) {
+  for (uint32_t i = threadIdx.x; i < m; i += blockDim.x) {
+    const uint64_t j = first + i;
+    gaps[i] = static_cast<uint32_t>(gap_at(positions, j));
+    zz[i] = zigzag_of<T>(old_v[j], new_v[j]);
+  }
+  __syncthreads();
+}
+
+template <typename T>
+__device__ __forceinline__ uint64_t staged_code(const T* zz, uint32_t i) {  // code_of, from the stage
+  return static_cast<uint64_t>(zz[i]) - 1;
+}
+
+// kp, then each lane's bit count, rANS bytes (into its scratch slot) and final state; the block's byte size.
+template <typename T>
+__global__ void __launch_bounds__(kEncThreads) lanes_kernel(const uint32_t* positions, const T* old_v, const T* new_v,
+                                                            uint64_t n, const dtable* table, uint8_t* kp_out,
+                                                            uint32_t* block_bytes, uint32_t* lane_bits,
+                                                            uint32_t* lane_rans, uint32_t* lane_state,
+                                                            unsigned char* rans_scratch) {
+  extern __shared__ __align__(16) unsigned char enc_stage[];
+  __shared__ uint32_t hist[34];
   __shared__ cd::enc_symbol es[cd::kMaxSymbols];
   for (uint32_t s = threadIdx.x; s < cd::kMaxSymbols; s += blockDim.x)
     es[s] = s < table->nsym && table->freq[s] > 0 ? cd::enc_symbol_of(table->freq[s], table->cum[s]) : cd::enc_symbol{};
-  __syncthreads();
-  const uint32_t b = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
-  if (b >= blocks) return;
+  const uint32_t b = blockIdx.x;
   const uint64_t first = uint64_t{b} * B;
   const uint32_t m = static_cast<uint32_t>(n - first < B ? n - first : B);
-  const uint32_t lane = threadIdx.x & 31;
-  uint32_t* hist = hists[(threadIdx.x / 32) & 3];
+  auto* gaps = reinterpret_cast<uint32_t*>(enc_stage);
+  auto* zz = reinterpret_cast<T*>(enc_stage + 4 * B);
+  stage_enc<T>(positions, old_v, new_v, first, m, gaps, zz);
+  if (threadIdx.x >= 32) return;
+  const uint32_t lane = threadIdx.x;
   bool dense = true;
-  for (uint32_t i = lane; i < m; i += 32) dense &= gap_at(positions, first + i) == 0;
+  for (uint32_t i = lane; i < m; i += 32) dense &= gaps[i] == 0;
   dense = __all_sync(0xFFFFFFFFu, dense);
   uint32_t kp = kSpecial;
   uint64_t pbits = 0;
-  if (!dense) best_k_warp([&](uint32_t i) { return gap_at(positions, first + i); }, m, 32, kEsc, hist, kp, pbits);
+  if (!dense) best_k_warp([&](uint32_t i) { return uint64_t{gaps[i]}; }, m, 32, kEsc, hist, kp, pbits);
   const uint32_t lanes = (m + LE - 1) / LE;
   uint32_t bytes = 0;
   if (lane < lanes) {
     const uint32_t i0 = lane * LE, i1 = i0 + LE < m ? i0 + LE : m;
     uint64_t bits = 0;
     for (uint32_t i = i0; i < i1; ++i) {
-      if (kp != kSpecial) bits += rice_bits_d(gap_at(positions, first + i), kp, 32, kEsc);
-      bits += cd::extra_bits_of(cd::symbol_of(code_of<T>(old_v[first + i], new_v[first + i])));
+      if (kp != kSpecial) bits += rice_bits_d(gaps[i], kp, 32, kEsc);
+      bits += cd::extra_bits_of(cd::symbol_of(staged_code(zz, i)));
     }
     unsigned char* r = rans_scratch + (uint64_t{b} * compact::kLanesPerBlock + lane) * kLaneRansBytes;
     uint32_t k = 0, x = cd::kStateLow;
     for (uint32_t i = i1; i-- > i0;) {
-      const uint32_t s = cd::symbol_of(code_of<T>(old_v[first + i], new_v[first + i]));
+      const uint32_t s = cd::symbol_of(staged_code(zz, i));
       x = cd::encode_step(x, es[s], [&](uint8_t byte) { r[k++] = byte; });
     }
     const uint64_t id = uint64_t{b} * compact::kLanesPerBlock + lane;
@@ -263,18 +299,22 @@ struct dwriter {
   }
 };
 
-// One warp per block: kp, the lane table, and every lane's region (state, bit stream, rANS bytes).
+// kp, the lane table, and every lane's region (state, bit stream, rANS bytes).
 template <typename T>
-__global__ void write_kernel(const uint32_t* positions, const T* old_v, const T* new_v, uint64_t n, uint32_t blocks,
-                             const uint8_t* kp_in, const uint32_t* lane_bits, const uint32_t* lane_rans,
-                             const uint32_t* lane_state, const unsigned char* rans_scratch, const uint64_t* offsets,
-                             unsigned char* out) {
-  constexpr uint32_t w = width_of<T>::value;
-  const uint32_t b = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
-  if (b >= blocks) return;
-  const uint32_t lane = threadIdx.x & 31;
+__global__ void __launch_bounds__(kEncThreads) write_kernel(const uint32_t* positions, const T* old_v, const T* new_v,
+                                                            uint64_t n, const uint8_t* kp_in, const uint32_t* lane_bits,
+                                                            const uint32_t* lane_rans, const uint32_t* lane_state,
+                                                            const unsigned char* rans_scratch, const uint64_t* offsets,
+                                                            unsigned char* out) {
+  extern __shared__ __align__(16) unsigned char enc_stage[];
+  const uint32_t b = blockIdx.x;
   const uint64_t first = uint64_t{b} * B;
   const uint32_t m = static_cast<uint32_t>(n - first < B ? n - first : B);
+  auto* gaps = reinterpret_cast<uint32_t*>(enc_stage);
+  auto* zz = reinterpret_cast<T*>(enc_stage + 4 * B);
+  stage_enc<T>(positions, old_v, new_v, first, m, gaps, zz);
+  if (threadIdx.x >= 32) return;
+  const uint32_t lane = threadIdx.x;
   const uint32_t lanes = (m + LE - 1) / LE;
   const uint32_t kp = kp_in[b];
   const uint64_t id = uint64_t{b} * compact::kLanesPerBlock + lane;
@@ -299,7 +339,7 @@ __global__ void write_kernel(const uint32_t* positions, const T* old_v, const T*
   const uint32_t i0 = lane * LE, i1 = i0 + LE < m ? i0 + LE : m;
   for (uint32_t i = i0; i < i1; ++i) {
     if (kp != kSpecial) {
-      const uint64_t g = gap_at(positions, first + i);
+      const uint64_t g = gaps[i];
       const uint64_t q = g >> kp;
       if (q < kEsc) {
         bw.put(uint64_t{1} << q, static_cast<uint32_t>(q) + 1);
@@ -309,65 +349,17 @@ __global__ void write_kernel(const uint32_t* positions, const T* old_v, const T*
         bw.put_wide(g, 32);
       }
     }
-    const uint64_t u = code_of<T>(old_v[first + i], new_v[first + i]);
+    const uint64_t u = staged_code(zz, i);
     const uint32_t eb = cd::extra_bits_of(cd::symbol_of(u));
     if (eb > 0) bw.put_wide(u & ((uint64_t{1} << eb) - 1), eb);
   }
   bw.flush();
-  (void)w;
   const unsigned char* r = rans_scratch + id * kLaneRansBytes;
   const uint32_t k = lane_rans[id];
   for (uint32_t i = 0; i < k; ++i) bw.p[i] = r[i];
 }
 
 // ---- decode ----
-
-struct dreader {
-  const unsigned char* p;
-  const unsigned char* end;
-  uint64_t buf;
-  uint32_t avail;
-  __device__ void refill() {
-    while (avail <= 56 && p < end) {
-      buf |= uint64_t{*p++} << avail;
-      avail += 8;
-    }
-  }
-  __device__ bool take(uint32_t bits, uint64_t& out) {
-    if (bits > avail) return false;
-    out = bits == 0 ? 0 : (buf & ((uint64_t{1} << bits) - 1));
-    buf = bits == 64 ? 0 : buf >> bits;
-    avail -= bits;
-    return true;
-  }
-  __device__ bool take_wide(uint32_t bits, uint64_t& out) {
-    refill();
-    if (bits <= 32) return take(bits, out);
-    uint64_t lo = 0, hi = 0;
-    if (!take(32, lo)) return false;
-    refill();
-    if (!take(bits - 32, hi)) return false;
-    out = lo | (hi << 32);
-    return true;
-  }
-  __device__ bool rice(uint32_t k, uint32_t esc_bits, uint32_t esc_q, uint64_t& out) {
-    refill();
-    const uint32_t z = buf == 0 ? 64u : static_cast<uint32_t>(__ffsll(static_cast<long long>(buf)) - 1);
-    if (z < esc_q) {
-      if (z + 1 + k > avail) return false;
-      buf >>= z + 1;
-      avail -= z + 1;
-      uint64_t r = 0;
-      take(k, r);
-      out = (uint64_t{z} << k) | r;
-      return true;
-    }
-    if (avail < esc_q) return false;
-    buf >>= esc_q;
-    avail -= esc_q;
-    return take_wide(esc_bits, out);
-  }
-};
 
 template <typename T>
 __device__ __forceinline__ T from_code_d(uint64_t u) {
@@ -384,34 +376,154 @@ struct dec_meta_layout {
   uint8_t lut[cd::kProbScale];
 };
 
-// One warp per block (4 per CTA), one lane per lane of the block. bad[b] != 0 when the block is malformed;
-// last[b] its last index (for the cross check).
+// LSB-first bits from a block staged in shared memory: a 64-bit window at any bit position, from three aligned
+// words (the stage is padded, so the window may run past the region; every take checks the region's end).
+struct sreader {
+  const uint32_t* w;  // the stage, 4-byte aligned
+  uint64_t pos;       // bit position from w
+  uint64_t end;       // the region's end, in bits
+  __device__ __forceinline__ uint64_t peek() const {
+    const uint32_t i = static_cast<uint32_t>(pos >> 5), sh = static_cast<uint32_t>(pos & 31);
+    const uint64_t lo = w[i] | (uint64_t{w[i + 1]} << 32);
+    return sh == 0 ? lo : (lo >> sh) | (uint64_t{w[i + 2]} << (64 - sh));
+  }
+  __device__ __forceinline__ bool take(uint32_t bits, uint64_t& out) {  // bits <= 32
+    if (pos + bits > end) return false;
+    out = bits == 0 ? 0 : peek() & ((uint64_t{1} << bits) - 1);
+    pos += bits;
+    return true;
+  }
+  __device__ __forceinline__ bool take_wide(uint32_t bits, uint64_t& out) {
+    if (bits <= 32) return take(bits, out);
+    uint64_t lo = 0, hi = 0;
+    if (!take(32, lo) || !take(bits - 32, hi)) return false;
+    out = lo | (hi << 32);
+    return true;
+  }
+  __device__ __forceinline__ bool rice(uint32_t k, uint32_t esc_bits, uint32_t esc_q, uint64_t& out) {
+    const uint64_t v = peek();
+    const uint32_t z = v == 0 ? 64u : static_cast<uint32_t>(__ffsll(static_cast<long long>(v)) - 1);
+    if (z < esc_q) {  // z + 1 + k <= 56: one window holds the code
+      if (pos + z + 1 + k > end) return false;
+      out = (uint64_t{z} << k) | ((v >> (z + 1)) & ((uint64_t{1} << k) - 1));
+      pos += z + 1 + k;
+      return true;
+    }
+    if (pos + esc_q > end) return false;
+    pos += esc_q;
+    return take_wide(esc_bits, out);
+  }
+};
+
+// Decodes one lane, its positions relative to the lane's start (each + 1 summed into `total`), its differences;
+// false when the lane is malformed. `region`..`region + size` are its bytes in the stage, `w`/`bit0` the same
+// bytes as the reader sees them.
 template <typename T>
-__global__ void decode_kernel(const unsigned char* stream, const uint64_t* offsets, const dec_meta_layout* meta,
-                              uint32_t blocks, uint64_t dir_offset, uint64_t count, uint64_t numel,
-                              uint32_t* positions, T* diffs, uint32_t* last, int* bad) {
-  constexpr uint32_t w = width_of<T>::value;
-  constexpr uint64_t max_code = (w == 64 ? ~uint64_t{0} : (uint64_t{1} << w) - 1) - 1;
+__device__ bool decode_lane(const unsigned char* region, uint32_t size, const uint32_t* w, uint64_t bit0, uint32_t kp,
+                            uint32_t n, const uint8_t* lut, const uint32_t* freq, const uint32_t* cum,
+                            uint32_t* positions, T* diffs, uint64_t& total) {
+  constexpr uint32_t width = width_of<T>::value;
+  constexpr uint64_t max_code = (width == 64 ? ~uint64_t{0} : (uint64_t{1} << width) - 1) - 1;
+  if (size < cd::kStateBytes) return false;
+  uint32_t x = region[0] | (uint32_t{region[1]} << 8) | (uint32_t{region[2]} << 16);
+  if (x < cd::kStateLow) return false;
+  const unsigned char* bits = region + cd::kStateBytes;
+  const unsigned char* q = region + size;
+  sreader r{w, bit0 + 8 * cd::kStateBytes, bit0 + 8 * uint64_t{size}};
+  for (uint32_t i = 0; i < n; ++i) {
+    uint64_t g = 0;
+    if (kp != kSpecial && !r.rice(kp, 32, kEsc, g)) return false;
+    if (g > 0xFFFFFFFFull) return false;
+    total += g + 1;
+    if (total > (uint64_t{1} << 32)) return false;  // no index of a valid lane is that far from its start
+    positions[i] = static_cast<uint32_t>(total - 1);
+    const uint32_t s = lut[x & (cd::kProbScale - 1)];
+    x = cd::decode_step(x, freq[s], cum[s]);
+    while (x < cd::kStateLow) {
+      if (q == bits) return false;
+      x = (x << 8) | *--q;
+    }
+    uint64_t u = s;
+    if (s >= cd::kDirectSymbols) {
+      const uint32_t eb = cd::extra_bits_of(s);
+      uint64_t extra = 0;
+      if (!r.take_wide(eb, extra)) return false;
+      u = (uint64_t{1} << eb) | extra;
+    }
+    if (u > max_code) return false;
+    diffs[i] = from_code_d<T>(u);
+  }
+  if (x != cd::kStateLow) return false;
+  const uint64_t used = r.pos - (bit0 + 8 * cd::kStateBytes);
+  if (bits + (used + 7) / 8 != q) return false;
+  return used % 8 == 0 || (bits[used / 8] >> (used % 8)) == 0;
+}
+
+// Decode: one warp per block, kDecWarps blocks per CTA. Each warp first copies its block into its stage in
+// shared memory (coalesced words), so the lanes' serial bit and rANS reads are shared-memory latency, not
+// global; a block larger than the stage (a dense wide-dtype block) is decoded straight from global memory.
+constexpr uint32_t kDecWarps = 2;
+constexpr uint32_t kDecStageBytes = 20 * 1024;
+
+// Copies global bytes [src, src + n) to the stage so that stage byte (src & 3) + j holds src[j]; whole words
+// inside the range are loaded as words, the partial first and last ones a byte at a time.
+__device__ void stage_block(const unsigned char* src, uint32_t n, uint32_t* stage, uint32_t lane) {
+  const uint32_t head = static_cast<uint32_t>(reinterpret_cast<uintptr_t>(src) & 3);
+  const unsigned char* base = src - head;
+  const uint32_t words = (head + n + 3) / 4;
+  for (uint32_t k = lane; k < words; k += 32) {
+    const uint32_t lo = 4 * k, hi = lo + 4;
+    if (lo >= head && hi <= head + n) {
+      stage[k] = *reinterpret_cast<const uint32_t*>(base + lo);
+    } else {
+      uint32_t v = 0;
+      for (uint32_t j = lo; j < hi; ++j)
+        if (j >= head && j < head + n) v |= uint32_t{base[j]} << (8 * (j - lo));
+      stage[k] = v;
+    }
+  }
+  if (lane < 4) stage[words + lane] = 0;  // the padding the reader's window may cover
+}
+
+// bad[b] != 0 when block b is malformed; last[b] its last index (for the cross check).
+template <typename T>
+__global__ void __launch_bounds__(32 * kDecWarps) decode_kernel(const unsigned char* stream, const uint64_t* offsets,
+                                                                const dec_meta_layout* meta, uint32_t blocks,
+                                                                uint64_t dir_offset, uint64_t count, uint64_t numel,
+                                                                uint32_t* positions, T* diffs, uint32_t* last, int* bad) {
   __shared__ uint8_t lut[cd::kProbScale];
   __shared__ uint32_t freq[cd::kMaxSymbols], cum[cd::kMaxSymbols];
+  __shared__ uint32_t stages[kDecWarps][kDecStageBytes / 4 + 4];  // + 16 bytes: the reader's window past the end
   for (uint32_t i = threadIdx.x; i < cd::kProbScale / 4; i += blockDim.x)
     reinterpret_cast<uint32_t*>(lut)[i] = reinterpret_cast<const uint32_t*>(meta->lut)[i];
   for (uint32_t s = threadIdx.x; s < cd::kMaxSymbols; s += blockDim.x) freq[s] = meta->freq[s], cum[s] = meta->cum[s];
-  __syncthreads();
-  const uint32_t b = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
-  if (b >= blocks) return;
+  const uint32_t b = blockIdx.x * kDecWarps + threadIdx.x / 32;
   const uint32_t lane = threadIdx.x & 31;
+  uint32_t* stage = stages[threadIdx.x / 32];
   const unsigned char* dir = stream + dir_offset + uint64_t{compact::kDirEntryBytes} * b;
-  const uint64_t base = dir[0] | (uint32_t{dir[1]} << 8) | (uint32_t{dir[2]} << 16) | (uint32_t{dir[3]} << 24);
-  const uint32_t bytes = dir[4] | (uint32_t{dir[5]} << 8) | (uint32_t{dir[6]} << 16) | (uint32_t{dir[7]} << 24);
-  const unsigned char* data = stream + offsets[b];
+  uint64_t base = 0;
+  uint32_t bytes = 0;
+  const unsigned char* data = nullptr;
+  bool staged = false;
+  if (b < blocks) {
+    base = dir[0] | (uint32_t{dir[1]} << 8) | (uint32_t{dir[2]} << 16) | (uint32_t{dir[3]} << 24);
+    bytes = dir[4] | (uint32_t{dir[5]} << 8) | (uint32_t{dir[6]} << 16) | (uint32_t{dir[7]} << 24);
+    data = stream + offsets[b];
+    staged = (reinterpret_cast<uintptr_t>(data) & 3) + bytes <= kDecStageBytes;
+    if (staged) stage_block(data, bytes, stage, lane);
+  }
+  __syncthreads();
+  if (b >= blocks) return;
+  // The block as the lanes read it: its bytes (staged or global) and the word view of them.
+  const uint32_t head = static_cast<uint32_t>(reinterpret_cast<uintptr_t>(data) & 3);
+  const unsigned char* blk = staged ? reinterpret_cast<const unsigned char*>(stage) + head : data;
   const uint64_t first = uint64_t{b} * B;
   const uint32_t m = static_cast<uint32_t>(count - first < B ? count - first : B);
   const uint32_t lanes = (m + LE - 1) / LE;
-  const uint32_t kp = data[0];
+  const uint32_t kp = blk[0];
   bool ok = kp <= compact::kMaxK || kp == kSpecial;
   uint32_t size = 0;
-  if (lane < lanes) size = data[1 + 2 * lane] | (uint32_t{data[2 + 2 * lane]} << 8);
+  if (lane < lanes) size = blk[1 + 2 * lane] | (uint32_t{blk[2 + 2 * lane]} << 8);
   uint32_t incl = size;
   for (int o = 1; o < 32; o <<= 1) {
     const uint32_t y = __shfl_up_sync(0xFFFFFFFFu, incl, o);
@@ -420,48 +532,19 @@ __global__ void decode_kernel(const unsigned char* stream, const uint64_t* offse
   const uint32_t all = __shfl_sync(0xFFFFFFFFu, incl, 31);
   if (all != bytes - 1 - 2 * lanes) ok = false;  // the lanes must cover the block exactly
   uint64_t total = 0;  // sum of (gap + 1) over the lane
+  const uint32_t i0 = lane * LE, i1 = i0 + LE < m ? i0 + LE : m;
   if (ok && lane < lanes) {
-    const unsigned char* region = data + 1 + 2 * lanes + (incl - size);
-    const unsigned char* end = region + size;
-    const unsigned char* bits = region + cd::kStateBytes;
-    uint32_t x = 0;
-    if (size < cd::kStateBytes) {
-      ok = false;
+    const uint32_t at = 1 + 2 * lanes + (incl - size);  // the lane's region, from the block's start
+    const unsigned char* region = blk + at;
+    if (staged) {
+      ok = decode_lane<T>(region, size, stage, 8 * uint64_t{head + at}, kp, i1 - i0, lut, freq, cum,
+                          positions + first + i0, diffs + first + i0, total);
     } else {
-      x = region[0] | (uint32_t{region[1]} << 8) | (uint32_t{region[2]} << 16);
-      if (x < cd::kStateLow) ok = false;
-    }
-    dreader r{bits, end, 0, 0};
-    const unsigned char* q = end;
-    const uint32_t i0 = lane * LE, i1 = i0 + LE < m ? i0 + LE : m;
-    for (uint32_t i = i0; ok && i < i1; ++i) {
-      uint64_t g = 0;
-      if (kp != kSpecial && !r.rice(kp, 32, kEsc, g)) ok = false;
-      if (g > 0xFFFFFFFFull) ok = false;
-      total += g + 1;
-      if (total > (uint64_t{1} << 32)) ok = false;  // no index of a valid lane is that far from its start
-      positions[first + i] = static_cast<uint32_t>(total - 1);
-      const uint32_t s = lut[x & (cd::kProbScale - 1)];
-      x = cd::decode_step(x, freq[s], cum[s]);
-      while (ok && x < cd::kStateLow) {
-        if (q == bits) ok = false;
-        else x = (x << 8) | *--q;
-      }
-      uint64_t u = s;
-      if (ok && s >= cd::kDirectSymbols) {
-        const uint32_t eb = cd::extra_bits_of(s);
-        uint64_t extra = 0;
-        if (!r.take_wide(eb, extra)) ok = false;
-        u = (uint64_t{1} << eb) | extra;
-      }
-      if (u > max_code) ok = false;
-      diffs[first + i] = from_code_d<T>(u);
-    }
-    if (ok) {
-      if (x != cd::kStateLow) ok = false;
-      const uint64_t used = 8 * static_cast<uint64_t>(r.p - bits) - r.avail;
-      if (bits + (used + 7) / 8 != q) ok = false;
-      else if (used % 8 != 0 && (bits[used / 8] >> (used % 8)) != 0) ok = false;
+      // Unstaged: the reader's words are global, aligned down; the window may read up to 12 bytes past the
+      // region, which the caller's stream buffer holds (compact_decode's contract).
+      const uint64_t abs = reinterpret_cast<uintptr_t>(region);
+      ok = decode_lane<T>(region, size, reinterpret_cast<const uint32_t*>(abs & ~uint64_t{3}), 8 * (abs & 3), kp,
+                          i1 - i0, lut, freq, cum, positions + first + i0, diffs + first + i0, total);
     }
   }
   ok = __all_sync(0xFFFFFFFFu, ok);
@@ -478,7 +561,6 @@ __global__ void decode_kernel(const unsigned char* stream, const uint64_t* offse
   const uint64_t lane_base = base + pre - total;
   bool in_range = true;
   if (lane < lanes) {
-    const uint32_t i0 = lane * LE, i1 = i0 + LE < m ? i0 + LE : m;
     for (uint32_t i = i0; i < i1; ++i) {
       const uint64_t idx = lane_base + positions[first + i];
       if (idx >= numel) in_range = false;
@@ -550,15 +632,18 @@ status encode_t(const uint32_t* positions, const void* old_values, const void* n
   table_kernel<<<1, 1, 0, cs>>>(counts, n, sizeof(T), table, dst, dir_offset);
   DS_CUDA_TRY(cudaGetLastError());
   if (blocks > 0) {
-    lanes_kernel<T><<<(blocks + 3) / 4, 128, 0, cs>>>(positions, o, v, n, blocks, table, kp, bytes, lane_bits,
-                                                      lane_rans, lane_state, rans);
+    // The stage (with the kernels' static shared memory) passes the 48 KiB a launch gets without asking.
+    DS_CUDA_TRY(cudaFuncSetAttribute(lanes_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, enc_stage_bytes<T>()));
+    DS_CUDA_TRY(cudaFuncSetAttribute(write_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, enc_stage_bytes<T>()));
+    lanes_kernel<T><<<blocks, kEncThreads, enc_stage_bytes<T>(), cs>>>(positions, o, v, n, table, kp, bytes,
+                                                                        lane_bits, lane_rans, lane_state, rans);
     DS_CUDA_TRY(cudaGetLastError());
   }
   layout_kernel<<<1, kLayoutThreads, 0, cs>>>(positions, blocks, bytes, dir_offset, offsets, dst, total);
   DS_CUDA_TRY(cudaGetLastError());
   if (blocks > 0) {
-    write_kernel<T><<<(blocks + 3) / 4, 128, 0, cs>>>(positions, o, v, n, blocks, kp, lane_bits, lane_rans, lane_state,
-                                                      rans, offsets, dst);
+    write_kernel<T><<<blocks, kEncThreads, enc_stage_bytes<T>(), cs>>>(positions, o, v, n, kp, lane_bits, lane_rans,
+                                                                        lane_state, rans, offsets, dst);
     DS_CUDA_TRY(cudaGetLastError());
   }
   DS_TRY_STATUS(grow(sc.host, 8));
@@ -600,7 +685,7 @@ status decode_t(const void* stream_dev, const compact::stream_info& info, const 
   DS_TRY_STATUS(copy_h2d(d, h, host_bytes, s));
   DS_CUDA_TRY(cudaMemsetAsync(bad, 0, (uint64_t{blocks} + 1) * sizeof(int), cs));
   const auto* st = static_cast<const unsigned char*>(stream_dev);
-  decode_kernel<T><<<(blocks + 3) / 4, 128, 0, cs>>>(st, off, meta, blocks, info.dir_offset, info.count, numel,
+  decode_kernel<T><<<(blocks + kDecWarps - 1) / kDecWarps, 32 * kDecWarps, 0, cs>>>(st, off, meta, blocks, info.dir_offset, info.count, numel,
                                                      positions, static_cast<T*>(diffs), last, bad);
   DS_CUDA_TRY(cudaGetLastError());
   cross_kernel<<<(blocks + 255) / 256, 256, 0, cs>>>(st, info.dir_offset, blocks, last, bad, any);

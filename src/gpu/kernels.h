@@ -209,6 +209,8 @@ status compact_encode(const uint32_t* positions, const void* old_values, const v
 // Decodes a stream whose bytes are both on the host (`host_stream`: header and directory are read there) and on
 // the device (`device_stream`, the same bytes) into device positions and raw differences (count each), with
 // every check compact::decode makes (then the same error, taken from the host decoder). Synchronizes `s`.
+// The device buffer must hold kCompactStreamPad readable bytes past the stream (the bit reader's window).
+inline constexpr uint64_t kCompactStreamPad = 16;
 status compact_decode(byte_span host_stream, const void* device_stream, uint64_t count, uint64_t numel,
                       uint32_t elem_bytes, uint32_t* positions, void* diffs, compact_scratch& scratch, stream& s);
 

@@ -385,7 +385,7 @@ status device_apply_engine::apply_compact(void* dest, const store_tensor& t, con
   const uint32_t eb = rec.elem_bytes;
   const byte_span encoded = f.positions.subspan(p.pos_start, p.pos_end - p.pos_start);
   auto l = take_lane();
-  DS_TRY_STATUS(gpu::grow(l->raw, encoded.size()));
+  DS_TRY_STATUS(gpu::grow(l->raw, encoded.size() + gpu::kCompactStreamPad));
   DS_TRY_STATUS(gpu::grow(l->values, count * eb));
   DS_TRY_STATUS(l->ring.upload(l->raw.data(), encoded.data(), encoded.size(), l->s));
   std::byte* slot = nullptr;

@@ -30,6 +30,13 @@ struct change_set {
   byte_buffer old_values, new_values;
 };
 
+// A stream on the device with the decoder's readable padding after it.
+gpu::device_buffer upload_stream(byte_span stream, gpu::stream& s) {
+  byte_buffer padded(stream.begin(), stream.end());
+  padded.resize(stream.size() + gpu::kCompactStreamPad);
+  return upload(padded, s);
+}
+
 change_set make_changes(std::mt19937_64& rng, uint64_t numel, double density, uint32_t eb, bool random_values) {
   change_set c;
   c.numel = numel;
@@ -77,7 +84,7 @@ TEST(gpu_compact, encoder_writes_the_cpu_bytes_and_decoder_reads_them_back) {
         std::vector<uint32_t> cpu_pos;
         byte_buffer cpu_diffs;
         ASSERT_TRUE(compact::decode(want, c.positions.size(), c.numel, eb, cpu_pos, cpu_diffs).ok());
-        auto ds = upload(want, s);
+        auto ds = upload_stream(want, s);
         auto pos = gpu::device_buffer::allocate(c.positions.size() * 4 + 4);
         auto diffs = gpu::device_buffer::allocate(c.positions.size() * eb + 8);
         ASSERT_TRUE(pos.ok() && diffs.ok());
@@ -105,7 +112,7 @@ TEST(gpu_compact, huge_gaps_and_the_escape_path) {
     uint64_t bytes = 0;
     ASSERT_TRUE(gpu::compact_encode(dp.as<uint32_t>(), dold.data(), dnew.data(), positions.size(), eb, out, bytes, sc, s).ok());
     ASSERT_TRUE(download(out.data(), bytes, s) == want) << "eb " << eb;
-    auto ds = upload(want, s);
+    auto ds = upload_stream(want, s);
     auto pos = gpu::device_buffer::allocate(positions.size() * 4);
     auto diffs = gpu::device_buffer::allocate(positions.size() * eb);
     ASSERT_TRUE(gpu::compact_decode(want, ds.data(), positions.size(), 4294967295ull, eb, pos->as<uint32_t>(),
@@ -116,34 +123,49 @@ TEST(gpu_compact, huge_gaps_and_the_escape_path) {
   }
 }
 
+// Both of the device decoder's paths: blocks staged in shared memory (bf16 at 10%) and blocks too large for the
+// stage, read from global memory (random 64-bit values, every element changed).
 TEST(gpu_compact, decoder_refuses_what_the_cpu_decoder_refuses) {
   DS_REQUIRE_GPU();
   gpu::stream s;
   gpu::compact_scratch sc;
-  std::mt19937_64 rng(77);
-  const change_set c = make_changes(rng, 60000, 0.1, 2, false);
-  byte_buffer stream;
-  compact::encode(c.positions, c.old_values, c.new_values, 2, stream);
-  auto pos = gpu::device_buffer::allocate(c.positions.size() * 4);
-  auto diffs = gpu::device_buffer::allocate(c.positions.size() * 2);
-  size_t refused = 0;
-  for (size_t bit = 8 * 8; bit < stream.size() * 8; bit += 97) {
-    byte_buffer bad = stream;
-    bad[bit / 8] ^= std::byte{static_cast<uint8_t>(1u << (bit % 8))};
-    std::vector<uint32_t> cp;
-    byte_buffer cd;
-    const bool cpu_ok = compact::decode(bad, c.positions.size(), c.numel, 2, cp, cd).ok();
-    auto ds = upload(bad, s);
-    const bool gpu_ok =
-        gpu::compact_decode(bad, ds.data(), c.positions.size(), c.numel, 2, pos->as<uint32_t>(), diffs->data(), sc, s).ok();
-    ASSERT_EQ(cpu_ok, gpu_ok) << "bit " << bit;
-    refused += !gpu_ok;
-    if (gpu_ok) {
-      const byte_buffer got = download(pos->data(), cp.size() * 4, s);
-      ASSERT_EQ(0, std::memcmp(got.data(), cp.data(), got.size())) << "bit " << bit;
+  struct shape {
+    uint64_t numel;
+    double density;
+    uint32_t eb;
+    bool random_values;
+    size_t stride;
+  };
+  for (const shape sh : {shape{60000, 0.1, 2, false, 97}, shape{20000, 1.0, 8, true, 4099}}) {
+    SCOPED_TRACE("eb " + std::to_string(sh.eb));
+    std::mt19937_64 rng(77);
+    const change_set c = make_changes(rng, sh.numel, sh.density, sh.eb, sh.random_values);
+    byte_buffer stream;
+    compact::encode(c.positions, c.old_values, c.new_values, sh.eb, stream);
+    auto pos = gpu::device_buffer::allocate(c.positions.size() * 4);
+    auto diffs = gpu::device_buffer::allocate(c.positions.size() * sh.eb);
+    size_t refused = 0, tried = 0;
+    for (size_t bit = 8 * 8; bit < stream.size() * 8; bit += sh.stride, ++tried) {
+      byte_buffer bad = stream;
+      bad[bit / 8] ^= std::byte{static_cast<uint8_t>(1u << (bit % 8))};
+      std::vector<uint32_t> cp;
+      byte_buffer cd;
+      const bool cpu_ok = compact::decode(bad, c.positions.size(), c.numel, sh.eb, cp, cd).ok();
+      auto ds = upload_stream(bad, s);
+      const bool gpu_ok = gpu::compact_decode(bad, ds.data(), c.positions.size(), c.numel, sh.eb, pos->as<uint32_t>(),
+                                              diffs->data(), sc, s)
+                              .ok();
+      ASSERT_EQ(cpu_ok, gpu_ok) << "bit " << bit;
+      refused += !gpu_ok;
+      if (gpu_ok) {
+        const byte_buffer got = download(pos->data(), cp.size() * 4, s);
+        ASSERT_EQ(0, std::memcmp(got.data(), cp.data(), got.size())) << "bit " << bit;
+        ASSERT_TRUE(download(diffs->data(), cd.size(), s) == cd) << "bit " << bit;
+      }
     }
+    EXPECT_GT(refused, 0u);
+    EXPECT_GT(tried, 100u);
   }
-  EXPECT_GT(refused, 0u);
 }
 
 TEST(gpu_compact, store_applies_and_rolls_back_like_the_host_store) {
