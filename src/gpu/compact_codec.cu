@@ -172,6 +172,7 @@ constexpr uint32_t enc_stage_bytes() {
 template <typename T>
 __device__ void stage_enc(const uint32_t* positions, const T* old_v, const T* new_v, uint64_t first, uint32_t m,
                           uint32_t* gaps, T* zz) {
+#pragma unroll 8
   for (uint32_t i = threadIdx.x; i < m; i += blockDim.x) {
     const uint64_t j = first + i;
     gaps[i] = static_cast<uint32_t>(gap_at(positions, j));
@@ -465,24 +466,27 @@ __device__ bool decode_lane(const unsigned char* region, uint32_t size, const ui
 constexpr uint32_t kDecWarps = 2;
 constexpr uint32_t kDecStageBytes = 20 * 1024;
 
-// Copies global bytes [src, src + n) to the stage so that stage byte (src & 3) + j holds src[j]; whole words
-// inside the range are loaded as words, the partial first and last ones a byte at a time.
-__device__ void stage_block(const unsigned char* src, uint32_t n, uint32_t* stage, uint32_t lane) {
-  const uint32_t head = static_cast<uint32_t>(reinterpret_cast<uintptr_t>(src) & 3);
+// Copies global bytes [src, src + n) to the stage so that stage byte (src & 15) + j holds src[j]: the 16-byte
+// vectors inside the range as vectors (eight in flight per lane: one warp stages a block, and a serial chain of
+// loads would cost a round trip each), the partial first and last ones a byte at a time; then 16 zero bytes.
+__device__ void stage_block(const unsigned char* src, uint32_t n, uint4* stage, uint32_t lane) {
+  const uint32_t head = static_cast<uint32_t>(reinterpret_cast<uintptr_t>(src) & 15);
   const unsigned char* base = src - head;
-  const uint32_t words = (head + n + 3) / 4;
-  for (uint32_t k = lane; k < words; k += 32) {
-    const uint32_t lo = 4 * k, hi = lo + 4;
-    if (lo >= head && hi <= head + n) {
-      stage[k] = *reinterpret_cast<const uint32_t*>(base + lo);
+  const uint32_t vecs = (head + n + 15) / 16;
+#pragma unroll 8
+  for (uint32_t k = lane; k < vecs; k += 32) {
+    const uint32_t lo = 16 * k;
+    if (lo >= head && lo + 16 <= head + n) {
+      stage[k] = *reinterpret_cast<const uint4*>(base + lo);
     } else {
-      uint32_t v = 0;
-      for (uint32_t j = lo; j < hi; ++j)
-        if (j >= head && j < head + n) v |= uint32_t{base[j]} << (8 * (j - lo));
-      stage[k] = v;
+      uint32_t v[4] = {0, 0, 0, 0};
+#pragma unroll
+      for (uint32_t t = 0; t < 16; ++t)  // constant indices into v: it stays in registers
+        if (lo + t >= head && lo + t < head + n) v[t / 4] |= uint32_t{base[lo + t]} << (8 * (t % 4));
+      stage[k] = make_uint4(v[0], v[1], v[2], v[3]);
     }
   }
-  if (lane < 4) stage[words + lane] = 0;  // the padding the reader's window may cover
+  if (lane == 0) stage[vecs] = make_uint4(0, 0, 0, 0);  // the padding the reader's window may cover
 }
 
 // bad[b] != 0 when block b is malformed; last[b] its last index (for the cross check).
@@ -493,13 +497,13 @@ __global__ void __launch_bounds__(32 * kDecWarps) decode_kernel(const unsigned c
                                                                 uint32_t* positions, T* diffs, uint32_t* last, int* bad) {
   __shared__ uint8_t lut[cd::kProbScale];
   __shared__ uint32_t freq[cd::kMaxSymbols], cum[cd::kMaxSymbols];
-  __shared__ uint32_t stages[kDecWarps][kDecStageBytes / 4 + 4];  // + 16 bytes: the reader's window past the end
+  __shared__ uint4 stages[kDecWarps][kDecStageBytes / 16 + 1];  // + 16 bytes: the reader's window past the end
   for (uint32_t i = threadIdx.x; i < cd::kProbScale / 4; i += blockDim.x)
     reinterpret_cast<uint32_t*>(lut)[i] = reinterpret_cast<const uint32_t*>(meta->lut)[i];
   for (uint32_t s = threadIdx.x; s < cd::kMaxSymbols; s += blockDim.x) freq[s] = meta->freq[s], cum[s] = meta->cum[s];
   const uint32_t b = blockIdx.x * kDecWarps + threadIdx.x / 32;
   const uint32_t lane = threadIdx.x & 31;
-  uint32_t* stage = stages[threadIdx.x / 32];
+  uint4* stage = stages[threadIdx.x / 32];
   const unsigned char* dir = stream + dir_offset + uint64_t{compact::kDirEntryBytes} * b;
   uint64_t base = 0;
   uint32_t bytes = 0;
@@ -509,13 +513,13 @@ __global__ void __launch_bounds__(32 * kDecWarps) decode_kernel(const unsigned c
     base = dir[0] | (uint32_t{dir[1]} << 8) | (uint32_t{dir[2]} << 16) | (uint32_t{dir[3]} << 24);
     bytes = dir[4] | (uint32_t{dir[5]} << 8) | (uint32_t{dir[6]} << 16) | (uint32_t{dir[7]} << 24);
     data = stream + offsets[b];
-    staged = (reinterpret_cast<uintptr_t>(data) & 3) + bytes <= kDecStageBytes;
+    staged = (reinterpret_cast<uintptr_t>(data) & 15) + bytes <= kDecStageBytes;
     if (staged) stage_block(data, bytes, stage, lane);
   }
   __syncthreads();
   if (b >= blocks) return;
   // The block as the lanes read it: its bytes (staged or global) and the word view of them.
-  const uint32_t head = static_cast<uint32_t>(reinterpret_cast<uintptr_t>(data) & 3);
+  const uint32_t head = static_cast<uint32_t>(reinterpret_cast<uintptr_t>(data) & 15);
   const unsigned char* blk = staged ? reinterpret_cast<const unsigned char*>(stage) + head : data;
   const uint64_t first = uint64_t{b} * B;
   const uint32_t m = static_cast<uint32_t>(count - first < B ? count - first : B);
@@ -537,7 +541,7 @@ __global__ void __launch_bounds__(32 * kDecWarps) decode_kernel(const unsigned c
     const uint32_t at = 1 + 2 * lanes + (incl - size);  // the lane's region, from the block's start
     const unsigned char* region = blk + at;
     if (staged) {
-      ok = decode_lane<T>(region, size, stage, 8 * uint64_t{head + at}, kp, i1 - i0, lut, freq, cum,
+      ok = decode_lane<T>(region, size, reinterpret_cast<const uint32_t*>(stage), 8 * uint64_t{head + at}, kp, i1 - i0, lut, freq, cum,
                           positions + first + i0, diffs + first + i0, total);
     } else {
       // Unstaged: the reader's words are global, aligned down; the window may read up to 12 bytes past the
